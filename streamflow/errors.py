@@ -1,0 +1,47 @@
+"""One hierarchy for every error streamflow raises on purpose.
+
+A message says what happened, to what (topic, partition, offset, store, instance id) and what
+to do about it: the error is often the only documentation a user reads at 3 a.m.
+"""
+
+from __future__ import annotations
+
+
+class StreamflowError(Exception):
+    """Base of every error streamflow raises deliberately."""
+
+
+class ConfigError(StreamflowError):
+    """The app, a topic or the environment is set up in a way that cannot work."""
+
+
+class TopologyError(ConfigError):
+    """The declared topology is inconsistent (unknown store, duplicate name, bad partitions)."""
+
+
+class SerializationError(StreamflowError):
+    """A key or value could not be (de)serialized; records that raise it go to the DLQ."""
+
+
+class StoreError(StreamflowError):
+    """A state store could not be opened, read, written or restored."""
+
+
+class SchemaError(StreamflowError):
+    """A schema cannot be parsed or resolved."""
+
+
+class SchemaIncompatible(SchemaError):
+    """A new schema breaks the compatibility rule of its subject."""
+
+
+class NonDeterminism(StreamflowError):
+    """A workflow's replay asked for something different from what its journal recorded."""
+
+
+class KafkaUnavailable(ConfigError):
+    """The Kafka cluster could not be reached or is not usable (e.g. cannot run transactions)."""
+
+
+class DevKafkaError(StreamflowError):
+    """The local development broker could not be provisioned, started or stopped."""
