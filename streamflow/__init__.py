@@ -1,0 +1,34 @@
+"""streamflow: Kafka-native stream processing and durable workflows for Python, exactly-once."""
+
+from __future__ import annotations
+
+from streamflow.app import App, AppConfig
+from streamflow.errors import (
+    ConfigError,
+    NonDeterminism,
+    SchemaIncompatible,
+    SerializationError,
+    StoreError,
+    StreamflowError,
+    TopologyError,
+)
+from streamflow.serde.base import Serde
+from streamflow.topology.nodes import ProcessorContext, Record
+from streamflow.topology.stream import Stream, Table
+
+__all__ = [
+    "App",
+    "AppConfig",
+    "ConfigError",
+    "NonDeterminism",
+    "ProcessorContext",
+    "Record",
+    "SchemaIncompatible",
+    "SerializationError",
+    "Serde",
+    "StoreError",
+    "Stream",
+    "StreamflowError",
+    "Table",
+    "TopologyError",
+]

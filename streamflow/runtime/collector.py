@@ -1,0 +1,54 @@
+"""Where a task's output records go: Kafka in a worker, in-memory lists in the test driver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+Headers = list[tuple[str, bytes]] | None
+DeliveryCallback = Callable[[int], None]
+
+
+class RecordCollector(Protocol):
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+             timestamp: int | None, headers: Headers) -> None:
+        """Queue one record for the open transaction (or the next flush, at-least-once)."""
+
+    def send_tracked(self, topic: str, key: bytes, value: bytes | None, partition: int,
+                     delivered: DeliveryCallback) -> None:
+        """Like ``send``; ``delivered(offset)`` runs once the record has its offset."""
+
+
+class KafkaCollector:
+    """Sends through confluent-kafka's producer, waiting on a full local queue instead of failing."""
+
+    def __init__(self, producer: object) -> None:
+        self._producer = producer
+        self._produce = producer.produce  # type: ignore[attr-defined]
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+             timestamp: int | None, headers: Headers) -> None:
+        produce = self._produce
+        while True:
+            try:
+                if partition is None:
+                    produce(topic, value, key, timestamp=timestamp or 0, headers=headers)
+                else:
+                    produce(topic, value, key, partition, timestamp=timestamp or 0, headers=headers)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports until librdkafka has room.
+                self._producer.poll(0.05)  # type: ignore[attr-defined]
+
+    def send_tracked(self, topic: str, key: bytes, value: bytes | None, partition: int,
+                     delivered: DeliveryCallback) -> None:
+        def on_delivery(err: object, msg: object) -> None:
+            if err is None:
+                delivered(msg.offset())  # type: ignore[attr-defined]
+
+        while True:
+            try:
+                self._produce(topic, value, key, partition, on_delivery=on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # type: ignore[attr-defined]

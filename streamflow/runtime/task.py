@@ -1,0 +1,142 @@
+"""A task: one partition of one sub-topology, with its processors and its stores.
+
+The task is where a record becomes effects: it decodes the record, pushes it through the
+processor closures, and sends failures to the dead-letter topic. It knows nothing of consumer
+groups or transactions: the worker (or the test driver) decides when a cycle commits and tells
+the task through ``prepare_commit`` / ``committed`` / ``aborted``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from streamflow.runtime.collector import Headers, RecordCollector
+from streamflow.runtime.dead_letter import dead_letter_headers, failing_processor
+from streamflow.state.store import KeyValueStore
+
+log = logging.getLogger(__name__)
+
+
+class _Source:
+    __slots__ = ("key_deserialize", "value_deserialize", "push", "name")
+
+    def __init__(self, key_deserialize: Any, value_deserialize: Any, push: Any, name: str) -> None:
+        self.key_deserialize, self.value_deserialize = key_deserialize, value_deserialize
+        self.push, self.name = push, name
+
+
+class Task:
+    """Runs records of one partition through one sub-topology."""
+
+    def __init__(self, sub: Any, source_nodes: dict[str, Any], partition: int, state_dir: Path,
+                 collector: RecordCollector, dead_letter_topic: str) -> None:
+        self.id = f"{sub.id}_{partition}"
+        self.sub = sub
+        self.partition = partition
+        self.state_dir = state_dir / self.id
+        self._collector = collector
+        self._send = collector.send
+        self._dead_letter_topic = dead_letter_topic
+        self.msg: Any = None
+        self.timestamp_override: int | None = None
+        self.headers_override: Headers = None
+        self.dead_lettered = 0
+        self.stores: dict[str, KeyValueStore] = {}
+        self._store_specs = {s.name: s for s in sub.stores}
+        # Changelog offsets learnt from delivery reports of this cycle, applied as checkpoints.
+        self._changelog_next: dict[str, int] = {}
+        self.sources: dict[str, _Source] = {}
+        try:
+            for topic, node in source_nodes.items():
+                push = self._build(node)
+                spec = node.topic
+                self.sources[topic] = _Source(spec.key_serde.deserialize,
+                                              spec.value_serde.deserialize, push, node.name)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, node: Any) -> Any:
+        return node.build(self, [self._build(child) for child in node.children])
+
+    # -- ProcessorRuntime ------------------------------------------------------------------------
+
+    def store(self, name: str) -> KeyValueStore:
+        store = self.stores.get(name)
+        if store is None:
+            spec = self._store_specs.get(name)
+            if spec is None:
+                raise KeyError(f"task {self.id}: store {name!r} is not part of sub-topology "
+                               f"{self.sub.id}")
+            store = KeyValueStore(name, self.state_dir / name, spec.key_serde, spec.value_serde)
+            self.stores[name] = store
+        return store
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+             timestamp: int | None, headers: Headers) -> None:
+        self._send(topic, key, value, partition, timestamp, headers)
+
+    # -- processing ------------------------------------------------------------------------------
+
+    def process(self, msg: Any) -> None:
+        """One record in; effects out. A failure goes to the DLQ and the task carries on."""
+        self.msg = msg
+        source = self.sources[msg.topic()]
+        try:
+            kb = msg.key()
+            vb = msg.value()
+            key = None if kb is None else source.key_deserialize(kb)
+            value = None if vb is None else source.value_deserialize(vb)
+        except Exception as exc:
+            self.dead_letter(msg, exc, "deserialize", f"source:{source.name}")
+            return
+        try:
+            source.push(key, value)
+        except Exception as exc:
+            self.dead_letter(msg, exc, "process", failing_processor(exc))
+
+    def dead_letter(self, msg: Any, exc: BaseException, stage: str, processor: str) -> None:
+        """Send the original record to ``<app>.dlq`` inside the same transaction as the rest."""
+        self.dead_lettered += 1
+        log.warning("dead-lettered %s[%d]@%d at %s (%s): %s: %s", msg.topic(), msg.partition(),
+                    msg.offset(), processor, stage, type(exc).__name__, exc)
+        self._send(self._dead_letter_topic, msg.key(), msg.value(), None, None,
+                   dead_letter_headers(msg, exc, stage, processor))
+
+    # -- the commit protocol ---------------------------------------------------------------------
+
+    def prepare_commit(self) -> None:
+        """Send this cycle's store writes to their changelogs, inside the open transaction."""
+        for name, store in self.stores.items():
+            records = store.prepare_commit()
+            if not records:
+                continue
+            spec = self._store_specs[name]
+            send = self._send
+            for kb, vb in records[:-1]:
+                send(spec.changelog, kb, vb, self.partition, None, None)
+            kb, vb = records[-1]
+            self._collector.send_tracked(spec.changelog, kb, vb, self.partition,
+                                         self._checkpoint_setter(name))
+
+    def _checkpoint_setter(self, name: str) -> Any:
+        def delivered(offset: int) -> None:
+            self._changelog_next[name] = offset + 1
+        return delivered
+
+    def committed(self) -> None:
+        """The transaction committed: make its writes durable in RocksDB."""
+        for name, store in self.stores.items():
+            store.apply(self._changelog_next.pop(name, None))
+
+    def aborted(self) -> None:
+        for store in self.stores.values():
+            store.abort()
+        self._changelog_next.clear()
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()

@@ -1,0 +1,63 @@
+"""Serdes turn keys and values into bytes and back.
+
+A serde is a pair of plain functions rather than an object with methods: the hot path calls
+them once per record, and a bound C function (``orjson.dumps``) is the cheapest call Python has.
+Avro arrives through the same seam (``register_serde``) with the schemas issue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streamflow.errors import ConfigError
+
+Serializer = Callable[[Any], bytes]
+Deserializer = Callable[[bytes], Any]
+
+
+@dataclass(frozen=True)
+class Serde:
+    """How one key or value type is written to and read from Kafka (and stores)."""
+
+    name: str
+    serialize: Serializer
+    deserialize: Deserializer
+
+
+def _str_serialize(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"str serde expects str, got {type(value).__name__}: {value!r:.80}")
+    return value.encode()
+
+
+def _bytes_serialize(value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"bytes serde expects bytes, got {type(value).__name__}")
+
+
+JSON = Serde("json", orjson.dumps, orjson.loads)
+STR = Serde("str", _str_serialize, bytes.decode)
+BYTES = Serde("bytes", _bytes_serialize, bytes)
+
+_REGISTRY: dict[str, Serde] = {s.name: s for s in (JSON, STR, BYTES)}
+
+
+def register_serde(serde: Serde) -> None:
+    """Make a serde available by name (``app.topic(..., value="avro:Order")`` uses this seam)."""
+    _REGISTRY[serde.name] = serde
+
+
+def resolve_serde(spec: str | Serde) -> Serde:
+    """Accept a serde or its registered name; an unknown name is a configuration error."""
+    if isinstance(spec, Serde):
+        return spec
+    try:
+        return _REGISTRY[spec]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(f"unknown serde {spec!r}; known serdes: {known}") from None

@@ -1,0 +1,358 @@
+"""Processor nodes: each turns into one ``push(key, value)`` closure inside a task.
+
+A task builds its sub-topology once, child first, so every node holds a direct reference to the
+next callable: a record crosses the pipeline as nested function calls with no dispatch, no
+per-record objects and no queue. Every closure keeps its node in a local named ``_sf_node`` so
+the task can name the failing processor in a dead-letter record without a per-node ``try``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from streamflow.topology.specs import StoreSpec, TopicSpec
+
+Push = Callable[[Any, Any], None]
+
+
+class ProcessorRuntime(Protocol):
+    """What a node needs from the task running it (implemented by ``runtime.task.Task``)."""
+
+    msg: Any
+    timestamp_override: int | None
+    headers_override: list[tuple[str, bytes]] | None
+
+    def store(self, name: str) -> Any: ...
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             partition: int | None, timestamp: int | None,
+             headers: list[tuple[str, bytes]] | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record as ``process()`` functions see it."""
+
+    key: Any
+    value: Any
+    timestamp: int
+    headers: list[tuple[str, bytes]]
+    topic: str
+    partition: int
+    offset: int
+
+
+def _fanout(children: list[Push]) -> Push:
+    if len(children) == 1:
+        return children[0]
+    if not children:
+        return lambda key, value: None
+
+    def push(key: Any, value: Any) -> None:
+        for child in children:
+            child(key, value)
+
+    return push
+
+
+@dataclass(eq=False)
+class Node:
+    """One processor of the graph. ``kind`` and ``detail`` are what ``describe`` prints."""
+
+    name: str
+    children: list[Node] = field(default_factory=list, init=False)
+    kind: str = field(default="node", init=False)
+
+    def detail(self) -> str:
+        return ""
+
+    def stores(self) -> list[StoreSpec]:
+        return []
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class SourceNode(Node):
+    topic: TopicSpec = None  # type: ignore[assignment]
+    kind: str = field(default="source", init=False)
+
+    def detail(self) -> str:
+        return f"{self.topic.name} [{self.topic.key_serde.name}/{self.topic.value_serde.name}]"
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        return _fanout(downstream)
+
+
+@dataclass(eq=False)
+class MapNode(Node):
+    fn: Callable[[Any], Any] = None  # type: ignore[assignment]
+    kind: str = field(default="map", init=False)
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        nxt, fn = _fanout(downstream), self.fn
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            nxt(key, fn(value))
+
+        return push
+
+
+@dataclass(eq=False)
+class FilterNode(Node):
+    predicate: Callable[[Any], bool] = None  # type: ignore[assignment]
+    kind: str = field(default="filter", init=False)
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        nxt, predicate = _fanout(downstream), self.predicate
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            if predicate(value):
+                nxt(key, value)
+
+        return push
+
+
+@dataclass(eq=False)
+class FlatMapNode(Node):
+    fn: Callable[[Any], Iterable[Any]] = None  # type: ignore[assignment]
+    kind: str = field(default="flat_map", init=False)
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        nxt, fn = _fanout(downstream), self.fn
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            for item in fn(value):
+                nxt(key, item)
+
+        return push
+
+
+@dataclass(eq=False)
+class BranchNode(Node):
+    """Routes each record to the first branch whose predicate holds (Kafka Streams' rule)."""
+
+    predicates: list[Callable[[Any], bool] | None] = field(default_factory=list)
+    kind: str = field(default="branch", init=False)
+
+    def detail(self) -> str:
+        return f"{len(self.predicates)} branches"
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        # children[i] is the branch of predicates[i]; None is the catch-all.
+        routes = list(zip(self.predicates, downstream, strict=True))
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            for predicate, child in routes:
+                if predicate is None or predicate(value):
+                    child(key, value)
+                    return
+
+        return push
+
+
+@dataclass(eq=False)
+class KeyByNode(Node):
+    """Re-keys a record and writes it to a repartition topic, so equal keys meet in one task."""
+
+    fn: Callable[[Any], Any] = None  # type: ignore[assignment]
+    kind: str = field(default="key_by", init=False)
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        nxt, fn = _fanout(downstream), self.fn
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            nxt(fn(value), value)
+
+        return push
+
+
+@dataclass(eq=False)
+class SinkNode(Node):
+    topic: TopicSpec = None  # type: ignore[assignment]
+    kind: str = field(default="sink", init=False)
+
+    def detail(self) -> str:
+        return self.topic.name
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        topic = self.topic.name
+        kser, vser = self.topic.key_serde.serialize, self.topic.value_serde.serialize
+        send = rt.send
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            # Outputs carry the input's event time (Kafka Streams' rule): windows downstream
+            # depend on it, and it keeps reprocessing deterministic.
+            ts = rt.timestamp_override
+            if ts is None:
+                ts = rt.msg.timestamp()[1]
+            send(topic, None if key is None else kser(key), None if value is None else vser(value),
+                 None, ts, rt.headers_override)
+
+        return push
+
+
+_UNSET: Any = object()
+
+
+@dataclass(eq=False)
+class AggregateNode(Node):
+    """Folds each key's records into a store and forwards every new aggregate downstream."""
+
+    store: StoreSpec = None  # type: ignore[assignment]
+    initial: Callable[[], Any] | None = None
+    fn: Callable[[Any, Any], Any] = None  # type: ignore[assignment]
+    kind: str = field(default="aggregate", init=False)
+
+    def detail(self) -> str:
+        return f"store {self.store.name}"
+
+    def stores(self) -> list[StoreSpec]:
+        return [self.store]
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        nxt, fn, initial = _fanout(downstream), self.fn, self.initial
+        store = rt.store(self.store.name)
+        get, put = store.get, store.put
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            acc = get(key, _UNSET)
+            if acc is _UNSET:
+                # reduce(): the first value is the aggregate.
+                acc = value if initial is None else fn(initial(), value)
+            else:
+                acc = fn(acc, value)
+            put(key, acc)
+            nxt(key, acc)
+
+        return push
+
+
+@dataclass(eq=False)
+class TableSourceNode(Node):
+    """Materializes a (compacted) topic into a store: last value per key, None deletes."""
+
+    topic: TopicSpec = None  # type: ignore[assignment]
+    store: StoreSpec = None  # type: ignore[assignment]
+    kind: str = field(default="table", init=False)
+
+    def detail(self) -> str:
+        return f"{self.topic.name} → store {self.store.name}"
+
+    def stores(self) -> list[StoreSpec]:
+        return [self.store]
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        store = rt.store(self.store.name)
+        nxt = _fanout(downstream)
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            if value is None:
+                store.delete(key)
+            else:
+                store.put(key, value)
+            nxt(key, value)
+
+        return push
+
+
+@dataclass(eq=False)
+class JoinNode(Node):
+    """Stream-table join: looks the record's key up in the table's store of the same task."""
+
+    table_store: StoreSpec = None  # type: ignore[assignment]
+    joiner: Callable[[Any, Any], Any] = None  # type: ignore[assignment]
+    inner: bool = True
+    kind: str = field(default="join", init=False)
+
+    def detail(self) -> str:
+        return f"{'inner' if self.inner else 'left'} join store {self.table_store.name}"
+
+    def stores(self) -> list[StoreSpec]:
+        return [self.table_store]
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        nxt, joiner, inner = _fanout(downstream), self.joiner, self.inner
+        get = rt.store(self.table_store.name).get
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            row = get(key)
+            if row is None and inner:
+                return
+            nxt(key, joiner(value, row))
+
+        return push
+
+
+class ProcessorContext:
+    """What a ``process()`` function may do: read/write its stores, forward records."""
+
+    __slots__ = ("_rt", "_nxt", "_allowed")
+
+    def __init__(self, rt: ProcessorRuntime, nxt: Push, allowed: set[str]) -> None:
+        self._rt, self._nxt, self._allowed = rt, nxt, allowed
+
+    def store(self, name: str) -> Any:
+        if name not in self._allowed:
+            raise KeyError(f"store {name!r} is not connected to this processor; "
+                           f"pass stores=[{name!r}] to process()")
+        return self._rt.store(name)
+
+    def forward(self, key: Any, value: Any, *, timestamp: int | None = None,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
+        rt = self._rt
+        saved = rt.timestamp_override, rt.headers_override
+        rt.timestamp_override, rt.headers_override = timestamp, headers
+        try:
+            self._nxt(key, value)
+        finally:
+            rt.timestamp_override, rt.headers_override = saved
+
+
+@dataclass(eq=False)
+class ProcessNode(Node):
+    """The escape hatch: a function that sees the whole record and its stores."""
+
+    fn: Callable[[Record, ProcessorContext], None] = None  # type: ignore[assignment]
+    store_specs: list[StoreSpec] = field(default_factory=list)
+    kind: str = field(default="process", init=False)
+
+    def detail(self) -> str:
+        names = ", ".join(s.name for s in self.store_specs)
+        return f"stores [{names}]" if names else ""
+
+    def stores(self) -> list[StoreSpec]:
+        return list(self.store_specs)
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        fn = self.fn
+        ctx = ProcessorContext(rt, _fanout(downstream), {s.name for s in self.store_specs})
+        for spec in self.store_specs:
+            rt.store(spec.name)  # open eagerly: a missing store fails at task start, not later
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            msg = rt.msg
+            ts = rt.timestamp_override
+            fn(Record(key, value, msg.timestamp()[1] if ts is None else ts,
+                      msg.headers() or [], msg.topic(), msg.partition(), msg.offset()), ctx)
+
+        return push
+
+
+@dataclass(eq=False)
+class ForeachNode(Node):
+    """A terminal side effect per record (at-least-once: it may run again after a failure)."""
+
+    fn: Callable[[Any, Any], None] = None  # type: ignore[assignment]
+    kind: str = field(default="foreach", init=False)
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        fn = self.fn
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            fn(key, value)
+
+        return push

@@ -1,0 +1,159 @@
+"""The fluent stream DSL users write: ``app.stream(topic).map(...).aggregate(...).to(topic)``.
+
+Each call adds a node to the graph and returns a new ``Stream`` positioned on it, so one stream
+can fan out into several pipelines. Nothing runs here: the runtime builds tasks from the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from streamflow.serde.base import Serde, resolve_serde
+from streamflow.topology.graph import Topology
+from streamflow.topology.nodes import (
+    AggregateNode,
+    BranchNode,
+    FilterNode,
+    FlatMapNode,
+    ForeachNode,
+    JoinNode,
+    KeyByNode,
+    MapNode,
+    Node,
+    ProcessNode,
+    SinkNode,
+    SourceNode,
+)
+from streamflow.topology.specs import REPARTITION_CONFIG, StoreSpec, TopicKind, TopicSpec
+
+
+class Table:
+    """A store materialized from a topic; streams join against it by key."""
+
+    def __init__(self, topology: Topology, store: StoreSpec, topic: TopicSpec) -> None:
+        self._topology, self.store, self.topic = topology, store, topic
+
+
+class Stream:
+    """A position in the graph, with the serdes records have at that point."""
+
+    def __init__(self, topology: Topology, node: Node, key_serde: Serde, value_serde: Serde) -> None:
+        self._topology = topology
+        self._node = node
+        self.key_serde = key_serde
+        self.value_serde = value_serde
+
+    def _then(self, node: Node, key_serde: Serde | None = None,
+              value_serde: Serde | None = None) -> Stream:
+        self._node.children.append(node)
+        return Stream(self._topology, node, key_serde or self.key_serde,
+                      value_serde or self.value_serde)
+
+    def _name(self, kind: str, name: str | None) -> str:
+        return name or self._topology.unique_name(kind)
+
+    # -- stateless -------------------------------------------------------------------------------
+
+    def map(self, fn: Callable[[Any], Any], *, name: str | None = None,
+            value: str | Serde | None = None) -> Stream:
+        """A new value per record; the key stays (so partitioning stays valid)."""
+        return self._then(MapNode(self._name("map", name), fn=fn),
+                          value_serde=None if value is None else resolve_serde(value))
+
+    def filter(self, predicate: Callable[[Any], bool], *, name: str | None = None) -> Stream:
+        return self._then(FilterNode(self._name("filter", name), predicate=predicate))
+
+    def flat_map(self, fn: Callable[[Any], Iterable[Any]], *, name: str | None = None) -> Stream:
+        """Zero or more values per record, each under the record's key."""
+        return self._then(FlatMapNode(self._name("flat_map", name), fn=fn))
+
+    def branch(self, *predicates: Callable[[Any], bool], otherwise: bool = False,
+               name: str | None = None) -> list[Stream]:
+        """One stream per predicate (first match wins); ``otherwise`` adds a catch-all stream."""
+        preds: list[Callable[[Any], bool] | None] = list(predicates)
+        if otherwise:
+            preds.append(None)
+        node = BranchNode(self._name("branch", name), predicates=preds)
+        self._node.children.append(node)
+        branches = []
+        for i in range(len(preds)):
+            child = MapNode(f"{node.name}-{i}", fn=_identity)
+            node.children.append(child)
+            branches.append(Stream(self._topology, child, self.key_serde, self.value_serde))
+        return branches
+
+    def foreach(self, fn: Callable[[Any, Any], None], *, name: str | None = None) -> None:
+        self._then(ForeachNode(self._name("foreach", name), fn=fn))
+
+    # -- re-keying -------------------------------------------------------------------------------
+
+    def key_by(self, fn: Callable[[Any], Any], *, name: str | None = None,
+               key: str | Serde | None = None, value: str | Serde | None = None,
+               partitions: int | None = None) -> Stream:
+        """Re-key by ``fn(value)`` through ``<app>-<name>-repartition``.
+
+        Records with equal new keys land in one partition, so the aggregation after this
+        sees every record of a key in one task, in order.
+        """
+        name = self._name("key_by", name)
+        key_serde = self.key_serde if key is None else resolve_serde(key)
+        value_serde = self.value_serde if value is None else resolve_serde(value)
+        topic = self._topology.add_topic(TopicSpec(
+            f"{self._topology.app_name}-{name}-repartition", key_serde, value_serde, partitions,
+            TopicKind.REPARTITION, REPARTITION_CONFIG))
+        self._then(KeyByNode(name, fn=fn))._then(SinkNode(f"{name}-sink", topic=topic))
+        source = SourceNode(f"{name}-source", topic=topic)
+        self._topology.add_source(topic, source)
+        return Stream(self._topology, source, key_serde, value_serde)
+
+    # -- stateful --------------------------------------------------------------------------------
+
+    def aggregate(self, store: str, *, initial: Callable[[], Any],
+                  fn: Callable[[Any, Any], Any], value: str | Serde = "json") -> Stream:
+        """Fold records per key into ``store``; the result streams every updated aggregate."""
+        spec = self._topology.add_store(store, self.key_serde, resolve_serde(value))
+        return self._then(AggregateNode(store, store=spec, initial=initial, fn=fn),
+                          value_serde=spec.value_serde)
+
+    def reduce(self, store: str, fn: Callable[[Any, Any], Any], *,
+               value: str | Serde | None = None) -> Stream:
+        """Like ``aggregate`` with the first value as the starting aggregate."""
+        spec = self._topology.add_store(store, self.key_serde,
+                                        self.value_serde if value is None else resolve_serde(value))
+        return self._then(AggregateNode(store, store=spec, initial=None, fn=fn),
+                          value_serde=spec.value_serde)
+
+    def count(self, store: str) -> Stream:
+        return self.aggregate(store, initial=_zero, fn=_plus_one)
+
+    def join(self, table: Table, joiner: Callable[[Any, Any], Any], *, left: bool = False,
+             name: str | None = None) -> Stream:
+        """Enrich each record with the table's current value for its key (co-partitioned)."""
+        return self._then(JoinNode(self._name("join", name), table_store=table.store,
+                                   joiner=joiner, inner=not left))
+
+    def process(self, fn: Callable[..., None], *, stores: Iterable[str | StoreSpec] = (),
+                name: str | None = None, value: str | Serde | None = None) -> Stream:
+        """Low-level: ``fn(record, ctx)`` may read/write ``stores`` and ``ctx.forward`` records."""
+        specs = [self._topology.stores[s] if isinstance(s, str) else s for s in stores]
+        return self._then(ProcessNode(self._name("process", name), fn=fn, store_specs=specs),
+                          value_serde=None if value is None else resolve_serde(value))
+
+    # -- sinks -----------------------------------------------------------------------------------
+
+    def to(self, topic: TopicSpec | str) -> None:
+        spec = self._topology.topics[topic] if isinstance(topic, str) else topic
+        self._then(SinkNode(self._topology.unique_name("to"), topic=spec))
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _zero() -> int:
+    return 0
+
+
+def _plus_one(acc: int, _value: Any) -> int:
+    return acc + 1
