@@ -5,38 +5,17 @@ and hands the resulting topology to a worker (``streamflow run``) or the test dr
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
 
 from streamflow.errors import ConfigError
+from streamflow.runtime.config import AppConfig, Guarantee
 from streamflow.serde.base import Serde, resolve_serde
 from streamflow.topology.describe import describe
 from streamflow.topology.graph import Topology
 from streamflow.topology.nodes import SourceNode, TableSourceNode
 from streamflow.topology.specs import StoreSpec, TopicSpec
 from streamflow.topology.stream import Stream, Table
-
-Guarantee = Literal["exactly_once", "at_least_once"]
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    """Runtime settings; every field can be overridden by ``streamflow run`` options."""
-
-    name: str
-    bootstrap: str
-    state_dir: Path
-    guarantee: Guarantee = "exactly_once"
-    commit_interval: float = 0.1
-    """Seconds an open transaction may stay open under load (it commits earlier when input drains)."""
-    commit_every: int = 20_000
-    """Records after which a cycle commits even if the interval has not passed."""
-    batch_size: int = 2_000
-    consumer: tuple[tuple[str, str], ...] = ()
-    producer: tuple[tuple[str, str], ...] = ()
-
 
 class App:
     """A streamflow application: ``App("orders")``; its name is the consumer group id."""

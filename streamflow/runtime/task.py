@@ -43,6 +43,10 @@ class Task:
         self.timestamp_override: int | None = None
         self.headers_override: Headers = None
         self.dead_lettered = 0
+        # Input bookkeeping for the commit cycle: last processed offset per source topic in the
+        # open cycle, and the committed position to rewind to when the cycle aborts.
+        self.pending_offsets: dict[str, int] = {}
+        self.positions: dict[str, int] = {}
         self.stores: dict[str, KeyValueStore] = {}
         self._store_specs = {s.name: s for s in sub.stores}
         # Changelog offsets learnt from delivery reports of this cycle, applied as checkpoints.

@@ -159,6 +159,9 @@ class KeyValueStore:
         aborted data. ``checkpoint`` may lag the true changelog end: replaying full values from
         an earlier offset is idempotent.
         """
+        if not self._pending and checkpoint is None:
+            self.buffer.clear()
+            return
         batch = WriteBatch(raw_mode=True)
         for kb, vb in self._pending:
             if vb is None:

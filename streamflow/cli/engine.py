@@ -1,0 +1,88 @@
+"""`streamflow run` and `streamflow describe`: load an App from a Python file and run or print it."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from streamflow.app import App
+from streamflow.errors import StreamflowError
+
+
+def load_app(target: str) -> App:
+    """``path/to/file.py`` (its only App) or ``path/to/file.py:name``."""
+    path_text, _, attr = target.partition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise click.BadParameter(f"{path} is not a file", param_hint="FILE[:APP]")
+    module_name = f"streamflow_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    sys.path.insert(0, str(path.parent.resolve()))
+    spec.loader.exec_module(module)
+    if attr:
+        app = getattr(module, attr, None)
+        if not isinstance(app, App):
+            raise click.BadParameter(f"{path} has no App named {attr!r}", param_hint="FILE[:APP]")
+        return app
+    apps = [v for v in vars(module).values() if isinstance(v, App)]
+    if len(apps) != 1:
+        names = ", ".join(k for k, v in vars(module).items() if isinstance(v, App)) or "none"
+        raise click.BadParameter(f"{path} defines {len(apps)} Apps ({names}); use FILE:NAME",
+                                 param_hint="FILE[:APP]")
+    return apps[0]
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@click.command()
+@click.argument("target")
+@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
+@click.option("--state-dir", type=click.Path(path_type=Path), envvar="STREAMFLOW_STATE_DIR",
+              help="Where this worker keeps its RocksDB stores (one per worker).")
+@click.option("--guarantee", type=click.Choice(["exactly_once", "at_least_once"]))
+@click.option("--commit-interval", type=float, help="Seconds between commits under load.")
+@click.option("-v", "--verbose", count=True)
+@click.option("-q", "--quiet", is_flag=True)
+def run(target: str, bootstrap: str | None, state_dir: Path | None, guarantee: str | None,
+        commit_interval: float | None, verbose: int, quiet: bool) -> None:
+    """Run TARGET (FILE[:APP]) as one worker of its consumer group. SIGTERM drains and leaves."""
+    from dataclasses import replace
+
+    from streamflow.runtime.worker import Worker
+
+    _configure_logging(-1 if quiet else verbose)
+    app = load_app(target)
+    changes: dict[str, object] = {}
+    if bootstrap:
+        changes["bootstrap"] = bootstrap
+    if state_dir:
+        changes["state_dir"] = state_dir
+    if guarantee:
+        changes["guarantee"] = guarantee
+    if commit_interval is not None:
+        changes["commit_interval"] = commit_interval
+    config = replace(app.config, **changes)  # type: ignore[arg-type]
+    try:
+        Worker(app.topology, config, app.dead_letter_topic).run()
+    except StreamflowError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command()
+@click.argument("target")
+def describe(target: str) -> None:
+    """Print TARGET's topology: sub-topologies, processors, stores and topics."""
+    click.echo(load_app(target).describe())
+
+
+COMMANDS = [run, describe]

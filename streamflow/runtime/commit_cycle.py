@@ -1,0 +1,117 @@
+"""The commit cycle: how a batch of processed records becomes durable, once.
+
+Exactly-once (KIP-447): outputs, changelog records and input offsets go into one Kafka
+transaction; stores apply their write buffers only after ``commit_transaction()`` returned; an
+abort drops the buffers and rewinds the consumer to the last committed positions, so the same
+records are processed again from the same state.
+
+At-least-once: outputs and changelogs are flushed, then offsets are committed; a crash in
+between replays records (duplicates, never loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import KafkaException, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+class CommitCycle:
+    def __init__(self, producer: Any, consumer: Any, exactly_once: bool, timeout: float = 30.0) -> None:
+        self._producer = producer
+        self._consumer = consumer
+        self._eos = exactly_once
+        self._timeout = timeout
+        self.open = False
+        self.opened_at = 0.0
+        self.records = 0
+        self.delivery_error: Any = None
+        self.commits = 0
+        self.aborts = 0
+
+    def begin(self) -> None:
+        """Open a cycle before the first record of a batch is processed."""
+        if self.open:
+            return
+        if self._eos:
+            self._producer.begin_transaction()
+        self.open = True
+        self.opened_at = time.monotonic()
+
+    def on_delivery(self, err: Any, _msg: Any) -> None:
+        """At-least-once: remember a failed delivery so the cycle rewinds instead of committing."""
+        if err is not None:
+            self.delivery_error = err
+
+    def commit(self, tasks: list[Any]) -> bool:
+        """Commit the open cycle for ``tasks``; False when it had to abort (input rewound)."""
+        if not self.open:
+            return True
+        for task in tasks:
+            task.prepare_commit()
+        offsets = [TopicPartition(topic, task.partition, offset + 1)
+                   for task in tasks for topic, offset in task.pending_offsets.items()]
+        try:
+            if self._eos:
+                if offsets:
+                    self._producer.send_offsets_to_transaction(
+                        offsets, self._consumer.consumer_group_metadata(), self._timeout)
+                self._commit_transaction()
+                self._producer.poll(0)  # serve changelog delivery reports → store checkpoints
+            else:
+                self._producer.flush(self._timeout)
+                if self.delivery_error is not None:
+                    raise KafkaException(self.delivery_error)
+                if offsets:
+                    self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            fatal = getattr(err, "fatal", lambda: False)()
+            if self._eos and (fatal or not err.txn_requires_abort()):
+                raise  # fenced or broken producer: the worker must stop; its successor recovers
+            self._abort(tasks, f"commit failed: {err}")
+            return False
+        # Apply the buffers only now: if we crash before this line the changelog already holds
+        # these writes and restore replays them; RocksDB never sees aborted data.
+        for task in tasks:
+            task.committed()
+            task.positions.update({t: o + 1 for t, o in task.pending_offsets.items()})
+            task.pending_offsets.clear()
+        self.open = False
+        self.records = 0
+        self.commits += 1
+        return True
+
+    def _commit_transaction(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                self._producer.commit_transaction(self._timeout)
+                return
+            except KafkaException as exc:
+                if exc.args[0].retriable() and time.monotonic() < deadline:
+                    continue  # librdkafka documents commit as safe to retry on retriable errors
+                raise
+
+    def abort(self, tasks: list[Any], reason: str) -> None:
+        if self.open:
+            self._abort(tasks, reason)
+
+    def _abort(self, tasks: list[Any], reason: str) -> None:
+        log.warning("aborting commit cycle (%s): rewinding input to the last committed offsets",
+                    reason)
+        if self._eos:
+            self._producer.abort_transaction(self._timeout)
+        self.delivery_error = None
+        for task in tasks:
+            task.aborted()
+            for topic in task.pending_offsets:
+                self._consumer.seek(TopicPartition(topic, task.partition, task.positions[topic]))
+            task.pending_offsets.clear()
+        self.open = False
+        self.records = 0
+        self.aborts += 1

@@ -1,0 +1,78 @@
+"""Worker settings and the Kafka client configurations derived from them.
+
+The client settings are where the exactly-once promise (DESIGN §3) is made concrete, so they
+live in one place with the reason for each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Guarantee = Literal["exactly_once", "at_least_once"]
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Runtime settings of an App; ``streamflow run`` options override them."""
+
+    name: str
+    bootstrap: str
+    state_dir: Path
+    guarantee: Guarantee = "exactly_once"
+    commit_interval: float = 0.1
+    """Seconds a transaction may stay open under load (it commits earlier when input drains)."""
+    commit_every: int = 20_000
+    """Records after which a cycle commits even if the interval has not passed."""
+    batch_size: int = 2_000
+    """Records taken from the consumer per poll."""
+    session_timeout_ms: int = 10_000
+    transaction_timeout_ms: int = 10_000
+    consumer: tuple[tuple[str, str], ...] = ()
+    producer: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == "exactly_once"
+
+
+def consumer_config(config: AppConfig, assignment_strategy: str) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": config.bootstrap,
+        "group.id": config.name,
+        # Offsets are committed only by the commit cycle: inside the transaction (EOS) or
+        # after outputs are flushed (at-least-once). Never behind our back.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Never see records of aborted (or still open) transactions, ours or upstream's. This
+        # also makes OffsetFetch wait for a zombie's pending offset commit (KIP-447).
+        "isolation.level": "read_committed",
+        "partition.assignment.strategy": assignment_strategy,
+        "session.timeout.ms": config.session_timeout_ms,
+        "heartbeat.interval.ms": max(1000, config.session_timeout_ms // 4),
+        "max.poll.interval.ms": 300_000,
+        "enable.partition.eof": False,
+    }
+    conf.update(dict(config.consumer))
+    return conf
+
+
+def producer_config(config: AppConfig, transactional_id: str | None) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": config.bootstrap,
+        # Java's partitioner, so keys land where Kafka Streams and Java producers put them.
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "enable.idempotence": True,
+        "acks": "all",
+    }
+    if transactional_id is not None:
+        conf["transactional.id"] = transactional_id
+        conf["transaction.timeout.ms"] = config.transaction_timeout_ms
+    conf.update(dict(config.producer))
+    return conf

@@ -1,0 +1,147 @@
+"""Restore: bring a task's stores up to the end of their changelogs before the task processes.
+
+Runs in the worker's main loop a slice at a time (never inside a rebalance callback, so a long
+restore cannot blow ``max.poll.interval.ms``). Reads with ``read_committed`` from each store's
+checkpoint; "caught up" is the consumer reaching the end of the partition (librdkafka's
+partition-EOF, which under read_committed is the last stable offset) — not comparing offsets
+with ``high watermark - 1``, because transaction markers occupy offsets too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Progress:
+    task: Any
+    store: Any
+    start: int
+    end: int
+    restored: int = 0
+    last_offset: int = -1
+    done: bool = False
+    batch: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+
+
+class Restorer:
+    """One restore consumer per worker, outside the consumer group."""
+
+    def __init__(self, bootstrap: str, app_name: str, batch_size: int = 10_000) -> None:
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{app_name}-restore",  # required by librdkafka; never joins or commits
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        })
+        self._batch_size = batch_size
+        self._active: dict[tuple[str, int], _Progress] = {}
+        self._tasks: dict[str, tuple[Any, list[_Progress]]] = {}
+        self._last_report = 0.0
+
+    def add(self, task: Any) -> None:
+        """Start restoring every store of ``task``."""
+        progresses = []
+        for spec in task.sub.stores:
+            store = task.store(spec.name)
+            checkpoint = store.checkpoint()
+            tp = TopicPartition(spec.changelog, task.partition)
+            _, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            start = OFFSET_BEGINNING if checkpoint is None else checkpoint
+            progress = _Progress(task, store, 0 if checkpoint is None else checkpoint, high)
+            progresses.append(progress)
+            self._active[(spec.changelog, task.partition)] = progress
+            self._consumer.incremental_assign([TopicPartition(spec.changelog, task.partition, start)])
+            if high - progress.start > 10_000:
+                log.info("restoring store %s of task %s from changelog offset %d (up to %d records)",
+                         spec.name, task.id, progress.start, high - progress.start)
+        self._tasks[task.id] = (task, progresses)
+
+    def remove(self, task: Any) -> None:
+        """Stop restoring ``task`` (it was revoked mid-restore): what is applied stays applied."""
+        self._tasks.pop(task.id, None)
+        self._release(task)
+
+    def _release(self, task: Any) -> None:
+        mine = [tp for tp, p in self._active.items() if p.task is task]
+        for tp in mine:
+            del self._active[tp]
+        if mine:
+            self._consumer.incremental_unassign([TopicPartition(t, p) for t, p in mine])
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    def step(self, timeout: float = 0.05) -> list[Any]:
+        """Restore one slice; returns the tasks that are now caught up."""
+        if not self._active:
+            return self._finished()
+        messages = self._consumer.consume(self._batch_size, timeout)
+        touched: set[tuple[str, int]] = set()
+        for msg in messages:
+            tp = (msg.topic(), msg.partition())
+            progress = self._active.get(tp)
+            if progress is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._flush(progress, msg.offset())
+                    progress.done = True
+                else:
+                    log.warning("restore of %s[%d]: %s", tp[0], tp[1], err)
+                continue
+            progress.batch.append((msg.key(), msg.value()))
+            touched.add(tp)
+            progress.last_offset = msg.offset()
+        for tp in touched:
+            progress = self._active[tp]
+            if progress.batch:
+                self._flush(progress, progress.last_offset + 1)
+        self._report()
+        return self._finished()
+
+    def _flush(self, progress: _Progress, next_offset: int) -> None:
+        # One WriteBatch per slice: the records and the new checkpoint land atomically, so a
+        # crash mid-restore resumes from here instead of from the start.
+        if progress.batch or next_offset > progress.start:
+            progress.store.restore_batch(progress.batch, next_offset)
+            progress.restored += len(progress.batch)
+            progress.batch = []
+
+    def _finished(self) -> list[Any]:
+        done = []
+        for task_id, (task, progresses) in list(self._tasks.items()):
+            if all(p.done for p in progresses):
+                del self._tasks[task_id]
+                self._release(task)
+                restored = sum(p.restored for p in progresses)
+                if restored:
+                    log.info("task %s restored %d changelog records", task_id, restored)
+                done.append(task)
+        return done
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        if now - self._last_report < 2.0:
+            return
+        self._last_report = now
+        for (topic, partition), p in self._active.items():
+            if not p.done and p.end - p.start > 10_000:
+                log.info("restoring %s[%d]: %d / ~%d records", topic, partition, p.restored,
+                         p.end - p.start)
+
+    def close(self) -> None:
+        self._consumer.close()
