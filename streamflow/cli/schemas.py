@@ -158,7 +158,7 @@ class _SchemaDiff:
             if symbol not in n["symbols"]:
                 yield f"- {path}/symbols: {symbol}"
         if o.get("default") != n.get("default"):
-            yield f"~ {path}/default: {o.get('default')} -> {n.get('default')}"
+            yield f"~ {path}/default: {o.get('default', 'none')} -> {n.get('default', 'none')}"
 
     def _record(self, o: dict[str, Any], n: dict[str, Any], path: str) -> Iterator[str]:
         old_fields = {f["name"]: f for f in o["fields"]}
@@ -168,8 +168,9 @@ class _SchemaDiff:
             renamed = [a for a in field.get("aliases", ()) if a in old_fields and a not in new_fields]
             before = old_fields.get(name) or (old_fields[renamed[0]] if renamed else None)
             if before is None:
-                default = f" (default {json.dumps(field['default'])})" if "default" in field else " (no default)"
-                yield f"+ {field_path}: {_show(field['type'])}{default}"
+                default = json.dumps(field["default"]) if "default" in field else None
+                note = f"default {default}" if default is not None else "no default"
+                yield f"+ {field_path}: {_show(field['type'])} ({note})"
                 continue
             if before["name"] != name:
                 yield f"~ {field_path}: renamed from {before['name']} (alias)"
