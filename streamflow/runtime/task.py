@@ -104,8 +104,12 @@ class Task:
     def dead_letter(self, msg: Any, exc: BaseException, stage: str, processor: str) -> None:
         """Send the original record to ``<app>.dlq`` inside the same transaction as the rest."""
         self.dead_lettered += 1
-        log.warning("dead-lettered %s[%d]@%d at %s (%s): %s: %s", msg.topic(), msg.partition(),
-                    msg.offset(), processor, stage, type(exc).__name__, exc)
+        # A flood of poison records must not become a flood of log lines: the first few are
+        # logged, then every 1000th; the DLQ holds each one with its full reason.
+        if self.dead_lettered <= 5 or self.dead_lettered % 1000 == 0:
+            log.warning("dead-lettered #%d of task %s: %s[%d]@%d at %s (%s): %s: %s",
+                        self.dead_lettered, self.id, msg.topic(), msg.partition(), msg.offset(),
+                        processor, stage, type(exc).__name__, exc)
         self._send(self._dead_letter_topic, msg.key(), msg.value(), None, None,
                    dead_letter_headers(msg, exc, stage, processor))
 

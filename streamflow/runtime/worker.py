@@ -222,7 +222,7 @@ class Worker:
         for tp in self._task_partitions(task):
             self._route[tp.topic][tp.partition] = task
         self.consumer.resume(self._task_partitions(task))
-        log.info("task %s running", task.id)
+        log.debug("task %s running", task.id)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         if self._cooperative:
