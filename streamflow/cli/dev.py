@@ -43,8 +43,9 @@ def _dir_option(fn: click.decorators.FC) -> click.decorators.FC:
 
 
 @kafka.command()
-@click.option("--brokers", type=click.IntRange(1, 5), default=1, show_default=True,
-              help="Number of combined broker+controller nodes (3 for replication tests).")
+@click.option("--brokers", type=click.IntRange(1, 5), default=None,
+              help="Combined broker+controller nodes; 3 for replication tests. [default: 1, or "
+                   "what --dir already holds]")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Client port of node 1 (node i listens on port+i-1). [default: a free port]")
 @click.option("--clean", is_flag=True, help="Discard the data of a previous cluster in --dir.")
@@ -55,7 +56,7 @@ def _dir_option(fn: click.decorators.FC) -> click.decorators.FC:
               help="Seconds to wait for the cluster to become ready.")
 @_dir_option
 def start(
-    brokers: int,
+    brokers: int | None,
     port: int | None,
     clean: bool,
     heap: str | None,

@@ -146,6 +146,7 @@ class KafkaJars:
         try:
             result = subprocess.run(
                 command,
+                check=False,
                 cwd=self.root,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,

@@ -60,6 +60,7 @@ def find_java() -> JavaRuntime:
     try:
         result = subprocess.run(
             [str(executable), "-version"],
+            check=False,
             capture_output=True,
             text=True,
             timeout=60,
