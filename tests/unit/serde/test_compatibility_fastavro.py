@@ -8,10 +8,8 @@ fixed sizes, union branches, names and aliases changed), and for both directions
 * check(R, W) == []  =>  fastavro reads every witness datum and random data written with W;
 * check(R, W) != []  =>  fastavro fails on at least one witness datum.
 
-Witnesses take every union branch and enum symbol at every position (one datum per variant,
-zipped across record fields, so they stay few); they are encoded by the small Avro encoder below,
-which chooses union branches explicitly, so no branch is hidden by fastavro's first-match writing.
-Bytes are ASCII: fastavro's bytes-to-string promotion fails on non-UTF-8 bytes (see
+Witnesses (avro_witness.py) take every union branch and enum symbol at every position. Bytes are
+ASCII: fastavro's bytes-to-string promotion fails on non-UTF-8 bytes (see
 test_fastavro_divergences.py).
 """
 
@@ -19,19 +17,26 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-from dataclasses import dataclass
 from typing import Any
 
 import fastavro
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from avro_witness import (
+    PRIMS,
+    draw_datum,
+    encode,
+    fastavro_failures,
+    fastavro_reads,
+    parsed_with_names,
+    plain,
+    witnesses,
+)
 from streamflow.errors import SchemaError
 from streamflow.serde.avro_schema import parse
 from streamflow.serde.compatibility import CompatibilityMode, check, check_compatibility
 
-PRIMS = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"]
 WIDER = {"int": ["long", "float", "double"], "long": ["float", "double"], "float": ["double"],
          "string": ["bytes"], "bytes": ["string"]}
 NARROWER = {"long": ["int"], "float": ["int", "long"], "double": ["int", "long", "float"],
@@ -250,132 +255,6 @@ def evolved(draw: Any, writer: dict[str, Any]) -> Any:
     return _renamed(mutation.type_(writer), mutation.renamed)
 
 
-# ---- data: values with explicit union branches, and a minimal Avro binary encoder ----------------
-
-
-@dataclass(frozen=True)
-class Branch:
-    index: int
-    value: Any
-
-
-def _resolve(t: Any, names: dict[str, Any]) -> Any:
-    return names[t] if isinstance(t, str) and t not in PRIMS else t
-
-
-def witnesses(t: Any, names: dict[str, Any], depth: int = 0) -> list[Any]:
-    t = _resolve(t, names)
-    if isinstance(t, list):
-        # Deep down a recursive type take only the first branch (null, in a well-formed one).
-        branches = t[:1] if depth > 6 else t
-        return [Branch(i, v) for i, b in enumerate(branches) for v in witnesses(b, names, depth + 1)]
-    if isinstance(t, str):
-        return [{"null": None, "boolean": True, "int": 7, "long": 2**40, "float": 1.5,
-                 "double": 2.25, "bytes": b"by", "string": "st"}[t]]
-    kind = t["type"]
-    if kind == "enum":
-        return list(t["symbols"])
-    if kind == "fixed":
-        return [b"\x01" * t["size"]]
-    if kind == "array":
-        return [witnesses(t["items"], names, depth + 1)]
-    if kind == "map":
-        return [{f"k{i}": v for i, v in enumerate(witnesses(t["values"], names, depth + 1))}]
-    per_field = [witnesses(f["type"], names, depth + 1) for f in t["fields"]]
-    count = max((len(v) for v in per_field), default=1)
-    return [{f["name"]: vs[i % len(vs)] for f, vs in zip(t["fields"], per_field)} for i in range(count)]
-
-
-def draw_datum(draw: Any, t: Any, names: dict[str, Any]) -> Any:
-    t = _resolve(t, names)
-    if isinstance(t, list):
-        i = draw(st.integers(0, len(t) - 1))
-        return Branch(i, draw_datum(draw, t[i], names))
-    if isinstance(t, str):
-        return draw({
-            "null": st.none(), "boolean": st.booleans(), "int": st.integers(-2**31, 2**31 - 1),
-            "long": st.integers(-2**63, 2**63 - 1), "float": st.floats(width=32, allow_nan=False),
-            "double": st.floats(allow_nan=False), "string": st.text(max_size=5),
-            "bytes": st.text("abc\x00\x7f", max_size=5).map(str.encode),
-        }[t])
-    kind = t["type"]
-    if kind == "enum":
-        return draw(st.sampled_from(t["symbols"]))
-    if kind == "fixed":
-        return draw(st.binary(min_size=t["size"], max_size=t["size"]))
-    if kind == "array":
-        return [draw_datum(draw, t["items"], names) for _ in range(draw(st.integers(0, 2)))]
-    if kind == "map":
-        return {f"k{i}": draw_datum(draw, t["values"], names) for i in range(draw(st.integers(0, 2)))}
-    return {f["name"]: draw_datum(draw, f["type"], names) for f in t["fields"]}
-
-
-def _long(n: int, out: bytearray) -> None:
-    n = (n << 1) ^ (n >> 63)
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
-def encode(t: Any, value: Any, names: dict[str, Any], out: bytearray) -> None:
-    t = _resolve(t, names)
-    if isinstance(t, list):
-        _long(value.index, out)
-        encode(t[value.index], value.value, names, out)
-        return
-    kind = t if isinstance(t, str) else t["type"]
-    if kind == "boolean":
-        out.append(1 if value else 0)
-    elif kind in ("int", "long"):
-        _long(value, out)
-    elif kind in ("float", "double"):
-        out += struct.pack("<f" if kind == "float" else "<d", value)
-    elif kind in ("bytes", "string"):
-        data = value.encode() if kind == "string" else value
-        _long(len(data), out)
-        out += data
-    elif kind == "fixed":
-        out += value
-    elif kind == "enum":
-        _long(t["symbols"].index(value), out)
-    elif kind in ("array", "map"):
-        if value:
-            _long(len(value), out)
-            for key, item in (value.items() if kind == "map" else ((None, v) for v in value)):
-                if key is not None:
-                    encode("string", key, names, out)
-                encode(t["items"] if kind == "array" else t["values"], item, names, out)
-        out.append(0)
-    elif kind == "record":
-        for f in t["fields"]:
-            encode(f["type"], value[f["name"]], names, out)
-
-
-def plain(value: Any) -> Any:
-    if isinstance(value, Branch):
-        return plain(value.value)
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
-
-
-def parsed_with_names(schema: Any) -> tuple[Any, dict[str, Any]]:
-    names: dict[str, Any] = {}
-    return fastavro.parse_schema(schema, named_schemas=names), names
-
-
-def fastavro_reads(writer: Any, reader: Any, payload: bytes) -> bool:
-    buf = io.BytesIO(payload)
-    try:
-        fastavro.schemaless_reader(buf, writer, reader)
-    except Exception:  # SchemaResolutionError, and the KeyErrors some mismatches raise
-        return False
-    return buf.tell() == len(payload)  # a "successful" read of the wrong bytes is a failure too
-
-
 # ---- properties ------------------------------------------------------------------------------------
 
 SETTINGS = settings(max_examples=250, deadline=None,
@@ -430,17 +309,12 @@ def test_checker_verdict_matches_fastavro_resolution(data: st.DataObject, writer
         found = check(r, w)
         same = "identical" if r == w else "evolved"
         event(f"{same}, compatible" if not found else "incompatible: " + ",".join(sorted({i.kind for i in found})))
-        (w_parsed, names), (r_parsed, _) = parsed_with_names(w), parsed_with_names(r)
-        failing = []
-        for value in witnesses(w, names):
-            out = bytearray()
-            encode(w, value, names, out)
-            if not fastavro_reads(w_parsed, r_parsed, bytes(out)):
-                failing.append(plain(value))
+        failing = fastavro_failures(r, w)
         if found:
             assert failing, f"checker found {[str(i) for i in found]} but fastavro read every witness"
         else:
             assert not failing, f"checker found nothing but fastavro failed on {failing[:3]}"
+            (w_parsed, names), (r_parsed, _) = parsed_with_names(w), parsed_with_names(r)
             out = bytearray()
-            encode(w, draw_datum(data.draw, w, names), names, out)
+            encode(w_parsed, draw_datum(data.draw, w_parsed, names), names, out)
             assert fastavro_reads(w_parsed, r_parsed, bytes(out))
