@@ -174,10 +174,15 @@ def _unqualified(name: str) -> str:
 
 
 def _accepts_name(r: dict[str, Any], w: dict[str, Any]) -> bool:
-    """Named types resolve when their unqualified names match or the writer's name is one of the
-    reader's aliases (spec 1.11: namespaces do not have to match)."""
-    accepted = {_unqualified(r["name"])} | {_unqualified(a) for a in r.get("aliases", ())}
-    return _unqualified(w["name"]) in accepted
+    """Named types resolve when their unqualified names match (spec 1.11: namespaces need not), or
+    when the writer's full name is one of the reader's aliases. An alias without a dot is relative
+    to the reader type's namespace; comparing aliases by full name is what Java Avro does, and
+    fastavro accepts every alias match this accepts."""
+    if _unqualified(r["name"]) == _unqualified(w["name"]):
+        return True
+    namespace = r["name"].rpartition(".")[0]
+    aliases = {a if "." in a or not namespace else f"{namespace}.{a}" for a in r.get("aliases", ())}
+    return w["name"] in aliases
 
 
 class _Checker:
@@ -241,7 +246,7 @@ class _Checker:
         self._report(
             IncompatibilityKind.NAME_MISMATCH, f"{path}/name",
             f"the writer's {_describe(w)} cannot be read as the reader's {_describe(r)}: the "
-            f"names differ and the reader lists no alias {_unqualified(w['name'])!r}",
+            f"names differ and the reader lists no alias {w['name']!r}",
         )
         return False
 
