@@ -1,0 +1,130 @@
+"""The engine on a real broker: dead letters, state-dir loss, at-least-once, draining on SIGTERM."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from streamflow.runtime.dead_letter import HEADER_ERROR, HEADER_OFFSET, HEADER_PROCESSOR, HEADER_STAGE
+from tests.engine_helpers import (
+    REPO,
+    WorkerProcess,
+    create_topic,
+    decoded_by_key,
+    produce_events,
+    read_topic,
+    wait_for,
+)
+
+pytestmark = pytest.mark.kafka
+
+APP_FILE = REPO / "tests" / "apps" / "keyed_count.py"
+
+
+def _env(guarantee: str = "exactly_once") -> dict[str, str]:
+    run = uuid.uuid4().hex[:8]
+    return {"SF_TEST_APP": f"it-{run}", "SF_TEST_INPUT": f"it-in-{run}",
+            "SF_TEST_OUTPUT": f"it-out-{run}", "SF_TEST_GUARANTEE": guarantee}
+
+
+def _setup(bootstrap: str, env: dict[str, str], partitions: int = 3) -> None:
+    create_topic(bootstrap, env["SF_TEST_INPUT"], partitions)
+    create_topic(bootstrap, env["SF_TEST_OUTPUT"], partitions)
+
+
+def _output_count(bootstrap: str, topic: str) -> int:
+    return len(read_topic(bootstrap, topic, timeout=20))
+
+
+def test_poison_records_land_in_dlq_with_reason_and_processing_goes_on(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = _env()
+    _setup(kafka_bootstrap, env)
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        producer.produce(env["SF_TEST_INPUT"], orjson.dumps({"seq": 0}), b"a")
+        producer.produce(env["SF_TEST_INPUT"], b"\xff not json", b"a")        # undecodable
+        producer.produce(env["SF_TEST_INPUT"], orjson.dumps({"seq": 2, "poison": True}), b"a")
+        producer.produce(env["SF_TEST_INPUT"], orjson.dumps({"seq": 3}), b"a")
+        producer.flush(10)
+        wait_for(lambda: _output_count(kafka_bootstrap, env["SF_TEST_OUTPUT"]) == 2, 60,
+                 what="the two good records processed")
+        dead = read_topic(kafka_bootstrap, f"{env['SF_TEST_APP']}.dlq")
+    finally:
+        assert worker.terminate() == 0
+    assert [m.value() for m in dead] == [b"\xff not json", orjson.dumps({"seq": 2, "poison": True})]
+    first, second = (dict(m.headers()) for m in dead)
+    assert first[HEADER_STAGE] == b"deserialize" and first[HEADER_OFFSET] == b"1"
+    assert second[HEADER_STAGE] == b"process" and second[HEADER_PROCESSOR] == b"aggregate:counts"
+    assert b"poison event 2" in second[HEADER_ERROR]
+    output = decoded_by_key(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"]))
+    assert output == {"a": [{"count": 1, "seq": 0}, {"count": 2, "seq": 3}]}
+
+
+def test_deleting_a_worker_state_dir_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = _env()
+    _setup(kafka_bootstrap, env)
+    events = [(f"k{i % 40}", {"seq": i}) for i in range(4000)]
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], events[:2000])
+        wait_for(lambda: _output_count(kafka_bootstrap, env["SF_TEST_OUTPUT"]) == 2000, 60,
+                 what="first half processed")
+        assert worker.terminate() == 0
+        shutil.rmtree(tmp_path / "w")
+        worker.start()
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], events[2000:])
+        wait_for(lambda: _output_count(kafka_bootstrap, env["SF_TEST_OUTPUT"]) == 4000, 60,
+                 what="second half processed")
+    finally:
+        assert worker.terminate() == 0
+    output = decoded_by_key(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"]))
+    totals = Counter(k for k, _ in events)
+    # The rebuilt stores continued the counts where the deleted ones stopped.
+    assert {k: v[-1]["count"] for k, v in output.items()} == dict(totals)
+    assert all([u["count"] for u in v] == list(range(1, totals[k] + 1)) for k, v in output.items())
+
+
+def test_at_least_once_delivers_every_record_despite_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = _env("at_least_once")
+    _setup(kafka_bootstrap, env)
+    events = [(f"k{i % 50}", {"seq": i}) for i in range(20_000)]
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], events[:10_000])
+        time.sleep(3)
+        worker.kill()
+        worker.start()
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], events[10_000:])
+
+        def every_seq_seen() -> bool:
+            seen = {u["seq"] for updates in decoded_by_key(
+                read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], timeout=20)).values()
+                    for u in updates}
+            return seen == {e["seq"] for _, e in events}
+        wait_for(every_seq_seen, 90, interval=2, what="every input seq in the output")
+    finally:
+        assert worker.terminate() == 0
+
+
+def test_sigterm_drains_commits_and_leaves_the_group(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = _env()
+    _setup(kafka_bootstrap, env)
+    events = [(f"k{i % 7}", {"seq": i}) for i in range(3000)]
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], events)
+    wait_for(lambda: _output_count(kafka_bootstrap, env["SF_TEST_OUTPUT"]) == 3000, 60,
+             what="all processed")
+    started = time.monotonic()
+    assert worker.terminate(timeout=30) == 0
+    assert time.monotonic() - started < 15, "drain must not wait for the session timeout"
+    log = (tmp_path / "w.log").read_text()
+    assert "draining and leaving the group" in log and "worker stopped" in log
