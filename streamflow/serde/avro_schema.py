@@ -19,14 +19,14 @@ import os
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import fastavro.schema
 
 from streamflow.errors import SchemaError
 
 # JSON shape of a schema: a type name, a union, or an object. Values inside are plain JSON.
-Schema = Union[str, list["Schema"], dict[str, object]]
+Schema = str | list["Schema"] | dict[str, object]
 
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 NAMED_KINDS = frozenset({"record", "error", "enum", "fixed"})
@@ -266,8 +266,8 @@ def _load_dir_cached(stamp: tuple[tuple[str, int, int], ...]) -> Mapping[str, Sc
             del pending[name]
             progressed = True
         if not progressed:
-            name, exc = sorted(errors.items())[0]
-            raise SchemaError(f"{name}: not a valid Avro schema: {_describe_error(exc)}") from exc
+            name, error = min(errors.items(), key=lambda item: item[0])
+            raise SchemaError(f"{name}: not a valid Avro schema: {_describe_error(error)}") from error
     return {full: parse(self_contained(full, known), source=full) for full in sorted(known)}
 
 
@@ -295,6 +295,8 @@ def self_contained(fullname: str, names: Mapping[str, Any]) -> Schema:
         node = {k: v for k, v in schema.items() if not k.startswith("__")}
         kind = node["type"]
         if kind in NAMED_KINDS:
+            if node["name"] in defined:  # inline in its file, but already expanded from a reference
+                return node["name"]
             defined.add(node["name"])
         if kind in ("record", "error"):
             node["fields"] = [{**f, "type": expand(f["type"])} for f in node["fields"]]

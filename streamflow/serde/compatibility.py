@@ -49,7 +49,9 @@ class Incompatibility:
     """One reason the reader cannot read what the writer wrote.
 
     ``path`` locates the problem in the reader's schema by field names: ``/fields/address/fields/
-    zip``, ``/fields/tags/items``, ``/fields/attrs/values``; ``/`` is the top level. ``context``
+    zip``, ``/fields/tags/items``, ``/fields/attrs/values``; ``/`` is the top level. A union adds
+    no segment (the message names the branch), so a path reads the same whether or not a field
+    is optional. ``context``
     says which pair of schemas it came from when a mode compares several (empty for ``check``).
     """
 
@@ -97,9 +99,7 @@ def check(reader: Schema | bytes, writer: Schema | bytes) -> list[Incompatibilit
 
     Schemas may be JSON text, dicts/lists, or fastavro-parsed; an invalid one raises SchemaError.
     """
-    r = parse(reader, source="reader schema")
-    w = parse(writer, source="writer schema")
-    return _Checker(named_types(r), named_types(w)).run(r, w)
+    return _pair(parse(reader, source="reader schema"), parse(writer, source="writer schema"))
 
 
 def check_compatibility(
@@ -210,10 +210,17 @@ class _Checker:
         if wk == "union":
             # The writer may have chosen any branch: every one must be readable.
             for branch in w:
+                b = resolve(branch, self._w_names)
                 if rk == "union":
-                    self._into_union(r, branch, path)
+                    self._into_union(r, b, path)
+                elif rk != _kind(b) and rk not in PROMOTIONS.get(_kind(b), ()):
+                    self._report(
+                        IncompatibilityKind.TYPE_MISMATCH, path,
+                        f"the writer's {_describe(w)} may hold {_describe(b)}, which the reader's "
+                        f"{_describe(r)} cannot read; keep that branch in a reader union",
+                    )
                 else:
-                    self._compare(r, branch, path)
+                    self._compare(r, b, path)
         elif rk == "union":
             self._into_union(r, w, path)
         elif rk != wk:

@@ -109,3 +109,15 @@ def test_parse_keeps_fastavro_parsed_schemas_as_they_are() -> None:
     parsed = fastavro.parse_schema({"type": "record", "name": "R", "fields": []})
     assert parse(parsed) is parsed
     assert parse("long") == "long"
+
+
+def test_a_type_defined_inline_elsewhere_is_defined_once_in_a_self_contained_schema(tmp_path: Path) -> None:
+    # p.avsc defines X inline inside P; q.avsc uses X by name before P: X must not appear twice.
+    (tmp_path / "p.avsc").write_text(json.dumps({"type": "record", "name": "P", "fields": [
+        {"name": "x", "type": {"type": "enum", "name": "X", "symbols": ["A"]}}]}))
+    (tmp_path / "q.avsc").write_text(json.dumps({"type": "record", "name": "Q", "fields": [
+        {"name": "x", "type": "X"}, {"name": "p", "type": "P"}]}))
+    q = load_schema_dir(tmp_path)["Q"]
+    text = json.dumps({k: v for k, v in q.items() if not k.startswith("__")})  # type: ignore[union-attr]
+    assert text.count('"enum"') == 1
+    assert json.loads(text)["fields"][1]["type"]["fields"][0]["type"] == "X"

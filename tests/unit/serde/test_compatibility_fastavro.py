@@ -20,9 +20,6 @@ import json
 from typing import Any
 
 import fastavro
-from hypothesis import HealthCheck, assume, event, given, settings
-from hypothesis import strategies as st
-
 from avro_witness import (
     PRIMS,
     draw_datum,
@@ -33,6 +30,9 @@ from avro_witness import (
     plain,
     witnesses,
 )
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+
 from streamflow.errors import SchemaError
 from streamflow.serde.avro_schema import parse
 from streamflow.serde.compatibility import CompatibilityMode, check, check_compatibility
@@ -69,7 +69,7 @@ def default_for(t: Any, defs: dict[str, Any]) -> Any:
     if kind == "record":
         return {f["name"]: default_for(f["type"], defs) for f in t["fields"]}
     return {"enum": lambda: t["symbols"][0], "fixed": lambda: "\u0000" * t["size"],
-            "array": lambda: [], "map": lambda: {}}[kind]()
+            "array": list, "map": dict}[kind]()
 
 
 def gen_type(draw: Any, ctx: _Ctx, depth: int, in_union: bool = False, kind: str = "") -> Any:
@@ -95,9 +95,12 @@ def gen_type(draw: Any, ctx: _Ctx, depth: int, in_union: bool = False, kind: str
     elif kind == "union":
         branches, keys = [], set()
         for _ in range(draw(st.integers(1, 3))):
+            before = dict(ctx.defined)
             branch = gen_type(draw, ctx, depth + 1, in_union=True)
             key = branch if isinstance(branch, str) else branch.get("name", branch["type"])
-            if key not in keys:
+            if key in keys:
+                ctx.defined = before  # the dropped branch's definitions must not be referenced
+            else:
                 keys.add(key)
                 branches.append(branch)
         return branches

@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 import pytest
-
 from avro_witness import fastavro_failures
+
 from streamflow.errors import SchemaError
 from streamflow.serde.compatibility import Incompatibility, IncompatibilityKind, check
 
