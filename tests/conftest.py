@@ -102,7 +102,9 @@ def kafka_admin(kafka_bootstrap: str) -> AdminClient:
 
 
 @pytest.fixture
-def topic_factory(kafka_admin: AdminClient, request: pytest.FixtureRequest) -> Iterator[TopicFactory]:
+def topic_factory(
+    kafka_admin: AdminClient, request: pytest.FixtureRequest
+) -> Iterator[TopicFactory]:
     """`topic_factory(partitions=3, config={...})` → a fresh topic no other test ever sees."""
     factory = TopicFactory(kafka_admin, prefix=request.node.name[:40])
     yield factory

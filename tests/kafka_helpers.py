@@ -38,7 +38,9 @@ def wait_for_brokers(bootstrap: str, timeout: float = 30.0) -> None:
         else:
             last = None
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no Kafka broker answered at {bootstrap} within {timeout} s: {last}")
+            raise RuntimeError(
+                f"no Kafka broker answered at {bootstrap} within {timeout} s: {last}"
+            )
         time.sleep(0.2)
 
 

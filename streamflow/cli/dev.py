@@ -43,17 +43,37 @@ def _dir_option(fn: click.decorators.FC) -> click.decorators.FC:
 
 
 @kafka.command()
-@click.option("--brokers", type=click.IntRange(1, 5), default=None,
-              help="Combined broker+controller nodes; 3 for replication tests. [default: 1, or "
-                   "what --dir already holds]")
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="Client port of node 1 (node i listens on port+i-1). [default: a free port]")
+@click.option(
+    "--brokers",
+    type=click.IntRange(1, 5),
+    default=None,
+    help="Combined broker+controller nodes; 3 for replication tests. [default: 1, or "
+    "what --dir already holds]",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Client port of node 1 (node i listens on port+i-1). [default: a free port]",
+)
 @click.option("--clean", is_flag=True, help="Discard the data of a previous cluster in --dir.")
-@click.option("--heap", default=None, help="JVM heap per node, e.g. 768m. [default: 768m, 512m for 3]")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Extra broker property (repeatable), e.g. --set log.retention.ms=60000.")
-@click.option("--timeout", type=float, default=120.0, show_default=True,
-              help="Seconds to wait for the cluster to become ready.")
+@click.option(
+    "--heap", default=None, help="JVM heap per node, e.g. 768m. [default: 768m, 512m for 3]"
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra broker property (repeatable), e.g. --set log.retention.ms=60000.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the cluster to become ready.",
+)
 @_dir_option
 def start(
     brokers: int | None,
@@ -90,8 +110,13 @@ def start(
 
 
 @kafka.command()
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="Seconds to wait for a clean shutdown before SIGKILL.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for a clean shutdown before SIGKILL.",
+)
 @_dir_option
 def stop(timeout: float, run_dir: Path | None) -> None:
     """Stop the local cluster (SIGTERM, then SIGKILL after --timeout). Its data is kept."""
@@ -124,12 +149,16 @@ def status(run_dir: Path | None) -> None:
         sys.exit(3)
     alive = sum(node.alive for node in state.nodes)
     word = "running" if state.running else ("degraded" if alive else "stopped")
-    click.echo(f"{word}: Kafka {state.kafka_version}, {alive}/{len(state.nodes)} node(s) up, "
-               f"run dir {state.run_dir}")
+    click.echo(
+        f"{word}: Kafka {state.kafka_version}, {alive}/{len(state.nodes)} node(s) up, "
+        f"run dir {state.run_dir}"
+    )
     for node in state.nodes:
         pid = f"pid {node.pid}" if node.alive else "not running"
-        click.echo(f"node {node.node_id}: {pid}, port {node.port}, controller port "
-                   f"{node.controller_port}, log {node.log_file}")
+        click.echo(
+            f"node {node.node_id}: {pid}, port {node.port}, controller port "
+            f"{node.controller_port}, log {node.log_file}"
+        )
     click.echo(f"bootstrap={state.bootstrap}")
     if not state.running:
         sys.exit(3)

@@ -60,9 +60,7 @@ class ClusterSpec:
 
     def initial_controllers(self) -> str:
         """The `--initial-controllers` argument of `StorageTool format` for a multi-node quorum."""
-        return ",".join(
-            f"{n.node_id}@{n.controller_endpoint}:{n.directory_id}" for n in self.nodes
-        )
+        return ",".join(f"{n.node_id}@{n.controller_endpoint}:{n.directory_id}" for n in self.nodes)
 
 
 def random_kafka_uuid() -> str:
@@ -108,7 +106,9 @@ def broker_properties(cluster: ClusterSpec, node: NodeSpec, data_dir: Path) -> d
     props: dict[str, str] = {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
-        "controller.quorum.bootstrap.servers": ",".join(n.controller_endpoint for n in cluster.nodes),
+        "controller.quorum.bootstrap.servers": ",".join(
+            n.controller_endpoint for n in cluster.nodes
+        ),
         "listeners": listeners,
         "advertised.listeners": listeners,
         "controller.listener.names": "CONTROLLER",
@@ -216,7 +216,9 @@ def plan_ports(brokers: int, port: int | None) -> list[tuple[int, int]]:
         return [(free[2 * i], free[2 * i + 1]) for i in range(brokers)]
     client_ports = [port + i for i in range(brokers)]
     if client_ports[-1] > 65535 or port < 1:
-        raise DevKafkaError(f"--port {port} leaves no room for {brokers} broker port(s) below 65536")
+        raise DevKafkaError(
+            f"--port {port} leaves no room for {brokers} broker port(s) below 65536"
+        )
     require_free_ports(client_ports)
     controller_ports = [p for p in allocate_ports(2 * brokers) if p not in client_ports][:brokers]
     return list(zip(client_ports, controller_ports, strict=True))

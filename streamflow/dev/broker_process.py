@@ -24,9 +24,7 @@ def _log_flags(paths: NodePaths) -> list[str]:
     ]
 
 
-def format_command(
-    java: str, classpath: str, cluster: ClusterSpec, paths: NodePaths
-) -> list[str]:
+def format_command(java: str, classpath: str, cluster: ClusterSpec, paths: NodePaths) -> list[str]:
     """`StorageTool format` for one node: `--standalone` for a single node (it derives the one
     voter from its controller listener), `--initial-controllers` with every voter otherwise."""
     quorum = (

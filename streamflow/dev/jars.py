@@ -92,7 +92,7 @@ class KafkaJars:
         return (self.root / _MARKER).is_file() and self.libs_dir.is_dir()
 
     def classpath(self) -> str:
-        """The `-cp` argument; the JVM expands `libs/*` itself, as Kafka's launch scripts rely on."""
+        """The `-cp` argument; the JVM expands `libs/*` itself (Kafka's scripts rely on it)."""
         if not self.is_provisioned():
             raise DevKafkaError(
                 f"Kafka {self.version} jars are not in {self.libs_dir}; run "
@@ -175,7 +175,10 @@ class KafkaJars:
         # Written last: its presence means every jar above is complete.
         (self.root / _MARKER).write_text("\n".join(jars) + "\n")
         log.info(
-            "fetched %d jars for Kafka %s in %.1f s", len(jars), self.version, time.monotonic() - started
+            "fetched %d jars for Kafka %s in %.1f s",
+            len(jars),
+            self.version,
+            time.monotonic() - started,
         )
 
 

@@ -16,7 +16,8 @@ MIN_JAVA = 17
 _NO_JAVA_HELP = (
     "Install a JDK or JRE 17+ (e.g. `apt-get install openjdk-17-jre-headless`) and put `java` on "
     "PATH or point JAVA_HOME at it; or run Kafka with Docker "
-    "(`docker compose -f docker/docker-compose.yml up -d`) and set STREAMFLOW_BOOTSTRAP=127.0.0.1:9092."
+    "(`docker compose -f docker/docker-compose.yml up -d`) and set "
+    "STREAMFLOW_BOOTSTRAP=127.0.0.1:9092."
 )
 _VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
 
@@ -67,7 +68,9 @@ def find_java() -> JavaRuntime:
             stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DevKafkaError(f"could not run `{executable} -version`: {exc}. " + _NO_JAVA_HELP) from exc
+        raise DevKafkaError(
+            f"could not run `{executable} -version`: {exc}. " + _NO_JAVA_HELP
+        ) from exc
     major = parse_java_major(result.stderr + result.stdout)
     if major is None:
         raise DevKafkaError(

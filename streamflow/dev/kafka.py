@@ -224,7 +224,8 @@ class LocalKafka:
         )
         raise DevKafkaError(
             f"{self.run_dir} {what} with {len(cluster.nodes)} broker(s) at {cluster.bootstrap}, "
-            f"not the {asked} asked for. Stop it and start again with --clean, or use another --dir."
+            f"not the {asked} asked for. Stop it and start again with --clean, or use another "
+            "--dir."
         )
 
     def _prepare(self, state: RunState) -> None:
@@ -257,7 +258,11 @@ class LocalKafka:
             pids[node.node_id] = proc.pid
             log.info(
                 "started Kafka node %d (pid %d) on %s:%d, log %s",
-                node.node_id, proc.pid, HOST, node.port, paths.log_file,
+                node.node_id,
+                proc.pid,
+                HOST,
+                node.port,
+                paths.log_file,
             )
         self._dir.save(state.with_pids(pids))
 
@@ -311,9 +316,7 @@ class LocalKafka:
         state = self._dir.load()
         if state is None:
             return
-        alive = {
-            n: pid for n, pid in state.pids.items() if pid is not None and self._alive(n, pid)
-        }
+        alive = {n: pid for n, pid in state.pids.items() if pid is not None and self._alive(n, pid)}
         for pid in alive.values():
             broker_process.send_signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout

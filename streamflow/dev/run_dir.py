@@ -114,15 +114,21 @@ class RunDir:
                 )
                 for n in raw["nodes"]
             )
-            pids = {int(n["node_id"]): (int(n["pid"]) if n.get("pid") else None) for n in raw["nodes"]}
+            pids = {
+                int(n["node_id"]): (int(n["pid"]) if n.get("pid") else None) for n in raw["nodes"]
+            }
             cluster = ClusterSpec(
                 cluster_id=str(raw["cluster_id"]),
                 nodes=nodes,
-                extra_properties={str(k): str(v) for k, v in raw.get("extra_properties", {}).items()},
+                extra_properties={
+                    str(k): str(v) for k, v in raw.get("extra_properties", {}).items()
+                },
             )
             return RunState(kafka_version=str(raw["kafka_version"]), cluster=cluster, pids=pids)
         except (KeyError, TypeError, ValueError) as exc:
-            raise DevKafkaError(f"{path} is incomplete ({exc!r}); start again with --clean") from exc
+            raise DevKafkaError(
+                f"{path} is incomplete ({exc!r}); start again with --clean"
+            ) from exc
 
     def require(self) -> RunState:
         state = self.load()

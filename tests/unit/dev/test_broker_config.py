@@ -21,7 +21,9 @@ from streamflow.errors import DevKafkaError
 
 
 def _props(nodes: int, **extra: str) -> list[dict[str, str]]:
-    spec = cluster_spec([(9000 + 2 * i, 9001 + 2 * i) for i in range(nodes)], extra_properties=extra)
+    spec = cluster_spec(
+        [(9000 + 2 * i, 9001 + 2 * i) for i in range(nodes)], extra_properties=extra
+    )
     return [broker_properties(spec, node, Path(f"/data/{node.node_id}")) for node in spec.nodes]
 
 

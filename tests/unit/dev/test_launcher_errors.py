@@ -17,7 +17,9 @@ from streamflow.dev.java import find_java, parse_java_major
 from streamflow.errors import DevKafkaError
 
 
-def _fake_java(bin_dir: Path, version: str = '"17.0.9" 2023-10-17', broker_output: str = "") -> Path:
+def _fake_java(
+    bin_dir: Path, version: str = '"17.0.9" 2023-10-17', broker_output: str = ""
+) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     java = bin_dir / "java"
     java.write_text(
@@ -66,7 +68,9 @@ def test_java_older_than_17_is_refused(only_path: Path) -> None:
         find_java()
 
 
-def test_java_home_wins_over_path(only_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_java_home_wins_over_path(
+    only_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _fake_java(only_path, version='"11.0.2"')
     java = _fake_java(tmp_path / "jdk21" / "bin", version='"21.0.1"')
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk21"))
@@ -74,7 +78,9 @@ def test_java_home_wins_over_path(only_path: Path, tmp_path: Path, monkeypatch: 
     assert runtime.major == 21 and runtime.executable == java
 
 
-def test_java_home_without_java_names_the_path(only_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_java_home_without_java_names_the_path(
+    only_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
     with pytest.raises(DevKafkaError, match=r"JAVA_HOME is .*nowhere"):
         find_java()
@@ -113,12 +119,16 @@ def test_interrupted_download_is_not_taken_for_a_cache(only_path: Path, tmp_path
         KafkaJars(cache_dir=root).ensure()
 
 
-def test_cache_dir_follows_streamflow_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_cache_dir_follows_streamflow_cache_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("STREAMFLOW_CACHE_DIR", str(tmp_path / "c"))
     assert KafkaJars().libs_dir == (tmp_path / "c" / f"kafka-{KAFKA_VERSION}" / "libs").resolve()
 
 
-def test_broker_that_dies_while_starting_is_reported_with_its_log(only_path: Path, tmp_path: Path) -> None:
+def test_broker_that_dies_while_starting_is_reported_with_its_log(
+    only_path: Path, tmp_path: Path
+) -> None:
     _fake_java(only_path, broker_output="ERROR Exiting Kafka due to fatal exception: boom")
     kafka = LocalKafka(tmp_path / "run", cache_dir=_provisioned_cache(tmp_path / "cache"))
     with pytest.raises(DevKafkaError, match=r"exited with status 1 while starting(.|\n)*boom"):
@@ -127,7 +137,9 @@ def test_broker_that_dies_while_starting_is_reported_with_its_log(only_path: Pat
     assert not status.running and all(node.pid is None for node in status.nodes)
 
 
-def test_broker_that_cannot_bind_is_reported_as_port_in_use(only_path: Path, tmp_path: Path) -> None:
+def test_broker_that_cannot_bind_is_reported_as_port_in_use(
+    only_path: Path, tmp_path: Path
+) -> None:
     _fake_java(only_path, broker_output="java.net.BindException: Address already in use")
     kafka = LocalKafka(tmp_path / "run", cache_dir=_provisioned_cache(tmp_path / "cache"))
     with pytest.raises(DevKafkaError, match=r"address already in use.*--clean"):
@@ -143,7 +155,9 @@ def test_status_and_stop_of_an_empty_run_dir_are_harmless(tmp_path: Path) -> Non
         _ = kafka.bootstrap
 
 
-@pytest.mark.parametrize(("heap", "mb"), [("768m", 768), ("1g", 1024), ("2G", 2048), ("524288k", 512)])
+@pytest.mark.parametrize(
+    ("heap", "mb"), [("768m", 768), ("1g", 1024), ("2G", 2048), ("524288k", 512)]
+)
 def test_heap_sizes_use_jvm_syntax(heap: str, mb: int) -> None:
     assert heap_megabytes(heap) == mb
 
