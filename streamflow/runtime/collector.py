@@ -28,13 +28,24 @@ class KafkaCollector:
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
              timestamp: int | None, headers: Headers) -> None:
-        produce = self._produce
+        try:
+            if headers is None:
+                if partition is None:
+                    self._produce(topic, value, key, timestamp=timestamp or 0)
+                else:
+                    self._produce(topic, value, key, partition, timestamp=timestamp or 0)
+            else:
+                self._produce(topic, value, key, -1 if partition is None else partition,
+                              timestamp=timestamp or 0, headers=headers)
+        except BufferError:
+            self._send_when_room(topic, key, value, partition, timestamp, headers)
+
+    def _send_when_room(self, topic: str, key: bytes | None, value: bytes | None,
+                        partition: int | None, timestamp: int | None, headers: Headers) -> None:
         while True:
             try:
-                if partition is None:
-                    produce(topic, value, key, timestamp=timestamp or 0, headers=headers)
-                else:
-                    produce(topic, value, key, partition, timestamp=timestamp or 0, headers=headers)
+                self._produce(topic, value, key, -1 if partition is None else partition,
+                              timestamp=timestamp or 0, headers=headers)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until librdkafka has room.

@@ -25,7 +25,7 @@ class AppConfig:
     """Seconds a transaction may stay open under load (it commits earlier when input drains)."""
     commit_every: int = 20_000
     """Records after which a cycle commits even if the interval has not passed."""
-    batch_size: int = 2_000
+    batch_size: int = 5_000
     """Records taken from the consumer per poll."""
     session_timeout_ms: int = 10_000
     transaction_timeout_ms: int = 10_000

@@ -28,12 +28,6 @@ class Serde:
     deserialize: Deserializer
 
 
-def _str_serialize(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise TypeError(f"str serde expects str, got {type(value).__name__}: {value!r:.80}")
-    return value.encode()
-
-
 def _bytes_serialize(value: Any) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
@@ -41,7 +35,9 @@ def _bytes_serialize(value: Any) -> bytes:
 
 
 JSON = Serde("json", orjson.dumps, orjson.loads)
-STR = Serde("str", _str_serialize, bytes.decode)
+# ``str.encode`` itself rejects non-str values ("descriptor 'encode' for 'str' objects doesn't
+# apply to a 'int' object"): no Python-level type check on the hot path.
+STR = Serde("str", str.encode, bytes.decode)
 BYTES = Serde("bytes", _bytes_serialize, bytes)
 
 _REGISTRY: dict[str, Serde] = {s.name: s for s in (JSON, STR, BYTES)}

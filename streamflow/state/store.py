@@ -89,6 +89,17 @@ class KeyValueStore:
         raw = self._db.get(kb)
         return default if raw is None else self._value_deserialize(raw)
 
+    def encode_key(self, key: Any) -> bytes:
+        return self._key_serialize(key)
+
+    def get_encoded(self, kb: bytes, default: Any = None) -> Any:
+        """``get`` for a key already encoded: aggregations encode once for the read and write."""
+        value = self.buffer.entries.get(kb, _MISSING)
+        if value is not _MISSING:
+            return default if value is TOMBSTONE else value
+        raw = self._db.get(kb)
+        return default if raw is None else self._value_deserialize(raw)
+
     def put(self, key: Any, value: Any) -> None:
         if value is None:
             raise StoreError(f"store {self.name!r}: None is not a value; use delete({key!r})")

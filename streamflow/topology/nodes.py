@@ -216,16 +216,19 @@ class AggregateNode(Node):
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
         nxt, fn, initial = _fanout(downstream), self.fn, self.initial
         store = rt.store(self.store.name)
-        get, put = store.get, store.put
+        encode, get, buffered = store.encode_key, store.get_encoded, store.buffer.entries
 
         def push(key: Any, value: Any, _sf_node: Node = self) -> None:
-            acc = get(key, _UNSET)
+            kb = encode(key)
+            acc = get(kb, _UNSET)
             if acc is _UNSET:
                 # reduce(): the first value is the aggregate.
                 acc = value if initial is None else fn(initial(), value)
             else:
                 acc = fn(acc, value)
-            put(key, acc)
+            if acc is None:
+                raise ValueError(f"aggregate of store {self.store.name!r} returned None for {key!r}")
+            buffered[kb] = acc
             nxt(key, acc)
 
         return push
