@@ -64,7 +64,10 @@ def compat(mode_text: str, schema_dir: str | None, files: tuple[str, ...]) -> No
     except SchemaError as exc:
         _fail(str(exc))
     if len(files) < 2:
-        _fail("give at least two schema files: the existing version(s), oldest first, then the new one")
+        _fail(
+            "give at least two schema files: the existing version(s), oldest first, then the new"
+            " one"
+        )
     *existing, candidate = _load(files, schema_dir)
     try:
         problems = check_compatibility(mode, existing, candidate)
@@ -165,7 +168,9 @@ class _SchemaDiff:
         new_fields = {f["name"]: f for f in n["fields"]}
         for name, field in new_fields.items():
             field_path = f"{path}/fields/{name}"
-            renamed = [a for a in field.get("aliases", ()) if a in old_fields and a not in new_fields]
+            renamed = [
+                a for a in field.get("aliases", ()) if a in old_fields and a not in new_fields
+            ]
             before = old_fields.get(name) or (old_fields[renamed[0]] if renamed else None)
             if before is None:
                 default = json.dumps(field["default"]) if "default" in field else None

@@ -48,7 +48,7 @@ def parse(
     known: dict[str, Any] = dict(named or {})
     try:
         parsed = fastavro.schema.parse_schema(raw, named_schemas=known)
-    except Exception as exc:  # fastavro raises SchemaParseException, UnknownType, KeyError...
+    except Exception as exc:  # noqa: BLE001  fastavro raises SchemaParseException, KeyError...
         raise SchemaError(f"{source}: not a valid Avro schema: {_describe_error(exc)}") from exc
     validate(parsed, named_types(parsed, known), source=source)
     return parsed
@@ -155,10 +155,14 @@ def _unions(schema: Any) -> Iterator[list[Any]]:
     for node in _walk(schema):
         kind = node.get("type")
         children = (
-            [f["type"] for f in node["fields"]] if kind in ("record", "error")
-            else [node["items"]] if kind == "array"
-            else [node["values"]] if kind == "map"
-            else [kind] if isinstance(kind, list)
+            [f["type"] for f in node["fields"]]
+            if kind in ("record", "error")
+            else [node["items"]]
+            if kind == "array"
+            else [node["values"]]
+            if kind == "map"
+            else [kind]
+            if isinstance(kind, list)
             else []
         )
         yield from (child for child in children if isinstance(child, list))
@@ -179,7 +183,11 @@ def _default_problem(schema: Any, value: object, names: Mapping[str, Any]) -> st
     node = resolve(schema, names)
     if isinstance(node, list):
         problem = _default_problem(node[0], value, names)
-        return None if problem is None else f"{problem} (a union's default must match its first branch)"
+        return (
+            None
+            if problem is None
+            else f"{problem} (a union's default must match its first branch)"
+        )
     kind = node if isinstance(node, str) else node["type"]
     ok: bool
     if kind == "null":
@@ -219,7 +227,9 @@ def _default_problem(schema: Any, value: object, names: Mapping[str, Any]) -> st
     return None if ok else f"is not a valid {kind}"
 
 
-def load_schema_file(path: str | os.PathLike[str], named: Mapping[str, Schema] | None = None) -> Schema:
+def load_schema_file(
+    path: str | os.PathLike[str], named: Mapping[str, Schema] | None = None
+) -> Schema:
     """Read and parse one ``.avsc`` file; errors name the file."""
     path = Path(path)
     try:
@@ -255,7 +265,7 @@ def _load_dir_cached(stamp: tuple[tuple[str, int, int], ...]) -> Mapping[str, Sc
             attempt = dict(known)  # a failed parse may have registered half of the file's types
             try:
                 fastavro.schema.parse_schema(raw, named_schemas=attempt)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  retried once its dependencies load
                 errors[name] = exc
                 continue
             # fastavro silently replaces a redefined type; two files defining one name is a bug.
@@ -267,7 +277,9 @@ def _load_dir_cached(stamp: tuple[tuple[str, int, int], ...]) -> Mapping[str, Sc
             progressed = True
         if not progressed:
             name, error = min(errors.items(), key=lambda item: item[0])
-            raise SchemaError(f"{name}: not a valid Avro schema: {_describe_error(error)}") from error
+            raise SchemaError(
+                f"{name}: not a valid Avro schema: {_describe_error(error)}"
+            ) from error
     return {full: parse(self_contained(full, known), source=full) for full in sorted(known)}
 
 

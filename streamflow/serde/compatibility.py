@@ -91,7 +91,9 @@ class CompatibilityMode(StrEnum):
             return cls(text.strip().upper().replace("-", "_"))
         except ValueError:
             choices = ", ".join(m.value for m in cls)
-            raise SchemaError(f"unknown compatibility mode {text!r}; use one of {choices}") from None
+            raise SchemaError(
+                f"unknown compatibility mode {text!r}; use one of {choices}"
+            ) from None
 
 
 def check(reader: Schema | bytes, writer: Schema | bytes) -> list[Incompatibility]:
@@ -215,7 +217,8 @@ class _Checker:
                     self._into_union(r, b, path)
                 elif rk != _kind(b) and rk not in PROMOTIONS.get(_kind(b), ()):
                     self._report(
-                        IncompatibilityKind.TYPE_MISMATCH, path,
+                        IncompatibilityKind.TYPE_MISMATCH,
+                        path,
                         f"the writer's {_describe(w)} may hold {_describe(b)}, which the reader's "
                         f"{_describe(r)} cannot read; keep that branch in a reader union",
                     )
@@ -226,7 +229,8 @@ class _Checker:
         elif rk != wk:
             if rk not in PROMOTIONS.get(wk, ()):
                 self._report(
-                    IncompatibilityKind.TYPE_MISMATCH, path,
+                    IncompatibilityKind.TYPE_MISMATCH,
+                    path,
                     f"the writer's {_describe(w)} cannot be read as the reader's {_describe(r)}; "
                     "the only promotions are int to long/float/double, long to float/double, "
                     "float to double and string to/from bytes",
@@ -242,7 +246,8 @@ class _Checker:
                 self._compare_enums(r, w, path)
             elif r["size"] != w["size"]:
                 self._report(
-                    IncompatibilityKind.FIXED_SIZE_MISMATCH, f"{path}/size",
+                    IncompatibilityKind.FIXED_SIZE_MISMATCH,
+                    f"{path}/size",
                     f"fixed {r['name']!r} is {w['size']} bytes in the writer's schema and "
                     f"{r['size']} in the reader's; fixed types resolve only at the same size",
                 )
@@ -251,7 +256,8 @@ class _Checker:
         if _accepts_name(r, w):
             return True
         self._report(
-            IncompatibilityKind.NAME_MISMATCH, f"{path}/name",
+            IncompatibilityKind.NAME_MISMATCH,
+            f"{path}/name",
             f"the writer's {_describe(w)} cannot be read as the reader's {_describe(r)}: the "
             f"names differ and the reader lists no alias {w['name']!r}",
         )
@@ -273,7 +279,8 @@ class _Checker:
                 self._compare(field["type"], match["type"], field_path)
             elif "default" not in field:
                 self._report(
-                    IncompatibilityKind.READER_FIELD_MISSING_DEFAULT_VALUE, field_path,
+                    IncompatibilityKind.READER_FIELD_MISSING_DEFAULT_VALUE,
+                    field_path,
                     f"field {field['name']!r} of record {r['name']!r} is not in the writer's "
                     "schema and has no default, so data written without it cannot be read; "
                     "give it a default",
@@ -283,7 +290,8 @@ class _Checker:
         missing = [s for s in w["symbols"] if s not in r["symbols"]]
         if missing and "default" not in r:
             self._report(
-                IncompatibilityKind.MISSING_ENUM_SYMBOLS, f"{path}/symbols",
+                IncompatibilityKind.MISSING_ENUM_SYMBOLS,
+                f"{path}/symbols",
                 f"enum {r['name']!r} of the reader lacks the writer's symbols {missing} and "
                 "declares no default symbol to read them as",
             )
@@ -297,7 +305,8 @@ class _Checker:
         w = resolve(writer, self._w_names)
         branches = [resolve(b, self._r_names) for b in union]
         exact = [
-            b for b in branches
+            b
+            for b in branches
             if _kind(b) == _kind(w) and (_kind(w) not in NAMED_KINDS or _accepts_name(b, w))
         ]
         promoted = [b for b in branches if _kind(b) in PROMOTIONS.get(_kind(w), ())]
@@ -305,8 +314,8 @@ class _Checker:
             self._compare((exact or promoted)[0], w, path)
             return
         self._report(
-            IncompatibilityKind.MISSING_UNION_BRANCH, path,
+            IncompatibilityKind.MISSING_UNION_BRANCH,
+            path,
             f"the reader's {_describe(union)} has no branch that can read the writer's "
             f"{_describe(w)}",
         )
-

@@ -38,10 +38,22 @@ def witnesses(t: Any, names: dict[str, Any], depth: int = 0) -> list[Any]:
     if isinstance(t, list):
         # Deep down a recursive type take only the first branch (null, in a well-formed one).
         branches = t[:1] if depth > 6 else t
-        return [Branch(i, v) for i, b in enumerate(branches) for v in witnesses(b, names, depth + 1)]
+        return [
+            Branch(i, v) for i, b in enumerate(branches) for v in witnesses(b, names, depth + 1)
+        ]
     if isinstance(t, str):
-        return [{"null": None, "boolean": True, "int": 7, "long": 2**40, "float": 1.5,
-                 "double": 2.25, "bytes": b"by", "string": "st"}[t]]
+        return [
+            {
+                "null": None,
+                "boolean": True,
+                "int": 7,
+                "long": 2**40,
+                "float": 1.5,
+                "double": 2.25,
+                "bytes": b"by",
+                "string": "st",
+            }[t]
+        ]
     kind = t["type"]
     if kind == "enum":
         return list(t["symbols"])
@@ -53,7 +65,9 @@ def witnesses(t: Any, names: dict[str, Any], depth: int = 0) -> list[Any]:
         return [{f"k{i}": v for i, v in enumerate(witnesses(t["values"], names, depth + 1))}]
     per_field = [witnesses(f["type"], names, depth + 1) for f in t["fields"]]
     count = max((len(v) for v in per_field), default=1)
-    return [{f["name"]: vs[i % len(vs)] for f, vs in zip(t["fields"], per_field)} for i in range(count)]
+    return [
+        {f["name"]: vs[i % len(vs)] for f, vs in zip(t["fields"], per_field)} for i in range(count)
+    ]
 
 
 def draw_datum(draw: Any, t: Any, names: dict[str, Any]) -> Any:
@@ -62,12 +76,18 @@ def draw_datum(draw: Any, t: Any, names: dict[str, Any]) -> Any:
         i = draw(st.integers(0, len(t) - 1))
         return Branch(i, draw_datum(draw, t[i], names))
     if isinstance(t, str):
-        return draw({
-            "null": st.none(), "boolean": st.booleans(), "int": st.integers(-2**31, 2**31 - 1),
-            "long": st.integers(-2**63, 2**63 - 1), "float": st.floats(width=32, allow_nan=False),
-            "double": st.floats(allow_nan=False), "string": st.text(max_size=5),
-            "bytes": st.text("abc\x00\x7f", max_size=5).map(str.encode),
-        }[t])
+        return draw(
+            {
+                "null": st.none(),
+                "boolean": st.booleans(),
+                "int": st.integers(-(2**31), 2**31 - 1),
+                "long": st.integers(-(2**63), 2**63 - 1),
+                "float": st.floats(width=32, allow_nan=False),
+                "double": st.floats(allow_nan=False),
+                "string": st.text(max_size=5),
+                "bytes": st.text("abc\x00\x7f", max_size=5).map(str.encode),
+            }[t]
+        )
     kind = t["type"]
     if kind == "enum":
         return draw(st.sampled_from(t["symbols"]))
@@ -76,7 +96,9 @@ def draw_datum(draw: Any, t: Any, names: dict[str, Any]) -> Any:
     if kind == "array":
         return [draw_datum(draw, t["items"], names) for _ in range(draw(st.integers(0, 2)))]
     if kind == "map":
-        return {f"k{i}": draw_datum(draw, t["values"], names) for i in range(draw(st.integers(0, 2)))}
+        return {
+            f"k{i}": draw_datum(draw, t["values"], names) for i in range(draw(st.integers(0, 2)))
+        }
     return {f["name"]: draw_datum(draw, f["type"], names) for f in t["fields"]}
 
 
@@ -112,7 +134,7 @@ def encode(t: Any, value: Any, names: dict[str, Any], out: bytearray) -> None:
     elif kind in ("array", "map"):
         if value:
             _long(len(value), out)
-            for key, item in (value.items() if kind == "map" else ((None, v) for v in value)):
+            for key, item in value.items() if kind == "map" else ((None, v) for v in value):
                 if key is not None:
                     encode("string", key, names, out)
                 encode(t["items"] if kind == "array" else t["values"], item, names, out)
@@ -141,7 +163,7 @@ def fastavro_reads(writer: Any, reader: Any, payload: bytes) -> bool:
     buf = io.BytesIO(payload)
     try:
         fastavro.schemaless_reader(buf, writer, reader)
-    except Exception:  # SchemaResolutionError, and the KeyErrors some mismatches raise
+    except Exception:  # noqa: BLE001  SchemaResolutionError, or KeyError for some mismatches
         return False
     return buf.tell() == len(payload)  # a "successful" read of the wrong bytes is a failure too
 

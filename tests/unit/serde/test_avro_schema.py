@@ -21,21 +21,31 @@ def test_loads_every_named_type_across_files_whatever_the_file_order() -> None:
     # address.avsc sorts before country.avsc but references acme.Country.
     types = load_schema_dir(FIXTURES)
     assert set(types) == {
-        "acme.Address", "acme.Country", "acme.Customer",
-        "acme.shop.Order", "acme.shop.OrderId", "acme.shop.OrderLine", "acme.shop.Status",
+        "acme.Address",
+        "acme.Country",
+        "acme.Customer",
+        "acme.shop.Order",
+        "acme.shop.OrderId",
+        "acme.shop.OrderLine",
+        "acme.shop.Status",
     }
 
 
 def test_each_loaded_type_is_self_contained_and_round_trips_through_fastavro() -> None:
     order = load_schema_dir(FIXTURES)["acme.shop.Order"]
     # Stand-alone: parse it again with no other types known, from its JSON text.
-    text = json.dumps({k: v for k, v in order.items() if not k.startswith("__")})  # type: ignore[union-attr]
+    assert isinstance(order, dict)
+    text = json.dumps({k: v for k, v in order.items() if not k.startswith("__")})
     standalone = fastavro.parse_schema(json.loads(text))
     address = {"street": "Main St 1", "zip": "10115", "country": "DE"}
     datum = {
         "id": b"0123456789abcdef",
-        "customer": {"id": 7, "home": address, "work": None,
-                     "referrer": {"id": 1, "home": address, "work": address, "referrer": None}},
+        "customer": {
+            "id": 7,
+            "home": address,
+            "work": None,
+            "referrer": {"id": 1, "home": address, "work": address, "referrer": None},
+        },
         "lines": [{"sku": "A-1", "quantity": 2, "price_cents": 1999}],
         "status": "PAID",
         "placed_at": 1_700_000_000_000,
@@ -58,7 +68,8 @@ def test_load_is_cached_until_a_file_changes(tmp_path: Path) -> None:
 
 def test_unresolvable_reference_names_the_file_and_the_type(tmp_path: Path) -> None:
     (tmp_path / "a.avsc").write_text(
-        '{"type": "record", "name": "A", "fields": [{"name": "b", "type": "Missing"}]}')
+        '{"type": "record", "name": "A", "fields": [{"name": "b", "type": "Missing"}]}'
+    )
     with pytest.raises(SchemaError, match=r"a\.avsc.*Missing"):
         load_schema_dir(tmp_path)
 
@@ -82,11 +93,20 @@ def test_bad_json_and_missing_directory_name_the_path(tmp_path: Path) -> None:
 
 def test_a_file_may_reference_the_directory_types(tmp_path: Path) -> None:
     new_customer = tmp_path / "customer_v2.avsc"
-    new_customer.write_text(json.dumps({
-        "type": "record", "name": "Customer", "namespace": "acme",
-        "fields": [{"name": "id", "type": "long"}, {"name": "home", "type": "Address"},
-                   {"name": "email", "type": ["null", "string"], "default": None}],
-    }))
+    new_customer.write_text(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "Customer",
+                "namespace": "acme",
+                "fields": [
+                    {"name": "id", "type": "long"},
+                    {"name": "home", "type": "Address"},
+                    {"name": "email", "type": ["null", "string"], "default": None},
+                ],
+            }
+        )
+    )
     types = load_schema_dir(FIXTURES)
     candidate = load_schema_file(new_customer, types)
     assert check(candidate, types["acme.Customer"]) == []
@@ -98,11 +118,13 @@ def test_evolving_a_type_used_by_another_file_is_checked_where_it_is_used(tmp_pa
     for name in ("address", "customer", "order"):
         (tmp_path / f"{name}.avsc").write_text((FIXTURES / f"{name}.avsc").read_text())
     (tmp_path / "country.avsc").write_text(  # OTHER and the default removed: old data unreadable
-        '{"type": "enum", "name": "Country", "namespace": "acme", "symbols": ["DE", "FR", "US"]}')
+        '{"type": "enum", "name": "Country", "namespace": "acme", "symbols": ["DE", "FR", "US"]}'
+    )
     old, new = load_schema_dir(FIXTURES), load_schema_dir(tmp_path)
     found = check(new["acme.shop.Order"], old["acme.shop.Order"])
     assert [(i.kind, i.path) for i in found] == [
-        ("MISSING_ENUM_SYMBOLS", "/fields/customer/fields/home/fields/country/symbols")]
+        ("MISSING_ENUM_SYMBOLS", "/fields/customer/fields/home/fields/country/symbols")
+    ]
 
 
 def test_parse_keeps_fastavro_parsed_schemas_as_they_are() -> None:
@@ -111,13 +133,30 @@ def test_parse_keeps_fastavro_parsed_schemas_as_they_are() -> None:
     assert parse("long") == "long"
 
 
-def test_a_type_defined_inline_elsewhere_is_defined_once_in_a_self_contained_schema(tmp_path: Path) -> None:
+def test_a_type_defined_inline_elsewhere_is_defined_once_in_a_self_contained_schema(
+    tmp_path: Path,
+) -> None:
     # p.avsc defines X inline inside P; q.avsc uses X by name before P: X must not appear twice.
-    (tmp_path / "p.avsc").write_text(json.dumps({"type": "record", "name": "P", "fields": [
-        {"name": "x", "type": {"type": "enum", "name": "X", "symbols": ["A"]}}]}))
-    (tmp_path / "q.avsc").write_text(json.dumps({"type": "record", "name": "Q", "fields": [
-        {"name": "x", "type": "X"}, {"name": "p", "type": "P"}]}))
+    (tmp_path / "p.avsc").write_text(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "P",
+                "fields": [{"name": "x", "type": {"type": "enum", "name": "X", "symbols": ["A"]}}],
+            }
+        )
+    )
+    (tmp_path / "q.avsc").write_text(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "Q",
+                "fields": [{"name": "x", "type": "X"}, {"name": "p", "type": "P"}],
+            }
+        )
+    )
     q = load_schema_dir(tmp_path)["Q"]
-    text = json.dumps({k: v for k, v in q.items() if not k.startswith("__")})  # type: ignore[union-attr]
+    assert isinstance(q, dict)
+    text = json.dumps({k: v for k, v in q.items() if not k.startswith("__")})
     assert text.count('"enum"') == 1
     assert json.loads(text)["fields"][1]["type"]["fields"][0]["type"] == "X"

@@ -37,10 +37,20 @@ from streamflow.errors import SchemaError
 from streamflow.serde.avro_schema import parse
 from streamflow.serde.compatibility import CompatibilityMode, check, check_compatibility
 
-WIDER = {"int": ["long", "float", "double"], "long": ["float", "double"], "float": ["double"],
-         "string": ["bytes"], "bytes": ["string"]}
-NARROWER = {"long": ["int"], "float": ["int", "long"], "double": ["int", "long", "float"],
-            "string": ["bytes"], "bytes": ["string"]}
+WIDER = {
+    "int": ["long", "float", "double"],
+    "long": ["float", "double"],
+    "float": ["double"],
+    "string": ["bytes"],
+    "bytes": ["string"],
+}
+NARROWER = {
+    "long": ["int"],
+    "float": ["int", "long"],
+    "double": ["int", "long", "float"],
+    "string": ["bytes"],
+    "bytes": ["string"],
+}
 SYMBOLS = ["A", "B", "C", "D", "E"]
 
 
@@ -63,13 +73,25 @@ def default_for(t: Any, defs: dict[str, Any]) -> Any:
     if isinstance(t, str):
         if t not in PRIMS:
             return default_for(defs[t], defs)
-        return {"null": None, "boolean": False, "int": 0, "long": 0, "float": 0.0, "double": 0.0,
-                "bytes": "", "string": ""}[t]
+        return {
+            "null": None,
+            "boolean": False,
+            "int": 0,
+            "long": 0,
+            "float": 0.0,
+            "double": 0.0,
+            "bytes": "",
+            "string": "",
+        }[t]
     kind = t["type"]
     if kind == "record":
         return {f["name"]: default_for(f["type"], defs) for f in t["fields"]}
-    return {"enum": lambda: t["symbols"][0], "fixed": lambda: "\u0000" * t["size"],
-            "array": list, "map": dict}[kind]()
+    return {
+        "enum": lambda: t["symbols"][0],
+        "fixed": lambda: "\u0000" * t["size"],
+        "array": list,
+        "map": dict,
+    }[kind]()
 
 
 def gen_type(draw: Any, ctx: _Ctx, depth: int, in_union: bool = False, kind: str = "") -> Any:
@@ -91,7 +113,10 @@ def gen_type(draw: Any, ctx: _Ctx, depth: int, in_union: bool = False, kind: str
     elif kind == "fixed":
         node = {"type": "fixed", "name": ctx.fresh(), "size": draw(st.integers(1, 3))}
     elif kind in ("array", "map"):
-        return {"type": kind, ("items" if kind == "array" else "values"): gen_type(draw, ctx, depth + 1)}
+        return {
+            "type": kind,
+            ("items" if kind == "array" else "values"): gen_type(draw, ctx, depth + 1),
+        }
     elif kind == "union":
         branches, keys = [], set()
         for _ in range(draw(st.integers(1, 3))):
@@ -154,7 +179,9 @@ class _Mutation:
         if isinstance(t, str):
             if t not in PRIMS or not self.hit():
                 return t
-            op = self.pick(["wider", "wider", "narrower", "other"] + ([] if in_union else ["optional"] * 2))
+            op = self.pick(
+                ["wider", "wider", "narrower", "other"] + ([] if in_union else ["optional"] * 2)
+            )
             if op == "optional":
                 return self.pick([["null", t], [t, "null"]]) if t != "null" else t
             return self.pick({"wider": WIDER, "narrower": NARROWER}.get(op, {}).get(t, PRIMS))
@@ -177,8 +204,10 @@ class _Mutation:
             key = "items" if kind == "array" else "values"
             node[key] = self.type_(node[key])
             if self.hit():
-                node = {"type": "map" if kind == "array" else "array",
-                        ("values" if kind == "array" else "items"): node[key]}
+                node = {
+                    "type": "map" if kind == "array" else "array",
+                    ("values" if kind == "array" else "items"): node[key],
+                }
             return node
         if kind == "record":
             node["fields"] = [self.field(f) for f in node["fields"]]
@@ -198,8 +227,11 @@ class _Mutation:
 
     def named_op(self, node: dict[str, Any]) -> None:
         kind = node["type"]
-        ops = ["rename"] + {"fixed": ["resize"], "enum": ["add", "remove", "toggle_default"],
-                            "record": ["add_field", "drop_field", "rename_field", "toggle_default"]}[kind]
+        ops = ["rename"] + {
+            "fixed": ["resize"],
+            "enum": ["add", "remove", "toggle_default"],
+            "record": ["add_field", "drop_field", "rename_field", "toggle_default"],
+        }[kind]
         op = self.pick(ops)
         if op == "rename":
             self.rename(node)
@@ -232,7 +264,9 @@ class _Mutation:
                     fields[i]["aliases"] = [old]
             elif fields[i].pop("default", ...) is ...:
                 try:
-                    fields[i]["default"] = default_for(fields[i]["type"], {**self.defs, **self.ctx.defined})
+                    fields[i]["default"] = default_for(
+                        fields[i]["type"], {**self.defs, **self.ctx.defined}
+                    )
                 except KeyError:
                     pass
             node["fields"] = fields
@@ -258,10 +292,13 @@ def evolved(draw: Any, writer: dict[str, Any]) -> Any:
     return _renamed(mutation.type_(writer), mutation.renamed)
 
 
-# ---- properties ------------------------------------------------------------------------------------
+# ---- properties --------------------------------------------------------------------------------
 
-SETTINGS = settings(max_examples=250, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+SETTINGS = settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 @SETTINGS
@@ -279,8 +316,13 @@ def test_adding_an_optional_field_with_a_default_is_full_transitive_compatible(
     ctx = _Ctx("N")
     ctx.defined = dict(fastavro.parse_schema(schema)["__named_schemas"])
     ftype = gen_type(data.draw, ctx, 1)
-    grown = {**schema, "fields": [*schema["fields"],
-                                  {"name": "added", "type": ftype, "default": default_for(ftype, ctx.defined)}]}
+    grown = {
+        **schema,
+        "fields": [
+            *schema["fields"],
+            {"name": "added", "type": ftype, "default": default_for(ftype, ctx.defined)},
+        ],
+    }
     assert check_compatibility(CompatibilityMode.FULL_TRANSITIVE, [schema, schema], grown) == []
     # ... and removing a field that had a default is FULL_TRANSITIVE compatible too.
     assert check_compatibility(CompatibilityMode.FULL_TRANSITIVE, [grown, grown], schema) == []
@@ -288,7 +330,9 @@ def test_adding_an_optional_field_with_a_default_is_full_transitive_compatible(
 
 @SETTINGS
 @given(st.data(), writer_schemas())
-def test_encoder_writes_what_fastavro_reads_back(data: st.DataObject, schema: dict[str, Any]) -> None:
+def test_encoder_writes_what_fastavro_reads_back(
+    data: st.DataObject, schema: dict[str, Any]
+) -> None:
     parsed = fastavro.parse_schema(schema)
     names = parsed["__named_schemas"]
     for value in [*witnesses(schema, names), draw_datum(data.draw, schema, names)]:
@@ -299,22 +343,35 @@ def test_encoder_writes_what_fastavro_reads_back(data: st.DataObject, schema: di
         assert buf.tell() == len(out)
 
 
-@settings(max_examples=1500, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=1500,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(st.data(), writer_schemas())
-def test_checker_verdict_matches_fastavro_resolution(data: st.DataObject, writer: dict[str, Any]) -> None:
+def test_checker_verdict_matches_fastavro_resolution(
+    data: st.DataObject, writer: dict[str, Any]
+) -> None:
     reader = data.draw(evolved(writer))
     try:
         parse(reader)
     except SchemaError:
-        assume(False)  # the evolution broke the schema itself (dangling reference, duplicate branch)
+        assume(
+            False
+        )  # the evolution broke the schema itself (dangling reference, duplicate branch)
     for r, w in ((reader, writer), (writer, reader)):
         found = check(r, w)
         same = "identical" if r == w else "evolved"
-        event(f"{same}, compatible" if not found else "incompatible: " + ",".join(sorted({i.kind for i in found})))
+        event(
+            f"{same}, compatible"
+            if not found
+            else "incompatible: " + ",".join(sorted({i.kind for i in found}))
+        )
         failing = fastavro_failures(r, w)
         if found:
-            assert failing, f"checker found {[str(i) for i in found]} but fastavro read every witness"
+            assert failing, (
+                f"checker found {[str(i) for i in found]} but fastavro read every witness"
+            )
         else:
             assert not failing, f"checker found nothing but fastavro failed on {failing[:3]}"
             (w_parsed, names), (r_parsed, _) = parsed_with_names(w), parsed_with_names(r)

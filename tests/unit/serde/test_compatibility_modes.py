@@ -12,7 +12,11 @@ from typing import Any
 import pytest
 
 from streamflow.errors import SchemaError
-from streamflow.serde.compatibility import CompatibilityMode, IncompatibilityKind, check_compatibility
+from streamflow.serde.compatibility import (
+    CompatibilityMode,
+    IncompatibilityKind,
+    check_compatibility,
+)
 
 DEFAULT = IncompatibilityKind.READER_FIELD_MISSING_DEFAULT_VALUE
 TYPE = IncompatibilityKind.TYPE_MISMATCH
@@ -20,18 +24,24 @@ SYMBOLS = IncompatibilityKind.MISSING_ENUM_SYMBOLS
 
 
 def user(*fields: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "record", "name": "User", "namespace": "acme", "fields": [{"name": "id", "type": "int"}, *fields]}
+    return {
+        "type": "record",
+        "name": "User",
+        "namespace": "acme",
+        "fields": [{"name": "id", "type": "int"}, *fields],
+    }
 
 
-A = user()                                                          # {id}
+A = user()  # {id}
 A_B_DEFAULT = user({"name": "b", "type": "string", "default": ""})  # {id, b=""}
-A_B = user({"name": "b", "type": "string"})                         # {id, b}
+A_B = user({"name": "b", "type": "string"})  # {id, b}
 A_LONG = {"type": "record", "name": "User", "fields": [{"name": "id", "type": "long"}]}
 UNRELATED = {"type": "enum", "name": "Nothing", "symbols": ["X"]}
 STATUS_2 = user({"name": "s", "type": {"type": "enum", "name": "S", "symbols": ["A", "B"]}})
 STATUS_3 = user({"name": "s", "type": {"type": "enum", "name": "S", "symbols": ["A", "B", "C"]}})
-STATUS_3_DEFAULT = user({"name": "s", "type": {"type": "enum", "name": "S", "symbols": ["A", "B", "C"],
-                                               "default": "A"}})
+STATUS_3_DEFAULT = user(
+    {"name": "s", "type": {"type": "enum", "name": "S", "symbols": ["A", "B", "C"], "default": "A"}}
+)
 
 M = CompatibilityMode
 # (id, mode, existing oldest first, candidate, expected kinds)
@@ -51,16 +61,36 @@ MODE_CASES: list[tuple[str, CompatibilityMode, list[Any], Any, list[Incompatibil
     ("forward-remove-field-without-default", M.FORWARD, [A_B], A, [DEFAULT]),
     ("forward-promote-int-to-long", M.FORWARD, [A], A_LONG, [TYPE]),
     ("forward-add-enum-symbol", M.FORWARD, [STATUS_2], STATUS_3, [SYMBOLS]),
-    ("forward-add-enum-symbol-old-has-default", M.FORWARD, [STATUS_3_DEFAULT], user(
-        {"name": "s", "type": {"type": "enum", "name": "S", "symbols": ["A", "B", "C", "D"]}}), []),
+    (
+        "forward-add-enum-symbol-old-has-default",
+        M.FORWARD,
+        [STATUS_3_DEFAULT],
+        user({"name": "s", "type": {"type": "enum", "name": "S", "symbols": ["A", "B", "C", "D"]}}),
+        [],
+    ),
     ("forward-only-checks-latest", M.FORWARD, [A_B, A_B_DEFAULT], A, []),
     ("forward-transitive-checks-all", M.FORWARD_TRANSITIVE, [A_B, A_B_DEFAULT], A, [DEFAULT]),
     ("full-add-field-with-default", M.FULL, [A], A_B_DEFAULT, []),
     ("full-remove-field-with-default", M.FULL, [A_B_DEFAULT], A, []),
     ("full-add-field-without-default", M.FULL, [A], A_B, [DEFAULT]),
     ("full-promotion-fails-forward", M.FULL, [A], A_LONG, [TYPE]),
-    ("full-enum-symbol-added-with-default", M.FULL, [STATUS_3_DEFAULT], user(
-        {"name": "s", "type": {"type": "enum", "name": "S", "symbols": ["A", "B", "C", "D"], "default": "A"}}), []),
+    (
+        "full-enum-symbol-added-with-default",
+        M.FULL,
+        [STATUS_3_DEFAULT],
+        user(
+            {
+                "name": "s",
+                "type": {
+                    "type": "enum",
+                    "name": "S",
+                    "symbols": ["A", "B", "C", "D"],
+                    "default": "A",
+                },
+            }
+        ),
+        [],
+    ),
     ("full-only-checks-latest", M.FULL, [A_B, A_B_DEFAULT], A, []),
     ("full-transitive-checks-all", M.FULL_TRANSITIVE, [A_B, A_B_DEFAULT], A, [DEFAULT]),
     ("full-transitive-both-directions", M.FULL_TRANSITIVE, [A, A], A_LONG, [TYPE, TYPE]),
@@ -72,10 +102,12 @@ MODE_CASES: list[tuple[str, CompatibilityMode, list[Any], Any, list[Incompatibil
 ]
 
 
-@pytest.mark.parametrize(("mode", "existing", "candidate", "kinds"),
-                         [pytest.param(*c[1:], id=c[0]) for c in MODE_CASES])
-def test_mode(mode: CompatibilityMode, existing: list[Any], candidate: Any,
-              kinds: list[IncompatibilityKind]) -> None:
+@pytest.mark.parametrize(
+    ("mode", "existing", "candidate", "kinds"), [pytest.param(*c[1:], id=c[0]) for c in MODE_CASES]
+)
+def test_mode(
+    mode: CompatibilityMode, existing: list[Any], candidate: Any, kinds: list[IncompatibilityKind]
+) -> None:
     found = check_compatibility(mode, existing, candidate)
     assert sorted(i.kind for i in found) == sorted(kinds), [str(i) for i in found]
 
@@ -88,7 +120,9 @@ def test_transitive_reasons_say_which_version_and_direction() -> None:
     assert "new schema reading version 1" in str(found[0])
 
 
-@pytest.mark.parametrize("text", ["backward", "BACKWARD", "Full_Transitive", "full-transitive", " none "])
+@pytest.mark.parametrize(
+    "text", ["backward", "BACKWARD", "Full_Transitive", "full-transitive", " none "]
+)
 def test_mode_names_are_case_insensitive(text: str) -> None:
     assert CompatibilityMode.parse(text).value == text.strip().upper().replace("-", "_")
     check_compatibility(text, [A], A)

@@ -1,4 +1,7 @@
-"""`streamflow schemas compat|diff`: the exit codes CI relies on (0 ok, 1 incompatible, 2 bad input)."""
+"""`streamflow schemas compat|diff`: the exit codes CI relies on.
+
+0: compatible, 1: incompatible, 2: bad input.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +18,19 @@ FIXTURES = Path(__file__).parent / "schemas"
 
 
 def user(*extra: dict[str, Any], id_type: str = "int") -> dict[str, Any]:
-    return {"type": "record", "name": "User", "namespace": "acme",
-            "fields": [{"name": "id", "type": id_type}, *extra]}
+    return {
+        "type": "record",
+        "name": "User",
+        "namespace": "acme",
+        "fields": [{"name": "id", "type": id_type}, *extra],
+    }
 
 
 V1 = user()
 V2 = user({"name": "email", "type": ["null", "string"], "default": None})
-V3_NO_DEFAULT = user({"name": "email", "type": ["null", "string"], "default": None},
-                     {"name": "age", "type": "int"})
+V3_NO_DEFAULT = user(
+    {"name": "email", "type": ["null", "string"], "default": None}, {"name": "age", "type": "int"}
+)
 V_LONG = user(id_type="long")
 
 
@@ -43,19 +51,22 @@ def run(*args: str) -> Any:
     return CliRunner().invoke(schemas, list(args))
 
 
-@pytest.mark.parametrize(("mode", "versions", "code"), [
-    ("BACKWARD", ["v1", "v2"], 0),
-    ("backward", ["v1", "v2"], 0),
-    ("Full", ["v1", "v2"], 0),
-    ("FULL_TRANSITIVE", ["v1", "v2"], 0),
-    ("BACKWARD", ["v2", "v3"], 1),
-    ("FORWARD", ["v2", "v3"], 0),
-    ("BACKWARD", ["v1", "vlong"], 0),
-    ("forward", ["v1", "vlong"], 1),
-    ("BACKWARD", ["v3", "v1", "v2"], 0),             # only the newest existing version counts
-    ("BACKWARD_TRANSITIVE", ["v1", "v2", "v3"], 1),  # v3 cannot read v1 or v2 records
-    ("none", ["vlong", "v1"], 0),
-])
+@pytest.mark.parametrize(
+    ("mode", "versions", "code"),
+    [
+        ("BACKWARD", ["v1", "v2"], 0),
+        ("backward", ["v1", "v2"], 0),
+        ("Full", ["v1", "v2"], 0),
+        ("FULL_TRANSITIVE", ["v1", "v2"], 0),
+        ("BACKWARD", ["v2", "v3"], 1),
+        ("FORWARD", ["v2", "v3"], 0),
+        ("BACKWARD", ["v1", "vlong"], 0),
+        ("forward", ["v1", "vlong"], 1),
+        ("BACKWARD", ["v3", "v1", "v2"], 0),  # only the newest existing version counts
+        ("BACKWARD_TRANSITIVE", ["v1", "v2", "v3"], 1),  # v3 cannot read v1 or v2 records
+        ("none", ["vlong", "v1"], 0),
+    ],
+)
 def test_compat_exit_code(files: dict[str, str], mode: str, versions: list[str], code: int) -> None:
     result = run("compat", "--mode", mode, *(files[v] for v in versions))
     assert result.exit_code == code, result.output
@@ -63,7 +74,9 @@ def test_compat_exit_code(files: dict[str, str], mode: str, versions: list[str],
         assert result.stdout.strip() == "compatible"
 
 
-def test_incompatible_prints_one_reason_per_line_with_kind_path_and_message(files: dict[str, str]) -> None:
+def test_incompatible_prints_one_reason_per_line_with_kind_path_and_message(
+    files: dict[str, str],
+) -> None:
     result = run("compat", "--mode", "backward_transitive", files["v1"], files["v2"], files["v3"])
     assert result.exit_code == 1
     lines = result.stdout.strip().splitlines()
@@ -74,15 +87,20 @@ def test_incompatible_prints_one_reason_per_line_with_kind_path_and_message(file
         assert "'age'" in message and "default" in message
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--mode", "sideways", "v1", "v2"], "unknown compatibility mode"),
-    (["--mode", "backward", "v1"], "at least two"),
-    (["--mode", "backward", "v1", "bad"], "bad.avsc"),
-    (["--mode", "backward", "bad", "v1"], "not valid JSON"),
-    (["--mode", "backward", "v1", "missing"], "missing.avsc"),
-    (["--mode", "backward", "--schema-dir", "missing", "v1", "v2"], "not found"),
-])
-def test_bad_input_exits_2_with_a_message_on_stderr(files: dict[str, str], args: list[str], fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--mode", "sideways", "v1", "v2"], "unknown compatibility mode"),
+        (["--mode", "backward", "v1"], "at least two"),
+        (["--mode", "backward", "v1", "bad"], "bad.avsc"),
+        (["--mode", "backward", "bad", "v1"], "not valid JSON"),
+        (["--mode", "backward", "v1", "missing"], "missing.avsc"),
+        (["--mode", "backward", "--schema-dir", "missing", "v1", "v2"], "not found"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_on_stderr(
+    files: dict[str, str], args: list[str], fragment: str
+) -> None:
     result = run("compat", *(files.get(a, a) for a in args))
     assert result.exit_code == 2
     assert fragment in result.stderr and result.stdout == ""
@@ -123,14 +141,27 @@ def test_diff_of_identical_schemas_exits_0(files: dict[str, str]) -> None:
 
 
 def test_diff_reports_enum_symbols_renames_and_union_branches(tmp_path: Path) -> None:
-    old = {"type": "record", "name": "R", "fields": [
-        {"name": "s", "type": {"type": "enum", "name": "S", "symbols": ["A", "B"]}},
-        {"name": "n", "type": ["null", "int"], "default": None},
-        {"name": "h", "type": {"type": "fixed", "name": "H", "size": 4}}]}
-    new = {"type": "record", "name": "R", "fields": [
-        {"name": "s", "type": {"type": "enum", "name": "S", "symbols": ["A", "C"], "default": "A"}},
-        {"name": "count", "aliases": ["n"], "type": ["null", "long"], "default": None},
-        {"name": "h", "type": {"type": "fixed", "name": "H", "size": 8}}]}
+    old = {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {"name": "s", "type": {"type": "enum", "name": "S", "symbols": ["A", "B"]}},
+            {"name": "n", "type": ["null", "int"], "default": None},
+            {"name": "h", "type": {"type": "fixed", "name": "H", "size": 4}},
+        ],
+    }
+    new = {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {
+                "name": "s",
+                "type": {"type": "enum", "name": "S", "symbols": ["A", "C"], "default": "A"},
+            },
+            {"name": "count", "aliases": ["n"], "type": ["null", "long"], "default": None},
+            {"name": "h", "type": {"type": "fixed", "name": "H", "size": 8}},
+        ],
+    }
     (tmp_path / "old.avsc").write_text(json.dumps(old))
     (tmp_path / "new.avsc").write_text(json.dumps(new))
     result = run("diff", str(tmp_path / "old.avsc"), str(tmp_path / "new.avsc"))
@@ -148,5 +179,7 @@ def test_diff_reports_enum_symbols_renames_and_union_branches(tmp_path: Path) ->
 def test_the_group_is_registered_on_the_main_command(files: dict[str, str]) -> None:
     from streamflow.cli import main
 
-    result = CliRunner().invoke(main, ["schemas", "compat", "--mode", "full", files["v1"], files["v2"]])
+    result = CliRunner().invoke(
+        main, ["schemas", "compat", "--mode", "full", files["v1"], files["v2"]]
+    )
     assert result.exit_code == 0, result.output
