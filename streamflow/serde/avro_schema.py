@@ -48,7 +48,7 @@ def parse(
     known: dict[str, Any] = dict(named or {})
     try:
         parsed = fastavro.schema.parse_schema(raw, named_schemas=known)
-    except Exception as exc:  # noqa: BLE001  fastavro raises SchemaParseException, KeyError...
+    except Exception as exc:  # fastavro raises SchemaParseException, KeyError...
         raise SchemaError(f"{source}: not a valid Avro schema: {_describe_error(exc)}") from exc
     validate(parsed, named_types(parsed, known), source=source)
     return parsed
