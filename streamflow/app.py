@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from streamflow.errors import ConfigError
 from streamflow.runtime.config import AppConfig, Guarantee
@@ -16,6 +18,9 @@ from streamflow.topology.graph import Topology
 from streamflow.topology.nodes import SourceNode, TableSourceNode
 from streamflow.topology.specs import StoreSpec, TopicSpec
 from streamflow.topology.stream import Stream, Table
+from streamflow.workflow.api import Retry
+from streamflow.workflow.client import WorkflowClient
+from streamflow.workflow.compiler import WorkflowRegistry
 
 class App:
     """A streamflow application: ``App("orders")``; its name is the consumer group id."""
@@ -23,7 +28,8 @@ class App:
     def __init__(self, name: str, *, bootstrap: str | None = None,
                  state_dir: str | os.PathLike[str] | None = None,
                  guarantee: Guarantee = "exactly_once",
-                 commit_interval: float | timedelta = 0.1, commit_every: int = 20_000) -> None:
+                 commit_interval: float | timedelta = 0.1, commit_every: int = 20_000,
+                 partitions: int = 6) -> None:
         if not name or any(c in name for c in " /\\"):
             raise ConfigError(f"app name {name!r} must be non-empty without spaces or slashes: "
                               "it becomes the consumer group id and a topic prefix")
@@ -39,6 +45,38 @@ class App:
             state_dir=Path(state_dir or os.environ.get("STREAMFLOW_STATE_DIR", ".state")),
             guarantee=guarantee, commit_interval=interval, commit_every=commit_every)
         self.topology = Topology(name)
+        self.workflows = WorkflowRegistry(self.topology, partitions)
+        self.topology.workflows = self.workflows  # streams start workflows by function
+        """Internal workflow and step topics are created with ``partitions`` partitions."""
+
+    # -- workflows -------------------------------------------------------------------------------
+
+    def step(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
+             retry: Retry | None = None, timeout: timedelta | None = None,
+             entity: str | None = None) -> Any:
+        """Declare a step: ``fn(ctx, *args)``, run at least once per attempt, retried on failure.
+
+        ``entity="accounts"`` makes it an entity step: commands are keyed by the first argument,
+        and ``ctx.state`` reads/writes that entity's value in store ``accounts`` exactly once
+        with the command's consumption.
+        """
+        def register(f: Callable[..., Any]) -> Callable[..., Any]:
+            self.workflows.add_step(f, name, retry or Retry(), timeout, entity)
+            return f
+        return register(fn) if fn is not None else register
+
+    def workflow(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
+                 version: int = 1) -> Any:
+        """Declare a durable workflow ``async def w(ctx, input)``; versions run side by side."""
+        def register(f: Callable[..., Any]) -> Callable[..., Any]:
+            wdef = self.workflows.add_workflow(f, name, version)
+            f.__streamflow_workflow__ = wdef.name  # type: ignore[attr-defined]
+            return f
+        return register(fn) if fn is not None else register
+
+    def client(self, bootstrap: str | None = None) -> WorkflowClient:
+        """Start, signal, cancel and query workflow instances from any process."""
+        return WorkflowClient(self, bootstrap)
 
     # -- declarations ----------------------------------------------------------------------------
 
@@ -84,4 +122,12 @@ class App:
         return f"{self.name}.dlq"
 
     def describe(self) -> str:
-        return describe(self.topology, self.config.guarantee)
+        text = describe(self.topology, self.config.guarantee)
+        if not self.workflows.workflows:
+            return text
+        lines = [text, "\nWorkflows"]
+        for name, node in sorted(self.workflows.workflows.items()):
+            versions = ", ".join(f"v{v}" for v in sorted(node.versions))
+            steps = ", ".join(self.workflows.steps_called_by(name)) or "none found"
+            lines.append(f"  {name} ({versions})  events {node.events.name}  may call: {steps}")
+        return "\n".join(lines)

@@ -100,7 +100,8 @@ class TestDriver:
         for sub in self._subs:
             nodes = {t.name: topology.source_node(t.name) for t in sub.sources}
             for p in range(partitions):
-                task = Task(sub, nodes, p, self.state_dir / app.name, self, app.dead_letter_topic)
+                task = Task(sub, nodes, p, self.state_dir / app.name, self, app.dead_letter_topic,
+                            clock=lambda: self.now_ms)
                 self._all_tasks.append(task)
                 for topic in nodes:
                     self._tasks[(topic, p)] = task
@@ -123,9 +124,24 @@ class TestDriver:
         self.send(topic, key, value, None, timestamp, headers)
         self._drain()
 
-    def advance_time(self, ms: int) -> None:
-        """Move the driver's wall clock (record timestamps default to it)."""
-        self.now_ms += ms
+    def advance_time(self, ms: int | float) -> None:
+        """Move the driver's wall clock and fire what came due (durable timers, retries).
+
+        Record timestamps default to this clock, and so does a workflow's ``ctx.now()``.
+        """
+        self.now_ms += int(ms)
+        for _ in range(10_000):  # timers may schedule timers that are already due
+            due = [t for t in self._all_tasks if t.punctuators and t.due(self.now_ms)]
+            if not due:
+                break
+            for task in due:
+                task.punctuate(self.now_ms)
+            self._drain()
+
+    @property
+    def workflows(self) -> DriverWorkflowClient:
+        """Start, signal, cancel and inspect workflow instances in the driver."""
+        return DriverWorkflowClient(self)
 
     # -- RecordCollector -------------------------------------------------------------------------
 
@@ -200,3 +216,42 @@ class TestDriver:
         self.close()
 
 
+
+
+class DriverWorkflowClient:
+    """``app.client()``'s API against the driver: events are piped, journals read from stores."""
+
+    def __init__(self, driver: TestDriver) -> None:
+        self._driver = driver
+        self._registry = driver.app.workflows
+
+    def _send(self, workflow: Any, instance_id: str, event: dict[str, Any]) -> None:
+        self._driver.pipe(self._registry.events_topic(workflow), instance_id, event)
+
+    def start(self, workflow: Any, *, id: str, input: Any = None,  # noqa: A002
+              version: int | None = None) -> str:
+        from streamflow.workflow.payloads import to_plain
+
+        self._send(workflow, id, {"type": "start", "id": id, "input": to_plain(input),
+                                  "version": version})
+        return id
+
+    def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:  # noqa: A002
+        from streamflow.workflow.payloads import to_plain
+
+        self._send(workflow, id, {"type": "signal", "id": id, "name": name,
+                                  "payload": to_plain(payload)})
+
+    def cancel(self, workflow: Any, id: str) -> None:  # noqa: A002
+        self._send(workflow, id, {"type": "cancel", "id": id})
+
+    def get(self, workflow: Any, id: str) -> Any:  # noqa: A002
+        from streamflow.workflow.client import InstanceView
+        from streamflow.workflow.journal import Journal
+
+        node = self._registry.node_of(workflow)
+        partition = partition_for(id.encode(), self._driver.partitions)
+        journal = Journal.load(self._driver.store_of(node.instances.name, partition), id)
+        if journal is None:
+            return None
+        return InstanceView(id, journal.header, [journal.entries[s] for s in sorted(journal.entries)])

@@ -9,6 +9,7 @@ the task through ``prepare_commit`` / ``committed`` / ``aborted``.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,10 @@ from streamflow.runtime.dead_letter import dead_letter_headers, failing_processo
 from streamflow.state.store import KeyValueStore
 
 log = logging.getLogger(__name__)
+
+
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class _Source:
@@ -31,7 +36,8 @@ class Task:
     """Runs records of one partition through one sub-topology."""
 
     def __init__(self, sub: Any, source_nodes: dict[str, Any], partition: int, state_dir: Path,
-                 collector: RecordCollector, dead_letter_topic: str) -> None:
+                 collector: RecordCollector, dead_letter_topic: str,
+                 clock: Any = None) -> None:
         self.id = f"{sub.id}_{partition}"
         self.sub = sub
         self.partition = partition
@@ -41,6 +47,8 @@ class Task:
         self.send = self._send = collector.send  # type: ignore[method-assign]
         self._dead_letter_topic = dead_letter_topic
         self.msg: Any = None
+        self.now_ms = clock or _wall_clock_ms
+        """Milliseconds of the wall clock timers run on (the test driver's hand-moved clock)."""
         self.timestamp_override: int | None = None
         self.headers_override: Headers = None
         self.dead_lettered = 0
@@ -53,6 +61,11 @@ class Task:
         # Changelog offsets learnt from delivery reports of this cycle, applied as checkpoints.
         self._changelog_next: dict[str, int] = {}
         self.sources: dict[str, _Source] = {}
+        # Wall-clock punctuators (durable timers): each returns True when it did work.
+        self.punctuators: list[Any] = []
+        # Called when a cycle aborts: processors holding in-memory state derived from the
+        # (now dropped) write buffer must forget it.
+        self._abort_hooks: list[Any] = []
         try:
             for topic, node in source_nodes.items():
                 push = self._build(node)
@@ -80,6 +93,22 @@ class Task:
             store = KeyValueStore(name, self.state_dir / name, spec.key_serde, spec.value_serde)
             self.stores[name] = store
         return store
+
+    def schedule(self, due: Any, fire: Any) -> None:
+        """Register a wall-clock punctuator: ``due(now_ms)`` is a cheap check (no transaction is
+        opened unless something is due); ``fire(now_ms)`` runs inside the commit cycle."""
+        self.punctuators.append((due, fire))
+
+    def on_abort(self, hook: Any) -> None:
+        self._abort_hooks.append(hook)
+
+    def due(self, now_ms: int) -> bool:
+        return any(due(now_ms) for due, _ in self.punctuators)
+
+    def punctuate(self, now_ms: int) -> None:
+        for due, fire in self.punctuators:
+            if due(now_ms):
+                fire(now_ms)
 
     # -- processing ------------------------------------------------------------------------------
 
@@ -142,6 +171,8 @@ class Task:
         for store in self.stores.values():
             store.abort()
         self._changelog_next.clear()
+        for hook in self._abort_hooks:
+            hook()
 
     def close(self) -> None:
         for store in self.stores.values():

@@ -28,6 +28,9 @@ from streamflow.runtime.topics import ensure_topics, existing_topics, plan_topic
 
 log = logging.getLogger(__name__)
 
+PUNCTUATION_INTERVAL = 0.05
+"""Seconds between wall-clock punctuations: the resolution of durable timers."""
+
 
 class Worker:
     """Runs an App's topology as one member of the consumer group ``config.name``."""
@@ -43,6 +46,7 @@ class Worker:
         self._route: dict[str, list[Task | None]] = {}  # topic → partition → running task
         self._initializing: list[Task] = []
         self.processed = 0
+        self._next_punctuation = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -144,11 +148,13 @@ class Worker:
             if self.restorer.busy:
                 for task in self.restorer.step(0.01 if self._route_has_tasks() else 0.05):
                     self._start_processing(task)
+            if time.monotonic() >= self._next_punctuation:
+                self._punctuate()
             messages = consumer.consume(batch, 0)
             if not messages:
                 if cycle.open:
                     self._commit()  # input drained: commit now, latency over batching
-                wait = 0.0 if self.restorer.busy or self._initializing else 0.2
+                wait = 0.0 if self.restorer.busy or self._initializing else self._idle_wait()
                 first = consumer.poll(wait)  # wakes on the first record, unlike consume()
                 if first is None:
                     continue
@@ -158,6 +164,27 @@ class Worker:
             if (cycle.records >= cfg.commit_every
                     or time.monotonic() - cycle.opened_at >= cfg.commit_interval):
                 self._commit()
+
+    def _idle_wait(self) -> float:
+        if any(t.punctuators for t in self._tasks.values()):
+            return max(0.0, min(0.2, self._next_punctuation - time.monotonic()))
+        return 0.2
+
+    def _punctuate(self) -> None:
+        """Fire due durable timers inside a commit cycle, so their effects commit atomically."""
+        self._next_punctuation = time.monotonic() + PUNCTUATION_INTERVAL
+        now_ms = int(time.time() * 1000)
+        due = {id(t): t for parts in self._route.values() for t in parts
+               if t is not None and t.punctuators and t.due(now_ms)}
+        if not due:
+            return
+        self.cycle.begin()
+        for task in due.values():
+            try:
+                task.punctuate(now_ms)
+            except Exception as exc:  # a failing timer must not stop the worker or its peers
+                log.exception("punctuation of task %s failed: %s", task.id, exc)
+        self._commit()
 
     def _process(self, messages: list[Any]) -> None:
         cycle = self.cycle

@@ -8,6 +8,7 @@ that cross sub-topologies: that is what lets each part scale by its own partitio
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from streamflow.errors import TopologyError
 from streamflow.serde.base import Serde
@@ -30,6 +31,7 @@ class Topology:
         self.stores: dict[str, StoreSpec] = {}
         self.sources: list[SourceNode] = []
         self._names: dict[str, int] = {}
+        self.workflows: Any = None  # the App's WorkflowRegistry, when it has one
 
     # -- declarations ----------------------------------------------------------------------------
 

@@ -26,6 +26,12 @@ class ProcessorRuntime(Protocol):
 
     def store(self, name: str) -> Any: ...
 
+    def schedule(self, due: Callable[[int], bool], fire: Callable[[int], None]) -> None: ...
+
+    def on_abort(self, hook: Callable[[], None]) -> None: ...
+
+    def now_ms(self) -> int: ...
+
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              partition: int | None, timestamp: int | None,
              headers: list[tuple[str, bytes]] | None) -> None: ...
@@ -357,5 +363,31 @@ class ForeachNode(Node):
 
         def push(key: Any, value: Any, _sf_node: Node = self) -> None:
             fn(key, value)
+
+        return push
+
+
+@dataclass(eq=False)
+class StartWorkflowNode(Node):
+    """Sends a workflow ``start`` event per record, in the same transaction as its consumption."""
+
+    events: TopicSpec = None  # type: ignore[assignment]
+    id_fn: Callable[[Any], str] = None  # type: ignore[assignment]
+    input_fn: Callable[[Any], Any] | None = None
+    kind: str = field(default="start_workflow", init=False)
+
+    def detail(self) -> str:
+        return self.events.name
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        import orjson
+
+        topic, id_fn, input_fn = self.events.name, self.id_fn, self.input_fn
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            instance_id = str(id_fn(value))
+            payload = value if input_fn is None else input_fn(value)
+            event = {"type": "start", "id": instance_id, "input": payload, "version": None}
+            rt.send(topic, instance_id.encode(), orjson.dumps(event), None, None, None)
 
         return push

@@ -24,6 +24,7 @@ from streamflow.topology.nodes import (
     ProcessNode,
     SinkNode,
     SourceNode,
+    StartWorkflowNode,
 )
 from streamflow.topology.specs import REPARTITION_CONFIG, StoreSpec, TopicKind, TopicSpec
 
@@ -139,6 +140,18 @@ class Stream:
         specs = [self._topology.stores[s] if isinstance(s, str) else s for s in stores]
         return self._then(ProcessNode(self._name("process", name), fn=fn, store_specs=specs),
                           value_serde=None if value is None else resolve_serde(value))
+
+    def start_workflow(self, workflow: Any, *, id: Callable[[Any], str],  # noqa: A002
+                       input: Callable[[Any], Any] | None = None,  # noqa: A002
+                       name: str | None = None) -> None:
+        """Start one ``workflow`` instance per record, idempotently by ``id(value)``.
+
+        The start event is sent in the same transaction as the record's consumption, so a
+        record starts its instance exactly once.
+        """
+        events = self._topology.workflows.node_of(workflow).events  # type: ignore[attr-defined]
+        self._then(StartWorkflowNode(self._name("start_workflow", name), events=events,
+                                     id_fn=id, input_fn=input))
 
     # -- sinks -----------------------------------------------------------------------------------
 

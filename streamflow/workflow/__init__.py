@@ -1,0 +1,1 @@
+"""Durable workflows compiled into stream topologies (DESIGN §2)."""

@@ -1,0 +1,74 @@
+"""The workflow vocabulary users import: retry policies and the errors a workflow can see."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from streamflow.errors import StreamflowError
+
+
+@dataclass(frozen=True)
+class Exponential:
+    """Backoff ``initial * factor**(attempt-1)`` seconds, capped at ``maximum``."""
+
+    initial: float = 0.2
+    maximum: float = 30.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How often a step is attempted, and which errors are not worth another attempt."""
+
+    attempts: int = 3
+    backoff: Exponential = field(default_factory=Exponential)
+    non_retryable: tuple[type[BaseException], ...] = ()
+
+
+class NonRetryable(Exception):
+    """Raise (or subclass) in a step to fail it for good at once: no retry will help."""
+
+
+class StepFailed(StreamflowError):
+    """A step failed for good; raised inside the workflow at the ``await``, which may catch it."""
+
+    def __init__(self, step: str, error_type: str, message: str, attempts: int) -> None:
+        super().__init__(f"step {step!r} failed after {attempts} attempt(s): {error_type}: {message}")
+        self.step, self.error_type, self.message, self.attempts = step, error_type, message, attempts
+
+
+class SignalTimeout(TimeoutError):
+    """``wait_signal(..., timeout=...)`` passed its timeout with no signal."""
+
+
+class WorkflowCancelled(StreamflowError):
+    """The instance was cancelled; raised at its current ``await`` so ``finally`` blocks run."""
+
+
+@dataclass(frozen=True)
+class StepDef:
+    """A registered step: the function, its policy, and (entity steps) how to find its entity."""
+
+    name: str
+    fn: Callable[..., Any]
+    retry: Retry
+    timeout: timedelta | None
+    entity_store: str | None = None
+    """Entity steps: the store holding one value per entity; the first argument is the entity key."""
+
+    @property
+    def is_entity(self) -> bool:
+        return self.entity_store is not None
+
+
+@dataclass(frozen=True)
+class WorkflowDef:
+    name: str
+    version: int
+    fn: Callable[..., Any]

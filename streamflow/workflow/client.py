@@ -1,0 +1,134 @@
+"""Start, signal, cancel and query workflow instances from any process.
+
+Commands are records on the workflow's events topic, keyed by instance id; queries read the
+instance's journal from the ``<workflow>-instances`` changelog (the partition of the id), so a
+client needs nothing but Kafka.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from streamflow.serde.partitioner import partition_for
+from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
+from streamflow.workflow.payloads import dumps, to_plain
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """A workflow instance as its journal tells it."""
+
+    id: str
+    header: dict[str, Any]
+    entries: list[dict[str, Any]]
+
+    @property
+    def status(self) -> str:
+        return self.header["status"]
+
+    @property
+    def result(self) -> Any:
+        return self.header.get("result")
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+class WorkflowClient:
+    """``app.client()``: talks to a running app through its topics."""
+
+    def __init__(self, app: Any, bootstrap: str | None = None) -> None:
+        self._app = app
+        self._registry = app.workflows
+        self._bootstrap = bootstrap or app.config.bootstrap
+        self._producer = Producer({"bootstrap.servers": self._bootstrap, "linger.ms": 1,
+                                   "enable.idempotence": True, "partitioner": "murmur2_random"})
+
+    def _send(self, workflow: Any, instance_id: str, event: dict) -> None:
+        topic = self._registry.events_topic(workflow)
+        self._producer.produce(topic, dumps(event), instance_id.encode())
+        self._producer.flush(30)
+
+    def start(self, workflow: Any, *, id: str, input: Any = None,  # noqa: A002
+              version: int | None = None) -> str:
+        """Start an instance; a second start with the same id leaves the first one running."""
+        self._send(workflow, id, {"type": "start", "id": id, "input": to_plain(input),
+                                  "version": version})
+        return id
+
+    def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:  # noqa: A002
+        self._send(workflow, id, {"type": "signal", "id": id, "name": name,
+                                  "payload": to_plain(payload)})
+
+    def cancel(self, workflow: Any, id: str) -> None:  # noqa: A002
+        self._send(workflow, id, {"type": "cancel", "id": id})
+
+    def get(self, workflow: Any, id: str) -> InstanceView | None:  # noqa: A002
+        node = self._registry.node_of(workflow)
+        changelog = node.instances.changelog
+        partitions = self._partitions(changelog)
+        found = self._scan(changelog, [partition_for(id.encode(), partitions)], id)
+        return found.get(id)
+
+    def list(self, workflow: Any) -> list[InstanceView]:
+        changelog = self._registry.node_of(workflow).instances.changelog
+        return sorted(self._scan(changelog, range(self._partitions(changelog)), None).values(),
+                      key=lambda v: v.header.get("started_ms", 0))
+
+    def wait(self, workflow: Any, id: str, timeout: float = 30.0) -> InstanceView:  # noqa: A002
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.get(workflow, id)
+            if view is not None and view.done:
+                return view
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"instance {id!r} not finished after {timeout}s "
+                                   f"(status: {view.status if view else 'not started'})")
+            time.sleep(0.2)
+
+    def _partitions(self, topic: str) -> int:
+        metadata = self._producer.list_topics(topic, timeout=10)
+        return len(metadata.topics[topic].partitions)
+
+    def _scan(self, topic: str, partitions: Any, only: str | None) -> dict[str, InstanceView]:
+        consumer = Consumer({"bootstrap.servers": self._bootstrap,
+                             "group.id": f"streamflow-query-{uuid.uuid4().hex}",
+                             "enable.auto.commit": False, "isolation.level": "read_committed",
+                             "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+        parts = list(partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        latest: dict[str, Any] = {}
+        eof: set[int] = set()
+        try:
+            while len(eof) < len(parts):
+                for msg in consumer.consume(10_000, 1.0):
+                    if msg.error():
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            eof.add(msg.partition())
+                        continue
+                    key = msg.key().decode()
+                    if only is not None and not key.startswith(only):
+                        continue
+                    latest[key] = None if msg.value() is None else orjson.loads(msg.value())
+        finally:
+            consumer.close()
+        views: dict[str, InstanceView] = {}
+        for key, value in latest.items():
+            if value is not None and key.endswith(HEADER):
+                instance_id = key[:-1]
+                if only is None or instance_id == only:
+                    views[instance_id] = InstanceView(instance_id, value, [])
+        for key, value in sorted(latest.items()):
+            if value is None or ENTRY not in key:
+                continue
+            instance_id = key.split(ENTRY)[0]
+            if instance_id in views:
+                views[instance_id].entries.append(value)
+        return views

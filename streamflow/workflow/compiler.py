@@ -1,0 +1,99 @@
+"""Compile workflow and step declarations into topology objects (DESIGN §2).
+
+For app ``A``: a workflow ``W`` reads ``A.W.events`` (keyed by instance id) and keeps its
+journals in store ``W-instances`` and its durable timers in ``W-timers``; a step ``S`` reads
+``A.step.S``. Steps get one topic each rather than one per (workflow, step) pair: an entity step
+called by several workflows must keep all commands for one entity in one task with its store.
+"""
+
+from __future__ import annotations
+
+import dis
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from streamflow.errors import TopologyError
+from streamflow.serde.base import BYTES, JSON, STR
+from streamflow.topology.graph import Topology
+from streamflow.topology.nodes import SourceNode
+from streamflow.topology.specs import TopicKind, TopicSpec
+from streamflow.workflow.api import Retry, StepDef, WorkflowDef
+from streamflow.workflow.orchestrator import WorkflowNode
+from streamflow.workflow.steps import StepNode
+
+WORKFLOW_TOPIC_CONFIG: tuple[tuple[str, str], ...] = (("cleanup.policy", "delete"),
+                                                     ("retention.ms", str(7 * 24 * 3600 * 1000)))
+
+
+class WorkflowRegistry:
+    """The workflows and steps of one App, and the topology nodes they compile into."""
+
+    def __init__(self, topology: Topology, partitions: int) -> None:
+        self.topology = topology
+        self.partitions = partitions
+        self.steps: dict[Any, StepDef] = {}
+        self.step_topics: dict[str, str] = {}
+        self.workflows: dict[str, WorkflowNode] = {}
+
+    def _topic(self, name: str) -> TopicSpec:
+        return self.topology.add_topic(TopicSpec(name, STR, JSON, self.partitions,
+                                                 TopicKind.WORKFLOW, WORKFLOW_TOPIC_CONFIG))
+
+    def add_step(self, fn: Callable[..., Any], name: str | None, retry: Retry,
+                 timeout: timedelta | None, entity: str | None) -> StepDef:
+        name = name or fn.__name__
+        if name in self.step_topics:
+            raise TopologyError(f"step {name!r} is registered twice")
+        if entity is not None and entity not in self.topology.stores:
+            self.topology.add_store(entity, STR, JSON)
+        sdef = StepDef(name, fn, retry, timeout, entity)
+        self.steps[fn] = self.steps[name] = sdef
+        topic = self._topic(f"{self.topology.app_name}.step.{name}")
+        self.step_topics[name] = topic.name
+        source = SourceNode(f"source-{topic.name}", topic=topic)
+        self.topology.add_source(topic, source)
+        source.children.append(StepNode(f"step-{name}", step=sdef,
+                                        entity_store=self.topology.stores.get(entity or "")))
+        return sdef
+
+    def add_workflow(self, fn: Callable[..., Any], name: str | None, version: int) -> WorkflowDef:
+        name = name or fn.__name__
+        wdef = WorkflowDef(name, version, fn)
+        node = self.workflows.get(name)
+        if node is None:
+            events = self._topic(f"{self.topology.app_name}.{name}.events")
+            node = WorkflowNode(
+                f"workflow-{name}", workflow=name, steps=self.steps, events=events,
+                step_topics=self.step_topics, topics=self.topology.topics,
+                instances=self.topology.add_store(f"{name}-instances", STR, JSON),
+                timers=self.topology.add_store(f"{name}-timers", BYTES, JSON))
+            source = SourceNode(f"source-{events.name}", topic=events)
+            self.topology.add_source(events, source)
+            source.children.append(node)
+            self.workflows[name] = node
+        if version in node.versions:
+            raise TopologyError(f"workflow {name!r} version {version} is registered twice")
+        node.versions[version] = wdef
+        return wdef
+
+    def events_topic(self, workflow: Any) -> str:
+        return self.node_of(workflow).events.name
+
+    def node_of(self, workflow: Any) -> WorkflowNode:
+        name = workflow if isinstance(workflow, str) else getattr(workflow, "__streamflow_workflow__",
+                                                                   getattr(workflow, "__name__", None))
+        node = self.workflows.get(name)  # type: ignore[arg-type]
+        if node is None:
+            raise TopologyError(f"{workflow!r} is not a registered workflow; known: "
+                                f"{', '.join(sorted(self.workflows)) or 'none'}")
+        return node
+
+    def steps_called_by(self, workflow: str) -> list[str]:
+        """Steps a workflow's code names (for ``describe``; calls through variables escape it)."""
+        names: set[str] = set()
+        for wdef in self.workflows[workflow].versions.values():
+            for instruction in dis.get_instructions(wdef.fn):
+                if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_ATTR"):
+                    names.add(str(instruction.argval))
+        return sorted(n for n in names if n in self.step_topics)

@@ -1,0 +1,183 @@
+"""The workflow context: the replay engine behind ``ctx.step``, ``ctx.sleep``, ``ctx.wait_signal``.
+
+Every call takes the next sequence number. If the journal already has an entry for it, the
+call must ask for the same thing (kind, name, digest of the arguments) — otherwise the code
+changed under a running instance and we raise ``NonDeterminism`` naming both calls. A journaled
+result returns at once; a new call records an entry, emits its command, and the workflow
+suspends at its ``await`` until an event completes the entry.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Generator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from streamflow.errors import NonDeterminism
+from streamflow.workflow.api import SignalTimeout, StepDef, StepFailed
+from streamflow.workflow.journal import Journal
+from streamflow.workflow.payloads import digest, rebuild, return_type, to_plain
+
+if TYPE_CHECKING:
+    from streamflow.workflow.orchestrator import Effects
+
+SUSPEND = object()
+"""Yielded through the coroutine to the orchestrator: "nothing more to do until an event"."""
+
+
+class ContinueAsNew(Exception):  # noqa: N818 - a control-flow signal, not an error
+    def __init__(self, input: Any) -> None:  # noqa: A002
+        super().__init__("continue_as_new")
+        self.input = input
+
+
+class _Call:
+    """An awaitable journal entry (a step, a timer, a signal wait)."""
+
+    __slots__ = ("_ctx", "_seq", "_convert")
+
+    def __init__(self, ctx: WorkflowContext, seq: int, convert: Callable[[dict], Any]) -> None:
+        self._ctx, self._seq, self._convert = ctx, seq, convert
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        while self._ctx.journal.entries[self._seq]["status"] == "pending":
+            yield SUSPEND
+        return self._convert(self._ctx.journal.entries[self._seq])
+
+
+class WorkflowContext:
+    """What a workflow function receives as ``ctx``. All of its answers are journaled."""
+
+    def __init__(self, journal: Journal, effects: Effects, steps: dict[Any, StepDef]) -> None:
+        self.journal = journal
+        self.effects = effects
+        self._steps = steps
+        self._seq = 0
+
+    @property
+    def workflow_id(self) -> str:
+        return self.journal.id
+
+    # -- the determinism check -------------------------------------------------------------------
+
+    def _next(self, kind: str, name: str, args_digest: str) -> tuple[int, dict | None]:
+        seq = self._seq
+        self._seq += 1
+        entry = self.journal.entries.get(seq)
+        if entry is not None and (entry["kind"], entry["name"], entry["digest"]) != (kind, name, args_digest):
+            raise NonDeterminism(
+                f"workflow {self.journal.header['workflow']!r} v{self.journal.header['version']} "
+                f"instance {self.journal.id!r}: call #{seq} is now {kind} {name!r} but the journal "
+                f"recorded {entry['kind']} {entry['name']!r}"
+                + (" with other arguments" if (entry['kind'], entry['name']) == (kind, name) else "")
+                + "; ship changed workflow code as a new version (@app.workflow(version=N+1))")
+        return seq, entry
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def step(self, step: Any, *args: Any) -> _Call:
+        """Run a step (at least once per attempt, with retries); await it for its result.
+
+        The command is sent when ``step()`` is called, so several steps started before the
+        first ``await`` run in parallel.
+        """
+        sdef = self._steps.get(step) or self._steps.get(getattr(step, "__name__", None))
+        if sdef is None:
+            raise TypeError(f"{step!r} is not a registered step; decorate it with @app.step")
+        plain = to_plain(list(args))
+        seq, entry = self._next("step", sdef.name, digest(sdef.name, plain))
+        if entry is None:
+            self.effects.start_step(self.journal, seq, sdef, plain)
+        result_type = return_type(sdef.fn)
+
+        def convert(entry: dict) -> Any:
+            if entry["status"] == "failed":
+                err = entry["error"]
+                raise StepFailed(sdef.name, err["type"], err["message"], entry["attempt"])
+            return rebuild(result_type, entry.get("result"))
+
+        return _Call(self, seq, convert)
+
+    def compensate(self, step: Any, *args: Any) -> None:
+        """Register ``step(*args)`` to run if the workflow later fails for good or is cancelled.
+
+        Compensations run in reverse order of registration (a saga's undo log).
+        """
+        sdef = self._steps.get(step) or self._steps.get(getattr(step, "__name__", None))
+        if sdef is None:
+            raise TypeError(f"{step!r} is not a registered step; decorate it with @app.step")
+        plain = to_plain(list(args))
+        seq, entry = self._next("compensate", sdef.name, digest(sdef.name, plain))
+        if entry is None:
+            self.journal.put_entry({"seq": seq, "kind": "compensate", "name": sdef.name,
+                                    "digest": digest(sdef.name, plain), "status": "done",
+                                    "args": plain})
+
+    # -- time, randomness, ids -------------------------------------------------------------------
+
+    def _recorded(self, kind: str, make: Callable[[], Any]) -> Any:
+        seq, entry = self._next(kind, kind, "")
+        if entry is None:
+            entry = self.journal.put_entry({"seq": seq, "kind": kind, "name": kind, "digest": "",
+                                            "status": "done", "result": make()})
+        return entry["result"]
+
+    def now(self) -> datetime:
+        """The time as the workflow first saw it at this point (the same on every replay)."""
+        ms = self._recorded("now", lambda: self.effects.now_ms)
+        return datetime.fromtimestamp(ms / 1000, UTC)
+
+    def random(self) -> float:
+        return self._recorded("random", random.random)
+
+    def uuid(self) -> str:
+        return self._recorded("uuid", lambda: str(uuid.uuid4()))
+
+    # -- timers and signals ----------------------------------------------------------------------
+
+    def sleep(self, duration: timedelta | float) -> _Call:
+        """A durable timer: survives restarts, rebalances and months of waiting."""
+        ms = int((duration.total_seconds() if isinstance(duration, timedelta) else duration) * 1000)
+        seq, entry = self._next("sleep", "sleep", str(ms))
+        if entry is None:
+            self.effects.start_timer(self.journal, seq, "sleep", self.effects.now_ms + ms, str(ms))
+        return _Call(self, seq, lambda e: None)
+
+    def sleep_until(self, when: datetime) -> _Call:
+        due = int(when.timestamp() * 1000)
+        seq, entry = self._next("sleep", "sleep_until", str(due))
+        if entry is None:
+            self.effects.start_timer(self.journal, seq, "sleep_until", due, str(due))
+        return _Call(self, seq, lambda e: None)
+
+    def wait_signal(self, name: str, timeout: timedelta | float | None = None) -> _Call:
+        """Wait for signal ``name``; a signal sent before the wait is kept and returned at once."""
+        timeout_ms = None if timeout is None else int(
+            (timeout.total_seconds() if isinstance(timeout, timedelta) else timeout) * 1000)
+        seq, entry = self._next("signal", name, str(timeout_ms))
+        if entry is None:
+            self.effects.wait_signal(self.journal, seq, name, timeout_ms)
+
+        def convert(entry: dict) -> Any:
+            if entry.get("timed_out"):
+                raise SignalTimeout(f"signal {name!r} did not arrive within {timeout_ms} ms")
+            return entry.get("result")
+
+        return _Call(self, seq, convert)
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def emit(self, topic: str, key: Any, value: Any) -> None:
+        """Write a record to ``topic`` in the same transaction as this workflow transition."""
+        plain = to_plain([key, value])
+        seq, entry = self._next("emit", topic, digest(topic, plain))
+        if entry is None:
+            self.effects.emit(topic, key, value)
+            self.journal.put_entry({"seq": seq, "kind": "emit", "name": topic,
+                                    "digest": digest(topic, plain), "status": "done"})
+
+    def continue_as_new(self, input: Any) -> None:  # noqa: A002
+        """End this run and start a fresh journal with ``input`` under the same id."""
+        raise ContinueAsNew(to_plain(input))

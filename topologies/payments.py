@@ -1,0 +1,101 @@
+"""Money transfers as a durable saga over accounts held in Kafka — exactly once, end to end.
+
+Accounts are *entities*: ``debit`` and ``credit`` are entity steps keyed by account id, so each
+account's balance lives in one task's store and changes exactly once with its command. A
+transfer is a workflow: fraud check (retried with backoff), human approval by signal for large
+amounts, a fee, then the principal. When funds are short the saga compensates: the fee is
+refunded. Cancelling a transfer that waits for approval runs the same compensations.
+
+    streamflow run topologies/payments.py --state-dir .state/p1        # one or more workers
+    streamflow workflows start topologies/payments.py transfer t-1 \\
+        '{"id": "t-1", "source": "acct-1", "target": "acct-2", "amount": 250}'
+    streamflow workflows show topologies/payments.py transfer t-1
+
+``make demo`` runs thousands of transfers with a worker killed mid-way and checks the books.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from streamflow import App
+from streamflow.workflow.api import Exponential, NonRetryable, Retry, SignalTimeout, StepFailed
+
+app = App("payments")
+
+FEE_ACCOUNT = "fees"
+APPROVAL_LIMIT = 10_000
+
+
+@dataclass
+class Transfer:
+    id: str
+    source: str
+    target: str
+    amount: int  # cents: money is never a float
+
+
+@dataclass
+class Receipt:
+    transfer_id: str
+    status: str  # completed | rejected | insufficient_funds | expired
+    fee: int = 0
+
+
+class InsufficientFunds(NonRetryable):
+    """No retry will make the money appear."""
+
+
+@app.step(entity="accounts")
+def credit(ctx, account: str, amount: int) -> int:
+    ctx.state = (ctx.state or 0) + amount
+    return ctx.state
+
+
+@app.step(entity="accounts")
+def debit(ctx, account: str, amount: int) -> int:
+    balance = ctx.state or 0
+    if balance < amount:
+        raise InsufficientFunds(f"account {account} has {balance}, needs {amount}")
+    ctx.state = balance - amount
+    return ctx.state
+
+
+@app.step(retry=Retry(attempts=5, backoff=Exponential(0.2, 30)), timeout=timedelta(seconds=10))
+def fraud_check(ctx, t: Transfer) -> str:
+    """Stands in for a call to a scoring service (which would get ctx.idempotency_key)."""
+    return "reject" if t.source == t.target else "ok"
+
+
+def fee_for(amount: int) -> int:
+    return max(1, amount // 100)
+
+
+@app.workflow(version=1)
+async def transfer(ctx, t: Transfer) -> Receipt:
+    if await ctx.step(fraud_check, t) == "reject":
+        return Receipt(t.id, "rejected")
+    if t.amount > APPROVAL_LIMIT:
+        try:
+            await ctx.wait_signal("approved", timeout=timedelta(days=2))
+        except SignalTimeout:
+            return Receipt(t.id, "expired")
+    fee = fee_for(t.amount)
+    await ctx.step(debit, t.source, fee)
+    ctx.compensate(credit, t.source, fee)      # refunded if anything below fails for good
+    try:
+        await ctx.step(debit, t.source, t.amount)
+    except StepFailed as short:
+        if short.error_type != InsufficientFunds.__name__:
+            raise
+        raise InsufficientFunds(str(short)) from None   # fail the saga: the fee is refunded
+    await ctx.step(credit, t.target, t.amount)
+    await ctx.step(credit, FEE_ACCOUNT, fee)
+    return Receipt(t.id, "completed", fee)
+
+
+@app.workflow(version=1)
+async def open_account(ctx, opening: dict) -> int:
+    """Fund a new account; a second open with the same id is a no-op (idempotent start)."""
+    return await ctx.step(credit, opening["account"], opening["deposit"])
