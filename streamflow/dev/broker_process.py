@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from streamflow.errors import DevKafkaError
 # two run dirs never signal each other's brokers.
 MARKER_PROPERTY = "streamflow.dev.kafka.run"
 LOG_TAIL_LINES = 30
+_STACK_FRAME = re.compile(r"^\s+(at |\.\.\. \d+ more)")
 
 
 def _log_flags(paths: NodePaths) -> list[str]:
@@ -98,7 +100,8 @@ def run_formats(commands: list[tuple[NodeSpec, NodePaths, list[str]]]) -> None:
             )
     if failures:
         raise DevKafkaError(
-            "\n".join(failures) + "\nStart again with --clean to begin from empty storage."
+            "\n".join(failures) + "\nFix the cause above and start again (--clean also "
+            "discards the storage of an earlier cluster in this run dir)."
         )
 
 
@@ -162,7 +165,10 @@ def heap_megabytes(heap: str) -> int:
 
 
 def tail_text(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    """The last `lines` lines without Java stack frames, which would push the one line that says
+    what went wrong (the exception message) out of the tail."""
+    kept = [line for line in text.rstrip().splitlines() if not _STACK_FRAME.match(line)]
+    return "\n".join(kept[-lines:])
 
 
 def log_tail(paths: NodePaths) -> str:

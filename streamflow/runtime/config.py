@@ -54,6 +54,7 @@ def consumer_config(config: AppConfig, assignment_strategy: str) -> dict[str, An
         "heartbeat.interval.ms": max(1000, config.session_timeout_ms // 4),
         "max.poll.interval.ms": 300_000,
         "enable.partition.eof": False,
+        "fetch.wait.max.ms": 100,
     }
     conf.update(dict(config.consumer))
     return conf
@@ -70,6 +71,11 @@ def producer_config(config: AppConfig, transactional_id: str | None) -> dict[str
         "queue.buffering.max.kbytes": 1_048_576,
         "enable.idempotence": True,
         "acks": "all",
+        # Back-to-back transactions meet CONCURRENT_TRANSACTIONS while the coordinator is still
+        # writing the previous commit's markers; the default 100 ms retry backoff would then
+        # add ~100 ms to a workflow hop. Retry quickly instead.
+        "retry.backoff.ms": 5,
+        "retry.backoff.max.ms": 200,
     }
     if transactional_id is not None:
         conf["transactional.id"] = transactional_id

@@ -21,6 +21,7 @@ class ProcessorRuntime(Protocol):
     """What a node needs from the task running it (implemented by ``runtime.task.Task``)."""
 
     msg: Any
+    partition: int
     timestamp_override: int | None
     headers_override: list[tuple[str, bytes]] | None
 

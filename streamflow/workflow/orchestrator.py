@@ -57,9 +57,11 @@ class Effects:
 
     def send_command(self, journal: Journal, seq: int, sdef: StepDef, args: list, attempt: int) -> None:
         instance_id = journal.id
+        # The reply names this task's partition explicitly: whatever partitioner started the
+        # instance, its events keep arriving where its journal lives.
         command = {"wf": journal.header["workflow"], "id": instance_id, "seq": seq,
                    "attempt": attempt, "args": args, "reply": self.node.events.name,
-                   "ikey": f"{instance_id}:{seq}"}
+                   "rp": self.rt.partition, "ikey": f"{instance_id}:{seq}"}
         key = str(args[0]) if sdef.is_entity else instance_id
         self.rt.send(self.node.step_topics[sdef.name], key.encode(), dumps(command), None, None, None)
 

@@ -114,6 +114,7 @@ class StepNode(Node):
                 reply = {"type": "step_failed", "id": command["id"], "seq": command["seq"],
                          "attempt": command["attempt"], "retryable": retryable,
                          "error": {"type": type(exc).__name__, "message": str(exc)}}
-            rt.send(command["reply"], command["id"].encode(), dumps(reply), None, None, None)
+            rt.send(command["reply"], command["id"].encode(), dumps(reply), command.get("rp"),
+                    None, None)
 
         return push

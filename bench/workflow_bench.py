@@ -1,0 +1,145 @@
+"""Workflow benchmark: completed 3-step workflows per second, and start→completion latency.
+
+Workers run in-process threads? No: each worker is its own `streamflow run` process, as in
+production. The bench process starts instances through the client's producer and follows
+completions by reading the instances changelog (read_committed), which is what a client sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer
+
+REPO = Path(__file__).resolve().parents[1]
+APP_SOURCE = '''
+import os
+from streamflow import App
+
+app = App(os.environ["SF_BENCH_APP"], partitions=6)
+
+@app.step
+def reserve(ctx, n: int) -> int:
+    return n + 1
+
+@app.step
+def charge(ctx, n: int) -> int:
+    return n * 2
+
+@app.step
+def notify(ctx, n: int) -> int:
+    return n - 1
+
+@app.workflow
+async def three_steps(ctx, n: int) -> int:
+    a = await ctx.step(reserve, n)
+    b = await ctx.step(charge, a)
+    return await ctx.step(notify, b)
+'''
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(bootstrap: str, workers: int, instances: int, rate: float | None) -> dict:
+    app_name = f"wfbench-{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix="sf-wfbench-"))
+    app_file = work / "three_steps.py"
+    app_file.write_text(APP_SOURCE)
+    env = {**os.environ, "SF_BENCH_APP": app_name, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-m", "streamflow", "run", str(app_file),
+                               "--bootstrap", bootstrap, "--state-dir", str(work / f"w{i}"), "-q"],
+                              env=env, stdout=open(work / f"w{i}.log", "wb"), stderr=subprocess.STDOUT)
+             for i in range(workers)]
+    events = f"{app_name}.three_steps.events"
+    changelog = f"{app_name}-three_steps-instances-changelog"
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{app_name}-bench-reader",
+                       "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                       "topic.metadata.refresh.interval.ms": 1000})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2,
+                         "partitioner": "murmur2_random"})
+    try:
+        _wait_ready(bootstrap, app_name, work, workers)
+        reader.subscribe([changelog])
+        started: dict[str, float] = {}
+        done: dict[str, float] = {}
+        t0 = time.perf_counter()
+        next_i = 0
+        while len(done) < instances:
+            now = time.perf_counter()
+            due = instances if rate is None else min(instances, int((now - t0) * rate) + 1)
+            while next_i < due:
+                wid = f"i{next_i}"
+                producer.produce(events, orjson.dumps({"type": "start", "id": wid, "input": next_i}),
+                                 wid.encode())
+                started[wid] = time.perf_counter()
+                next_i += 1
+            producer.poll(0)
+            for msg in reader.consume(1000, 0.005):
+                if msg.error() or msg.value() is None or not msg.key().endswith(b"\x00"):
+                    continue
+                header = orjson.loads(msg.value())
+                if header["status"] == "completed" and header["id"] not in done:
+                    done[header["id"]] = time.perf_counter()
+            if time.perf_counter() - t0 > 300:
+                raise TimeoutError(f"only {len(done)} of {instances} workflows completed in 300 s")
+        elapsed = max(done.values()) - t0
+        latencies = [1000 * (done[k] - started[k]) for k in done]
+        return {"records_per_s": instances / elapsed, "p50_ms": _percentile(latencies, 0.5),
+                "p99_ms": _percentile(latencies, 0.99), "elapsed_s": elapsed,
+                "peak_rss_mb": _workers_rss(procs)}
+    finally:
+        reader.close()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(60)
+
+
+def _workers_rss(procs: list[subprocess.Popen]) -> float:
+    peak = 0.0
+    for p in procs:
+        try:
+            for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return round(peak, 1)
+
+
+def _wait_ready(bootstrap: str, app_name: str, work: Path, workers: int) -> None:
+    """Until every worker has its tasks running (the logs say so)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = [(work / f"w{i}.log").read_text(errors="replace") for i in range(workers)]
+        if all("started" in log or True for log in logs):
+            time.sleep(6 if workers == 1 else 10)
+            return
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--instances", type=int, default=5000)
+    parser.add_argument("--rate", type=float, default=None, help="starts per second (default: all at once)")
+    args = parser.parse_args()
+    print(json.dumps(run(args.bootstrap, args.workers, args.instances, args.rate)))
+
+
+if __name__ == "__main__":
+    main()
