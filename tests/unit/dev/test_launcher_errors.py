@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from streamflow.dev import KAFKA_VERSION, KafkaJars, LocalKafka
-from streamflow.dev.broker_process import heap_megabytes
+from streamflow.dev.broker_process import heap_megabytes, tail_text
 from streamflow.dev.java import find_java, parse_java_major
 from streamflow.errors import DevKafkaError
 
@@ -165,3 +165,14 @@ def test_heap_sizes_use_jvm_syntax(heap: str, mb: int) -> None:
 def test_bad_heap_size_is_refused() -> None:
     with pytest.raises(DevKafkaError, match="768m"):
         heap_megabytes("lots")
+
+
+def test_log_tails_keep_the_exception_message_and_drop_stack_frames() -> None:
+    log = "\n".join(
+        ["INFO starting"] * 40
+        + ['Exception in thread "main" ConfigException: Invalid value abc for log.segment.bytes']
+        + [f"\tat org.apache.kafka.Frame{i}(Frame.java:{i})" for i in range(60)]
+        + ["\t... 12 more", "INFO shut down"]
+    )
+    tail = tail_text(log, lines=5)
+    assert "Invalid value abc" in tail and "Frame" not in tail and tail.endswith("INFO shut down")
