@@ -60,7 +60,7 @@ def run(bootstrap: str, workers: int, instances: int, rate: float | None) -> dic
     app_file.write_text(APP_SOURCE)
     env = {**os.environ, "SF_BENCH_APP": app_name, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-m", "streamflow", "run", str(app_file),
-                               "--bootstrap", bootstrap, "--state-dir", str(work / f"w{i}"), "-q"],
+                               "--bootstrap", bootstrap, "--state-dir", str(work / f"w{i}")],
                               env=env, stdout=open(work / f"w{i}.log", "wb"), stderr=subprocess.STDOUT)
              for i in range(workers)]
     events = f"{app_name}.three_steps.events"
@@ -106,6 +106,10 @@ def run(bootstrap: str, workers: int, instances: int, rate: float | None) -> dic
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(60)
+        if os.environ.get("SF_BENCH_VERBOSE"):
+            for i in range(workers):
+                tail = (work / f"w{i}.log").read_text(errors="replace").splitlines()[-1:]
+                print(f"worker {i}: {tail}", file=sys.stderr)
 
 
 def _workers_rss(procs: list[subprocess.Popen]) -> float:

@@ -32,6 +32,10 @@ class CommitCycle:
         self.delivery_error: Any = None
         self.commits = 0
         self.aborts = 0
+        self.commit_seconds = 0.0
+        """Wall time spent committing (flush + offsets + EndTxn): the price of each cycle."""
+        self.typical_commit_seconds = 0.0
+        """Moving average of one commit's duration; the worker never commits more often."""
 
     def begin(self) -> None:
         """Open a cycle before the first record of a batch is processed."""
@@ -51,6 +55,7 @@ class CommitCycle:
         """Commit the open cycle for ``tasks``; False when it had to abort (input rewound)."""
         if not self.open:
             return True
+        started = time.perf_counter()
         for task in tasks:
             task.prepare_commit()
         offsets = [TopicPartition(topic, task.partition, offset + 1)
@@ -84,6 +89,9 @@ class CommitCycle:
         self.open = False
         self.records = 0
         self.commits += 1
+        took = time.perf_counter() - started
+        self.commit_seconds += took
+        self.typical_commit_seconds += 0.2 * (took - self.typical_commit_seconds)
         return True
 
     def _commit_transaction(self) -> None:
