@@ -16,6 +16,8 @@ refunded. Cancelling a transfer that waits for approval runs the same compensati
 
 from __future__ import annotations
 
+import os
+import random
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,6 +28,14 @@ app = App("payments")
 
 FEE_ACCOUNT = "fees"
 APPROVAL_LIMIT = 10_000
+FAILURE_RATE = float(os.environ.get("PAYMENTS_FAILURE_RATE", "0"))
+"""Chaos for demos and tests: the share of step attempts that fail with a transient error."""
+
+
+def _injected_failure(ctx, what: str) -> None:
+    # Seeded by idempotency key and attempt, so a replayed attempt fails (or not) the same way.
+    if FAILURE_RATE and random.Random(f"{ctx.idempotency_key}/{ctx.attempt}").random() < FAILURE_RATE:
+        raise ConnectionError(f"{what} unavailable (injected failure)")
 
 
 @dataclass
@@ -47,24 +57,30 @@ class InsufficientFunds(NonRetryable):
     """No retry will make the money appear."""
 
 
-@app.step(entity="accounts")
+LEDGER_RETRY = Retry(attempts=10, backoff=Exponential(0.05, 2))
+
+
+@app.step(entity="accounts", retry=LEDGER_RETRY)
 def credit(ctx, account: str, amount: int) -> int:
     ctx.state = (ctx.state or 0) + amount
+    _injected_failure(ctx, "ledger")  # after the write: a failed attempt's write must not stick
     return ctx.state
 
 
-@app.step(entity="accounts")
+@app.step(entity="accounts", retry=LEDGER_RETRY)
 def debit(ctx, account: str, amount: int) -> int:
     balance = ctx.state or 0
     if balance < amount:
         raise InsufficientFunds(f"account {account} has {balance}, needs {amount}")
     ctx.state = balance - amount
+    _injected_failure(ctx, "ledger")
     return ctx.state
 
 
 @app.step(retry=Retry(attempts=5, backoff=Exponential(0.2, 30)), timeout=timedelta(seconds=10))
 def fraud_check(ctx, t: Transfer) -> str:
     """Stands in for a call to a scoring service (which would get ctx.idempotency_key)."""
+    _injected_failure(ctx, "fraud scoring")
     return "reject" if t.source == t.target else "ok"
 
 
@@ -90,6 +106,7 @@ async def transfer(ctx, t: Transfer) -> Receipt:
         if short.error_type != InsufficientFunds.__name__:
             raise
         raise InsufficientFunds(str(short)) from None   # fail the saga: the fee is refunded
+    ctx.compensate(credit, t.source, t.amount)
     await ctx.step(credit, t.target, t.amount)
     await ctx.step(credit, FEE_ACCOUNT, fee)
     return Receipt(t.id, "completed", fee)

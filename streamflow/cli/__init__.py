@@ -12,23 +12,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    # Imported here so `streamflow --help` stays fast and one broken group cannot hide the others.
-    from streamflow.cli import dev
+    # Imported here so the group modules stay independent of each other.
+    from streamflow.cli import dev, engine, schemas, workflows
 
     main.add_command(dev.dev)
-    try:
-        from streamflow.cli import schemas
-    except ImportError:  # pragma: no cover - group not present yet
-        pass
-    else:
-        main.add_command(schemas.schemas)
-    try:
-        from streamflow.cli import engine
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        for command in engine.COMMANDS:
-            main.add_command(command)
+    main.add_command(schemas.schemas)
+    main.add_command(workflows.workflows)
+    for command in engine.COMMANDS:
+        main.add_command(command)
 
 
 _register()

@@ -1,0 +1,159 @@
+"""`streamflow workflows …`: start, signal, cancel, show and list workflow instances."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import orjson
+
+from streamflow.cli.engine import load_app
+
+_bootstrap = click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
+
+
+def _client(target: str, bootstrap: str | None) -> tuple[Any, Any]:
+    app = load_app(target)
+    return app, app.client(bootstrap)
+
+
+def _json(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from exc
+
+
+@click.group()
+def workflows() -> None:
+    """Start, signal, cancel and inspect durable workflow instances."""
+
+
+@workflows.command()
+@click.argument("target")
+@click.argument("workflow")
+@click.argument("instance_id")
+@click.argument("input_json", required=False)
+@click.option("--version", type=int, help="Pin a version (default: the newest registered).")
+@click.option("--wait", is_flag=True, help="Wait for the instance to finish and print its result.")
+@_bootstrap
+def start(target: str, workflow: str, instance_id: str, input_json: str | None,
+          version: int | None, wait: bool, bootstrap: str | None) -> None:
+    """Start WORKFLOW as INSTANCE_ID (idempotent: an existing instance is left as it is)."""
+    _, client = _client(target, bootstrap)
+    client.start(workflow, id=instance_id, input=_json(input_json), version=version)
+    click.echo(f"started {workflow} {instance_id}")
+    if wait:
+        view = client.wait(workflow, instance_id, timeout=300)
+        click.echo(f"{view.status}: {orjson.dumps(view.result).decode()}")
+
+
+@workflows.command()
+@click.argument("target")
+@click.argument("workflow")
+@click.argument("instance_id")
+@click.argument("name")
+@click.argument("payload_json", required=False)
+@_bootstrap
+def signal(target: str, workflow: str, instance_id: str, name: str, payload_json: str | None,
+           bootstrap: str | None) -> None:
+    """Send signal NAME (with an optional JSON payload) to an instance."""
+    _, client = _client(target, bootstrap)
+    client.signal(workflow, instance_id, name, _json(payload_json))
+    click.echo(f"signalled {name} to {workflow} {instance_id}")
+
+
+@workflows.command()
+@click.argument("target")
+@click.argument("workflow")
+@click.argument("instance_id")
+@_bootstrap
+def cancel(target: str, workflow: str, instance_id: str, bootstrap: str | None) -> None:
+    """Cancel an instance: its registered compensations run, newest first."""
+    _, client = _client(target, bootstrap)
+    client.cancel(workflow, instance_id)
+    click.echo(f"cancel requested for {workflow} {instance_id}")
+
+
+def _time(ms: int | None) -> str:
+    if not ms:
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _describe_entry(entry: dict[str, Any]) -> str:
+    kind, name, status = entry["kind"], entry["name"], entry["status"]
+    if kind == "step":
+        what = f"step {name}({', '.join(orjson.dumps(a).decode() for a in entry.get('args', []))})"
+        if status == "done":
+            return f"{what} → {orjson.dumps(entry.get('result')).decode()}  (attempt {entry['attempt']})"
+        if status == "failed":
+            return f"{what} FAILED after {entry['attempt']} attempt(s): {entry['error']['type']}: {entry['error']['message']}"
+        last = entry.get("last_error")
+        return f"{what} … attempt {entry['attempt']}" + (f" (last error: {last['message']})" if last else "")
+    if kind == "sleep":
+        return f"sleep until {_time(entry.get('due_ms'))}" + (" (done)" if status == "done" else "")
+    if kind == "signal":
+        if status != "done":
+            return f"waiting for signal {name!r}"
+        return f"signal {name!r} timed out" if entry.get("timed_out") else f"signal {name!r} → {orjson.dumps(entry.get('result')).decode()}"
+    if kind == "compensate":
+        return f"registered compensation {name}({', '.join(orjson.dumps(a).decode() for a in entry.get('args', []))})"
+    if kind == "emit":
+        return f"emitted to {name}"
+    return f"{kind} → {orjson.dumps(entry.get('result')).decode()}"
+
+
+@workflows.command()
+@click.argument("target")
+@click.argument("workflow")
+@click.argument("instance_id")
+@_bootstrap
+def show(target: str, workflow: str, instance_id: str, bootstrap: str | None) -> None:
+    """Print an instance's status and its journal as a timeline."""
+    _, client = _client(target, bootstrap)
+    view = client.get(workflow, instance_id)
+    if view is None:
+        raise click.ClickException(f"no instance {instance_id!r} of workflow {workflow!r}")
+    h = view.header
+    click.echo(f"{workflow} {instance_id}  v{h['version']} run {h['run']}  status: {h['status']}")
+    click.echo(f"  input:   {orjson.dumps(h.get('input')).decode()}")
+    click.echo(f"  started: {_time(h.get('started_ms'))}   updated: {_time(h.get('updated_ms'))}")
+    for entry in view.entries:
+        stamp = _time(entry.get("started_ms") or entry.get("finished_ms"))
+        label = "compensation " if entry["seq"] >= 1_000_000_000 else ""
+        click.echo(f"  #{entry['seq'] % 1_000_000_000:<4} {stamp}  {label}{_describe_entry(entry)}")
+    if h.get("error"):
+        click.echo(f"  error:   {h['error']['type']}: {h['error']['message']}")
+    if "result" in h:
+        click.echo(f"  result:  {orjson.dumps(h['result']).decode()}")
+    inbox = {k: v for k, v in (h.get("signals") or {}).items() if v}
+    if inbox:
+        click.echo(f"  unconsumed signals: {orjson.dumps(inbox).decode()}")
+
+
+@workflows.command(name="list")
+@click.argument("target")
+@click.option("--workflow", "workflow_filter", help="Only this workflow.")
+@click.option("--status", help="Only instances in this status (running, completed, failed, …).")
+@click.option("--version", type=int, help="Only instances pinned to this version.")
+@_bootstrap
+def list_(target: str, workflow_filter: str | None, status: str | None, version: int | None,
+          bootstrap: str | None) -> None:
+    """List instances with their workflow, version and status."""
+    app, client = _client(target, bootstrap)
+    names = [workflow_filter] if workflow_filter else sorted(app.workflows.workflows)
+    rows = 0
+    for name in names:
+        for view in client.list(name):
+            h = view.header
+            if (status and h["status"] != status) or (version and h["version"] != version):
+                continue
+            rows += 1
+            click.echo(f"{name:<20} {view.id:<24} v{h['version']:<3} {h['status']:<13} "
+                       f"{_time(h.get('started_ms'))}")
+    if not rows:
+        click.echo("no instances match", err=True)
