@@ -24,7 +24,7 @@ from datetime import timedelta
 from streamflow import App
 from streamflow.workflow.api import Exponential, NonRetryable, Retry, SignalTimeout, StepFailed
 
-app = App("payments")
+app = App(os.environ.get("PAYMENTS_APP", "payments"))  # env: run several copies on one cluster
 
 FEE_ACCOUNT = "fees"
 APPROVAL_LIMIT = 10_000

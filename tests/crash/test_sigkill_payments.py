@@ -1,0 +1,137 @@
+"""10,000 transfers among 100 accounts while workers are SIGKILLed: the books still balance.
+
+Steps fail at random (transient errors injected into 10 % of attempts, some after the entity
+write), two workers run the payments example, and one of them is SIGKILLed and restarted every
+few seconds. The reference is computed outside streamflow, from each transfer's input and final
+status alone.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from tests.engine_helpers import REPO, WorkerProcess, decoded_by_key, read_topic
+
+pytestmark = pytest.mark.kafka
+
+APP_FILE = REPO / "topologies" / "payments.py"
+ACCOUNTS = 100
+OPENING = 20_000
+TRANSFERS = 10_000
+
+
+def _load(env: dict[str, str]):
+    os.environ.update(env)
+    from streamflow.cli.engine import load_app
+
+    return load_app(str(APP_FILE))
+
+
+def _send(producer: Producer, topic: str, instance_id: str, event: dict) -> None:
+    while True:
+        try:
+            producer.produce(topic, orjson.dumps(event), instance_id.encode())
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def test_sigkill_during_transfers_conserves_money_and_moves_it_once(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    env = {"PAYMENTS_APP": f"pay-{run}", "PAYMENTS_FAILURE_RATE": "0.1"}
+    app = _load(env)
+    client = app.client(kafka_bootstrap)
+    events = lambda wf: app.workflows.events_topic(wf)  # noqa: E731
+    workers = [WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", env, tmp_path / f"w{i}.log")
+               for i in range(2)]
+    try:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random",
+                             "linger.ms": 5, "enable.idempotence": True})
+        accounts = [f"acct-{i:03d}" for i in range(ACCOUNTS)]
+        for account in accounts:
+            _send(producer, events("open_account"), f"open-{account}",
+                  {"type": "start", "id": f"open-{account}",
+                   "input": {"account": account, "deposit": OPENING}})
+        producer.flush(30)
+
+        rng = random.Random(42)
+        transfers = []
+        for i in range(TRANSFERS):
+            source, target = rng.sample(accounts, 2)
+            amount = rng.choice([rng.randrange(1, 3_000), rng.randrange(1, 3_000),
+                                 rng.randrange(10_001, 15_000)])  # a third need approval
+            transfers.append({"id": f"t-{i:05d}", "source": source, "target": target, "amount": amount})
+
+        def produce_transfers() -> None:
+            p = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random",
+                          "linger.ms": 5, "enable.idempotence": True})
+            for n, t in enumerate(transfers):
+                _send(p, events("transfer"), t["id"], {"type": "start", "id": t["id"], "input": t})
+                if t["amount"] > 10_000:  # approval, often before the workflow waits for it
+                    _send(p, events("transfer"), t["id"],
+                          {"type": "signal", "id": t["id"], "name": "approved", "payload": None})
+                if n % 500 == 499:
+                    p.flush(30)
+                    time.sleep(0.5)
+            p.flush(30)
+
+        feeder = threading.Thread(target=produce_transfers)
+        feeder.start()
+        kills = 0
+        killer = random.Random(3)
+        while feeder.is_alive() or kills < 5:
+            time.sleep(killer.uniform(2.0, 4.0))
+            victim = workers[kills % 2]
+            victim.kill()
+            kills += 1
+            victim.start()
+        feeder.join()
+
+        deadline = time.monotonic() + 300
+        while True:
+            views = {v.id: v for v in client.list("transfer")}
+            finished = sum(v.done for v in views.values())
+            if finished == TRANSFERS or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+    finally:
+        for w in workers:
+            w.terminate()
+
+    statuses = Counter(v.status for v in views.values())
+    assert finished == TRANSFERS, f"unfinished transfers: {statuses}"
+    assert set(statuses) <= {"completed", "compensated", "failed"}, statuses
+    assert statuses["completed"] > TRANSFERS // 3 and statuses["compensated"] > 0
+
+    expected = {a: OPENING for a in accounts}
+    fees = 0
+    for t in transfers:
+        view = views[t["id"]]
+        if view.status == "completed":
+            fee = view.result["fee"]
+            expected[t["source"]] -= t["amount"] + fee
+            expected[t["target"]] += t["amount"]
+            fees += fee
+        else:  # compensated (short funds) or failed before moving money: no net effect
+            assert view.status != "failed" or not any(
+                e["kind"] == "step" and e["name"] in ("debit", "credit") and e["status"] == "done"
+                for e in view.entries), f"{t['id']} failed after moving money"
+    expected["fees"] = fees
+
+    balances = {k: v[-1] for k, v in decoded_by_key(
+        read_topic(kafka_bootstrap, f"{env['PAYMENTS_APP']}-accounts-changelog")).items()}
+    assert sum(balances.values()) == ACCOUNTS * OPENING, "money is conserved"
+    assert min(balances.values()) >= 0, "no balance goes negative"
+    assert balances == expected, "each transfer moved money exactly once, or not at all"
+    assert kills >= 5
