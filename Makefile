@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # Re-install only when the package definition changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit clean
+.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit clean demo bench
 
 venv: $(INSTALLED)
 
@@ -69,3 +69,35 @@ test: venv kafka-jars
 clean:
 	-test -x $(SF) && $(SF) dev kafka stop --dir $(KAFKA_DIR)
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis *.egg-info
+
+# The demos: a real broker (started here unless one runs), real worker processes, a SIGKILL,
+# and a check of the result against a plain-Python truth.
+demo: venv kafka-jars
+	@started=0; \
+	if [ -z "$${STREAMFLOW_BOOTSTRAP:-}" ]; then \
+	  if ! $(SF) dev kafka status --dir $(KAFKA_DIR) >/dev/null 2>&1; then \
+	    started=1; $(SF) dev kafka start --dir $(KAFKA_DIR) >/dev/null || exit $$?; \
+	  fi; \
+	  bootstrap=$$($(SF) dev kafka status --dir $(KAFKA_DIR) | sed -n 's/^bootstrap=//p'); \
+	else bootstrap=$$STREAMFLOW_BOOTSTRAP; fi; \
+	echo "== order totals: streams, exactly once =="; \
+	$(PY) topologies/run_demo.py --bootstrap $$bootstrap; rc=$$?; \
+	if [ $$rc = 0 ]; then \
+	  echo; echo "== payments: durable workflows over entities =="; \
+	  $(PY) topologies/demo_payments.py --bootstrap $$bootstrap; rc=$$?; \
+	fi; \
+	if [ "$$started" = 1 ]; then $(SF) dev kafka stop --dir $(KAFKA_DIR) >/dev/null; fi; \
+	exit $$rc
+
+# Benchmarks: never part of `make test`. Prints a table and writes bench/results.json.
+bench: venv kafka-jars
+	@started=0; \
+	if [ -z "$${STREAMFLOW_BOOTSTRAP:-}" ]; then \
+	  if ! $(SF) dev kafka status --dir $(KAFKA_DIR) >/dev/null 2>&1; then \
+	    started=1; $(SF) dev kafka start --dir $(KAFKA_DIR) >/dev/null || exit $$?; \
+	  fi; \
+	  bootstrap=$$($(SF) dev kafka status --dir $(KAFKA_DIR) | sed -n 's/^bootstrap=//p'); \
+	else bootstrap=$$STREAMFLOW_BOOTSTRAP; fi; \
+	$(PY) bench/run.py --bootstrap $$bootstrap; rc=$$?; \
+	if [ "$$started" = 1 ]; then $(SF) dev kafka stop --dir $(KAFKA_DIR) >/dev/null; fi; \
+	exit $$rc

@@ -98,7 +98,12 @@ async def transfer(ctx, t: Transfer) -> Receipt:
         except SignalTimeout:
             return Receipt(t.id, "expired")
     fee = fee_for(t.amount)
-    await ctx.step(debit, t.source, fee)
+    try:
+        await ctx.step(debit, t.source, fee)
+    except StepFailed as short:
+        if short.error_type == InsufficientFunds.__name__:
+            return Receipt(t.id, "insufficient_funds")   # nothing moved yet: nothing to undo
+        raise
     ctx.compensate(credit, t.source, fee)      # refunded if anything below fails for good
     try:
         await ctx.step(debit, t.source, t.amount)

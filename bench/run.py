@@ -1,0 +1,109 @@
+"""`make bench`: every benchmark row, a printed table, and ``bench/results.json``.
+
+Rows are measured against a real local broker. Each system runs in its own process so peak RSS
+is its own. Numbers on a 2-core machine shared with the broker are noisy: run it twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import engine_bench  # noqa: E402
+import workflow_bench  # noqa: E402
+
+ENGINE_ROWS = [
+    ("floor", "raw consume→produce loop, 100-byte records", "floor"),
+    ("map", "stateless map pipeline, 100-byte records, exactly_once", "streamflow"),
+    ("count-eos", "keyed count into a store, 100-byte records, exactly_once", "streamflow"),
+    ("count-alos", "keyed count into a store, 100-byte records, at_least_once", "streamflow"),
+]
+
+
+def engine_rows(bootstrap: str, records: int) -> list[dict]:
+    topic = engine_bench.make_input(bootstrap, records)
+    rows = []
+    for row, workload, system in ENGINE_ROWS:
+        out = subprocess.run([sys.executable, str(HERE / "engine_bench.py"), "--bootstrap", bootstrap,
+                              "--topic", topic, "--records", str(records), "--row", row],
+                             capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append({"workload": workload, "system": system, "records": records,
+                     "records_per_s": round(result["records_per_s"]), "p50_ms": None,
+                     "p99_ms": None, "peak_rss_mb": result["peak_rss_mb"]})
+    floor = rows[0]["records_per_s"]
+    for row in rows[1:]:
+        row["share_of_floor"] = round(row["records_per_s"] / floor, 2)
+    return rows
+
+
+def workflow_rows(bootstrap: str, instances: int) -> list[dict]:
+    rows = []
+    for workers in (1, 2):
+        r = workflow_bench.run(bootstrap, workers, instances, None)
+        rows.append({"workload": f"3-step workflows, all started at once, {workers} worker(s), "
+                                 "exactly_once", "system": "streamflow", "records": instances,
+                     "records_per_s": round(r["records_per_s"]), "p50_ms": round(r["p50_ms"], 1),
+                     "p99_ms": round(r["p99_ms"], 1), "peak_rss_mb": r["peak_rss_mb"]})
+    rate = 1000
+    r = workflow_bench.run(bootstrap, 1, instances, rate)
+    rows.append({"workload": f"3-step workflows at {rate}/s (start→completion latency), 1 worker",
+                 "system": "streamflow", "records": instances,
+                 "records_per_s": round(r["records_per_s"]), "p50_ms": round(r["p50_ms"], 1),
+                 "p99_ms": round(r["p99_ms"], 1), "peak_rss_mb": r["peak_rss_mb"]})
+    return rows
+
+
+def avro_rows() -> list[dict]:
+    path = HERE / "avro_bench.py"
+    if not path.exists():
+        return []
+    spec = importlib.util.spec_from_file_location("avro_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.run())
+
+
+def print_table(rows: list[dict]) -> None:
+    def fmt(v: object) -> str:
+        return "—" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
+
+    header = ("workload", "system", "records/s", "p50 ms", "p99 ms", "peak RSS MB")
+    table = [(r["workload"], r["system"], fmt(r["records_per_s"]), fmt(r.get("p50_ms")),
+              fmt(r.get("p99_ms")), fmt(r.get("peak_rss_mb"))) for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *table, strict=True)]
+    for line in (header, tuple("-" * w for w in widths), *table):
+        print("  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                        for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--records", type=int, default=500_000)
+    parser.add_argument("--workflows", type=int, default=5_000)
+    parser.add_argument("--only", choices=["engine", "workflows", "avro"])
+    args = parser.parse_args()
+    rows: list[dict] = []
+    if args.only in (None, "engine"):
+        rows += engine_rows(args.bootstrap, args.records)
+    if args.only in (None, "workflows"):
+        rows += workflow_rows(args.bootstrap, args.workflows)
+    if args.only in (None, "avro"):
+        rows += avro_rows()
+    print_table(rows)
+    (HERE / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"\nwrote {HERE / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
