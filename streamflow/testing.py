@@ -22,7 +22,9 @@ from streamflow.app import App
 from streamflow.errors import ConfigError
 from streamflow.runtime.collector import DeliveryCallback, Headers
 from streamflow.runtime.task import Task
+from streamflow.serde.binding import bind_schemas
 from streamflow.serde.partitioner import partition_for
+from streamflow.serde.registry import InMemorySchemaRegistry
 from streamflow.state.store import KeyValueStore
 
 
@@ -94,6 +96,8 @@ class TestDriver:
         self._logs: dict[str, _Log] = {}
         self._pending: deque[DriverMessage] = deque()
         topology = app.topology
+        # No broker, so no Kafka registry: Avro serdes get ids from a registry of this driver.
+        self.schema_registry = bind_schemas(topology, app.config, InMemorySchemaRegistry())
         self._subs = topology.sub_topologies()
         self._tasks: dict[tuple[str, int], Task] = {}
         self._all_tasks: list[Task] = []

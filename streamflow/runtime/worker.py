@@ -26,6 +26,7 @@ from streamflow.runtime.identity import WorkerIdentity
 from streamflow.runtime.restore import Restorer
 from streamflow.runtime.task import Task
 from streamflow.runtime.topics import ensure_topics, existing_topics, plan_topics
+from streamflow.serde.binding import bind_schemas
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class Worker:
         existing = existing_topics(admin)
         self.plan = plan_topics(self.topology, existing, self.dead_letter_topic)
         ensure_topics(admin, self.topology, self.plan, existing)
+        # Before any client starts: an incompatible schema change refuses to start here.
+        bind_schemas(self.topology, self.config)
         for sub in self.subs:
             for t in sub.sources:
                 self._route[t.name] = [None] * self.plan.sub_partitions[sub.id]
