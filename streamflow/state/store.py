@@ -24,6 +24,8 @@ from streamflow.state.write_buffer import TOMBSTONE, WriteBuffer
 log = logging.getLogger(__name__)
 
 _META_CF = "streamflow_meta"
+CACHE_ENTRIES = 100_000
+"""Decoded committed values kept per store (cleared wholesale when it would grow past this)."""
 _CHECKPOINT_KEY = b"changelog_next_offset"
 
 ChangelogRecord = tuple[bytes, bytes | None]
@@ -47,6 +49,10 @@ class KeyValueStore:
         self._value_serialize = value_serde.serialize
         self._value_deserialize = value_serde.deserialize
         self.buffer = WriteBuffer()
+        # Decoded values of recently committed writes: a hot key is decoded from RocksDB once,
+        # not once per cycle. Only committed values enter it; an abort clears it, because a
+        # value mutated in place during the aborted cycle may sit in it.
+        self._cache: dict[bytes, Any] = {}
         self._pending: list[ChangelogRecord] = []
         self._db = self._open(path)
         self._meta = self._db.get_column_family_handle(_META_CF)
@@ -82,12 +88,7 @@ class KeyValueStore:
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``: this cycle's write if there is one, else the committed value."""
-        kb = self._key_serialize(key)
-        value = self.buffer.entries.get(kb, _MISSING)
-        if value is not _MISSING:
-            return default if value is TOMBSTONE else value
-        raw = self._db.get(kb)
-        return default if raw is None else self._value_deserialize(raw)
+        return self.get_encoded(self._key_serialize(key), default)
 
     def encode_key(self, key: Any) -> bytes:
         return self._key_serialize(key)
@@ -97,6 +98,9 @@ class KeyValueStore:
         value = self.buffer.entries.get(kb, _MISSING)
         if value is not _MISSING:
             return default if value is TOMBSTONE else value
+        value = self._cache.get(kb, _MISSING)
+        if value is not _MISSING:
+            return value
         raw = self._db.get(kb)
         return default if raw is None else self._value_deserialize(raw)
 
@@ -182,6 +186,14 @@ class KeyValueStore:
         if checkpoint is not None:
             batch.put(_CHECKPOINT_KEY, checkpoint.to_bytes(8, "big"), self._meta)
         self._db.write(batch)
+        cache = self._cache
+        if len(cache) + len(self.buffer.entries) > CACHE_ENTRIES:
+            cache.clear()
+        for kb, value in self.buffer.entries.items():
+            if value is TOMBSTONE:
+                cache.pop(kb, None)
+            else:
+                cache[kb] = value
         self._pending = []
         self.buffer.clear()
 
@@ -189,6 +201,7 @@ class KeyValueStore:
         """Forget the open cycle: its writes never happened."""
         self._pending = []
         self.buffer.clear()
+        self._cache.clear()
 
     # -- restore ---------------------------------------------------------------------------------
 
@@ -207,6 +220,7 @@ class KeyValueStore:
                 batch.put(kb, vb)
         batch.put(_CHECKPOINT_KEY, next_offset.to_bytes(8, "big"), self._meta)
         self._db.write(batch)
+        self._cache.clear()
 
     def approximate_entries(self) -> int:
         return self._db.property_int_value("rocksdb.estimate-num-keys") or 0
