@@ -118,7 +118,11 @@ class CommitCycle:
         for task in tasks:
             task.aborted()
             for topic in task.pending_offsets:
-                self._consumer.seek(TopicPartition(topic, task.partition, task.positions[topic]))
+                try:
+                    self._consumer.seek(TopicPartition(topic, task.partition, task.positions[topic]))
+                except KafkaException as exc:
+                    # Lost or revoked meanwhile: its next owner starts from the committed offset.
+                    log.info("no rewind of %s[%d]: %s", topic, task.partition, exc.args[0].str())
             task.pending_offsets.clear()
         self.open = False
         self.records = 0

@@ -134,7 +134,7 @@ class _Orchestrator:
         self.store = rt.store(node.instances.name)
         self.timers = rt.store(node.timers.name)
         self.live: OrderedDict[str, _Live] = OrderedDict()
-        self.journals: dict[str, Journal] = {}
+        self.journals: OrderedDict[str, Journal] = OrderedDict()
         self.next_due: int | None = -1  # -1: unknown, look at the store
         rt.schedule(self.due, self.fire)
         rt.on_abort(self.forget)
@@ -167,10 +167,14 @@ class _Orchestrator:
 
     def _journal(self, instance_id: str) -> Journal | None:
         journal = self.journals.get(instance_id)
-        if journal is None:
-            journal = Journal.load(self.store, instance_id)
-            if journal is not None:
-                self.journals[instance_id] = journal
+        if journal is not None:
+            self.journals.move_to_end(instance_id)
+            return journal
+        journal = Journal.load(self.store, instance_id)
+        if journal is not None:
+            self.journals[instance_id] = journal
+            while len(self.journals) > CACHE_SIZE:  # saved every transition: safe to drop
+                self.journals.popitem(last=False)
         return journal
 
     def _save(self, journal: Journal) -> None:
@@ -265,6 +269,9 @@ class _Orchestrator:
                       self.node.workflow, journal.header["version"])
             return
         live = self.live.get(journal.id)
+        if live is not None and live.ctx.journal is not journal:
+            self._drop_live(journal.id)  # its journal was evicted and reloaded: replay instead
+            live = None
         if live is None:
             ctx = WorkflowContext(journal, effects, self.node.steps)
             types = parameter_types(wdef.fn)

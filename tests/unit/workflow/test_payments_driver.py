@@ -83,3 +83,21 @@ def test_cancel_while_waiting_runs_compensations(payments) -> None:
     view = wf.get(m.transfer, "c1")
     assert view.status == "cancelled"
     assert driver.store("accounts") == {"alice": 50_000, "bob": 1_000}
+
+
+def test_full_replay_from_the_journal_gives_the_same_outcomes(monkeypatch) -> None:
+    """With no coroutine cache every event replays the workflow from its journal."""
+    from streamflow.workflow import orchestrator
+
+    monkeypatch.setattr(orchestrator, "CACHE_SIZE", 0)
+    m = _payments()
+    with TestDriver(m.app, partitions=2) as driver:
+        wf = driver.workflows
+        wf.start(m.open_account, id="open-a", input={"account": "a", "deposit": 10_000})
+        wf.start(m.transfer, id="ok", input=m.Transfer("ok", "a", "b", 1_000))
+        wf.start(m.transfer, id="short", input=m.Transfer("short", "b", "a", 5_000))
+        wf.start(m.transfer, id="big", input=m.Transfer("big", "a", "b", 12_000))
+        wf.signal(m.transfer, "big", "approved")
+        assert [wf.get(m.transfer, i).status for i in ("ok", "short", "big")] == [
+            "completed", "compensated", "compensated"]
+        assert driver.store("accounts") == {"a": 10_000 - 1_010, "b": 1_000, "fees": 10}
