@@ -24,7 +24,7 @@ from streamflow.runtime.collector import DeliveryCallback, Headers
 from streamflow.runtime.task import Task
 from streamflow.serde.binding import bind_schemas
 from streamflow.serde.partitioner import partition_for
-from streamflow.serde.registry import InMemorySchemaRegistry
+from streamflow.serde.registry import InMemorySchemaRegistry, SchemaRegistry
 from streamflow.state.store import KeyValueStore
 
 
@@ -87,7 +87,8 @@ class TestDriver:
     __test__ = False  # not a pytest class, despite the name
 
     def __init__(self, app: App, *, partitions: int = 1, state_dir: str | Path | None = None,
-                 start_time_ms: int = 1_700_000_000_000) -> None:
+                 start_time_ms: int = 1_700_000_000_000,
+                 schema_registry: SchemaRegistry | None = None) -> None:
         self.app = app
         self.partitions = partitions
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="streamflow-driver-")
@@ -96,8 +97,10 @@ class TestDriver:
         self._logs: dict[str, _Log] = {}
         self._pending: deque[DriverMessage] = deque()
         topology = app.topology
-        # No broker, so no Kafka registry: Avro serdes get ids from a registry of this driver.
-        self.schema_registry = bind_schemas(topology, app.config, InMemorySchemaRegistry())
+        # No broker, so no Kafka registry: Avro serdes get ids from an in-memory one (pass one
+        # to share it between drivers, e.g. to read state written under an older schema).
+        self.schema_registry = bind_schemas(topology, app.config,
+                                            schema_registry or InMemorySchemaRegistry())
         self._subs = topology.sub_topologies()
         self._tasks: dict[tuple[str, int], Task] = {}
         self._all_tasks: list[Task] = []

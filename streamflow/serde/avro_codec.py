@@ -403,15 +403,24 @@ class _Generator:
         ]
         if len(dict_like) > 1:
             raise _Unsupported("two union branches take a dict")
+        arrays = sum(self.kind(b) == "array" for b in branches)
+        if arrays > 1 or (arrays and any(self.kind(b) in ("bytes", "fixed") for b in branches)):
+            # fastavro validates an array's items, and takes bytes for a sequence of ints
+            raise _Unsupported("array branch beside another array or bytes")
         t, u = self.fresh("t"), self.fresh("u")
         description = repr("union [" + ", ".join(_short(b) for b in branches) + "]")
         lines = [f"{t} = {src}"]
+        kinds = [self.kind(b) for b in branches]
         for index, branch in enumerate(branches):
             test = self.branch_test(branch, t)
+            if kinds[index] == "float" and "double" in kinds[index:]:
+                # fastavro prefers a later double to a float for any number (no precision lost)
+                index = kinds.index("double", index)
+                branch = branches[index]
             branch_lines, branch_parts = self.write(branch, t)
-            tag = f'b"\\x{2 * index:02x}"'
+            tag = repr(_VARINTS[2 * index])
             value = f"_join(({tag}, {', '.join(branch_parts)}))" if branch_parts else tag
-            lines += [f"{'if' if index == 0 else 'elif'} {test}:",
+            lines += [f"{'elif' if len(lines) > 1 else 'if'} {test}:",
                       *_indent(branch_lines, 1), f"    {u} = {value}"]
         lines += ["else:", f"    raise _no_branch({t}, {description})"]
         return lines, [u]

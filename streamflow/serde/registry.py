@@ -158,8 +158,10 @@ class SubjectLog:
 
 
 FIX_HINT = (
-    "Make the change compatible (give a new field a default, keep a removed field's default, "
-    "add enum symbols with an enum default), or use a new subject (a new topic or store name)."
+    "Make the change compatible (give a new field a default, remove only fields that had one, "
+    "add enum symbols only to an enum with a default), or use a new subject (a new topic or "
+    "store name); if no reader of the old direction remains, relax the subject's mode with "
+    "`streamflow schemas mode SUBJECT MODE`."
 )
 
 
