@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from streamflow.errors import ConfigError, KafkaUnavailable
 
 from streamflow.serde.partitioner import partition_for
 from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
@@ -53,8 +55,17 @@ class WorkflowClient:
 
     def _send(self, workflow: Any, instance_id: str, event: dict) -> None:
         topic = self._registry.events_topic(workflow)
-        self._producer.produce(topic, dumps(event), instance_id.encode())
-        self._producer.flush(30)
+        try:
+            self._producer.produce(topic, dumps(event), instance_id.encode())
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError._UNKNOWN_TOPIC:
+                raise ConfigError(
+                    f"topic {topic!r} does not exist on {self._bootstrap}: start a worker of app "
+                    f"{self._app.name!r} once (`streamflow run`), it creates its topics") from exc
+            raise
+        if self._producer.flush(30):
+            raise KafkaUnavailable(f"could not deliver {event['type']!r} for {instance_id!r} to "
+                                   f"{topic!r} within 30 s; is {self._bootstrap} reachable?")
 
     def start(self, workflow: Any, *, id: str, input: Any = None,  # noqa: A002
               version: int | None = None) -> str:
