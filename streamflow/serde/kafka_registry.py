@@ -24,14 +24,15 @@ reading the same end would both allocate the same next id for different schemas.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -54,7 +55,15 @@ TOPIC_CONFIG = {
     # Facts are never superseded except a subject's mode: the log stays small without tuning.
     "min.compaction.lag.ms": "0",
 }
-_ATTEMPTS = 6
+
+class _DebugLogger:
+    """librdkafka's log lines, at DEBUG in our log."""
+
+    def log(self, _level: int, fmt: str, *args: Any) -> None:
+        log.debug(fmt, *args)
+
+
+_DEBUG_LOGGER = _DebugLogger()
 
 Fact = tuple[bytes, bytes, Callable[[], None]]
 """(key, value, apply): one record to write, and how to apply it locally once committed."""
@@ -79,7 +88,9 @@ class KafkaSchemaRegistry:
         self.timeout = timeout
         self._client_config = dict(client_config or {})
         self.log = SubjectLog()
-        self._next_offset = OFFSET_BEGINNING
+        # 0, not OFFSET_BEGINNING (which costs a 500 ms offset lookup): a compacted topic keeps
+        # its offsets, and auto.offset.reset covers a log whose start has moved.
+        self._next_offset = 0
         self._topic_exists = False
 
     # -- SchemaRegistry --------------------------------------------------------------------------
@@ -154,38 +165,45 @@ class KafkaSchemaRegistry:
         """Replay every fact committed since the last refresh (the whole topic the first time)."""
         if not self._topic_exists and not self._find_topic():
             return  # no topic yet: nothing was ever registered
-        consumer = Consumer({
+        consumer = self._consumer()
+        try:
+            self._read_to_end(consumer)
+        finally:
+            consumer.close()
+
+    def _consumer(self) -> Consumer:
+        return Consumer({
             "bootstrap.servers": self.bootstrap,
             "group.id": f"{self.topic}-reader",  # never joins: partitions are assigned
             "enable.auto.commit": False,
             "enable.partition.eof": True,  # "read to the end" must know where the end is
+            "fetch.wait.max.ms": 10,  # at the end, a fetch would otherwise idle 500 ms
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
             **self._client_config,
         })
-        try:
-            consumer.assign([TopicPartition(self.topic, 0, self._next_offset)])
-            deadline = time.monotonic() + self.timeout
-            while True:
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    if time.monotonic() > deadline:
-                        raise KafkaUnavailable(
-                            f"schema registry: could not read topic {self.topic!r} to its end on "
-                            f"{self.bootstrap} within {self.timeout:.0f} s")
-                    continue
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        return
-                    if error.fatal() or not error.retriable():
-                        raise KafkaUnavailable(
-                            f"schema registry: cannot read topic {self.topic!r}: {error.str()}")
-                    continue
-                self._apply(msg.key(), msg.value(), msg.offset())
-                self._next_offset = msg.offset() + 1
-        finally:
-            consumer.close()
+
+    def _read_to_end(self, consumer: Consumer) -> None:
+        consumer.assign([TopicPartition(self.topic, 0, self._next_offset)])
+        deadline = time.monotonic() + self.timeout
+        while True:
+            msg = consumer.poll(0.05)
+            if msg is None:
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(
+                        f"schema registry: could not read topic {self.topic!r} to its end on "
+                        f"{self.bootstrap} within {self.timeout:.0f} s")
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    return
+                if error.fatal() or not error.retriable():
+                    raise KafkaUnavailable(
+                        f"schema registry: cannot read topic {self.topic!r}: {error.str()}")
+                continue
+            self._apply(msg.key(), msg.value(), msg.offset())
+            self._next_offset = msg.offset() + 1
 
     def _apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         try:
@@ -214,49 +232,68 @@ class KafkaSchemaRegistry:
         """Take the writers' fence, re-read to the end, ``decide`` what to write, commit it.
 
         ``decide`` runs on a log that holds every committed fact; it may raise (e.g.
-        SchemaIncompatible) to write nothing.
+        SchemaIncompatible) to write nothing. The fence is held from ``init_transactions`` to
+        the commit: short, since the consumer that re-reads is connected before taking it. A
+        registrant fenced by another backs off for a random while before taking it back, so
+        concurrent registrants do not fence each other forever.
         """
         self._ensure_topic()
-        last: Exception | None = None
-        for attempt in range(_ATTEMPTS):
-            producer = Producer({
-                "bootstrap.servers": self.bootstrap,
-                "transactional.id": WRITER_TRANSACTIONAL_ID,
-                # A registrant that dies mid-transaction blocks the others at most this long
-                # (the next init_transactions aborts it sooner).
-                "transaction.timeout.ms": 10_000,
-                "enable.idempotence": True,
-                "acks": "all",
-                **self._client_config,
-            })
-            try:
-                producer.init_transactions(self.timeout)  # fences every other registrant
-                self.refresh()
-                facts = decide()
-                if not facts:
+        consumer = self._consumer()
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        try:
+            self._read_to_end(consumer)  # connects, and leaves little to read under the fence
+            while True:
+                attempt += 1
+                facts = self._attempt(consumer, decide)
+                if facts is not None:
+                    for _, _, apply in facts:
+                        apply()
                     return
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(
+                        f"schema registry: gave up writing to topic {self.topic!r} after "
+                        f"{attempt} attempts in {self.timeout:.0f} s: other registrants kept "
+                        "fencing this one")
+                time.sleep(random.uniform(0.02, 0.1) * min(2**attempt, 20))
+        finally:
+            consumer.close()
+
+    def _attempt(self, consumer: Consumer, decide: Callable[[], list[Fact]]) -> list[Fact] | None:
+        """One try under the fence: the facts committed, or None when fenced (try again)."""
+        producer = Producer({
+            "bootstrap.servers": self.bootstrap,
+            "transactional.id": WRITER_TRANSACTIONAL_ID,
+            # A registrant that dies mid-transaction blocks the others at most this long (the
+            # next init_transactions aborts it sooner).
+            "transaction.timeout.ms": 10_000,
+            "enable.idempotence": True,
+            "acks": "all",
+            # Being fenced is this protocol working, not an error worth librdkafka's stderr.
+            "logger": _DEBUG_LOGGER,
+            **self._client_config,
+        })
+        try:
+            producer.init_transactions(self.timeout)  # fences every other registrant
+            self._read_to_end(consumer)
+            facts = decide()
+            if facts:
                 producer.begin_transaction()
                 for key, value, _ in facts:
                     producer.produce(self.topic, key=key, value=value, partition=0)
                 producer.commit_transaction(self.timeout)
-            except KafkaException as exc:
-                error = exc.args[0]
-                last = exc
-                if not (error.retriable() or error.txn_requires_abort() or error.fatal()):
-                    raise KafkaUnavailable(
-                        f"schema registry: cannot write to topic {self.topic!r} on "
-                        f"{self.bootstrap}: {error.str()}") from exc
-                # Fenced by a concurrent registrant, or a transient error: start over, re-read.
-                log.info("schema registry write attempt %d failed (%s); retrying", attempt + 1,
-                         error.str())
-                time.sleep(min(2.0, 0.1 * 2**attempt))
-                continue
-            for _, _, apply in facts:
-                apply()
-            return
-        raise KafkaUnavailable(
-            f"schema registry: gave up writing to topic {self.topic!r} after {_ATTEMPTS} "
-            f"attempts: {last}")
+            return facts
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (error.retriable() or error.txn_requires_abort() or error.fatal()):
+                raise KafkaUnavailable(
+                    f"schema registry: cannot write to topic {self.topic!r} on "
+                    f"{self.bootstrap}: {error.str()}") from exc
+            # Fenced by a concurrent registrant (our transaction is aborted), or transient.
+            log.debug("schema registry write attempt failed (%s); retrying", error.str())
+            with contextlib.suppress(KafkaException):
+                producer.purge()
+            return None
 
     # -- the topic -------------------------------------------------------------------------------
 
