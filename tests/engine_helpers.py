@@ -119,3 +119,22 @@ def wait_for(predicate: Any, timeout: float, interval: float = 1.0, what: str = 
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def load_app_with_env(app_file: Path, env: dict[str, str]) -> Any:
+    """Load an example/test App whose names come from the environment, leaving it as it was.
+
+    Example modules read their settings at import; a test must not leak them into later tests.
+    """
+    from streamflow.cli.engine import load_app
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return load_app(str(app_file))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

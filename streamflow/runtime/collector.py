@@ -28,15 +28,15 @@ class KafkaCollector:
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
              timestamp: int | None, headers: Headers) -> None:
-        # Positional arguments: produce(topic, value, key, partition, on_delivery, timestamp)
-        # parses them faster than keywords, and this runs once per output record.
+        # topic, value, key and partition positionally (faster to parse); the rest by keyword,
+        # because produce()'s fifth and sixth positional slots are both delivery callbacks.
         try:
             if headers is None:
-                self._produce(topic, value, key, -1 if partition is None else partition, None,
-                              timestamp or 0)
+                self._produce(topic, value, key, -1 if partition is None else partition,
+                              timestamp=timestamp or 0)
             else:
-                self._produce(topic, value, key, -1 if partition is None else partition, None,
-                              timestamp or 0, headers)
+                self._produce(topic, value, key, -1 if partition is None else partition,
+                              timestamp=timestamp or 0, headers=headers)
         except BufferError:
             self._send_when_room(topic, key, value, partition, timestamp, headers)
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streamflow.cli.engine import load_app
 from streamflow.runtime.restore import Restorer
 from streamflow.runtime.task import Task
 from streamflow.serde.partitioner import partition_for
@@ -27,6 +26,7 @@ from tests.engine_helpers import (
     WorkerProcess,
     create_topic,
     decoded_by_key,
+    load_app_with_env,
     produce_events,
     read_topic,
     wait_for,
@@ -61,9 +61,7 @@ class _NoOutput:
 
 def restored_store(bootstrap: str, app_file: Path, state_dir: Path, partition: int, env: dict) -> dict:
     """Open a worker's (possibly stale) store for ``partition``, catch it up from its checkpoint."""
-    import os
-    os.environ.update(env)
-    app = load_app(str(app_file))
+    app = load_app_with_env(app_file, env)
     sub = app.topology.sub_topologies()[0]
     nodes = {t.name: app.topology.source_node(t.name) for t in sub.sources}
     task = Task(sub, nodes, partition, state_dir / app.name, _NoOutput(), app.dead_letter_topic)

@@ -8,7 +8,6 @@ status alone.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -20,7 +19,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from tests.engine_helpers import REPO, WorkerProcess, decoded_by_key, read_topic
+from tests.engine_helpers import REPO, WorkerProcess, decoded_by_key, load_app_with_env, read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -28,13 +27,6 @@ APP_FILE = REPO / "topologies" / "payments.py"
 ACCOUNTS = 100
 OPENING = 20_000
 TRANSFERS = 10_000
-
-
-def _load(env: dict[str, str]):
-    os.environ.update(env)
-    from streamflow.cli.engine import load_app
-
-    return load_app(str(APP_FILE))
 
 
 def _send(producer: Producer, topic: str, instance_id: str, event: dict) -> None:
@@ -50,7 +42,7 @@ def test_sigkill_during_transfers_conserves_money_and_moves_it_once(
         kafka_bootstrap: str, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:8]
     env = {"PAYMENTS_APP": f"pay-{run}", "PAYMENTS_FAILURE_RATE": "0.1"}
-    app = _load(env)
+    app = load_app_with_env(APP_FILE, env)
     client = app.client(kafka_bootstrap)
     events = lambda wf: app.workflows.events_topic(wf)  # noqa: E731
     workers = [WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", env, tmp_path / f"w{i}.log")

@@ -50,10 +50,12 @@ def test_poison_records_land_in_dlq_with_reason_and_processing_goes_on(
     worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
     try:
         producer = Producer({"bootstrap.servers": kafka_bootstrap})
-        producer.produce(env["SF_TEST_INPUT"], orjson.dumps({"seq": 0}), b"a")
-        producer.produce(env["SF_TEST_INPUT"], b"\xff not json", b"a")        # undecodable
+        stamp = 1_700_000_000_000
+        producer.produce(env["SF_TEST_INPUT"], orjson.dumps({"seq": 0}), b"a", timestamp=stamp)
+        producer.produce(env["SF_TEST_INPUT"], b"\xff not json", b"a",        # undecodable
+                         headers=[("trace-id", b"abc")])
         producer.produce(env["SF_TEST_INPUT"], orjson.dumps({"seq": 2, "poison": True}), b"a")
-        producer.produce(env["SF_TEST_INPUT"], orjson.dumps({"seq": 3}), b"a")
+        producer.produce(env["SF_TEST_INPUT"], orjson.dumps({"seq": 3}), b"a", timestamp=stamp + 3)
         producer.flush(10)
         wait_for(lambda: _output_count(kafka_bootstrap, env["SF_TEST_OUTPUT"]) == 2, 60,
                  what="the two good records processed")
@@ -63,10 +65,12 @@ def test_poison_records_land_in_dlq_with_reason_and_processing_goes_on(
     assert [m.value() for m in dead] == [b"\xff not json", orjson.dumps({"seq": 2, "poison": True})]
     first, second = (dict(m.headers()) for m in dead)
     assert first[HEADER_STAGE] == b"deserialize" and first[HEADER_OFFSET] == b"1"
+    assert first["trace-id"] == b"abc"  # the record's own headers travel with it
     assert second[HEADER_STAGE] == b"process" and second[HEADER_PROCESSOR] == b"aggregate:counts"
     assert b"poison event 2" in second[HEADER_ERROR]
-    output = decoded_by_key(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"]))
-    assert output == {"a": [{"count": 1, "seq": 0}, {"count": 2, "seq": 3}]}
+    outputs = read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"])
+    assert decoded_by_key(outputs) == {"a": [{"count": 1, "seq": 0}, {"count": 2, "seq": 3}]}
+    assert [m.timestamp()[1] for m in outputs] == [stamp, stamp + 3]  # event time propagates
 
 
 def test_deleting_a_worker_state_dir_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.engine_helpers import REPO, WorkerProcess, read_topic
+from tests.engine_helpers import REPO, WorkerProcess, load_app_with_env, read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -17,10 +16,7 @@ APP_FILE = REPO / "tests" / "apps" / "workflow_app.py"
 
 
 def _client(env: dict[str, str], bootstrap: str):
-    os.environ.update(env)
-    from streamflow.cli.engine import load_app
-
-    app = load_app(str(APP_FILE))
+    app = load_app_with_env(APP_FILE, env)
     return app, app.client(bootstrap)
 
 

@@ -157,3 +157,13 @@ def test_word_count_equals_counter() -> None:
         for i, line in enumerate(text):
             driver.pipe("text", str(i), line)
         assert driver.store("counts") == dict(Counter(w for line in text for w in line.split()))
+
+
+def test_outputs_carry_the_input_timestamp_and_dlq_records_their_headers() -> None:
+    app = _orders_app()
+    with TestDriver(app) as driver:
+        driver.pipe("orders", "o1", {"customer": "x", "amount": 2}, timestamp=1_234)
+        driver.pipe_raw("orders", b"o2", b"bad", timestamp=5_678, headers=[("trace", b"t-1")])
+        assert [m.timestamp()[1] for m in driver.messages("totals")] == [1_234]
+        (dead,) = driver.dead_letters()
+        assert ("trace", b"t-1") in dead.headers()
