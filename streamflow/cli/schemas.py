@@ -202,8 +202,9 @@ _SCHEMA_DIR_HELP = "Directory of the .avsc files (default: $STREAMFLOW_SCHEMA_DI
 
 
 def registry_options(fn: Any) -> Any:
-    fn = click.option("--registry-url", envvar="STREAMFLOW_SCHEMA_REGISTRY_URL",
-                      help="An external Confluent-compatible Schema Registry instead of Kafka's.")(fn)
+    fn = click.option(
+        "--registry-url", envvar="STREAMFLOW_SCHEMA_REGISTRY_URL",
+        help="An external Confluent-compatible Schema Registry instead of Kafka's.")(fn)
     return click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP",
                         help="Kafka bootstrap servers of the registry topic.")(fn)
 
@@ -363,7 +364,7 @@ def list_subjects(bootstrap: str | None, registry_url: str | None) -> None:
     header = ("SUBJECT", "VERSION", "ID", "TYPE", "MODE")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 @schemas.command()

@@ -123,13 +123,12 @@ def record_classes(cls: type) -> dict[str, type]:
     """The generated dataclasses of ``cls``'s module, by Avro full name: nested records of a
     generated record are instances of their own generated classes."""
     module = sys.modules.get(cls.__module__)
-    found = {
-        c.__avro_name__: c
-        for c in vars(module).values()
-        if isinstance(c, type) and isinstance(getattr(c, "__avro_name__", None), str)
-    } if module is not None else {}
-    found[cls.__avro_name__] = cls  # type: ignore[attr-defined]
-    return found
+    candidates = [*vars(module).values(), cls] if module is not None else [cls]
+    return {
+        name: c
+        for c in candidates
+        if isinstance(c, type) and isinstance(name := getattr(c, "__avro_name__", None), str)
+    }
 
 
 class SchemaBinding:
@@ -299,7 +298,9 @@ def _same(value: Any) -> Any:
 
 
 def _to_dict(value: Any) -> Any:
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def _converter(

@@ -19,9 +19,9 @@ would take a deep validation (a union of two records, or of a record and a map, 
 dicts; logical types inside a union) are not compiled: ``compile_codec`` returns None and the
 caller falls back to fastavro for that schema, correct and slower.
 
-Generated functions take their constants from one namespace dict (``CompiledCodec.env``). ``_H`` (the
-header, None until the serde is bound to a registry), ``_other`` (what decode does with another
-header) and the two error builders are set there by the caller.
+Generated functions take their constants from one namespace dict (``CompiledCodec.env``).
+``_H`` (the header, None until the serde is bound to a registry), ``_other`` (what decode does
+with another header) and the two error builders are set there by the caller.
 """
 
 from __future__ import annotations
@@ -524,10 +524,11 @@ class _Generator:
     def construct(self, record: dict[str, Any]) -> str:
         values = [f"f{i}" for i in range(len(record["fields"]))]
         cls = self.classes.get(record["name"])
+        pairs = list(zip(record["fields"], values, strict=True))
         if cls is not None:  # keywords: generated classes are kw_only (defaults in any order)
-            args = ", ".join(f"{f['name']}={v}" for f, v in zip(record["fields"], values))
+            args = ", ".join(f"{f['name']}={v}" for f, v in pairs)
             return f"{self.const(cls, '_cls')}({args})"
-        items = ", ".join(f"{f['name']!r}: {v}" for f, v in zip(record["fields"], values))
+        items = ", ".join(f"{f['name']!r}: {v}" for f, v in pairs)
         return "{" + items + "}"
 
     def record_reader(self, record: dict[str, Any]) -> str:

@@ -27,9 +27,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from streamflow.errors import SchemaIncompatible
 from streamflow.serde.avro import AvroSerde
 from streamflow.serde.compatibility import CompatibilityMode, Incompatibility
-from streamflow.errors import SchemaIncompatible
 from streamflow.serde.registry import FIX_HINT, SchemaRegistry, incompatibility_report
 
 log = logging.getLogger(__name__)

@@ -67,7 +67,9 @@ class ConfluentSchemaRegistry:
         user_info = os.environ.get(USER_INFO_ENV)
         if user_info:
             conf["basic.auth.user.info"] = user_info
-        return cls(SchemaRegistryClient(conf), lambda text: SRSchema(text, "AVRO"))
+        # (an attrs class: mypy without the attrs plugin does not see its __init__)
+        return cls(SchemaRegistryClient(conf),
+                   lambda text: SRSchema(text, "AVRO"))  # type: ignore[call-arg]
 
     # -- SchemaRegistry --------------------------------------------------------------------------
 

@@ -202,8 +202,10 @@ class KafkaSchemaRegistry:
                     raise KafkaUnavailable(
                         f"schema registry: cannot read topic {self.topic!r}: {error.str()}")
                 continue
-            self._apply(msg.key(), msg.value(), msg.offset())
-            self._next_offset = msg.offset() + 1
+            offset = msg.offset()
+            assert offset is not None  # a record, not an event
+            self._apply(msg.key(), msg.value(), offset)
+            self._next_offset = offset + 1
 
     def _apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         try:

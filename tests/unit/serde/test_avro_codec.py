@@ -112,7 +112,8 @@ ten_field_values = st.fixed_dictionaries({
 
 @settings(max_examples=300, deadline=None)
 @given(ten_field_values)
-def test_every_long_and_length_round_trips_including_multi_byte_varints(value: dict[str, Any]) -> None:
+def test_every_long_and_length_round_trips_including_multi_byte_varints(
+        value: dict[str, Any]) -> None:
     parsed = fastavro.parse_schema(TEN_FIELDS)
     codec = compiled(parsed)
     assert codec is not None

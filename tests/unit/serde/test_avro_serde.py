@@ -240,7 +240,8 @@ def reading_app(name: str, directory: Path) -> App:
     readings = app.topic("readings", value=avro("acme.Reading", schema_dir=directory))
     stats = app.topic("stats", value=avro("acme.Stats", schema_dir=directory))
     zero = {"count": 0, "max_value": -(2**62), "last_status": "OK"}
-    if any(f["name"] == "mean" for f in json.loads((directory / "stats.avsc").read_text())["fields"]):
+    fields = json.loads((directory / "stats.avsc").read_text())["fields"]
+    if any(f["name"] == "mean" for f in fields):
         zero["mean"] = 0.0
     app.stream(readings).aggregate("stats", initial=lambda: dict(zero), fn=fold,
                                    value=avro("acme.Stats", schema_dir=directory)).to(stats)
