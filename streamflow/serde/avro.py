@@ -57,9 +57,13 @@ def schema_directory(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(path or os.environ.get(SCHEMA_DIR_ENV) or DEFAULT_SCHEMA_DIR)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AvroSerde(Serde):
-    """A ``Serde`` whose functions write and read one Avro record type in the wire format."""
+    """A ``Serde`` whose functions write and read one Avro record type in the wire format.
+
+    Equality and hash are ``Serde``'s (name and functions): a topic spec holding one stays
+    hashable, and two declarations of one type are two serdes, each bound on its own.
+    """
 
     schema_name: str
     schema: Schema

@@ -49,9 +49,14 @@ def register_serde(serde: Serde) -> None:
 
 
 def resolve_serde(spec: str | Serde) -> Serde:
-    """Accept a serde or its registered name; an unknown name is a configuration error."""
+    """Accept a serde, its registered name, or ``avro:<full name>``; an unknown name is a
+    configuration error."""
     if isinstance(spec, Serde):
         return spec
+    if spec.startswith("avro:"):  # "avro:com.acme.Order": the schema from the schema directory
+        from streamflow.serde.avro import avro
+
+        return avro(spec.removeprefix("avro:"))
     try:
         return _REGISTRY[spec]
     except KeyError:

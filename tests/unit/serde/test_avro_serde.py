@@ -297,3 +297,22 @@ def test_the_same_schema_in_two_subjects_has_one_id(v1: Path) -> None:
     assert registry is not None
     ids = {s: [v.id for v in registry.versions(s)] for s in registry.subjects()}
     assert ids == {"ids-stats-value": [1], "stats-value": [1], "readings-value": [2]}
+
+
+def test_a_topic_spec_with_an_avro_serde_stays_hashable(v1: Path) -> None:
+    from streamflow.serde.base import STR
+    from streamflow.topology.specs import TopicSpec
+
+    serde = avro("acme.Reading", schema_dir=v1)
+    assert hash(TopicSpec("t", STR, serde)) == hash(TopicSpec("t", STR, serde))
+    assert serde == serde and serde != avro("acme.Reading", schema_dir=v1)
+
+
+def test_avro_by_name_through_the_serde_seam(v1: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMFLOW_SCHEMA_DIR", str(v1))
+    app = App("by-name")
+    spec = app.topic("readings", value="avro:acme.Reading")
+    assert isinstance(spec.value_serde, AvroSerde) and spec.value_serde.name == "avro:acme.Reading"
+    with TestDriver(app) as driver:
+        driver.pipe("readings", "k", {"sensor": "s", "value": 1, "status": "OK"})
+        assert driver.read("readings")[0][1]["firmware"] == "1.0"
