@@ -26,7 +26,7 @@ APP_SOURCE = '''
 import os
 from streamflow import App
 
-app = App(os.environ["SF_BENCH_APP"], partitions=6)
+app = App(os.environ["SF_BENCH_APP"], partitions=int(os.environ.get("SF_BENCH_PARTITIONS", "6")))
 
 @app.step
 def reserve(ctx, n: int) -> int:
