@@ -89,7 +89,11 @@ def avro_rows() -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     def fmt(v: object) -> str:
-        return "—" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
+        if v is None:
+            return "—"
+        if isinstance(v, float) and v >= 1000:
+            return f"{round(v):,}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
 
     header = ("workload", "system", "records/s", "p50 ms", "p99 ms", "peak RSS MB")
     table = [(r["workload"], r["system"], fmt(r["records_per_s"]), fmt(r.get("p50_ms")),
