@@ -12,12 +12,26 @@ from streamflow.errors import (
     StreamflowError,
     TopologyError,
 )
+from streamflow.serde.avro import avro
 from streamflow.serde.base import Serde
 from streamflow.topology.nodes import ProcessorContext, Record
 from streamflow.topology.stream import Stream, Table
+from streamflow.workflow.api import (
+    Exponential,
+    NonRetryable,
+    Retry,
+    SignalTimeout,
+    StepFailed,
+)
 
 __all__ = [
     "App",
+    "Exponential",
+    "NonRetryable",
+    "Retry",
+    "SignalTimeout",
+    "StepFailed",
+    "avro",
     "AppConfig",
     "ConfigError",
     "NonDeterminism",
