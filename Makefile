@@ -43,61 +43,25 @@ kafka-status: venv
 unit: venv
 	$(PY) -m pytest -m "not kafka" $(PYTEST_ARGS)
 
-# The broker is stopped whatever pytest's outcome (and on Ctrl-C), but only if this run
-# started it; the recipe's exit status is pytest's.
+# docker/with-kafka.sh provides the broker: reuses or starts the local one (and then stops it,
+# whatever the outcome), or uses $STREAMFLOW_BOOTSTRAP / testcontainers. Exit status: pytest's.
+WITH_KAFKA := SF=$(SF) KAFKA_DIR=$(KAFKA_DIR) docker/with-kafka.sh
+
 test: venv kafka-jars
-	@started=0; \
-	stop_kafka() { \
-	  if [ "$$started" = 1 ]; then \
-	    $(SF) dev kafka stop --dir $(KAFKA_DIR) >/dev/null 2>&1 \
-	      || echo "warning: could not stop Kafka in $(KAFKA_DIR); run make kafka-stop" >&2; \
-	  fi; \
-	}; \
-	trap 'stop_kafka; exit 130' INT TERM; \
-	if [ -z "$${STREAMFLOW_BOOTSTRAP:-}" ] && [ "$${STREAMFLOW_TEST_KAFKA:-local}" = local ]; then \
-	  if $(SF) dev kafka status --dir $(KAFKA_DIR) >/dev/null 2>&1; then \
-	    echo "reusing the Kafka already running in $(KAFKA_DIR)"; \
-	  else \
-	    started=1; \
-	    $(SF) dev kafka start --dir $(KAFKA_DIR) || { rc=$$?; stop_kafka; exit $$rc; }; \
-	  fi; \
-	fi; \
-	STREAMFLOW_KAFKA_DIR=$(KAFKA_DIR) $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	stop_kafka; \
-	exit $$rc
+	@$(WITH_KAFKA) $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	-test -x $(SF) && $(SF) dev kafka stop --dir $(KAFKA_DIR)
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis *.egg-info
 
-# The demos: a real broker (started here unless one runs), real worker processes, a SIGKILL,
-# and a check of the result against a plain-Python truth.
+# The demos: a real broker, real worker processes, a SIGKILL, and a check of the result
+# against a plain-Python truth.
 demo: venv kafka-jars
-	@started=0; \
-	if [ -z "$${STREAMFLOW_BOOTSTRAP:-}" ]; then \
-	  if ! $(SF) dev kafka status --dir $(KAFKA_DIR) >/dev/null 2>&1; then \
-	    started=1; $(SF) dev kafka start --dir $(KAFKA_DIR) >/dev/null || exit $$?; \
-	  fi; \
-	  bootstrap=$$($(SF) dev kafka status --dir $(KAFKA_DIR) | sed -n 's/^bootstrap=//p'); \
-	else bootstrap=$$STREAMFLOW_BOOTSTRAP; fi; \
-	echo "== order totals: streams, exactly once =="; \
-	$(PY) topologies/run_demo.py --bootstrap $$bootstrap; rc=$$?; \
-	if [ $$rc = 0 ]; then \
-	  echo; echo "== payments: durable workflows over entities =="; \
-	  $(PY) topologies/demo_payments.py --bootstrap $$bootstrap; rc=$$?; \
-	fi; \
-	if [ "$$started" = 1 ]; then $(SF) dev kafka stop --dir $(KAFKA_DIR) >/dev/null; fi; \
-	exit $$rc
+	@$(WITH_KAFKA) sh -c 'echo "== order totals: streams, exactly once ==" && \
+	  $(PY) topologies/run_demo.py --bootstrap $$STREAMFLOW_BOOTSTRAP && echo && \
+	  echo "== payments: durable workflows over entities ==" && \
+	  $(PY) topologies/demo_payments.py --bootstrap $$STREAMFLOW_BOOTSTRAP'
 
 # Benchmarks: never part of `make test`. Prints a table and writes bench/results.json.
 bench: venv kafka-jars
-	@started=0; \
-	if [ -z "$${STREAMFLOW_BOOTSTRAP:-}" ]; then \
-	  if ! $(SF) dev kafka status --dir $(KAFKA_DIR) >/dev/null 2>&1; then \
-	    started=1; $(SF) dev kafka start --dir $(KAFKA_DIR) >/dev/null || exit $$?; \
-	  fi; \
-	  bootstrap=$$($(SF) dev kafka status --dir $(KAFKA_DIR) | sed -n 's/^bootstrap=//p'); \
-	else bootstrap=$$STREAMFLOW_BOOTSTRAP; fi; \
-	$(PY) bench/run.py --bootstrap $$bootstrap; rc=$$?; \
-	if [ "$$started" = 1 ]; then $(SF) dev kafka stop --dir $(KAFKA_DIR) >/dev/null; fi; \
-	exit $$rc
+	@$(WITH_KAFKA) sh -c '$(PY) bench/run.py --bootstrap $$STREAMFLOW_BOOTSTRAP'

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run a command with a Kafka broker available, for the Makefile's test, demo and bench targets.
+#
+# STREAMFLOW_BOOTSTRAP set: that cluster is used as it is. STREAMFLOW_TEST_KAFKA=testcontainers:
+# the test session starts its own container. Otherwise the local broker of $KAFKA_DIR (Maven
+# jars, no Docker) is reused if it runs, or started — and then stopped again afterwards, whatever
+# the command's outcome. The command's exit status is the script's.
+set -uo pipefail
+sf=${SF:-streamflow}
+kafka_dir=${KAFKA_DIR:?KAFKA_DIR must name the run dir of the local broker}
+started=0
+stop_kafka() {
+  if [ "$started" = 1 ]; then
+    "$sf" dev kafka stop --dir "$kafka_dir" >/dev/null 2>&1 \
+      || echo "warning: could not stop Kafka in $kafka_dir; run make kafka-stop" >&2
+  fi
+}
+trap 'stop_kafka; exit 130' INT TERM
+if [ -z "${STREAMFLOW_BOOTSTRAP:-}" ] && [ "${STREAMFLOW_TEST_KAFKA:-local}" = local ]; then
+  if "$sf" dev kafka status --dir "$kafka_dir" >/dev/null 2>&1; then
+    echo "reusing the Kafka already running in $kafka_dir" >&2
+  else
+    started=1
+    "$sf" dev kafka start --dir "$kafka_dir" >/dev/null || { rc=$?; stop_kafka; exit $rc; }
+  fi
+  STREAMFLOW_BOOTSTRAP=$("$sf" dev kafka status --dir "$kafka_dir" | sed -n 's/^bootstrap=//p')
+  export STREAMFLOW_BOOTSTRAP
+fi
+export STREAMFLOW_KAFKA_DIR=$kafka_dir
+"$@"
+rc=$?
+stop_kafka
+exit $rc
