@@ -18,6 +18,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 log = logging.getLogger(__name__)
 
+STALE_AFTER_MS = 20 * 3600 * 1000
+"""A checkpoint older than this is not trusted: changelogs keep tombstones 24 h (specs.py)."""
+
 
 @dataclass
 class _Progress:
@@ -60,7 +63,17 @@ class Restorer:
             store = task.store(spec.name)
             checkpoint = store.checkpoint()
             tp = TopicPartition(spec.changelog, task.partition)
-            _, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            age = store.checkpoint_age_ms()
+            if checkpoint is not None and (checkpoint < low or (age or 0) > STALE_AFTER_MS):
+                # Records between the checkpoint and now may be gone (retention) or their
+                # tombstones compacted away (delete.retention.ms): replaying from the checkpoint
+                # could resurrect deleted keys. Rebuild this replica from the whole changelog.
+                log.info("store %s of task %s: checkpoint %d is stale (log starts at %d, written "
+                         "%.1f h ago); rebuilding from the changelog", spec.name, task.id,
+                         checkpoint, low, (age or 0) / 3.6e6)
+                store.wipe()
+                checkpoint = None
             start = OFFSET_BEGINNING if checkpoint is None else checkpoint
             progress = _Progress(task, store, 0 if checkpoint is None else checkpoint, high)
             progresses.append(progress)

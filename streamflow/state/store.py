@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ _META_CF = "streamflow_meta"
 CACHE_ENTRIES = 100_000
 """Decoded committed values kept per store (cleared wholesale when it would grow past this)."""
 _CHECKPOINT_KEY = b"changelog_next_offset"
+_CHECKPOINT_TIME_KEY = b"changelog_checkpoint_ms"
 
 ChangelogRecord = tuple[bytes, bytes | None]
 
@@ -184,7 +186,7 @@ class KeyValueStore:
             else:
                 batch.put(kb, vb)
         if checkpoint is not None:
-            batch.put(_CHECKPOINT_KEY, checkpoint.to_bytes(8, "big"), self._meta)
+            self._put_checkpoint(batch, checkpoint)
         self._db.write(batch)
         cache = self._cache
         if len(cache) + len(self.buffer.entries) > CACHE_ENTRIES:
@@ -210,6 +212,25 @@ class KeyValueStore:
         raw = self._meta_cf.get(_CHECKPOINT_KEY)
         return None if raw is None else int.from_bytes(raw, "big")
 
+    def _put_checkpoint(self, batch: WriteBatch, next_offset: int) -> None:
+        batch.put(_CHECKPOINT_KEY, next_offset.to_bytes(8, "big"), self._meta)
+        batch.put(_CHECKPOINT_TIME_KEY, int(time.time() * 1000).to_bytes(8, "big"), self._meta)
+
+    def checkpoint_age_ms(self) -> int | None:
+        """How long ago the checkpoint was written (None: never)."""
+        raw = self._meta_cf.get(_CHECKPOINT_TIME_KEY)
+        return None if raw is None else int(time.time() * 1000) - int.from_bytes(raw, "big")
+
+    def wipe(self) -> None:
+        """Drop everything local; the caller restores from the start of the changelog."""
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.buffer.clear()
+        self._cache.clear()
+        self._db = self._open(self.path)
+        self._meta = self._db.get_column_family_handle(_META_CF)
+        self._meta_cf = self._db.get_column_family(_META_CF)
+
     def restore_batch(self, records: list[ChangelogRecord], next_offset: int) -> None:
         """Apply already-committed changelog records straight to RocksDB (restore path)."""
         batch = WriteBatch(raw_mode=True)
@@ -218,7 +239,7 @@ class KeyValueStore:
                 batch.delete(kb)
             else:
                 batch.put(kb, vb)
-        batch.put(_CHECKPOINT_KEY, next_offset.to_bytes(8, "big"), self._meta)
+        self._put_checkpoint(batch, next_offset)
         self._db.write(batch)
         self._cache.clear()
 

@@ -90,3 +90,18 @@ def test_corrupt_store_is_rebuilt_empty_for_restore(tmp_path: Path) -> None:
     rebuilt = KeyValueStore("s", tmp_path / "s", STR, JSON)
     assert rebuilt.checkpoint() is None and rebuilt.get("a") is None
     rebuilt.close()
+
+
+def test_wipe_forgets_data_and_checkpoint_but_stays_usable(tmp_path: Path) -> None:
+    store = KeyValueStore("s", tmp_path / "s", STR, JSON)
+    store.put("a", 1)
+    store.prepare_commit()
+    store.apply(9)
+    assert store.checkpoint() == 9 and 0 <= store.checkpoint_age_ms() < 60_000
+    store.wipe()
+    assert store.checkpoint() is None and store.get("a") is None
+    store.put("b", 2)
+    store.prepare_commit()
+    store.apply(10)
+    assert dict(store.items()) == {"b": 2}
+    store.close()
