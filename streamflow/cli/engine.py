@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from confluent_kafka import KafkaException
 
 from streamflow.app import App
 from streamflow.errors import StreamflowError
@@ -76,6 +77,11 @@ def run(target: str, bootstrap: str | None, state_dir: Path | None, guarantee: s
         Worker(app.topology, config, app.dead_letter_topic).run()
     except StreamflowError as exc:
         raise click.ClickException(str(exc)) from exc
+    except KafkaException as exc:
+        # Fenced by a newer incarnation, or the cluster refused us for good: nothing committed
+        # is lost, and a restarted worker resumes from the last committed cycle.
+        raise click.ClickException(f"worker stopped by a Kafka error: {exc.args[0].str()}; "
+                                   "restart it to resume from the last commit") from exc
 
 
 @click.command()
