@@ -22,8 +22,10 @@ def describe(topology: Topology, guarantee: str = "exactly_once") -> str:
     lines.append("\nTopics")
     for spec in sorted(topology.topics.values(), key=lambda t: (t.kind.value, t.name)):
         parts = "existing" if spec.partitions is None else f"{spec.partitions} partitions"
-        if spec.kind in (TopicKind.CHANGELOG,):
+        if spec.kind is TopicKind.CHANGELOG:
             parts = "partitions of its sub-topology, compacted"
+        elif spec.kind is TopicKind.REPARTITION and spec.partitions is None:
+            parts = "partitions of the sub-topology writing it"
         lines.append(f"  {spec.kind.value:<12} {spec.name}  ({parts})")
     return "\n".join(lines)
 
