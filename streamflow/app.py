@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,23 +53,33 @@ class App:
 
     def step(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
              retry: Retry | None = None, timeout: timedelta | None = None,
-             entity: str | None = None) -> Any:
+             entity: str | None = None, args: Sequence[str | Serde | None] = (),
+             result: str | Serde | None = None) -> Any:
         """Declare a step: ``fn(ctx, *args)``, run at least once per attempt, retried on failure.
 
         ``entity="accounts"`` makes it an entity step: commands are keyed by the first argument,
         and ``ctx.state`` reads/writes that entity's value in store ``accounts`` exactly once
         with the command's consumption.
+
+        ``args=(None, avro("acme.Order"))`` and ``result=avro(...)`` send and journal those
+        payloads as Avro (by argument position), readable after their schemas evolve.
         """
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            self.workflows.add_step(f, name, retry or Retry(), timeout, entity)
+            self.workflows.add_step(f, name, retry or Retry(), timeout, entity, args, result)
             return f
         return register(fn) if fn is not None else register
 
     def workflow(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
-                 version: int = 1) -> Any:
-        """Declare a durable workflow ``async def w(ctx, input)``; versions run side by side."""
+                 version: int = 1, input: str | Serde | None = None,  # noqa: A002
+                 result: str | Serde | None = None,
+                 signals: Mapping[str, str | Serde] | None = None) -> Any:
+        """Declare a durable workflow ``async def w(ctx, input)``; versions run side by side.
+
+        ``input=avro("acme.Transfer")``, ``result=…`` and ``signals={"approve": …}`` journal
+        those payloads as Avro, so a sleeping instance reads them after its schemas evolve.
+        """
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            wdef = self.workflows.add_workflow(f, name, version)
+            wdef = self.workflows.add_workflow(f, name, version, input, result, signals)
             f.__streamflow_workflow__ = wdef.name  # type: ignore[attr-defined]
             return f
         return register(fn) if fn is not None else register

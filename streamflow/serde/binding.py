@@ -7,7 +7,8 @@ test driver with an in-memory registry. It
 
 1. lists every place the topology uses an Avro schema, as registry subjects: ``<topic>-key`` and
    ``<topic>-value`` for topics, ``<app>-<store>-key`` / ``<app>-<store>-value`` for stores (a
-   changelog carries its store's bytes, so it has no subject of its own);
+   changelog carries its store's bytes, so it has no subject of its own), and those of workflow
+   and step payloads declared Avro (``streamflow.workflow.compiler``);
 2. checks every one against the registered versions under the subject's mode, and refuses to
    start, naming each store or topic and why, if any is incompatible. All are checked before
    any is registered, so a refused start writes nothing;
@@ -79,6 +80,10 @@ def schema_uses(topology: Any) -> list[SchemaUse]:
             if isinstance(serde, AvroSerde):
                 uses.append(SchemaUse(f"{topic.name}-{part}", serde,
                                       f"topic {topic.name!r} {part}", mode))
+    # Workflow and step payloads declared Avro: journaled, so read back as long as an instance
+    # lives (``streamflow.workflow.compiler`` names their subjects).
+    for subject, serde, what in getattr(getattr(topology, "workflows", None), "payload_schemas", ()):
+        uses.append(SchemaUse(subject, serde, what, INTERNAL_MODE))
     return uses
 
 

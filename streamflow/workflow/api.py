@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from streamflow.errors import StreamflowError
+from streamflow.serde.avro import AvroSerde
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class StepDef:
     timeout: timedelta | None
     entity_store: str | None = None
     """Entity steps: the store holding one value per entity; the first argument is the entity key."""
+    args: tuple[AvroSerde | None, ...] = ()
+    """Avro types of the arguments by position (None, or past the end: JSON)."""
+    result: AvroSerde | None = None
 
     @property
     def is_entity(self) -> bool:
@@ -72,3 +76,10 @@ class WorkflowDef:
     name: str
     version: int
     fn: Callable[..., Any]
+    input: AvroSerde | None = None
+    """Avro types of the input, the result and signal payloads by signal name (None: JSON)."""
+    result: AvroSerde | None = None
+    signals: tuple[tuple[str, AvroSerde], ...] = ()
+
+    def signal_serde(self, name: str) -> AvroSerde | None:
+        return dict(self.signals).get(name)

@@ -7,6 +7,7 @@ client needs nothing but Kafka.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from streamflow.errors import ConfigError, KafkaUnavailable
 
+from streamflow.serde.avro import AvroSerde
+from streamflow.serde.binding import bind_schemas
 from streamflow.serde.partitioner import partition_for
 from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
-from streamflow.workflow.payloads import dumps, to_plain
+from streamflow.workflow.payloads import dumps, pack, unpack
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class InstanceView:
     id: str
     header: dict[str, Any]
     entries: list[dict[str, Any]]
+    result_serde: AvroSerde | None = None
+    """The result's Avro type, when the workflow declares one: ``result`` is read with it."""
 
     @property
     def status(self) -> str:
@@ -36,7 +41,9 @@ class InstanceView:
 
     @property
     def result(self) -> Any:
-        return self.header.get("result")
+        if self.result_serde is None:
+            return self.header.get("result")
+        return unpack(self.result_serde, self.header.get("result"), f"the result of {self.id!r}")
 
     @property
     def done(self) -> bool:
@@ -70,13 +77,38 @@ class WorkflowClient:
     def start(self, workflow: Any, *, id: str, input: Any = None,  # noqa: A002
               version: int | None = None) -> str:
         """Start an instance; a second start with the same id leaves the first one running."""
-        self._send(workflow, id, {"type": "start", "id": id, "input": to_plain(input),
+        wdef = self._version(workflow, version)
+        self._send(workflow, id, {"type": "start", "id": id, "input": self._pack(wdef.input, input),
                                   "version": version})
         return id
 
     def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:  # noqa: A002
+        # The instance may be pinned to another version: the newest one's declaration is a
+        # compatible version of its schema, so the orchestrator reads it either way.
+        serde = self._version(workflow, None).signal_serde(name)
         self._send(workflow, id, {"type": "signal", "id": id, "name": name,
-                                  "payload": to_plain(payload)})
+                                  "payload": self._pack(serde, payload)})
+
+    def _version(self, workflow: Any, version: int | None) -> Any:
+        versions = self._registry.node_of(workflow).versions
+        return versions.get(version or max(versions)) or versions[max(versions)]
+
+    def _pack(self, serde: AvroSerde | None, value: Any) -> Any:
+        """Avro payloads are sent in the wire format, with this code's schema id: a worker on
+        an older or newer schema version resolves them."""
+        self._bind(serde)
+        return pack(serde, value)
+
+    def _bind(self, serde: AvroSerde | None) -> None:
+        if serde is not None and serde.schema_id is None:
+            bind_schemas(self._app.topology, _ClientSettings(self._app.name, self._bootstrap))
+
+    def _viewed(self, workflow: Any, view: InstanceView) -> InstanceView:
+        wdef = self._registry.node_of(workflow).versions.get(view.header.get("version"))
+        if wdef is None or wdef.result is None:
+            return view
+        self._bind(wdef.result)
+        return dataclasses.replace(view, result_serde=wdef.result)
 
     def cancel(self, workflow: Any, id: str) -> None:  # noqa: A002
         self._send(workflow, id, {"type": "cancel", "id": id})
@@ -85,12 +117,13 @@ class WorkflowClient:
         node = self._registry.node_of(workflow)
         changelog = node.instances.changelog
         partitions = self._partitions(changelog)
-        found = self._scan(changelog, [partition_for(id.encode(), partitions)], id)
-        return found.get(id)
+        found = self._scan(changelog, [partition_for(id.encode(), partitions)], id).get(id)
+        return None if found is None else self._viewed(workflow, found)
 
     def list(self, workflow: Any) -> list[InstanceView]:
         changelog = self._registry.node_of(workflow).instances.changelog
-        return sorted(self._scan(changelog, range(self._partitions(changelog)), None).values(),
+        return sorted((self._viewed(workflow, v) for v in
+                       self._scan(changelog, range(self._partitions(changelog)), None).values()),
                       key=lambda v: v.header.get("started_ms", 0))
 
     def wait(self, workflow: Any, id: str, timeout: float = 30.0) -> InstanceView:  # noqa: A002
@@ -143,3 +176,11 @@ class WorkflowClient:
             if instance_id in views:
                 views[instance_id].entries.append(value)
         return views
+
+
+@dataclass(frozen=True)
+class _ClientSettings:
+    """What ``bind_schemas`` needs to find the registry from a client."""
+
+    name: str
+    bootstrap: str

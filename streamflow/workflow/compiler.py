@@ -4,17 +4,23 @@ For app ``A``: a workflow ``W`` reads ``A.W.events`` (keyed by instance id) and 
 journals in store ``W-instances`` and its durable timers in ``W-timers``; a step ``S`` reads
 ``A.step.S``. Steps get one topic each rather than one per (workflow, step) pair: an entity step
 called by several workflows must keep all commands for one entity in one task with its store.
+
+Payloads declared Avro get registry subjects of their own, registered by ``bind_schemas`` with
+the stores' and topics' (FULL_TRANSITIVE: journals are read back for as long as an instance
+lives): ``A.W-input``, ``A.W-result``, ``A.W-signal-<name>``, ``A.step.S-arg<i>``,
+``A.step.S-result``.
 """
 
 from __future__ import annotations
 
 import dis
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from streamflow.errors import TopologyError
-from streamflow.serde.base import BYTES, JSON, STR
+from streamflow.serde.avro import AvroSerde
+from streamflow.serde.base import BYTES, JSON, STR, Serde, resolve_serde
 from streamflow.topology.graph import Topology
 from streamflow.topology.nodes import SourceNode
 from streamflow.topology.specs import TopicKind, TopicSpec
@@ -35,21 +41,45 @@ class WorkflowRegistry:
         self.steps: dict[Any, StepDef] = {}
         self.step_topics: dict[str, str] = {}
         self.workflows: dict[str, WorkflowNode] = {}
+        self.payload_schemas: list[tuple[str, AvroSerde, str]] = []
+        """(subject, serde, what uses it) of every Avro payload, for ``bind_schemas``."""
+
+    def _payload(self, spec: str | Serde | None, subject: str, what: str) -> AvroSerde | None:
+        """The Avro serde a payload is declared with (None: JSON, the default)."""
+        if spec is None:
+            return None
+        serde = resolve_serde(spec)
+        if serde.name == "json":
+            return None
+        if not isinstance(serde, AvroSerde):
+            raise TopologyError(f"{what}: payloads are JSON or Avro, not {serde.name!r}; "
+                                "declare avro('<full name>') or leave it out")
+        self.payload_schemas.append((subject, serde, what))
+        return serde
 
     def _topic(self, name: str) -> TopicSpec:
         return self.topology.add_topic(TopicSpec(name, STR, JSON, self.partitions,
                                                  TopicKind.WORKFLOW, WORKFLOW_TOPIC_CONFIG))
 
     def add_step(self, fn: Callable[..., Any], name: str | None, retry: Retry,
-                 timeout: timedelta | None, entity: str | None) -> StepDef:
+                 timeout: timedelta | None, entity: str | None,
+                 args: Sequence[str | Serde | None] = (),
+                 result: str | Serde | None = None) -> StepDef:
         name = name or fn.__name__
         if name in self.step_topics:
             raise TopologyError(f"step {name!r} is registered twice")
         if entity is not None and entity not in self.topology.stores:
             self.topology.add_store(entity, STR, JSON)
-        sdef = StepDef(name, fn, retry, timeout, entity)
+        topic_name = f"{self.topology.app_name}.step.{name}"
+        arg_serdes = tuple(self._payload(spec, f"{topic_name}-arg{i}", f"step {name!r} argument {i}")
+                           for i, spec in enumerate(args))
+        if entity is not None and arg_serdes and arg_serdes[0] is not None:
+            raise TopologyError(f"entity step {name!r}: the first argument is the entity key "
+                                "and stays JSON; declare Avro types for the others only")
+        sdef = StepDef(name, fn, retry, timeout, entity, arg_serdes,
+                       self._payload(result, f"{topic_name}-result", f"step {name!r} result"))
         self.steps[fn] = self.steps[name] = sdef
-        topic = self._topic(f"{self.topology.app_name}.step.{name}")
+        topic = self._topic(topic_name)
         self.step_topics[name] = topic.name
         source = SourceNode(f"source-{topic.name}", topic=topic)
         self.topology.add_source(topic, source)
@@ -57,9 +87,19 @@ class WorkflowRegistry:
                                         entity_store=self.topology.stores.get(entity or "")))
         return sdef
 
-    def add_workflow(self, fn: Callable[..., Any], name: str | None, version: int) -> WorkflowDef:
+    def add_workflow(self, fn: Callable[..., Any], name: str | None, version: int,
+                     input: str | Serde | None = None,  # noqa: A002
+                     result: str | Serde | None = None,
+                     signals: Mapping[str, str | Serde] | None = None) -> WorkflowDef:
         name = name or fn.__name__
-        wdef = WorkflowDef(name, version, fn)
+        prefix, what = f"{self.topology.app_name}.{name}", f"workflow {name!r} v{version}"
+        declared = {signal: self._payload(spec, f"{prefix}-signal-{signal}",
+                                          f"{what} signal {signal!r}")
+                    for signal, spec in (signals or {}).items()}
+        wdef = WorkflowDef(name, version, fn,
+                           self._payload(input, f"{prefix}-input", f"{what} input"),
+                           self._payload(result, f"{prefix}-result", f"{what} result"),
+                           tuple((k, v) for k, v in sorted(declared.items()) if v is not None))
         node = self.workflows.get(name)
         if node is None:
             events = self._topic(f"{self.topology.app_name}.{name}.events")

@@ -16,9 +16,18 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from streamflow.errors import NonDeterminism
-from streamflow.workflow.api import SignalTimeout, StepDef, StepFailed
+from streamflow.workflow.api import SignalTimeout, StepDef, StepFailed, WorkflowDef
 from streamflow.workflow.journal import Journal
-from streamflow.workflow.payloads import digest, rebuild, return_type, to_plain
+from streamflow.workflow.payloads import (
+    args_digest,
+    digest,
+    pack,
+    pack_args,
+    rebuild,
+    return_type,
+    to_plain,
+    unpack,
+)
 
 if TYPE_CHECKING:
     from streamflow.workflow.orchestrator import Effects
@@ -50,10 +59,12 @@ class _Call:
 class WorkflowContext:
     """What a workflow function receives as ``ctx``. All of its answers are journaled."""
 
-    def __init__(self, journal: Journal, effects: Effects, steps: dict[Any, StepDef]) -> None:
+    def __init__(self, journal: Journal, effects: Effects, steps: dict[Any, StepDef],
+                 workflow: WorkflowDef | None = None) -> None:
         self.journal = journal
         self.effects = effects
         self._steps = steps
+        self._workflow = workflow
         self._seq = 0
 
     @property
@@ -62,11 +73,17 @@ class WorkflowContext:
 
     # -- the determinism check -------------------------------------------------------------------
 
-    def _next(self, kind: str, name: str, args_digest: str) -> tuple[int, dict | None]:
+    def _next(self, kind: str, name: str, args_digest: str,
+              rehash: Callable[[dict], str] | None = None) -> tuple[int, dict | None]:
+        """``rehash`` recomputes a journaled entry's digest under the code's current schemas:
+        an entry with Avro arguments written under an older schema version digests differently
+        as written, and must not be taken for a changed call."""
         seq = self._seq
         self._seq += 1
         entry = self.journal.entries.get(seq)
-        if entry is not None and (entry["kind"], entry["name"], entry["digest"]) != (kind, name, args_digest):
+        if (entry is not None and (entry["kind"], entry["name"], entry["digest"]) != (kind, name, args_digest)
+                and not (rehash is not None and (entry["kind"], entry["name"]) == (kind, name)
+                         and rehash(entry) == args_digest)):
             raise NonDeterminism(
                 f"workflow {self.journal.header['workflow']!r} v{self.journal.header['version']} "
                 f"instance {self.journal.id!r}: call #{seq} is now {kind} {name!r} but the journal "
@@ -86,8 +103,9 @@ class WorkflowContext:
         sdef = self._steps.get(step) or self._steps.get(getattr(step, "__name__", None))
         if sdef is None:
             raise TypeError(f"{step!r} is not a registered step; decorate it with @app.step")
-        plain = to_plain(list(args))
-        seq, entry = self._next("step", sdef.name, digest(sdef.name, plain))
+        plain = pack_args(sdef.args, args)
+        seq, entry = self._next("step", sdef.name, args_digest(sdef.name, sdef.args, plain),
+                                _rehash_args(sdef) if sdef.args else None)
         if entry is None:
             self.effects.start_step(self.journal, seq, sdef, plain)
         result_type = return_type(sdef.fn)
@@ -96,7 +114,8 @@ class WorkflowContext:
             if entry["status"] == "failed":
                 err = entry["error"]
                 raise StepFailed(sdef.name, err["type"], err["message"], entry["attempt"])
-            return rebuild(result_type, entry.get("result"))
+            return rebuild(result_type, unpack(sdef.result, entry.get("result"),
+                                               f"the result of step {sdef.name!r}"))
 
         return _Call(self, seq, convert)
 
@@ -108,12 +127,13 @@ class WorkflowContext:
         sdef = self._steps.get(step) or self._steps.get(getattr(step, "__name__", None))
         if sdef is None:
             raise TypeError(f"{step!r} is not a registered step; decorate it with @app.step")
-        plain = to_plain(list(args))
-        seq, entry = self._next("compensate", sdef.name, digest(sdef.name, plain))
+        plain = pack_args(sdef.args, args)
+        call_digest = args_digest(sdef.name, sdef.args, plain)
+        seq, entry = self._next("compensate", sdef.name, call_digest,
+                                _rehash_args(sdef) if sdef.args else None)
         if entry is None:
             self.journal.put_entry({"seq": seq, "kind": "compensate", "name": sdef.name,
-                                    "digest": digest(sdef.name, plain), "status": "done",
-                                    "args": plain})
+                                    "digest": call_digest, "status": "done", "args": plain})
 
     # -- time, randomness, ids -------------------------------------------------------------------
 
@@ -160,10 +180,12 @@ class WorkflowContext:
         if entry is None:
             self.effects.wait_signal(self.journal, seq, name, timeout_ms)
 
+        serde = self._workflow.signal_serde(name) if self._workflow is not None else None
+
         def convert(entry: dict) -> Any:
             if entry.get("timed_out"):
                 raise SignalTimeout(f"signal {name!r} did not arrive within {timeout_ms} ms")
-            return entry.get("result")
+            return unpack(serde, entry.get("result"), f"signal {name!r}")
 
         return _Call(self, seq, convert)
 
@@ -171,13 +193,30 @@ class WorkflowContext:
 
     def emit(self, topic: str, key: Any, value: Any) -> None:
         """Write a record to ``topic`` in the same transaction as this workflow transition."""
-        plain = to_plain([key, value])
-        seq, entry = self._next("emit", topic, digest(topic, plain))
+        serdes = self.effects.avro_serdes(topic)
+        if not any(serdes):
+            plain = to_plain([key, value])
+            seq, entry = self._next("emit", topic, digest(topic, plain))
+            if entry is None:
+                self.effects.emit(topic, key, value)
+                self.journal.put_entry({"seq": seq, "kind": "emit", "name": topic,
+                                        "digest": digest(topic, plain), "status": "done"})
+            return
+        # An Avro topic: the record is journaled packed, so a replay under a newer schema
+        # compares it as that schema reads it (see ``_next``).
+        packed = pack_args(serdes, [key, value])
+        call_digest = args_digest(topic, serdes, packed)
+        seq, entry = self._next("emit", topic, call_digest,
+                                lambda e: args_digest(topic, serdes, e.get("args", ())))
         if entry is None:
             self.effects.emit(topic, key, value)
             self.journal.put_entry({"seq": seq, "kind": "emit", "name": topic,
-                                    "digest": digest(topic, plain), "status": "done"})
+                                    "digest": call_digest, "status": "done", "args": packed})
 
     def continue_as_new(self, input: Any) -> None:  # noqa: A002
         """End this run and start a fresh journal with ``input`` under the same id."""
-        raise ContinueAsNew(to_plain(input))
+        raise ContinueAsNew(pack(self._workflow.input if self._workflow else None, input))
+
+
+def _rehash_args(sdef: StepDef) -> Callable[[dict], str]:
+    return lambda entry: args_digest(sdef.name, sdef.args, entry.get("args", ()))

@@ -31,7 +31,8 @@ from streamflow.workflow.journal import (
     Journal,
     entry_key,
 )
-from streamflow.workflow.payloads import digest, dumps, parameter_types, rebuild, to_plain
+from streamflow.serde.avro import AvroSerde
+from streamflow.workflow.payloads import args_digest, dumps, pack, parameter_types, rebuild, unpack
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class Effects:
 
     def start_step(self, journal: Journal, seq: int, sdef: StepDef, args: list) -> None:
         journal.put_entry({"seq": seq, "kind": "step", "name": sdef.name,
-                           "digest": digest(sdef.name, args), "status": "pending", "attempt": 1,
+                           "digest": args_digest(sdef.name, sdef.args, args), "status": "pending", "attempt": 1,
                            "args": args, "started_ms": self.now_ms})
         self.send_command(journal, seq, sdef, args, 1)
 
@@ -86,6 +87,14 @@ class Effects:
             journal.header_dirty = True
         elif timeout_ms is not None:
             self.orchestrator.add_timer(self.now_ms + timeout_ms, journal.id, seq, "signal_timeout")
+
+    def avro_serdes(self, topic: str) -> tuple[AvroSerde | None, AvroSerde | None]:
+        """The Avro key and value serdes of ``topic`` (None where it is not Avro)."""
+        spec = self.node.topics.get(topic)
+        if spec is None:
+            return None, None
+        return (spec.key_serde if isinstance(spec.key_serde, AvroSerde) else None,
+                spec.value_serde if isinstance(spec.value_serde, AvroSerde) else None)
 
     def emit(self, topic: str, key: Any, value: Any) -> None:
         spec = self.node.topics.get(topic)
@@ -186,8 +195,11 @@ class _Orchestrator:
     def _start(self, instance_id: str, event: dict, now_ms: int) -> Journal:
         versions = self.node.versions
         version = event.get("version") or max(versions)
+        wdef = versions.get(version)
+        # An Avro input is journaled packed with the code's schema (a JSON client sent it plain).
         header = {"id": instance_id, "workflow": self.node.workflow, "version": version, "run": 1,
-                  "status": RUNNING, "input": event.get("input"), "started_ms": now_ms,
+                  "status": RUNNING, "started_ms": now_ms,
+                  "input": pack(wdef.input, event.get("input")) if wdef else event.get("input"),
                   "signals": {}}
         journal = Journal(instance_id, header, header_dirty=True)
         if version not in versions:
@@ -232,6 +244,10 @@ class _Orchestrator:
         return True
 
     def _signal(self, journal: Journal, name: str, payload: Any) -> bool:
+        wdef = self.node.versions.get(journal.header["version"])
+        serde = wdef.signal_serde(name) if wdef is not None else None
+        if serde is not None:
+            payload = pack(serde, payload)
         waiting = [e for s, e in sorted(journal.entries.items())
                    if e["kind"] == "signal" and e["name"] == name and e["status"] == "pending"]
         if waiting:
@@ -273,9 +289,10 @@ class _Orchestrator:
             self._drop_live(journal.id)  # its journal was evicted and reloaded: replay instead
             live = None
         if live is None:
-            ctx = WorkflowContext(journal, effects, self.node.steps)
+            ctx = WorkflowContext(journal, effects, self.node.steps, wdef)
             types = parameter_types(wdef.fn)
-            arg = rebuild(types[0], journal.header["input"]) if types else None
+            arg = rebuild(types[0], unpack(wdef.input, journal.header["input"],
+                                           f"the input of instance {journal.id!r}")) if types else None
             coroutine = wdef.fn(ctx, arg) if types else wdef.fn(ctx)
             live = _Live(coroutine, ctx)
         else:
@@ -284,7 +301,7 @@ class _Orchestrator:
         try:
             yielded = live.coroutine.send(None)
         except StopIteration as done:
-            journal.set(status=COMPLETED, result=to_plain(done.value), finished_ms=effects.now_ms)
+            journal.set(status=COMPLETED, result=pack(wdef.result, done.value), finished_ms=effects.now_ms)
             self.live.pop(journal.id, None)
             return
         except ContinueAsNew as new_run:

@@ -16,7 +16,7 @@ from typing import Any
 from streamflow.topology.nodes import Node, Push
 from streamflow.topology.specs import StoreSpec
 from streamflow.workflow.api import NonRetryable, StepDef
-from streamflow.workflow.payloads import dumps, parameter_types, rebuild, to_plain
+from streamflow.workflow.payloads import dumps, pack, parameter_types, rebuild, unpack
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,11 @@ class StepNode(Node):
             ctx = StepContext(command, store, entity)
             kb = store.encode_key(entity) if store is not None else None
             before = store.buffer.entries.get(kb, _MISSING) if store is not None else None
-            args = [rebuild(t, a) for t, a in zip(types, command["args"], strict=False)]
-            args += command["args"][len(types):]
+            declared = sdef.args
+            received = [unpack(declared[i], a, f"argument {i} of step {sdef.name!r}")
+                        if i < len(declared) else a for i, a in enumerate(command["args"])]
+            args = [rebuild(t, a) for t, a in zip(types, received, strict=False)]
+            args += received[len(types):]
             try:
                 if timeout is None:
                     result = sdef.fn(ctx, *args)
@@ -101,7 +104,7 @@ class StepNode(Node):
                         ctx._closed = True
                         raise TimeoutError(f"step {sdef.name!r} took longer than {timeout}s") from None
                 reply = {"type": "step_result", "id": command["id"], "seq": command["seq"],
-                         "attempt": command["attempt"], "result": to_plain(result)}
+                         "attempt": command["attempt"], "result": pack(sdef.result, result)}
             except Exception as exc:  # the attempt failed: its entity write must not stick
                 if store is not None:
                     if before is _MISSING:
