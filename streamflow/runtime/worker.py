@@ -214,7 +214,6 @@ class Worker:
             if task is None:
                 continue  # revoked or not yet restored: its records are fetched again later
             task.process(msg)
-            task.pending_offsets[topic] = msg.offset()
         cycle.records += len(messages)
         self.processed += len(messages)
 
@@ -228,7 +227,22 @@ class Worker:
         self.cycle.commit(self._running_tasks())
 
     def _running_tasks(self) -> list[Task]:
+        """Tasks with something to commit, their input offsets filled in.
+
+        Offsets come from the consumer's position (one call per cycle, not one dict write per
+        record): every record returned by the consumer was processed before a commit, so the
+        position of each partition is exactly the next offset to commit.
+        """
+        tps = [tp for t in self._tasks.values() if self._route_of(t) for tp in self._task_partitions(t)]
+        if tps:
+            for tp in self.consumer.position(tps):
+                task = self._route[tp.topic][tp.partition]
+                if task is not None and tp.offset >= 0 and tp.offset != task.positions.get(tp.topic):
+                    task.pending_offsets[tp.topic] = tp.offset - 1
         return [t for t in self._tasks.values() if t.pending_offsets or t.stores]
+
+    def _route_of(self, task: Task) -> bool:
+        return self._route[task.sub.sources[0].name][task.partition] is task
 
     def _route_has_tasks(self) -> bool:
         return any(t is not None for parts in self._route.values() for t in parts)

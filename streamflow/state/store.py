@@ -95,6 +95,15 @@ class KeyValueStore:
     def encode_key(self, key: Any) -> bytes:
         return self._key_serialize(key)
 
+    @property
+    def key_serializer(self) -> Any:
+        return self._key_serialize
+
+    @property
+    def cached(self) -> dict[bytes, Any]:
+        """The committed-value cache (same dict for the store's life: ``clear``ed, never replaced)."""
+        return self._cache
+
     def get_encoded(self, kb: bytes, default: Any = None) -> Any:
         """``get`` for a key already encoded: aggregations encode once for the read and write."""
         value = self.buffer.entries.get(kb, _MISSING)
