@@ -194,3 +194,27 @@ def _bytes(packed: dict) -> bytes:
     import base64
 
     return base64.b64decode(packed[AVRO])
+
+
+def test_a_declared_avro_signal_is_journaled_packed_and_read_with_the_codes_schema(
+        tmp_path: Path) -> None:
+    schemas = write_schemas(tmp_path / "v2", V2)
+    app = App("wfsignals", partitions=1)
+    transfer = avro("acme.Transfer", schema_dir=schemas)
+
+    @app.workflow(signals={"amend": transfer}, result=transfer)
+    async def amendable(ctx: Any, _: None) -> dict:
+        first = await ctx.wait_signal("amend")
+        second = await ctx.wait_signal("amend")
+        return {**second, "amount": first["amount"] + second["amount"]}
+
+    with TestDriver(app) as driver:
+        driver.workflows.start("amendable", id="a", input=None)
+        early = {"account": "x", "amount": 2**40, "channel": "MOBILE"}
+        driver.workflows.signal("amendable", "a", "amend", early)
+        driver.workflows.signal("amendable", "a", "amend", {**early, "amount": 1, "priority": 2})
+        view = driver.workflows.get("amendable", "a")
+        assert view.status == "completed"
+        assert all(is_packed(e["result"]) for e in view.entries if e["kind"] == "signal")
+        assert unpack(transfer, view.header["result"]) == {
+            "account": "x", "amount": 2**40 + 1, "channel": "MOBILE", "priority": 2}
