@@ -26,6 +26,8 @@ from streamflow.serde.binding import bind_schemas
 from streamflow.serde.partitioner import partition_for
 from streamflow.serde.registry import InMemorySchemaRegistry, SchemaRegistry
 from streamflow.state.store import KeyValueStore
+from streamflow.workflow.client import InstanceView, WorkflowCommands
+from streamflow.workflow.journal import Journal
 
 
 @dataclass
@@ -225,40 +227,21 @@ class TestDriver:
 
 
 
-class DriverWorkflowClient:
+class DriverWorkflowClient(WorkflowCommands):
     """``app.client()``'s API against the driver: events are piped, journals read from stores."""
 
     def __init__(self, driver: TestDriver) -> None:
+        super().__init__(driver.app)
         self._driver = driver
-        self._registry = driver.app.workflows
 
     def _send(self, workflow: Any, instance_id: str, event: dict[str, Any]) -> None:
         self._driver.pipe(self._registry.events_topic(workflow), instance_id, event)
 
-    def start(self, workflow: Any, *, id: str, input: Any = None,  # noqa: A002
-              version: int | None = None) -> str:
-        from streamflow.workflow.payloads import to_plain
-
-        self._send(workflow, id, {"type": "start", "id": id, "input": to_plain(input),
-                                  "version": version})
-        return id
-
-    def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:  # noqa: A002
-        from streamflow.workflow.payloads import to_plain
-
-        self._send(workflow, id, {"type": "signal", "id": id, "name": name,
-                                  "payload": to_plain(payload)})
-
-    def cancel(self, workflow: Any, id: str) -> None:  # noqa: A002
-        self._send(workflow, id, {"type": "cancel", "id": id})
-
-    def get(self, workflow: Any, id: str) -> Any:  # noqa: A002
-        from streamflow.workflow.client import InstanceView
-        from streamflow.workflow.journal import Journal
-
+    def get(self, workflow: Any, id: str) -> InstanceView | None:  # noqa: A002
         node = self._registry.node_of(workflow)
         partition = partition_for(id.encode(), self._driver.partitions)
         journal = Journal.load(self._driver.store_of(node.instances.name, partition), id)
         if journal is None:
             return None
-        return InstanceView(id, journal.header, [journal.entries[s] for s in sorted(journal.entries)])
+        view = InstanceView(id, journal.header, [journal.entries[s] for s in sorted(journal.entries)])
+        return self._viewed(workflow, view)

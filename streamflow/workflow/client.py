@@ -50,12 +50,61 @@ class InstanceView:
         return self.status in TERMINAL
 
 
-class WorkflowClient:
+class WorkflowCommands:
+    """Start, signal and cancel as events on a workflow's events topic; how they travel and how
+    journals are read is the subclass's: Kafka (``WorkflowClient``) or the test driver."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._registry = app.workflows
+
+    def _send(self, workflow: Any, instance_id: str, event: dict) -> None:
+        raise NotImplementedError
+
+    def _bind(self, serde: AvroSerde | None) -> None:
+        """Make sure ``serde`` knows its schema id (the test driver binds at start)."""
+
+    def _pack(self, serde: AvroSerde | None, value: Any) -> Any:
+        """Avro payloads are sent in the wire format, with this code's schema id: a worker on
+        an older or newer schema version resolves them."""
+        self._bind(serde)
+        return pack(serde, value)
+
+    def start(self, workflow: Any, *, id: str, input: Any = None,  # noqa: A002
+              version: int | None = None) -> str:
+        """Start an instance; a second start with the same id leaves the first one running."""
+        wdef = self._version(workflow, version)
+        self._send(workflow, id, {"type": "start", "id": id, "input": self._pack(wdef.input, input),
+                                  "version": version})
+        return id
+
+    def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:  # noqa: A002
+        # The instance may be pinned to another version: the newest one's declaration is a
+        # compatible version of its schema, so the orchestrator reads it either way.
+        serde = self._version(workflow, None).signal_serde(name)
+        self._send(workflow, id, {"type": "signal", "id": id, "name": name,
+                                  "payload": self._pack(serde, payload)})
+
+    def cancel(self, workflow: Any, id: str) -> None:  # noqa: A002
+        self._send(workflow, id, {"type": "cancel", "id": id})
+
+    def _version(self, workflow: Any, version: int | None) -> Any:
+        versions = self._registry.node_of(workflow).versions
+        return versions.get(version or max(versions)) or versions[max(versions)]
+
+    def _viewed(self, workflow: Any, view: InstanceView) -> InstanceView:
+        wdef = self._registry.node_of(workflow).versions.get(view.header.get("version"))
+        if wdef is None or wdef.result is None:
+            return view
+        self._bind(wdef.result)
+        return dataclasses.replace(view, result_serde=wdef.result)
+
+
+class WorkflowClient(WorkflowCommands):
     """``app.client()``: talks to a running app through its topics."""
 
     def __init__(self, app: Any, bootstrap: str | None = None) -> None:
-        self._app = app
-        self._registry = app.workflows
+        super().__init__(app)
         self._bootstrap = bootstrap or app.config.bootstrap
         self._producer = Producer({"bootstrap.servers": self._bootstrap, "linger.ms": 1,
                                    "enable.idempotence": True, "partitioner": "murmur2_random"})
@@ -74,44 +123,9 @@ class WorkflowClient:
             raise KafkaUnavailable(f"could not deliver {event['type']!r} for {instance_id!r} to "
                                    f"{topic!r} within 30 s; is {self._bootstrap} reachable?")
 
-    def start(self, workflow: Any, *, id: str, input: Any = None,  # noqa: A002
-              version: int | None = None) -> str:
-        """Start an instance; a second start with the same id leaves the first one running."""
-        wdef = self._version(workflow, version)
-        self._send(workflow, id, {"type": "start", "id": id, "input": self._pack(wdef.input, input),
-                                  "version": version})
-        return id
-
-    def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:  # noqa: A002
-        # The instance may be pinned to another version: the newest one's declaration is a
-        # compatible version of its schema, so the orchestrator reads it either way.
-        serde = self._version(workflow, None).signal_serde(name)
-        self._send(workflow, id, {"type": "signal", "id": id, "name": name,
-                                  "payload": self._pack(serde, payload)})
-
-    def _version(self, workflow: Any, version: int | None) -> Any:
-        versions = self._registry.node_of(workflow).versions
-        return versions.get(version or max(versions)) or versions[max(versions)]
-
-    def _pack(self, serde: AvroSerde | None, value: Any) -> Any:
-        """Avro payloads are sent in the wire format, with this code's schema id: a worker on
-        an older or newer schema version resolves them."""
-        self._bind(serde)
-        return pack(serde, value)
-
     def _bind(self, serde: AvroSerde | None) -> None:
         if serde is not None and serde.schema_id is None:
             bind_schemas(self._app.topology, _ClientSettings(self._app.name, self._bootstrap))
-
-    def _viewed(self, workflow: Any, view: InstanceView) -> InstanceView:
-        wdef = self._registry.node_of(workflow).versions.get(view.header.get("version"))
-        if wdef is None or wdef.result is None:
-            return view
-        self._bind(wdef.result)
-        return dataclasses.replace(view, result_serde=wdef.result)
-
-    def cancel(self, workflow: Any, id: str) -> None:  # noqa: A002
-        self._send(workflow, id, {"type": "cancel", "id": id})
 
     def get(self, workflow: Any, id: str) -> InstanceView | None:  # noqa: A002
         node = self._registry.node_of(workflow)

@@ -9,8 +9,7 @@ new ones write v2, and every aggregate continues exactly where v1 left it (check
 plain-Python fold of all the input), written with v2's schema id. Then an incompatible store
 schema is refused at start, naming the store and the rule, with nothing written.
 
-(The sleeping-workflow half of the issue's end-to-end check is not here: workflow payloads and
-journals are a separate change.)
+The sleeping-workflow half of the check is tests/integration/test_workflow_schema_evolution.py.
 """
 
 from __future__ import annotations
