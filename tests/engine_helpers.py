@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -138,3 +139,27 @@ def load_app_with_env(app_file: Path, env: dict[str, str]) -> Any:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class RunningWorker:
+    """A worker in a thread of the test process, for tests that inspect it in-process."""
+
+    def __init__(self, app: Any) -> None:
+        from streamflow.runtime.worker import Worker
+
+        self.worker = Worker(app.topology, app.config, app.dead_letter_topic)
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(install_signal_handlers=False)
+        except BaseException as exc:  # noqa: BLE001  reported by stop()
+            self.errors.append(exc)
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "worker did not stop"
+        assert not self.errors, self.errors

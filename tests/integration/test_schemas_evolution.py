@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from streamflow.serde.avro import AvroSerde, avro
 from streamflow.serde.compatibility import CompatibilityMode
 from streamflow.serde.kafka_registry import KafkaSchemaRegistry
 from streamflow.serde.wire_format import schema_id_of
-from tests.engine_helpers import create_topic, read_topic, wait_for
+from tests.engine_helpers import RunningWorker, create_topic, read_topic, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -96,26 +95,6 @@ def stats_app(names: dict[str, str], schemas: Path, state_dir: Path, bootstrap: 
     app.stream(readings).aggregate("stats", initial=lambda: dict(zero), fn=fold,
                                    value=avro("acme.Stats", schema_dir=schemas)).to(out)
     return app
-
-
-class RunningWorker:
-    def __init__(self, app: App) -> None:
-        self.worker = Worker(app.topology, app.config, app.dead_letter_topic)
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run(install_signal_handlers=False)
-        except BaseException as exc:  # noqa: BLE001  reported by stop()
-            self.errors.append(exc)
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "worker did not stop"
-        assert not self.errors, self.errors
 
 
 def produce(bootstrap: str, topic: str, serde: AvroSerde, readings: list[dict[str, Any]]) -> None:

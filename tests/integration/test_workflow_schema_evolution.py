@@ -13,7 +13,6 @@ v2 runs beside it. Each value is checked against a plain recomputation from the 
 
 from __future__ import annotations
 
-import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -22,13 +21,12 @@ from typing import Any
 import pytest
 
 from streamflow import App
-from streamflow.runtime.worker import Worker
 from streamflow.serde.avro import avro
 from streamflow.serde.compatibility import CompatibilityMode
 from streamflow.serde.kafka_registry import KafkaSchemaRegistry
 from streamflow.serde.wire_format import schema_id_of
 from streamflow.workflow.payloads import AVRO, is_packed
-from tests.engine_helpers import create_topic, read_topic, wait_for
+from tests.engine_helpers import RunningWorker, create_topic, read_topic, wait_for
 from tests.workflow_schema_versions import V1, V2, has_field, write_schemas
 
 pytestmark = pytest.mark.kafka
@@ -57,26 +55,6 @@ def payments(app_name: str, receipts: str, schemas: Path, state_dir: Path,
         return charged
 
     return app
-
-
-class RunningWorker:
-    def __init__(self, app: App) -> None:
-        self.worker = Worker(app.topology, app.config, app.dead_letter_topic)
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run(install_signal_handlers=False)
-        except BaseException as exc:  # noqa: BLE001  reported by stop()
-            self.errors.append(exc)
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "worker did not stop"
-        assert not self.errors, self.errors
 
 
 def test_a_workflow_sleeping_under_v1_wakes_under_v2_reading_its_journal_and_writing_v2(
