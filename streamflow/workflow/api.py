@@ -48,10 +48,6 @@ class SignalTimeout(TimeoutError):
     """``wait_signal(..., timeout=...)`` passed its timeout with no signal."""
 
 
-class WorkflowCancelled(StreamflowError):
-    """The instance was cancelled; raised at its current ``await`` so ``finally`` blocks run."""
-
-
 @dataclass(frozen=True)
 class StepDef:
     """A registered step: the function, its policy, and (entity steps) how to find its entity."""
