@@ -58,10 +58,10 @@ clean:
 # against a plain-Python truth.
 demo: venv kafka-jars
 	@$(WITH_KAFKA) sh -c 'echo "== order totals: streams, exactly once ==" && \
-	  $(PY) topologies/run_demo.py --bootstrap $$STREAMFLOW_BOOTSTRAP && echo && \
+	  $(PY) topologies/run_demo.py --bootstrap $$KAFKA_BOOTSTRAP && echo && \
 	  echo "== payments: durable workflows over entities ==" && \
-	  $(PY) topologies/demo_payments.py --bootstrap $$STREAMFLOW_BOOTSTRAP'
+	  $(PY) topologies/demo_payments.py --bootstrap $$KAFKA_BOOTSTRAP'
 
 # Benchmarks: never part of `make test`. Prints a table and writes bench/results.json.
 bench: venv kafka-jars
-	@$(WITH_KAFKA) sh -c '$(PY) bench/run.py --bootstrap $$STREAMFLOW_BOOTSTRAP'
+	@$(WITH_KAFKA) sh -c '$(PY) bench/run.py --bootstrap $$KAFKA_BOOTSTRAP'

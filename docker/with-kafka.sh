@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run a command with a Kafka broker available, for the Makefile's test, demo and bench targets.
 #
-# STREAMFLOW_BOOTSTRAP set: that cluster is used as it is. STREAMFLOW_TEST_KAFKA=testcontainers:
+# The broker's address is exported as KAFKA_BOOTSTRAP. STREAMFLOW_BOOTSTRAP set: that cluster is
+# used as it is. STREAMFLOW_TEST_KAFKA=testcontainers:
 # the test session starts its own container. Otherwise the local broker of $KAFKA_DIR (Maven
 # jars, no Docker) is reused if it runs, or started — and then stopped again afterwards, whatever
 # the command's outcome. The command's exit status is the script's.
@@ -23,9 +24,13 @@ if [ -z "${STREAMFLOW_BOOTSTRAP:-}" ] && [ "${STREAMFLOW_TEST_KAFKA:-local}" = l
     started=1
     "$sf" dev kafka start --dir "$kafka_dir" >/dev/null || { rc=$?; stop_kafka; exit $rc; }
   fi
-  STREAMFLOW_BOOTSTRAP=$("$sf" dev kafka status --dir "$kafka_dir" | sed -n 's/^bootstrap=//p')
-  export STREAMFLOW_BOOTSTRAP
+  KAFKA_BOOTSTRAP=$("$sf" dev kafka status --dir "$kafka_dir" | sed -n 's/^bootstrap=//p')
+else
+  KAFKA_BOOTSTRAP=${STREAMFLOW_BOOTSTRAP:-}
 fi
+# KAFKA_BOOTSTRAP, not STREAMFLOW_BOOTSTRAP: the test session finds the local broker through
+# STREAMFLOW_KAFKA_DIR, and tests of the local launcher itself run only when it does.
+export KAFKA_BOOTSTRAP
 export STREAMFLOW_KAFKA_DIR=$kafka_dir
 "$@"
 rc=$?
