@@ -60,7 +60,9 @@ def run_floor(bootstrap: str, topic: str, records: int) -> dict:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(out, PARTITIONS, 1)])[out].result()
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "max.partition.fetch.bytes": 4 * 1024 * 1024,
+                         "fetch.max.bytes": 64 * 1024 * 1024})
     # The same client settings and GC treatment the worker gets, so the floor is a fair one.
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
                          "partitioner": "murmur2_random", "enable.idempotence": True,
