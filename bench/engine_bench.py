@@ -74,7 +74,12 @@ def run_floor(bootstrap: str, topic: str, records: int) -> dict:
     done, start = 0, None
     produce = producer.produce
     while done < records:
-        msgs = consumer.consume(5000, 0.5 if start is None else 0.05)
+        # What is fetched already, without waiting for a full batch (consume() with a timeout
+        # blocks until the batch fills); block only when nothing is there, as the worker does.
+        msgs = consumer.consume(5000, 0)
+        if not msgs:
+            first = consumer.poll(0.1)
+            msgs = [first] if first is not None else []
         if msgs and start is None:
             start = time.perf_counter()
         for m in msgs:
