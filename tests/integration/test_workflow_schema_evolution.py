@@ -16,18 +16,16 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from streamflow import App
-from streamflow.serde.avro import avro
 from streamflow.serde.compatibility import CompatibilityMode
 from streamflow.serde.kafka_registry import KafkaSchemaRegistry
 from streamflow.serde.wire_format import schema_id_of
 from streamflow.workflow.payloads import AVRO, is_packed
 from tests.engine_helpers import RunningWorker, create_topic, read_topic, wait_for
-from tests.workflow_schema_versions import V1, V2, has_field, write_schemas
+from tests.workflow_schema_versions import V1, V2, settle_app, write_schemas
 
 pytestmark = pytest.mark.kafka
 
@@ -36,25 +34,8 @@ SLEEP = timedelta(seconds=30)
 
 def payments(app_name: str, receipts: str, schemas: Path, state_dir: Path,
              bootstrap: str) -> App:
-    app = App(app_name, bootstrap=bootstrap, state_dir=state_dir, partitions=2)
-    app.topic(receipts, value=avro("acme.Receipt", schema_dir=schemas))
-    transfer = avro("acme.Transfer", schema_dir=schemas)
-    receipt = avro("acme.Receipt", schema_dir=schemas)
-    v2 = has_field(schemas, "receipt", "charged_by")
-
-    @app.step(args=(transfer,), result=receipt)
-    def charge(ctx: Any, t: dict) -> dict:
-        out = {"account": t["account"], "amount": t["amount"] * 2, "channel": t["channel"]}
-        return {**out, "charged_by": f"bank-p{t['priority']}"} if v2 else {**out, "note": t["memo"]}
-
-    @app.workflow(input=transfer, result=receipt)
-    async def settle(ctx: Any, t: dict) -> dict:
-        charged = await ctx.step(charge, t)
-        await ctx.sleep(SLEEP)
-        ctx.emit(receipts, ctx.workflow_id, charged)
-        return charged
-
-    return app
+    return settle_app(schemas, app_name=app_name, receipts=receipts, sleep=SLEEP, partitions=2,
+                      bootstrap=bootstrap, state_dir=state_dir)
 
 
 def test_a_workflow_sleeping_under_v1_wakes_under_v2_reading_its_journal_and_writing_v2(

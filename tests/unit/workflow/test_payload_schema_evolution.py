@@ -9,7 +9,6 @@ the workflow and the step.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from streamflow.serde.registry import InMemorySchemaRegistry
 from streamflow.serde.wire_format import schema_id_of
 from streamflow.testing import TestDriver
 from streamflow.workflow.payloads import AVRO, args_digest, is_packed, pack, unpack
-from tests.workflow_schema_versions import V1, V2, V3, has_field, write_schemas
+from tests.workflow_schema_versions import V1, V2, V3, settle_app, write_schemas
 
 HOUR_MS = 3_600_000
 PAYLOAD_SUBJECTS = ("wfschemas.settle-input", "wfschemas.settle-result",
@@ -37,28 +36,7 @@ def relax(registry: InMemorySchemaRegistry) -> None:
 
 
 def payments(schemas: Path, *, changed_call: bool = False) -> App:
-    """The same workflow under whichever schemas ``schemas`` holds; the step fills what its
-    schema version has (v1: ``note`` from the memo, v2: ``charged_by``)."""
-    app = App("wfschemas", partitions=1)
-    app.topic("receipts", value=avro("acme.Receipt", schema_dir=schemas))
-    transfer = avro("acme.Transfer", schema_dir=schemas)
-    receipt = avro("acme.Receipt", schema_dir=schemas)
-    v2 = has_field(schemas, "receipt", "charged_by")
-
-    @app.step(args=(transfer,), result=receipt)
-    def charge(ctx: Any, t: dict) -> dict:
-        out = {"account": t["account"], "amount": t["amount"] * 2, "channel": t["channel"]}
-        return {**out, "charged_by": f"bank-p{t['priority']}"} if v2 else {**out, "note": t["memo"]}
-
-    @app.workflow(input=transfer, result=receipt)
-    async def settle(ctx: Any, t: dict) -> dict:
-        asked = {**t, "amount": t["amount"] + 1} if changed_call else t
-        charged = await ctx.step(charge, asked)
-        await ctx.sleep(timedelta(hours=1))
-        ctx.emit("receipts", ctx.workflow_id, charged)
-        return charged
-
-    return app
+    return settle_app(schemas, changed_call=changed_call)
 
 
 def test_a_sleeping_instance_started_under_v1_completes_under_v2_with_its_journal_read_as_v2(
