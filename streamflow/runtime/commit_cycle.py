@@ -37,6 +37,11 @@ class CommitCycle:
         self.typical_commit_seconds = 0.0
         """Moving average of one commit's duration; the worker never commits more often."""
 
+    def attach(self, producer: Any, consumer: Any) -> None:
+        """Bind the clients; the cycle exists first because an at-least-once producer is
+        created with the cycle's delivery callback."""
+        self._producer, self._consumer = producer, consumer
+
     def begin(self) -> None:
         """Open a cycle before the first record of a batch is processed."""
         if self.open:

@@ -116,7 +116,7 @@ class Worker:
         self._cooperative = not multi_source
         strategy = "cooperative-sticky" if self._cooperative else "range"
         self.consumer = Consumer(consumer_config(cfg, strategy))
-        self.cycle._producer, self.cycle._consumer = self.producer, self.consumer
+        self.cycle.attach(self.producer, self.consumer)
         self.collector = KafkaCollector(self.producer)
         self.restorer = Restorer(cfg.bootstrap, cfg.name)
         self.consumer.subscribe(list(self._route), on_assign=self._on_assign,

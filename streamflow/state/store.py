@@ -92,9 +92,6 @@ class KeyValueStore:
         """The value of ``key``: this cycle's write if there is one, else the committed value."""
         return self.get_encoded(self._key_serialize(key), default)
 
-    def encode_key(self, key: Any) -> bytes:
-        return self._key_serialize(key)
-
     @property
     def key_serializer(self) -> Any:
         return self._key_serialize
@@ -252,8 +249,6 @@ class KeyValueStore:
         self._db.write(batch)
         self._cache.clear()
 
-    def approximate_entries(self) -> int:
-        return self._db.property_int_value("rocksdb.estimate-num-keys") or 0
 
 
 _MISSING: Any = object()

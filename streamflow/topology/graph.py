@@ -12,7 +12,7 @@ from typing import Any
 
 from streamflow.errors import TopologyError
 from streamflow.serde.base import Serde
-from streamflow.topology.nodes import JoinNode, Node, SinkNode, SourceNode, TableSourceNode
+from streamflow.topology.nodes import JoinNode, Node, SourceNode, TableSourceNode
 from streamflow.topology.specs import (
     CHANGELOG_CONFIG,
     StoreSpec,
@@ -129,5 +129,3 @@ class Topology:
                 return source
         raise TopologyError(f"no stream reads topic {topic!r}")
 
-    def sink_topics(self) -> list[TopicSpec]:
-        return [n.topic for n in self.nodes() if isinstance(n, SinkNode)]

@@ -86,7 +86,7 @@ class StepNode(Node):
         def push(key: Any, command: dict, _sf_node: Node = self) -> None:
             entity = str(command["args"][0]) if store is not None else None
             ctx = StepContext(command, store, entity)
-            kb = store.encode_key(entity) if store is not None else None
+            kb = store.key_serializer(entity) if store is not None else None
             before = store.buffer.entries.get(kb, _MISSING) if store is not None else None
             declared = sdef.args
             received = [unpack(declared[i], a, f"argument {i} of step {sdef.name!r}")
