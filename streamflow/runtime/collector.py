@@ -23,6 +23,10 @@ class KafkaCollector:
     """Sends through confluent-kafka's producer, waiting on a full local queue instead of failing."""
 
     def __init__(self, producer: object) -> None:
+        self.use(producer)
+
+    def use(self, producer: object) -> None:
+        """Send through ``producer`` from now on: the commit cycle's producer of this cycle."""
         self._producer = producer
         self._produce = producer.produce  # type: ignore[attr-defined]
 

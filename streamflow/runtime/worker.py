@@ -95,29 +95,33 @@ class Worker:
     def _start_clients(self, worker_id: str) -> None:
         cfg = self.config
         eos = cfg.exactly_once
-        pconf = producer_config(cfg, f"{cfg.name}-{worker_id}" if eos else None)
-        self.cycle = CommitCycle(None, None, eos)
-        if not eos:
-            pconf["on_delivery"] = self.cycle.on_delivery
-        self.producer = Producer(pconf)
+        self.cycle = CommitCycle(eos)
         if eos:
-            try:
-                # Fences a previous incarnation with the same transactional id and aborts its
-                # open transaction, so its half-done cycle can never commit.
-                self.producer.init_transactions(60)
-            except KafkaException as exc:
-                raise KafkaUnavailable(
-                    f"cannot initialize transactions on {cfg.bootstrap}: {exc.args[0].str()}; "
-                    "a single broker needs transaction.state.log.replication.factor=1 and "
-                    "min.isr=1 (streamflow dev kafka start sets them)") from exc
+            # Two transactional ids, used in turn by consecutive cycles (see commit_cycle).
+            ids = [f"{cfg.name}-{worker_id}", f"{cfg.name}-{worker_id}-2"]
+            self.producers = [Producer(producer_config(cfg, tid)) for tid in ids]
+            for producer in self.producers:
+                try:
+                    # Fences a previous incarnation with the same transactional id and aborts
+                    # its open transaction, so its half-done cycle can never commit.
+                    producer.init_transactions(60)
+                except KafkaException as exc:
+                    raise KafkaUnavailable(
+                        f"cannot initialize transactions on {cfg.bootstrap}: {exc.args[0].str()}; "
+                        "a single broker needs transaction.state.log.replication.factor=1 and "
+                        "min.isr=1 (streamflow dev kafka start sets them)") from exc
+        else:
+            pconf = producer_config(cfg, None)
+            pconf["on_delivery"] = self.cycle.on_delivery
+            self.producers = [Producer(pconf)]
         # Several source topics per sub-topology need partition p of each in the same task:
         # only the range assignor guarantees that; otherwise rebalance incrementally.
         multi_source = any(len(sub.sources) > 1 for sub in self.subs)
         self._cooperative = not multi_source
         strategy = "cooperative-sticky" if self._cooperative else "range"
         self.consumer = Consumer(consumer_config(cfg, strategy))
-        self.cycle.attach(self.producer, self.consumer)
-        self.collector = KafkaCollector(self.producer)
+        self.collector = KafkaCollector(self.producers[0])
+        self.cycle.attach(self.producers, self.consumer, self.collector)
         self.restorer = Restorer(cfg.bootstrap, cfg.name)
         self.consumer.subscribe(list(self._route), on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -136,8 +140,8 @@ class Worker:
         self._tasks.clear()
         if getattr(self, "restorer", None) is not None:
             self.restorer.close()
-        if getattr(self, "producer", None) is not None:
-            self.producer.flush(10)
+        for producer in getattr(self, "producers", []):
+            producer.flush(10)
         cycle = getattr(self, "cycle", None)
         if cycle is not None and cycle.commits:
             log.info("worker stopped after %d records, %d commits (mean %.1f ms), %d aborts",
