@@ -76,6 +76,7 @@ def run(bootstrap: str, workers: int, instances: int, rate: float | None,
                          "partitioner": "murmur2_random"})
     try:
         reader.subscribe([changelog])
+        _wait_for_group(work, workers)
         # Warm-up: until workers have their tasks running and a first wave of workflows has gone
         # through every partition, latencies measure start-up, not the engine. Not timed.
         _drive(producer, reader, events, "warm", warmup, rate, timeout=120)
@@ -125,6 +126,24 @@ def _drive(producer: Producer, reader: Consumer, events: str, prefix: str, insta
         if time.perf_counter() - t0 > timeout:
             raise TimeoutError(f"only {len(done)} of {instances} workflows completed in {timeout} s")
     return started, done, t0
+
+
+def _wait_for_group(work: Path, workers: int, quiet_s: float = 3.0) -> None:
+    """Until every worker has been assigned tasks and no worker's log has changed for
+    ``quiet_s``: a rebalance during the timed run would measure the rebalance."""
+    logs = [work / f"w{i}.log" for i in range(workers)]
+    deadline = time.monotonic() + 120
+    last: list[str] = []
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        texts = [log.read_text(errors="replace") for log in logs]
+        if texts != last:
+            last, quiet_since = texts, time.monotonic()
+        elif (all("assigned tasks" in t for t in texts)
+              and time.monotonic() - quiet_since >= quiet_s):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"workers did not settle in their group within 120 s (logs in {work})")
 
 
 def _workers_rss(procs: list[subprocess.Popen]) -> float:
