@@ -72,7 +72,11 @@ def producer_config(config: AppConfig, transactional_id: str | None) -> dict[str
         "bootstrap.servers": config.bootstrap,
         # Java's partitioner, so keys land where Kafka Streams and Java producers put them.
         "partitioner": "murmur2_random",
-        "linger.ms": 5,
+        # Records produced while a cycle processes should leave before the commit flushes: at
+        # 5 ms they waited for the flush, which then sent a few partitions per millisecond.
+        # Measured at 1000 workflows/s, 2 partitions: commit 5.2–5.9 ms instead of 5.9–7.9,
+        # p50 68–77 ms instead of 79–106; all-at-once throughput ~5 % lower.
+        "linger.ms": 1,
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
