@@ -83,6 +83,8 @@ def run(bootstrap: str, workers: int, instances: int, rate: float | None,
         started, done, t0 = _drive(producer, reader, events, "i", instances, rate, timeout=300)
         elapsed = max(done.values()) - t0
         latencies = [1000 * (done[k] - started[k]) for k in done]
+        if os.environ.get("SF_BENCH_VERBOSE"):
+            _print_deciles(started, done)
         return {"records_per_s": instances / elapsed, "p50_ms": _percentile(latencies, 0.5),
                 "p99_ms": _percentile(latencies, 0.99), "elapsed_s": elapsed,
                 "peak_rss_mb": _workers_rss(procs)}
@@ -126,6 +128,16 @@ def _drive(producer: Producer, reader: Consumer, events: str, prefix: str, insta
         if time.perf_counter() - t0 > timeout:
             raise TimeoutError(f"only {len(done)} of {instances} workflows completed in {timeout} s")
     return started, done, t0
+
+
+def _print_deciles(started: dict[str, float], done: dict[str, float]) -> None:
+    """Latency by start order: tells a steady state from a stall in part of the run."""
+    order = sorted(done, key=started.__getitem__)
+    n = len(order)
+    for d in range(10):
+        part = [1000 * (done[k] - started[k]) for k in order[d * n // 10:(d + 1) * n // 10]]
+        print(f"decile {d}: p50 {_percentile(part, 0.5):.0f} ms, p99 {_percentile(part, 0.99):.0f} ms",
+              file=sys.stderr)
 
 
 def _wait_for_group(work: Path, workers: int, quiet_s: float = 3.0) -> None:
