@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
@@ -59,17 +58,13 @@ def warm_up(bootstrap: str) -> None:
         workflow_bench.run(bootstrap, 1, 10_000, None)
     started = time.monotonic()
     previous = None
-    os.environ["SF_BENCH_PARTITIONS"] = "2"
-    try:
-        for _ in range(15):
-            p50 = workflow_bench.run(bootstrap, 1, 10_000, 1000)["p50_ms"]
-            print(f"  warm-up run at 1000/s: p50 {p50:.1f} ms", flush=True)
-            settled = previous is not None and p50 > 0.95 * previous
-            if settled and time.monotonic() - started >= 180:
-                return
-            previous = p50 if previous is None else min(previous, p50)
-    finally:
-        os.environ.pop("SF_BENCH_PARTITIONS", None)
+    for _ in range(15):
+        p50 = workflow_bench.run(bootstrap, 1, 10_000, 1000, partitions=2)["p50_ms"]
+        print(f"  warm-up run at 1000/s: p50 {p50:.1f} ms", flush=True)
+        settled = previous is not None and p50 > 0.95 * previous
+        if settled and time.monotonic() - started >= 180:
+            return
+        previous = p50 if previous is None else min(previous, p50)
 
 
 def workflow_rows(bootstrap: str, instances: int) -> list[dict]:
@@ -93,11 +88,7 @@ def workflow_rows(bootstrap: str, instances: int) -> list[dict]:
 
 def _workflow_row(bootstrap: str, workers: int, partitions: int, instances: int,
                   rate: int | None) -> dict:
-    os.environ["SF_BENCH_PARTITIONS"] = str(partitions)
-    try:
-        r = workflow_bench.run(bootstrap, workers, instances, rate)
-    finally:
-        os.environ.pop("SF_BENCH_PARTITIONS", None)
+    r = workflow_bench.run(bootstrap, workers, instances, rate, partitions=partitions)
     if rate is None:
         workload = (f"3-step workflows, all started at once, {workers} worker(s), "
                     f"{partitions} partitions, exactly_once")

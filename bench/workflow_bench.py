@@ -28,7 +28,7 @@ APP_SOURCE = '''
 import os
 from streamflow import App
 
-app = App(os.environ["SF_BENCH_APP"], partitions=int(os.environ.get("SF_BENCH_PARTITIONS", "6")))
+app = App(os.environ["SF_BENCH_APP"], partitions=int(os.environ["SF_BENCH_PARTITIONS"]))
 
 @app.step
 def reserve(ctx, n: int) -> int:
@@ -56,12 +56,12 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(bootstrap: str, workers: int, instances: int, rate: float | None,
-        warmup: int = 1000) -> dict:
+        warmup: int = 1000, partitions: int = 6) -> dict:
     app_name = f"wfbench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="sf-wfbench-"))
     app_file = work / "three_steps.py"
     app_file.write_text(APP_SOURCE)
-    env = {**os.environ, "SF_BENCH_APP": app_name,
+    env = {**os.environ, "SF_BENCH_APP": app_name, "SF_BENCH_PARTITIONS": str(partitions),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     procs = [subprocess.Popen([sys.executable, "-m", "streamflow", "run", str(app_file),
                                "--bootstrap", bootstrap, "--state-dir", str(work / f"w{i}")],
@@ -177,8 +177,12 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=None, help="starts per second (default: all at once)")
     parser.add_argument("--warmup", type=int, default=1000, help="untimed workflows run first")
+    parser.add_argument("--partitions", type=int,
+                        default=int(os.environ.get("SF_BENCH_PARTITIONS", "6")),
+                        help="partitions of the workflow's topics (default: $SF_BENCH_PARTITIONS or 6)")
     args = parser.parse_args()
-    print(json.dumps(run(args.bootstrap, args.workers, args.instances, args.rate, args.warmup)))
+    print(json.dumps(run(args.bootstrap, args.workers, args.instances, args.rate, args.warmup,
+                         args.partitions)))
 
 
 if __name__ == "__main__":
