@@ -12,6 +12,7 @@ from typing import Any
 
 from streamflow.errors import ConfigError
 from streamflow.runtime.config import AppConfig, Guarantee
+from streamflow.runtime.step_executor import DEFAULT_ASYNC_STEP_CONCURRENCY, DEFAULT_STEP_THREADS
 from streamflow.serde.base import Serde, resolve_serde
 from streamflow.topology.describe import describe
 from streamflow.topology.graph import Topology
@@ -29,13 +30,18 @@ class App:
                  state_dir: str | os.PathLike[str] | None = None,
                  guarantee: Guarantee = "exactly_once",
                  commit_interval: float | timedelta = 0.1, commit_every: int = 20_000,
-                 partitions: int = 6) -> None:
+                 partitions: int = 6, step_threads: int = DEFAULT_STEP_THREADS,
+                 async_step_concurrency: int = DEFAULT_ASYNC_STEP_CONCURRENCY) -> None:
         if not name or any(c in name for c in " /\\"):
             raise ConfigError(f"app name {name!r} must be non-empty without spaces or slashes: "
                               "it becomes the consumer group id and a topic prefix")
         if guarantee not in ("exactly_once", "at_least_once"):
             raise ConfigError(f"app {name!r}: guarantee must be 'exactly_once' or "
                               f"'at_least_once', not {guarantee!r}")
+        for what, value in (("step_threads", step_threads),
+                            ("async_step_concurrency", async_step_concurrency)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"app {name!r}: {what} must be a positive int, not {value!r}")
         interval = (commit_interval.total_seconds() if isinstance(commit_interval, timedelta)
                     else float(commit_interval))
         self.name = name
@@ -43,7 +49,8 @@ class App:
             name=name,
             bootstrap=bootstrap or os.environ.get("STREAMFLOW_BOOTSTRAP", "127.0.0.1:9092"),
             state_dir=Path(state_dir or os.environ.get("STREAMFLOW_STATE_DIR", ".state")),
-            guarantee=guarantee, commit_interval=interval, commit_every=commit_every)
+            guarantee=guarantee, commit_interval=interval, commit_every=commit_every,
+            step_threads=step_threads, async_step_concurrency=async_step_concurrency)
         self.topology = Topology(name)
         self.workflows = WorkflowRegistry(self.topology, partitions)
         self.topology.workflows = self.workflows  # streams start workflows by function
@@ -54,7 +61,7 @@ class App:
     def step(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
              retry: Retry | None = None, timeout: timedelta | None = None,
              entity: str | None = None, args: Sequence[str | Serde | None] = (),
-             result: str | Serde | None = None) -> Any:
+             result: str | Serde | None = None, max_concurrency: int | None = None) -> Any:
         """Declare a step: ``fn(ctx, *args)``, run at least once per attempt, retried on failure.
 
         ``entity="accounts"`` makes it an entity step: commands are keyed by the first argument,
@@ -63,9 +70,18 @@ class App:
 
         ``args=(None, avro("acme.Order"))`` and ``result=avro(...)`` send and journal those
         payloads as Avro (by argument position), readable after their schemas evolve.
+
+        ``def`` steps run on the worker's step threads, ``async def`` steps on its asyncio
+        loop, never inside a commit cycle; ``max_concurrency`` caps this step's attempts at
+        once per worker, and ``timeout`` cancels (async) or rejects (sync) a slow attempt.
         """
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            self.workflows.add_step(f, name, retry or Retry(), timeout, entity, args, result)
+            if timeout is not None and (not isinstance(timeout, timedelta)
+                                        or timeout.total_seconds() <= 0):
+                raise ConfigError(f"step {name or f.__name__!r}: timeout must be a positive "
+                                  f"timedelta, not {timeout!r}")
+            self.workflows.add_step(f, name, retry or Retry(), timeout, entity, args, result,
+                                    max_concurrency)
             return f
         return register(fn) if fn is not None else register
 

@@ -21,6 +21,7 @@ from typing import Any
 from streamflow.app import App
 from streamflow.errors import ConfigError
 from streamflow.runtime.collector import DeliveryCallback, Headers
+from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
 from streamflow.serde.binding import bind_schemas
 from streamflow.serde.partitioner import partition_for
@@ -28,6 +29,7 @@ from streamflow.serde.registry import InMemorySchemaRegistry, SchemaRegistry
 from streamflow.state.store import KeyValueStore
 from streamflow.workflow.client import InstanceView, WorkflowCommands
 from streamflow.workflow.journal import Journal
+from streamflow.workflow.messages import Event
 
 
 @dataclass
@@ -104,13 +106,16 @@ class TestDriver:
         self.schema_registry = bind_schemas(topology, app.config,
                                             schema_registry or InMemorySchemaRegistry())
         self._subs = topology.sub_topologies()
+        # Real step threads and a real asyncio loop, as in a worker; ``pipe`` and
+        # ``advance_time`` return once every attempt they caused has finished.
+        self.step_executor = StepExecutor(app.config.step_threads, app.config.async_step_concurrency)
         self._tasks: dict[tuple[str, int], Task] = {}
         self._all_tasks: list[Task] = []
         for sub in self._subs:
             nodes = {t.name: topology.source_node(t.name) for t in sub.sources}
             for p in range(partitions):
                 task = Task(sub, nodes, p, self.state_dir / app.name, self, app.dead_letter_topic,
-                            clock=lambda: self.now_ms)
+                            clock=lambda: self.now_ms, step_executor=self.step_executor)
                 self._all_tasks.append(task)
                 for topic in nodes:
                     self._tasks[(topic, p)] = task
@@ -172,9 +177,22 @@ class TestDriver:
         delivered(self._logs[topic].offsets[partition] - 1)
 
     def _drain(self) -> None:
-        while self._pending:
-            msg = self._pending.popleft()
-            self._tasks[(msg.topic(), msg.partition())].process(msg)
+        executor = self.step_executor
+        while True:
+            while self._pending:
+                msg = self._pending.popleft()
+                self._tasks[(msg.topic(), msg.partition())].process(msg)
+            if not executor.in_flight:
+                break
+            executor.wait(0.05)
+            executor.check_timeouts()
+            for completion in executor.completions():
+                completion()
+        for task in self._all_tasks:
+            for source in task.sub.sources:  # step tasks: the offset logic of a worker's commit
+                log = self._logs.get(source.name)
+                if log is not None and task.partition < len(log.offsets):
+                    task.committable_offset(log.offsets[task.partition])
         for task in self._all_tasks:
             task.prepare_commit()
         for task in self._all_tasks:
@@ -215,6 +233,7 @@ class TestDriver:
     def close(self) -> None:
         for task in self._all_tasks:
             task.close()
+        self.step_executor.close()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -234,8 +253,8 @@ class DriverWorkflowClient(WorkflowCommands):
         super().__init__(driver.app)
         self._driver = driver
 
-    def _send(self, workflow: Any, instance_id: str, event: dict[str, Any]) -> None:
-        self._driver.pipe(self._registry.events_topic(workflow), instance_id, event)
+    def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
+        self._driver.pipe(self._registry.events_topic(workflow), instance_id, event.to_json())
 
     def get(self, workflow: Any, id: str) -> InstanceView | None:  # noqa: A002
         node = self._registry.node_of(workflow)

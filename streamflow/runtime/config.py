@@ -27,6 +27,13 @@ class AppConfig:
     """Records after which a cycle commits even if the interval has not passed."""
     batch_size: int = 5_000
     """Records taken from the consumer per poll."""
+    step_threads: int = 100
+    """Threads running ``def`` step attempts on one worker."""
+    async_step_concurrency: int = 1000
+    """``async def`` step attempts running at once on one worker's asyncio loop."""
+    shutdown_grace: float = 10.0
+    """Seconds a stopping worker waits for running step attempts before leaving the group
+    (unfinished ones run again on the next owner)."""
     session_timeout_ms: int = 10_000
     transaction_timeout_ms: int = 10_000
     consumer: tuple[tuple[str, str], ...] = ()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import traceback
-from typing import Any
 
 HEADER_ERROR = "streamflow.error"
 HEADER_ERROR_TYPE = "streamflow.error.type"
@@ -27,19 +26,20 @@ def failing_processor(exc: BaseException) -> str:
     return name
 
 
-def dead_letter_headers(msg: Any, exc: BaseException, stage: str, processor: str) -> list[tuple[str, bytes]]:
+def dead_letter_headers(topic: str, partition: int, offset: int,
+                        original: list[tuple[str, bytes]] | None, exc: BaseException, stage: str,
+                        processor: str) -> list[tuple[str, bytes]]:
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-8))
     headers = [
         (HEADER_ERROR, f"{type(exc).__name__}: {exc}"[:4000].encode()),
         (HEADER_ERROR_TYPE, type(exc).__qualname__.encode()),
         (HEADER_STAGE, stage.encode()),
         (HEADER_PROCESSOR, processor.encode()),
-        (HEADER_TOPIC, msg.topic().encode()),
-        (HEADER_PARTITION, str(msg.partition()).encode()),
-        (HEADER_OFFSET, str(msg.offset()).encode()),
+        (HEADER_TOPIC, topic.encode()),
+        (HEADER_PARTITION, str(partition).encode()),
+        (HEADER_OFFSET, str(offset).encode()),
         (HEADER_TRACE, trace[-8000:].encode()),
     ]
-    original = msg.headers()
     if original:
         headers.extend(original)
     return headers

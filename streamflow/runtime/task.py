@@ -15,9 +15,14 @@ from typing import Any
 
 from streamflow.runtime.collector import Headers, RecordCollector
 from streamflow.runtime.dead_letter import dead_letter_headers, failing_processor
+from streamflow.runtime.step_executor import StepExecutor
 from streamflow.state.store import KeyValueStore
 
 log = logging.getLogger(__name__)
+
+
+def _no_flow_control() -> None:
+    """The test driver has no consumer to pause: what is admitted waits in memory."""
 
 
 def _wall_clock_ms() -> int:
@@ -37,7 +42,7 @@ class Task:
 
     def __init__(self, sub: Any, source_nodes: dict[str, Any], partition: int, state_dir: Path,
                  collector: RecordCollector, dead_letter_topic: str,
-                 clock: Any = None) -> None:
+                 clock: Any = None, step_executor: StepExecutor | None = None) -> None:
         self.id = f"{sub.id}_{partition}"
         self.sub = sub
         self.partition = partition
@@ -66,6 +71,14 @@ class Task:
         # Called when a cycle aborts: processors holding in-memory state derived from the
         # (now dropped) write buffer must forget it.
         self._abort_hooks: list[Any] = []
+        self._close_hooks: list[Any] = []
+        # Where step attempts run (the worker's), and the processor that decides the offset to
+        # commit when records finish out of order (a step task): position → next offset.
+        self.step_executor = step_executor or StepExecutor()
+        self._offset_hold: Any = None
+        self.pause_input: Any = _no_flow_control
+        """Stop fetching this task's input (set by the worker; a step task with no free slot)."""
+        self.resume_input: Any = _no_flow_control
         try:
             for topic, node in source_nodes.items():
                 push = self._build(node)
@@ -101,6 +114,20 @@ class Task:
 
     def on_abort(self, hook: Any) -> None:
         self._abort_hooks.append(hook)
+
+    def on_close(self, hook: Any) -> None:
+        """``hook()`` runs when the task closes (revoked, lost, or the worker stops)."""
+        self._close_hooks.append(hook)
+
+    def hold_offsets(self, committable: Any) -> None:
+        """Records of this task finish out of order: ``committable(position)`` says which
+        offset may be committed when the consumer's position is ``position``."""
+        self._offset_hold = committable
+
+    def committable_offset(self, position: int) -> int:
+        """The next offset to commit for this task's input, given the consumer's position."""
+        hold = self._offset_hold
+        return position if hold is None else hold(position)
 
     def due(self, now_ms: int) -> bool:
         return any(due(now_ms) for due, _ in self.punctuators)
@@ -139,7 +166,18 @@ class Task:
                         self.dead_lettered, self.id, msg.topic(), msg.partition(), msg.offset(),
                         processor, stage, type(exc).__name__, exc)
         self._send(self._dead_letter_topic, msg.key(), msg.value(), None, None,
-                   dead_letter_headers(msg, exc, stage, processor))
+                   dead_letter_headers(msg.topic(), msg.partition(), msg.offset(), msg.headers(),
+                                       exc, stage, processor))
+
+    def dead_letter_record(self, topic: str, key: bytes | None, value: bytes | None,
+                           exc: BaseException, stage: str, processor: str) -> None:
+        """Dead-letter a record this task made itself (a due timer), as if read from ``topic``
+        at this task's partition (offset -1: it was never on the topic)."""
+        self.dead_lettered += 1
+        log.warning("dead-lettered #%d of task %s: %s from %s at %s: %s: %s", self.dead_lettered,
+                    self.id, stage, topic, processor, type(exc).__name__, exc)
+        self._send(self._dead_letter_topic, key, value, None, None,
+                   dead_letter_headers(topic, self.partition, -1, None, exc, stage, processor))
 
     # -- the commit protocol ---------------------------------------------------------------------
 
@@ -175,6 +213,9 @@ class Task:
             hook()
 
     def close(self) -> None:
+        for hook in self._close_hooks:
+            hook()
+        self._close_hooks.clear()
         for store in self.stores.values():
             store.close()
         self.stores.clear()

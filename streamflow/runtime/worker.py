@@ -24,6 +24,7 @@ from streamflow.runtime.commit_cycle import CommitCycle
 from streamflow.runtime.config import AppConfig, consumer_config, producer_config
 from streamflow.runtime.identity import WorkerIdentity
 from streamflow.runtime.restore import Restorer
+from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
 from streamflow.runtime.topics import ensure_topics, existing_topics, plan_topics
 from streamflow.serde.binding import bind_schemas
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 PUNCTUATION_INTERVAL = 0.05
 """Seconds between wall-clock punctuations: the resolution of durable timers."""
+STEP_POLL_INTERVAL = 0.002
+"""Longest idle poll while step attempts run: a finished attempt's completion cannot wake a
+blocked consumer poll, so the loop looks for completions at least this often."""
 
 
 class Worker:
@@ -49,6 +53,7 @@ class Worker:
         self._initializing: list[Task] = []
         self.processed = 0
         self._next_punctuation = 0.0
+        self.executor = StepExecutor(config.step_threads, config.async_step_concurrency)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -130,6 +135,7 @@ class Worker:
         consumer = getattr(self, "consumer", None)
         try:
             if consumer is not None:
+                self._drain_steps(self.config.shutdown_grace)
                 if self.cycle.open:
                     self.cycle.commit(self._running_tasks())
                 consumer.close()  # leaves the group: revoke callback closes the tasks
@@ -140,6 +146,7 @@ class Worker:
         self._tasks.clear()
         if getattr(self, "restorer", None) is not None:
             self.restorer.close()
+        self.executor.close()
         for producer in getattr(self, "producers", []):
             producer.flush(10)
         cycle = getattr(self, "cycle", None)
@@ -154,7 +161,7 @@ class Worker:
 
     def _loop(self) -> None:
         cfg = self.config
-        consumer, cycle = self.consumer, self.cycle
+        consumer, cycle, executor = self.consumer, self.cycle, self.executor
         batch = cfg.batch_size
         while self._running:
             if self._initializing:
@@ -164,11 +171,17 @@ class Worker:
                     self._start_processing(task)
             if time.monotonic() >= self._next_punctuation:
                 self._punctuate()
+            if executor.in_flight:
+                executor.check_timeouts()
+                if executor.has_completions():
+                    self._complete_steps()
             messages = consumer.consume(batch, 0)
             if not messages:
                 if cycle.open:
                     self._commit()  # input drained: commit now, latency over batching
                 wait = 0.0 if self.restorer.busy or self._initializing else self._idle_wait()
+                if executor.in_flight:
+                    wait = min(wait, STEP_POLL_INTERVAL)
                 first = consumer.poll(wait)  # wakes on the first record, unlike consume()
                 if first is None:
                     continue
@@ -204,6 +217,31 @@ class Worker:
             except Exception as exc:  # a failing timer must not stop the worker or its peers
                 log.exception("punctuation of task %s failed: %s", task.id, exc)
         self._commit()
+
+    def _complete_steps(self) -> None:
+        """Apply finished step attempts (replies, entity writes, done marks) in the open cycle."""
+        ready = self.executor.completions()
+        if not ready:
+            return
+        self.cycle.begin()
+        for completion in ready:
+            completion()
+
+    def _drain_steps(self, grace: float) -> None:
+        """Stopping: give running attempts ``grace`` seconds to finish and commit them; the
+        rest run again on the partitions' next owner (same idempotency key and attempt)."""
+        executor = self.executor
+        if not executor.in_flight:
+            return
+        log.info("waiting up to %.0f s for %d running step attempt(s)", grace, executor.in_flight)
+        deadline = time.monotonic() + grace
+        while executor.in_flight > executor.overrunning and time.monotonic() < deadline:
+            executor.wait(0.05)
+            executor.check_timeouts()
+            self._complete_steps()
+        if executor.in_flight:
+            log.warning("leaving with %d step attempt(s) still running; they run again on the "
+                        "next owner of their partitions", executor.in_flight)
 
     def _process(self, messages: list[Any]) -> None:
         cycle = self.cycle
@@ -241,8 +279,14 @@ class Worker:
         if tps:
             for tp in self.consumer.position(tps):
                 task = self._route[tp.topic][tp.partition]
-                if task is not None and tp.offset >= 0 and tp.offset != task.positions.get(tp.topic):
-                    task.pending_offsets[tp.topic] = tp.offset - 1
+                if task is None or tp.offset < 0:
+                    continue
+                # A step task commits only up to its lowest unfinished command. Its offset is
+                # sent even when unchanged while commands above it are in flight, so an abort
+                # rewinds the consumer to it.
+                nxt = task.committable_offset(tp.offset)
+                if nxt != task.positions.get(tp.topic) or nxt != tp.offset:
+                    task.pending_offsets[tp.topic] = nxt - 1
         return [t for t in self._tasks.values() if t.pending_offsets or t.stores]
 
     def _route_of(self, task: Task) -> bool:
@@ -301,12 +345,19 @@ class Worker:
                 continue
             nodes = {t.name: self.topology.source_node(t.name) for t in sub.sources}
             task = Task(sub, nodes, tp.partition, self.config.state_dir / self.config.name,
-                        self.collector, self.dead_letter_topic)
+                        self.collector, self.dead_letter_topic, step_executor=self.executor)
+            parts = self._task_partitions(task)
+            task.pause_input = lambda parts=parts: self.consumer.pause(parts)
+            task.resume_input = lambda parts=parts: self._resume_if_running(parts)
             self._tasks[task_id] = task
             self._initializing.append(task)
             created.append(task_id)
         if created:
             log.info("assigned tasks %s", ", ".join(sorted(created)))
+
+    def _resume_if_running(self, parts: list[TopicPartition]) -> None:
+        if all(self._route[tp.topic][tp.partition] is not None for tp in parts):
+            self.consumer.resume(parts)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Commit before giving tasks up, so their next owner starts exactly where we stopped.

@@ -97,6 +97,10 @@ class KeyValueStore:
         return self._key_serialize
 
     @property
+    def value_serializer(self) -> Any:
+        return self._value_serialize
+
+    @property
     def cached(self) -> dict[bytes, Any]:
         """The committed-value cache (same dict for the store's life: ``clear``ed, never replaced)."""
         return self._cache

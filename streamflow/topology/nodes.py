@@ -34,6 +34,20 @@ class ProcessorRuntime(Protocol):
 
     def now_ms(self) -> int: ...
 
+    def dead_letter_record(self, topic: str, key: bytes | None, value: bytes | None,
+                           exc: BaseException, stage: str, processor: str) -> None: ...
+
+    # Step tasks: attempts run on the worker's executor and finish out of order.
+    step_executor: Any
+
+    def hold_offsets(self, committable: Callable[[int], int]) -> None: ...
+
+    def on_close(self, hook: Callable[[], None]) -> None: ...
+
+    def pause_input(self) -> None: ...
+
+    def resume_input(self) -> None: ...
+
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              partition: int | None, timestamp: int | None,
              headers: list[tuple[str, bytes]] | None) -> None: ...
@@ -391,14 +405,15 @@ class StartWorkflowNode(Node):
         return self.events.name
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
-        import orjson
+        # The one upward reach of the topology layer: the message format is the workflow's.
+        from streamflow.workflow.messages import Start, dumps
 
         topic, id_fn, input_fn = self.events.name, self.id_fn, self.input_fn
 
         def push(key: Any, value: Any, _sf_node: Node = self) -> None:
             instance_id = str(id_fn(value))
             payload = value if input_fn is None else input_fn(value)
-            event = {"type": "start", "id": instance_id, "input": payload, "version": None}
-            rt.send(topic, instance_id.encode(), orjson.dumps(event), None, None, None)
+            rt.send(topic, instance_id.encode(), dumps(Start(instance_id, payload).to_json()),
+                    None, None, None)
 
         return push

@@ -61,6 +61,8 @@ class StepDef:
     args: tuple[AvroSerde | None, ...] = ()
     """Avro types of the arguments by position (None, or past the end: JSON)."""
     result: AvroSerde | None = None
+    max_concurrency: int | None = None
+    """Attempts of this step running at once on one worker (None: the worker's capacity)."""
 
     @property
     def is_entity(self) -> bool:

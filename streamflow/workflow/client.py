@@ -22,7 +22,8 @@ from streamflow.serde.avro import AvroSerde
 from streamflow.serde.binding import bind_schemas
 from streamflow.serde.partitioner import partition_for
 from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
-from streamflow.workflow.payloads import dumps, pack, unpack
+from streamflow.workflow.messages import Cancel, Event, Signal, Start, dumps
+from streamflow.workflow.payloads import pack, unpack
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class WorkflowCommands:
         self._app = app
         self._registry = app.workflows
 
-    def _send(self, workflow: Any, instance_id: str, event: dict) -> None:
+    def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
         raise NotImplementedError
 
     def _bind(self, serde: AvroSerde | None) -> None:
@@ -74,19 +75,20 @@ class WorkflowCommands:
               version: int | None = None) -> str:
         """Start an instance; a second start with the same id leaves the first one running."""
         wdef = self._version(workflow, version)
-        self._send(workflow, id, {"type": "start", "id": id, "input": self._pack(wdef.input, input),
-                                  "version": version})
+        if not isinstance(id, str) or not id:
+            raise TypeError(f"start({workflow!r}, id=...): the instance id must be a non-empty "
+                            f"str, not {id!r}")
+        self._send(workflow, id, Start(id, self._pack(wdef.input, input), version))
         return id
 
     def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:  # noqa: A002
         # The instance may be pinned to another version: the newest one's declaration is a
         # compatible version of its schema, so the orchestrator reads it either way.
         serde = self._version(workflow, None).signal_serde(name)
-        self._send(workflow, id, {"type": "signal", "id": id, "name": name,
-                                  "payload": self._pack(serde, payload)})
+        self._send(workflow, id, Signal(id, name, self._pack(serde, payload)))
 
     def cancel(self, workflow: Any, id: str) -> None:  # noqa: A002
-        self._send(workflow, id, {"type": "cancel", "id": id})
+        self._send(workflow, id, Cancel(id))
 
     def _version(self, workflow: Any, version: int | None) -> Any:
         versions = self._registry.node_of(workflow).versions
@@ -109,10 +111,10 @@ class WorkflowClient(WorkflowCommands):
         self._producer = Producer({"bootstrap.servers": self._bootstrap, "linger.ms": 1,
                                    "enable.idempotence": True, "partitioner": "murmur2_random"})
 
-    def _send(self, workflow: Any, instance_id: str, event: dict) -> None:
+    def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
         topic = self._registry.events_topic(workflow)
         try:
-            self._producer.produce(topic, dumps(event), instance_id.encode())
+            self._producer.produce(topic, dumps(event.to_json()), instance_id.encode())
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError._UNKNOWN_TOPIC:
                 raise ConfigError(
@@ -120,7 +122,7 @@ class WorkflowClient(WorkflowCommands):
                     f"{self._app.name!r} once (`streamflow run`), it creates its topics") from exc
             raise
         if self._producer.flush(30):
-            raise KafkaUnavailable(f"could not deliver {event['type']!r} for {instance_id!r} to "
+            raise KafkaUnavailable(f"could not deliver {type(event).__name__} for {instance_id!r} to "
                                    f"{topic!r} within 30 s; is {self._bootstrap} reachable?")
 
     def _bind(self, serde: AvroSerde | None) -> None:

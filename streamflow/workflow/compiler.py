@@ -64,8 +64,13 @@ class WorkflowRegistry:
     def add_step(self, fn: Callable[..., Any], name: str | None, retry: Retry,
                  timeout: timedelta | None, entity: str | None,
                  args: Sequence[str | Serde | None] = (),
-                 result: str | Serde | None = None) -> StepDef:
+                 result: str | Serde | None = None,
+                 max_concurrency: int | None = None) -> StepDef:
         name = name or fn.__name__
+        if max_concurrency is not None and (not isinstance(max_concurrency, int)
+                                            or max_concurrency < 1):
+            raise TopologyError(f"step {name!r}: max_concurrency must be a positive int, "
+                                f"not {max_concurrency!r}")
         if name in self.step_topics:
             raise TopologyError(f"step {name!r} is registered twice")
         if entity is not None and entity not in self.topology.stores:
@@ -77,13 +82,16 @@ class WorkflowRegistry:
             raise TopologyError(f"entity step {name!r}: the first argument is the entity key "
                                 "and stays JSON; declare Avro types for the others only")
         sdef = StepDef(name, fn, retry, timeout, entity, arg_serdes,
-                       self._payload(result, f"{topic_name}-result", f"step {name!r} result"))
+                       self._payload(result, f"{topic_name}-result", f"step {name!r} result"),
+                       max_concurrency)
         self.steps[fn] = self.steps[name] = sdef
         topic = self._topic(topic_name)
         self.step_topics[name] = topic.name
         source = SourceNode(f"source-{topic.name}", topic=topic)
         self.topology.add_source(topic, source)
-        source.children.append(StepNode(f"step-{name}", step=sdef,
+        # Offsets of commands finished above the committed offset (see workflow/steps.py).
+        done = self.topology.add_store(f"step-{name}-done", BYTES, JSON)
+        source.children.append(StepNode(f"step-{name}", step=sdef, done_store=done,
                                         entity_store=self.topology.stores.get(entity or "")))
         return sdef
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from streamflow.errors import NonDeterminism
-from streamflow.workflow.api import SignalTimeout, StepDef, StepFailed, WorkflowDef
+from streamflow.serde.avro import AvroSerde
+from streamflow.topology.specs import TopicSpec
+from streamflow.workflow.api import SignalTimeout, StepDef, WorkflowDef
+from streamflow.workflow.failures import step_exception
 from streamflow.workflow.journal import Journal
+from streamflow.workflow.messages import StepError
 from streamflow.workflow.payloads import (
     args_digest,
     digest,
@@ -29,8 +33,23 @@ from streamflow.workflow.payloads import (
     unpack,
 )
 
-if TYPE_CHECKING:
-    from streamflow.workflow.orchestrator import Effects
+
+
+class Effects(Protocol):
+    """What a context asks of the transition it runs in (``workflow.transition``): the calls
+    record what they want, and the transition returns it as data."""
+
+    now_ms: int
+
+    def start_step(self, journal: Journal, seq: int, sdef: StepDef, args: list[Any]) -> None: ...
+
+    def start_timer(self, journal: Journal, seq: int, kind: str, due_ms: int, what: str) -> None: ...
+
+    def wait_signal(self, journal: Journal, seq: int, name: str, timeout_ms: int | None) -> None: ...
+
+    def avro_serdes(self, topic: str) -> tuple[AvroSerde | None, AvroSerde | None]: ...
+
+    def emit(self, topic: str, key: Any, value: Any) -> None: ...
 
 SUSPEND = object()
 """Yielded through the coroutine to the orchestrator: "nothing more to do until an event"."""
@@ -100,10 +119,8 @@ class WorkflowContext:
         The command is sent when ``step()`` is called, so several steps started before the
         first ``await`` run in parallel.
         """
-        sdef = self._steps.get(step) or self._steps.get(getattr(step, "__name__", None))
-        if sdef is None:
-            raise TypeError(f"{step!r} is not a registered step; decorate it with @app.step")
-        plain = pack_args(sdef.args, args)
+        sdef = self._step_def("ctx.step", step)
+        plain = _packed_args(f"ctx.step({sdef.name}, ...)", sdef, args)
         seq, entry = self._next("step", sdef.name, args_digest(sdef.name, sdef.args, plain),
                                 _rehash_args(sdef) if sdef.args else None)
         if entry is None:
@@ -112,8 +129,8 @@ class WorkflowContext:
 
         def convert(entry: dict) -> Any:
             if entry["status"] == "failed":
-                err = entry["error"]
-                raise StepFailed(sdef.name, err["type"], err["message"], entry["attempt"])
+                raise step_exception(sdef.name, StepError.from_json(entry["error"]),
+                                     entry["attempt"])
             return rebuild(result_type, unpack(sdef.result, entry.get("result"),
                                                f"the result of step {sdef.name!r}"))
 
@@ -124,16 +141,25 @@ class WorkflowContext:
 
         Compensations run in reverse order of registration (a saga's undo log).
         """
-        sdef = self._steps.get(step) or self._steps.get(getattr(step, "__name__", None))
-        if sdef is None:
-            raise TypeError(f"{step!r} is not a registered step; decorate it with @app.step")
-        plain = pack_args(sdef.args, args)
+        sdef = self._step_def("ctx.compensate", step)
+        plain = _packed_args(f"ctx.compensate({sdef.name}, ...)", sdef, args)
         call_digest = args_digest(sdef.name, sdef.args, plain)
         seq, entry = self._next("compensate", sdef.name, call_digest,
                                 _rehash_args(sdef) if sdef.args else None)
         if entry is None:
             self.journal.put_entry({"seq": seq, "kind": "compensate", "name": sdef.name,
                                     "digest": call_digest, "status": "done", "args": plain})
+
+    def _step_def(self, call: str, step: Any) -> StepDef:
+        sdef = None
+        try:
+            sdef = self._steps.get(step) or self._steps.get(getattr(step, "__name__", None))
+        except TypeError:  # unhashable
+            pass
+        if sdef is None:
+            raise TypeError(f"{call}(step, ...): {step!r} is not a registered step; pass a "
+                            "function decorated with @app.step")
+        return sdef
 
     # -- time, randomness, ids -------------------------------------------------------------------
 
@@ -159,13 +185,16 @@ class WorkflowContext:
 
     def sleep(self, duration: timedelta | float) -> _Call:
         """A durable timer: survives restarts, rebalances and months of waiting."""
-        ms = int((duration.total_seconds() if isinstance(duration, timedelta) else duration) * 1000)
+        ms = _milliseconds("ctx.sleep", "duration", duration)
         seq, entry = self._next("sleep", "sleep", str(ms))
         if entry is None:
             self.effects.start_timer(self.journal, seq, "sleep", self.effects.now_ms + ms, str(ms))
         return _Call(self, seq, lambda e: None)
 
     def sleep_until(self, when: datetime) -> _Call:
+        if not isinstance(when, datetime):
+            raise TypeError(f"ctx.sleep_until(when): expected a datetime, got "
+                            f"{type(when).__name__} {when!r}")
         due = int(when.timestamp() * 1000)
         seq, entry = self._next("sleep", "sleep_until", str(due))
         if entry is None:
@@ -174,8 +203,10 @@ class WorkflowContext:
 
     def wait_signal(self, name: str, timeout: timedelta | float | None = None) -> _Call:
         """Wait for signal ``name``; a signal sent before the wait is kept and returned at once."""
-        timeout_ms = None if timeout is None else int(
-            (timeout.total_seconds() if isinstance(timeout, timedelta) else timeout) * 1000)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"ctx.wait_signal(name): expected a signal name (str), got "
+                            f"{type(name).__name__} {name!r}")
+        timeout_ms = None if timeout is None else _milliseconds("ctx.wait_signal", "timeout", timeout)
         seq, entry = self._next("signal", name, str(timeout_ms))
         if entry is None:
             self.effects.wait_signal(self.journal, seq, name, timeout_ms)
@@ -191,11 +222,20 @@ class WorkflowContext:
 
     # -- output ----------------------------------------------------------------------------------
 
-    def emit(self, topic: str, key: Any, value: Any) -> None:
-        """Write a record to ``topic`` in the same transaction as this workflow transition."""
+    def emit(self, topic: TopicSpec | str, key: Any, value: Any) -> None:
+        """Write a record to ``topic`` (what ``app.topic(...)`` returned, or its name) in the
+        same transaction as this workflow transition."""
+        if isinstance(topic, TopicSpec):
+            topic = topic.name
+        elif not isinstance(topic, str):
+            raise TypeError(f"ctx.emit(topic, key, value): topic must be what app.topic(...) "
+                            f"returned or a topic name, got {type(topic).__name__} {topic!r}")
         serdes = self.effects.avro_serdes(topic)
         if not any(serdes):
-            plain = to_plain([key, value])
+            try:
+                plain = to_plain([key, value])
+            except TypeError as exc:
+                raise TypeError(f"ctx.emit({topic!r}, key, value): {exc}") from None
             seq, entry = self._next("emit", topic, digest(topic, plain))
             if entry is None:
                 self.effects.emit(topic, key, value)
@@ -216,6 +256,33 @@ class WorkflowContext:
     def continue_as_new(self, input: Any) -> None:  # noqa: A002
         """End this run and start a fresh journal with ``input`` under the same id."""
         raise ContinueAsNew(pack(self._workflow.input if self._workflow else None, input))
+
+
+def _milliseconds(call: str, argument: str, value: Any) -> int:
+    if isinstance(value, timedelta):
+        return int(value.total_seconds() * 1000)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value * 1000)
+    raise TypeError(f"{call}({argument}): expected a timedelta or seconds, got "
+                    f"{type(value).__name__} {value!r}")
+
+
+def _packed_args(call: str, sdef: StepDef, args: Sequence[Any]) -> list[Any]:
+    """The call's arguments as they are sent and journaled; a value that cannot travel fails
+    the call with a message naming the call and the argument."""
+    if sdef.is_entity and (not args or args[0] is None):
+        raise TypeError(f"{call}: entity step {sdef.name!r} needs the entity key as its first "
+                        "argument")
+    try:
+        return pack_args(sdef.args, args)
+    except Exception:  # noqa: BLE001 - find which argument, then say so
+        for i, arg in enumerate(args):
+            try:
+                pack_args(sdef.args[i:i + 1], [arg])
+            except Exception as exc:  # noqa: BLE001
+                raise TypeError(f"{call}: argument {i} ({type(arg).__name__}) cannot be sent to "
+                                f"the step: {exc}") from None
+        raise
 
 
 def _rehash_args(sdef: StepDef) -> Callable[[dict], str]:

@@ -31,20 +31,10 @@ import orjson
 
 from streamflow.errors import SerializationError
 from streamflow.serde.avro import AvroSerde
+from streamflow.workflow.messages import dumps  # payload digests and messages: one JSON encoding
 
 AVRO = "$avro"
 """The key of a packed payload: ``{"$avro": base64 of the wire-format bytes}``."""
-
-
-def dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_json_default,
-                        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):  # Avro bytes/fixed read back into a digest
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def to_plain(value: Any) -> Any:

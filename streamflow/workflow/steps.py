@@ -1,123 +1,384 @@
-"""Step tasks: consume ``<app>.step.<name>`` commands, run the step, reply to the workflow.
+"""Step tasks: consume ``<app>.step.<name>`` commands, run attempts outside the commit cycle,
+and commit each attempt's reply together with its effects.
 
-A step attempt runs at least once; its reply (result or failure), any entity state it wrote and
-the command's offset commit in one transaction, so an entity step's effect on Kafka-held state
-is exactly-once with the consumption of its command. Retries are not done here: the
-orchestrator schedules them on durable timers, so a failing step never blocks its partition.
+The commit cycle never waits for a step (docs/architecture.md, "Step execution"): ``push``
+only decodes a command and hands an attempt to the worker's ``StepExecutor``; when the attempt
+finishes, its completion runs on the worker thread inside the then-open cycle and puts the
+reply, the entity's new state and the command's "finished" mark into that cycle's transaction.
+
+Exactly-once for Kafka-held effects under out-of-order completion:
+- the partition's committed offset is the lowest command not yet finished
+  (``CompletionOffsets``), so a crash or a rebalance runs the unfinished ones again (same
+  idempotency key, same attempt number);
+- commands finished *above* that offset are kept in the changelogged store
+  ``step-<name>-done`` (offset → 1) in the same transaction as their reply, and pruned as the
+  offset passes them: a command delivered again after a crash is skipped, so an entity step
+  never changes its entity twice.
+
+Entity steps keep one attempt in flight per entity key (the single writer), parallel across
+keys. An attempt sees a copy of its entity's state: a mutation in place that is followed by a
+failure leaves nothing behind. Retries are not done here: the orchestrator schedules them on
+durable timers, so a failing step never blocks its partition.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import copy
+import inspect
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamflow.topology.nodes import Node, Push
+from streamflow.errors import SerializationError
+from streamflow.runtime.completion_offsets import CompletionOffsets
+from streamflow.runtime.step_executor import Attempt
+from streamflow.topology.nodes import Node, ProcessorRuntime, Push
 from streamflow.topology.specs import StoreSpec
 from streamflow.workflow.api import NonRetryable, StepDef
-from streamflow.workflow.payloads import dumps, pack, parameter_types, rebuild, unpack
+from streamflow.workflow.failures import remember
+from streamflow.workflow.messages import StepCommand, StepError, dumps
+from streamflow.workflow.payloads import pack, parameter_types, rebuild, unpack
 
 log = logging.getLogger(__name__)
 
-_MISSING: Any = object()
-_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_UNSET: Any = object()
+_IMMUTABLE = (int, float, str, bool, bytes, type(None))
+QUEUE_PER_TASK = 1000
+"""Commands a step task holds for busy entity keys before it pauses its partition."""
 
 
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="streamflow-step")
-    return _POOL
+class StepTimedOut(TimeoutError):
+    """A sync attempt passed its ``timeout``; its late result and state writes are rejected."""
 
 
 class StepContext:
     """What a step function receives as ``ctx``."""
 
-    def __init__(self, command: dict, store: Any, entity: str | None) -> None:
-        self.workflow_id: str = command["id"]
-        self.idempotency_key: str = command["ikey"]
+    __slots__ = ("workflow_id", "idempotency_key", "attempt", "step", "entity", "_state",
+                 "_original", "_assigned", "_read", "closed")
+
+    def __init__(self, step: StepDef, command: StepCommand, entity: str | None,
+                 state: Any) -> None:
+        self.step = step.name
+        self.workflow_id: str = command.id
+        self.idempotency_key: str = command.idempotency_key
         """``"<workflow id>:<step seq>"``: the same for every attempt; pass it to the service you call."""
-        self.attempt: int = command["attempt"]
+        self.attempt: int = command.attempt
         self.entity = entity
-        self._store = store
-        self._closed = False
+        self._original = state
+        self._state: Any = _UNSET
+        self._assigned = False
+        self._read = False
+        self.closed = False
 
     @property
     def state(self) -> Any:
-        """Entity steps: the entity's current value (None when it has none yet)."""
-        if self._store is None:
-            raise TypeError("ctx.state is only available in entity steps (@app.step(entity=...))")
-        return self._store.get(self.entity)
+        """Entity steps: a copy of the entity's current value (None when it has none yet)."""
+        if self.entity is None:
+            raise TypeError(f"step {self.step!r}: ctx.state is only available in entity steps "
+                            "(@app.step(entity=...))")
+        if self._state is _UNSET:
+            original = self._original
+            self._state = original if isinstance(original, _IMMUTABLE) else copy.deepcopy(original)
+            self._read = True
+        return self._state
 
     @state.setter
     def state(self, value: Any) -> None:
-        if self._store is None:
-            raise TypeError("ctx.state is only available in entity steps (@app.step(entity=...))")
-        if self._closed:
-            raise RuntimeError(f"step attempt {self.idempotency_key}#{self.attempt} timed out; "
-                               "its state write is discarded")
-        if value is None:
-            self._store.delete(self.entity)
-        else:
-            self._store.put(self.entity, value)
+        if self.entity is None:
+            raise TypeError(f"step {self.step!r}: ctx.state is only available in entity steps "
+                            "(@app.step(entity=...))")
+        if self.closed:
+            raise StepTimedOut(f"step {self.step!r} attempt {self.idempotency_key}#{self.attempt} "
+                               "timed out; its state write is rejected")
+        self._state = value
+        self._assigned = True
+
+    def changed_state(self) -> tuple[bool, Any]:
+        """(True, new value) when the attempt assigned or mutated its entity's state."""
+        if self._assigned:
+            return True, self._state
+        if self._read and not isinstance(self._state, _IMMUTABLE) and self._state != self._original:
+            return True, self._state
+        return False, None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class StepNode(Node):
-    step: StepDef = None  # type: ignore[assignment]
+    step: StepDef
+    done_store: StoreSpec
     entity_store: StoreSpec | None = None
     kind: str = field(default="step", init=False)
 
     def detail(self) -> str:
         extra = f", entity store {self.entity_store.name}" if self.entity_store else ""
-        return f"retry {self.step.retry.attempts}x{extra}"
+        limit = f", at most {self.step.max_concurrency} at once" if self.step.max_concurrency else ""
+        return f"retry {self.step.retry.attempts}x{limit}{extra}"
 
     def stores(self) -> list[StoreSpec]:
-        return [self.entity_store] if self.entity_store else []
+        return [self.done_store] + ([self.entity_store] if self.entity_store else [])
 
-    def build(self, rt: Any, downstream: list[Push]) -> Push:
-        sdef = self.step
-        store = rt.store(self.entity_store.name) if self.entity_store else None
-        types = parameter_types(sdef.fn)
-        non_retryable = (NonRetryable, *sdef.retry.non_retryable)
-        timeout = sdef.timeout.total_seconds() if sdef.timeout else None
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        return StepRunner(self, rt).push
 
-        def push(key: Any, command: dict, _sf_node: Node = self) -> None:
-            entity = str(command["args"][0]) if store is not None else None
-            ctx = StepContext(command, store, entity)
-            kb = store.key_serializer(entity) if store is not None else None
-            before = store.buffer.entries.get(kb, _MISSING) if store is not None else None
-            declared = sdef.args
-            received = [unpack(declared[i], a, f"argument {i} of step {sdef.name!r}")
-                        if i < len(declared) else a for i, a in enumerate(command["args"])]
-            args = [rebuild(t, a) for t, a in zip(types, received, strict=False)]
-            args += received[len(types):]
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    offset: int
+    command: StepCommand
+    args: list[Any]
+    entity: str | None
+
+
+class StepRunner:
+    """The per-task side of a StepNode: admission, per-key order, completion (module docstring).
+
+    Everything here runs on the worker thread; only the attempt's body runs elsewhere.
+    """
+
+    def __init__(self, node: StepNode, rt: ProcessorRuntime) -> None:
+        self.node, self.rt = node, rt
+        self.sdef = sdef = node.step
+        self.store = rt.store(node.entity_store.name) if node.entity_store else None
+        self.done = rt.store(node.done_store.name)
+        self.is_async = inspect.iscoroutinefunction(sdef.fn)
+        self.executor = rt.step_executor
+        self.limiter = self.executor.limiter(sdef.name, sdef.max_concurrency, self.is_async)
+        self.types = parameter_types(sdef.fn)
+        self.non_retryable = (NonRetryable, *sdef.retry.non_retryable)
+        self.timeout = sdef.timeout.total_seconds() if sdef.timeout else None
+        self.offsets = CompletionOffsets()
+        self.backlog: deque[_Pending] = deque()
+        """Admitted commands waiting for a slot of the step's limiter."""
+        self.key_waiting: dict[str, deque[_Pending]] = {}
+        self.key_waiting_count = 0
+        self.busy_keys: set[str] = set()
+        self.generation = 0
+        """Bumped when the cycle aborts or the task closes: older attempts' results are void."""
+        self.closed = False
+        self.paused = False
+        self.done_above: set[int] | None = None  # loaded from the store on first use
+        self.fresh_done: list[int] = []
+        self.last_committable = -1
+        self._wake = self._drain_backlog
+        rt.hold_offsets(self.committable)
+        rt.on_abort(self.reset)
+        rt.on_close(self.close)
+
+    # -- admission -------------------------------------------------------------------------------
+
+    def push(self, key: Any, raw: Any, _sf_node: Node | None = None) -> None:
+        offset = self.rt.msg.offset()
+        if self.done_above is None:
+            self._load_done()
+        if offset in self.done_above:  # type: ignore[operator]
+            return  # finished before a crash or a rebalance; its reply is committed
+        command = StepCommand.from_json(raw)
+        args = self._arguments(command)
+        entity = None
+        if self.store is not None:
+            if not command.args or command.args[0] is None:
+                raise SerializationError(f"entity step {self.sdef.name!r}: command for "
+                                         f"{command.id!r} has no entity key")
+            entity = str(command.args[0])
+        pending = _Pending(offset, command, args, entity)
+        self.offsets.admit(offset)
+        if entity is not None and entity in self.busy_keys:
+            self.key_waiting.setdefault(entity, deque()).append(pending)
+            self.key_waiting_count += 1
+            if self.key_waiting_count >= QUEUE_PER_TASK:
+                self._pause()
+            return
+        if self.backlog or not self.limiter.try_acquire():
+            self.backlog.append(pending)
+            self.limiter.wait(self._wake)
+            self._pause()
+            return
+        self._launch(pending)
+
+    def _arguments(self, command: StepCommand) -> list[Any]:
+        declared = self.sdef.args
+        received = [unpack(declared[i], a, f"argument {i} of step {self.sdef.name!r}")
+                    if i < len(declared) else a for i, a in enumerate(command.args)]
+        args = [rebuild(t, a) for t, a in zip(self.types, received, strict=False)]
+        return args + received[len(self.types):]
+
+    def _drain_backlog(self) -> None:
+        """A limiter slot is free (or the task may have room again): start what waits."""
+        if self.closed:
+            return
+        while self.backlog:
+            if not self.limiter.try_acquire():
+                self.limiter.wait(self._wake)
+                return
+            pending = self.backlog.popleft()
+            if pending.entity is not None and pending.entity in self.busy_keys:
+                self.limiter.release()
+                self.key_waiting.setdefault(pending.entity, deque()).append(pending)
+                self.key_waiting_count += 1
+                continue
+            self._launch(pending)
+        if self.key_waiting_count < QUEUE_PER_TASK:
+            self._resume()
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _launch(self, pending: _Pending) -> None:
+        """Start one attempt (a limiter slot is held for it)."""
+        sdef, command = self.sdef, pending.command
+        state = None
+        if pending.entity is not None:
+            self.busy_keys.add(pending.entity)
+            state = self.store.get(pending.entity)  # type: ignore[union-attr]
+        ctx = StepContext(sdef, command, pending.entity, state)
+        fn, args = sdef.fn, pending.args
+        generation = self.generation
+        describe = (f"step {sdef.name!r} attempt {command.attempt} of instance {command.id!r} "
+                    f"(seq {command.seq})")
+
+        def on_done(attempt: Attempt) -> None:
+            self.limiter.release()
+            if attempt.timed_out or generation != self.generation or self.closed:
+                return  # reported already, or void: the command runs again or was answered
+            self._complete(pending, ctx, attempt)
+
+        def on_timeout(attempt: Attempt) -> None:
+            ctx.closed = True
+            if generation != self.generation or self.closed:
+                return
+            attempt.error = StepTimedOut(f"step {sdef.name!r} took longer than "
+                                         f"{attempt.timeout:g} s")
+            self._complete(pending, ctx, attempt)
+
+        attempt = Attempt(sdef.name, (lambda: fn(ctx, *args)), self.is_async, self.timeout,
+                          on_done, on_timeout, describe)
+        self.executor.submit(attempt)
+
+    def _complete(self, pending: _Pending, ctx: StepContext, attempt: Attempt) -> None:
+        """The attempt finished (worker thread, inside the open cycle): reply, state, offset."""
+        command = pending.command
+        reply, new_state = self._reply(command, ctx, attempt)
+        if new_state is not _UNSET:
+            if new_state is None:
+                self.store.delete(pending.entity)  # type: ignore[union-attr]
+            else:
+                self.store.put(pending.entity, new_state)  # type: ignore[union-attr]
+        self.rt.send(command.reply, command.id.encode(), reply, command.reply_partition,
+                     None, None)
+        self.offsets.finish(pending.offset)
+        self.fresh_done.append(pending.offset)
+        if pending.entity is not None:
+            self._release_key(pending.entity)
+
+    def _reply(self, command: StepCommand, ctx: StepContext, attempt: Attempt) -> tuple[bytes, Any]:
+        """The encoded reply, and the entity's new state (``_UNSET``: leave it).
+
+        Both are encoded here, before anything is written: a value that cannot be serialized
+        fails the attempt for good (no retry makes it serializable), never the commit."""
+        exc, retryable = attempt.error, False
+        if exc is None:
+            changed, state = ctx.changed_state()
             try:
-                if timeout is None:
-                    result = sdef.fn(ctx, *args)
-                else:
-                    future = _pool().submit(sdef.fn, ctx, *args)
-                    try:
-                        result = future.result(timeout)
-                    except concurrent.futures.TimeoutError:
-                        ctx._closed = True
-                        raise TimeoutError(f"step {sdef.name!r} took longer than {timeout}s") from None
-                reply = {"type": "step_result", "id": command["id"], "seq": command["seq"],
-                         "attempt": command["attempt"], "result": pack(sdef.result, result)}
-            except Exception as exc:  # the attempt failed: its entity write must not stick
-                if store is not None:
-                    if before is _MISSING:
-                        store.buffer.entries.pop(kb, None)
-                    else:
-                        store.buffer.entries[kb] = before
-                retryable = not isinstance(exc, non_retryable)
-                log.debug("step %s attempt %d of %s failed: %r", sdef.name, command["attempt"],
-                          command["id"], exc)
-                reply = {"type": "step_failed", "id": command["id"], "seq": command["seq"],
-                         "attempt": command["attempt"], "retryable": retryable,
-                         "error": {"type": type(exc).__name__, "message": str(exc)}}
-            rt.send(command["reply"], command["id"].encode(), dumps(reply), command.get("rp"),
-                    None, None)
+                if changed and state is not None:
+                    self.store.value_serializer(state)  # type: ignore[union-attr]
+            except Exception as bad:  # noqa: BLE001
+                exc = SerializationError(
+                    f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} to a value "
+                    f"store {self.store.name!r} cannot serialize: {type(bad).__name__}: {bad}")  # type: ignore[union-attr]
+            else:
+                try:
+                    reply = dumps(command.result(pack(self.sdef.result, attempt.result)).to_json())
+                    return reply, (state if changed else _UNSET)
+                except Exception as bad:  # noqa: BLE001
+                    exc = SerializationError(
+                        f"step {self.sdef.name!r} returned a value that cannot be serialized "
+                        f"for the workflow: {type(bad).__name__}: {bad}")
+        else:
+            retryable = not isinstance(exc, self.non_retryable)
+            if not isinstance(exc, Exception):  # cancelled, or SystemExit in a step
+                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+        remember(type(exc))
+        log.debug("%s failed: %r", attempt.describe, exc)
+        return dumps(command.failure(StepError.of(exc), retryable).to_json()), _UNSET
 
-        return push
+    def _release_key(self, entity: str) -> None:
+        """The key's attempt is done: its next command (if any) starts, seeing the new state."""
+        waiting = self.key_waiting.get(entity)
+        if not waiting:
+            self.busy_keys.discard(entity)
+            self.key_waiting.pop(entity, None)
+            return
+        pending = waiting.popleft()
+        self.key_waiting_count -= 1
+        if not waiting:
+            del self.key_waiting[entity]
+        self.busy_keys.discard(entity)
+        if self.backlog or not self.limiter.try_acquire():
+            self.backlog.appendleft(pending)
+            self.limiter.wait(self._wake)
+            self._pause()
+        else:
+            self._launch(pending)
+        if not self.backlog and self.key_waiting_count < QUEUE_PER_TASK:
+            self._resume()
+
+    # -- flow control ----------------------------------------------------------------------------
+
+    def _pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.rt.pause_input()
+
+    def _resume(self) -> None:
+        if self.paused and not self.backlog and self.key_waiting_count < QUEUE_PER_TASK:
+            self.paused = False
+            self.rt.resume_input()
+
+    # -- offsets ---------------------------------------------------------------------------------
+
+    def committable(self, position: int) -> int:
+        """The next offset to commit for this partition, given the consumer's ``position``;
+        writes the done marks this cycle needs (called before the changelog is prepared)."""
+        if self.done_above is None:
+            self._load_done()
+        low = self.offsets.lowest_unfinished()
+        nxt = position if low is None else min(low, position)
+        done_above = self.done_above
+        assert done_above is not None
+        for offset in self.fresh_done:
+            if offset >= nxt:
+                self.done.put(offset.to_bytes(8, "big"), 1)
+                done_above.add(offset)
+        self.fresh_done.clear()
+        if nxt > self.last_committable and done_above:
+            for offset in [o for o in done_above if o < nxt]:
+                self.done.delete(offset.to_bytes(8, "big"))
+                done_above.discard(offset)
+        self.last_committable = nxt
+        return nxt
+
+    def _load_done(self) -> None:
+        self.done_above = {int.from_bytes(k, "big") for k, _ in self.done.items()}
+
+    # -- abort and close -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """The cycle aborted and the input is rewound to the committed offset: every command
+        above it comes again, so forget them; attempts still running are void."""
+        self.generation += 1
+        self.backlog.clear()
+        self.key_waiting.clear()
+        self.key_waiting_count = 0
+        self.busy_keys.clear()
+        self.offsets.clear()
+        self.fresh_done.clear()
+        self.done_above = None
+        self.last_committable = -1
+        self._resume()
+
+    def close(self) -> None:
+        self.generation += 1
+        self.closed = True
+        self.backlog.clear()
+        self.key_waiting.clear()

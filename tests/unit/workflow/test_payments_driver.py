@@ -87,9 +87,10 @@ def test_cancel_while_waiting_runs_compensations(payments) -> None:
 
 def test_full_replay_from_the_journal_gives_the_same_outcomes(monkeypatch) -> None:
     """With no coroutine cache every event replays the workflow from its journal."""
-    from streamflow.workflow import orchestrator
+    from streamflow.workflow import orchestrator, transition
 
-    monkeypatch.setattr(orchestrator, "CACHE_SIZE", 0)
+    monkeypatch.setattr(transition, "CACHE_SIZE", 0)
+    monkeypatch.setattr(orchestrator, "JOURNAL_CACHE_SIZE", 0)
     m = _payments()
     with TestDriver(m.app, partitions=2) as driver:
         wf = driver.workflows

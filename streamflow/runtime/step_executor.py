@@ -1,0 +1,255 @@
+"""Where step attempts run: a worker's threads and its asyncio loop, never its commit cycle.
+
+A step is where a workflow meets the outside world (a payment API, an e-mail, an LLM call), so
+an attempt may take 5 ms or 5 hours. The worker thread only *starts* attempts and later
+*applies* their completions inside a commit cycle; the attempt itself runs here:
+
+- a plain ``def`` step on a bounded thread pool (default 100 threads, ``App(step_threads=)``);
+- an ``async def`` step on one asyncio loop owned by the worker (default at most 1,000 attempts
+  at once, ``App(async_step_concurrency=)``).
+
+Finished attempts queue their completion callbacks; the worker drains them on its own thread,
+so everything that touches tasks, stores and producers stays single-threaded. Concurrency is
+bounded per step by a ``StepLimiter`` (``@app.step(max_concurrency=N)``): a step task that
+finds its limiter full keeps the command and pauses its partition instead of buffering more
+(docs/architecture.md, "Step execution").
+
+A sync attempt that overruns its timeout cannot be interrupted (Python threads cannot be
+killed): it is reported timed out at once, its late result and state writes are rejected, and
+its thread stays counted until the function returns, which the log says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STEP_THREADS = 100
+DEFAULT_ASYNC_STEP_CONCURRENCY = 1000
+TIMEOUT_CHECK_INTERVAL = 0.05
+"""Seconds between scans for sync attempts past their timeout."""
+
+Completion = Callable[[], None]
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One attempt of one step, as the executor runs it.
+
+    ``run`` is the attempt's body (a function, or a coroutine function for async steps); its
+    return value or exception is handed to ``on_done`` on the worker thread. ``on_timeout``
+    is called instead, at once, when a sync attempt passes ``timeout`` seconds.
+    """
+
+    name: str
+    run: Callable[[], Any] | Callable[[], Awaitable[Any]]
+    is_async: bool
+    timeout: float | None
+    on_done: Callable[[Attempt], None]
+    on_timeout: Callable[[Attempt], None]
+    describe: str = ""
+    result: Any = None
+    error: BaseException | None = None
+    started_at: float | None = None
+    finished: bool = False
+    timed_out: bool = False
+    future: Any = field(default=None, repr=False)
+
+
+class StepLimiter:
+    """At most ``limit`` attempts of one step at once on this worker, across its tasks.
+
+    A task that cannot start an attempt waits in line; a freed slot wakes the first in line.
+    """
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self.running = 0
+        self._waiting: deque[Callable[[], None]] = deque()
+
+    def try_acquire(self) -> bool:
+        if self.running < self.limit:
+            self.running += 1
+            return True
+        return False
+
+    def wait(self, wake: Callable[[], None]) -> None:
+        if wake not in self._waiting:
+            self._waiting.append(wake)
+
+    def release(self) -> None:
+        self.running -= 1
+        while self._waiting and self.running < self.limit:
+            self._waiting.popleft()()
+
+
+class StepExecutor:
+    """The per-worker executor of step attempts (see the module docstring)."""
+
+    def __init__(self, threads: int = DEFAULT_STEP_THREADS,
+                 async_concurrency: int = DEFAULT_ASYNC_STEP_CONCURRENCY) -> None:
+        self.threads = threads
+        self.async_concurrency = async_concurrency
+        self._pool: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._done: deque[Completion] = deque()
+        self._ready = threading.Event()
+        self._limiters: dict[str, StepLimiter] = {}
+        self._timed: set[Attempt] = set()
+        self._next_timeout_check = 0.0
+        self.in_flight = 0
+        """Attempts started and not yet completed (overrunning sync attempts included)."""
+        self.overrunning = 0
+        """Sync attempts reported timed out whose threads have not returned yet."""
+
+    # -- limits ----------------------------------------------------------------------------------
+
+    def limiter(self, step: str, max_concurrency: int | None, is_async: bool) -> StepLimiter:
+        """The limiter of ``step``, shared by all its tasks on this worker."""
+        limiter = self._limiters.get(step)
+        if limiter is None:
+            capacity = self.async_concurrency if is_async else self.threads
+            limiter = StepLimiter(step, min(max_concurrency or capacity, capacity))
+            self._limiters[step] = limiter
+        return limiter
+
+    # -- running attempts ------------------------------------------------------------------------
+
+    def submit(self, attempt: Attempt) -> None:
+        self.in_flight += 1
+        if attempt.is_async:
+            attempt.future = asyncio.run_coroutine_threadsafe(self._run_async(attempt),
+                                                              self._event_loop())
+        else:
+            if attempt.timeout is not None:
+                self._timed.add(attempt)
+            attempt.future = self._thread_pool().submit(self._run_sync, attempt)
+
+    def _run_sync(self, attempt: Attempt) -> None:
+        attempt.started_at = time.monotonic()
+        try:
+            attempt.result = attempt.run()
+        except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
+            attempt.error = exc
+        self._finish(attempt)
+
+    async def _run_async(self, attempt: Attempt) -> None:
+        attempt.started_at = time.monotonic()
+        try:
+            coroutine = attempt.run()
+            if attempt.timeout is None:
+                attempt.result = await coroutine  # type: ignore[misc]
+            else:
+                attempt.result = await asyncio.wait_for(coroutine, attempt.timeout)  # type: ignore[arg-type]
+        except asyncio.TimeoutError:
+            attempt.error = TimeoutError(f"{attempt.describe} took longer than "
+                                         f"{attempt.timeout:g} s and was cancelled")
+        except BaseException as exc:  # noqa: BLE001 - cancellation included
+            attempt.error = exc
+        self._finish(attempt)
+
+    def _finish(self, attempt: Attempt) -> None:
+        attempt.finished = True
+        self._done.append(lambda: self._completed(attempt))
+        self._ready.set()
+
+    def _completed(self, attempt: Attempt) -> None:
+        self.in_flight -= 1
+        self._timed.discard(attempt)
+        if attempt.timed_out:
+            self.overrunning -= 1
+            log.info("%s returned %.1f s after its timeout; its result was discarded",
+                     attempt.describe, time.monotonic() - (attempt.started_at or 0)
+                     - (attempt.timeout or 0))
+        attempt.on_done(attempt)
+
+    def completions(self) -> list[Completion]:
+        """Completions of finished attempts, to run on the worker thread inside a cycle."""
+        done = self._done
+        if not done:
+            return []
+        self._ready.clear()
+        out = []
+        while done:
+            out.append(done.popleft())
+        return out
+
+    def has_completions(self) -> bool:
+        return bool(self._done)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a completion is ready or ``timeout`` passed (the driver, shutdown)."""
+        if self._done:
+            return True
+        return self._ready.wait(timeout)
+
+    def check_timeouts(self, now: float | None = None) -> None:
+        """Report sync attempts past their timeout (called by the worker thread)."""
+        now = time.monotonic() if now is None else now
+        if now < self._next_timeout_check or not self._timed:
+            return
+        self._next_timeout_check = now + TIMEOUT_CHECK_INTERVAL
+        for attempt in [a for a in self._timed if a.started_at is not None and not a.finished
+                        and now - a.started_at > (a.timeout or 0)]:
+            self._timed.discard(attempt)
+            attempt.timed_out = True
+            self.overrunning += 1
+            log.warning("%s passed its timeout of %g s: reported as timed out, its late result "
+                        "and state writes will be rejected; it still holds a step thread "
+                        "(%d of %d held by overrunning attempts)", attempt.describe,
+                        attempt.timeout, self.overrunning, self.threads)
+            attempt.on_timeout(attempt)
+
+    # -- the pools -------------------------------------------------------------------------------
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="streamflow-step")
+        return self._pool
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            started = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(started.set)
+                loop.run_forever()
+
+            self._loop_thread = threading.Thread(target=run, name="streamflow-async-steps",
+                                                 daemon=True)
+            self._loop_thread.start()
+            started.wait()
+            self._loop = loop
+        return self._loop
+
+    def close(self, wait: bool = False) -> None:
+        """Stop taking attempts. Running sync attempts finish on their own (threads cannot be
+        stopped); async ones are cancelled with the loop."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
+        if self._loop is not None:
+            loop = self._loop
+
+            def cancel_all() -> None:
+                for task in asyncio.all_tasks(loop):
+                    task.cancel()
+                loop.call_soon(loop.stop)
+
+            loop.call_soon_threadsafe(cancel_all)
+            if self._loop_thread is not None:
+                self._loop_thread.join(5)
+            self._loop = None
