@@ -182,8 +182,8 @@ class TestDriver:
             while self._pending:
                 msg = self._pending.popleft()
                 self._tasks[(msg.topic(), msg.partition())].process(msg)
-            if not executor.in_flight:
-                break
+            if executor.in_flight <= executor.overrunning and not executor.has_completions():
+                break  # an overrunning sync attempt was answered already; do not wait for it
             executor.wait(0.05)
             executor.check_timeouts()
             for completion in executor.completions():
@@ -192,7 +192,7 @@ class TestDriver:
             for source in task.sub.sources:  # step tasks: the offset logic of a worker's commit
                 log = self._logs.get(source.name)
                 if log is not None and task.partition < len(log.offsets):
-                    task.committable_offset(log.offsets[task.partition])
+                    task.committable_offset(source.name, log.offsets[task.partition])
         for task in self._all_tasks:
             task.prepare_commit()
         for task in self._all_tasks:

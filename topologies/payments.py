@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -30,6 +31,9 @@ FEE_ACCOUNT = "fees"
 APPROVAL_LIMIT = 10_000
 FAILURE_RATE = float(os.environ.get("PAYMENTS_FAILURE_RATE", "0"))
 """Chaos for demos and tests: the share of step attempts that fail with a transient error."""
+LEDGER_LATENCY = float(os.environ.get("PAYMENTS_LEDGER_LATENCY", "0"))
+SCORING_LATENCY = float(os.environ.get("PAYMENTS_SCORING_LATENCY", "0"))
+"""Seconds each ledger / scoring call waits, standing in for the services' round trips."""
 
 
 def _injected_failure(ctx, what: str) -> None:
@@ -62,6 +66,7 @@ LEDGER_RETRY = Retry(attempts=10, backoff=Exponential(0.05, 2))
 
 @app.step(entity="accounts", retry=LEDGER_RETRY)
 def credit(ctx, account: str, amount: int) -> int:
+    time.sleep(LEDGER_LATENCY)
     ctx.state = (ctx.state or 0) + amount
     _injected_failure(ctx, "ledger")  # after the write: a failed attempt's write must not stick
     return ctx.state
@@ -69,6 +74,7 @@ def credit(ctx, account: str, amount: int) -> int:
 
 @app.step(entity="accounts", retry=LEDGER_RETRY)
 def debit(ctx, account: str, amount: int) -> int:
+    time.sleep(LEDGER_LATENCY)
     balance = ctx.state or 0
     if balance < amount:
         raise InsufficientFunds(f"account {account} has {balance}, needs {amount}")
@@ -80,6 +86,7 @@ def debit(ctx, account: str, amount: int) -> int:
 @app.step(retry=Retry(attempts=5, backoff=Exponential(0.2, 30)), timeout=timedelta(seconds=10))
 def fraud_check(ctx, t: Transfer) -> str:
     """Stands in for a call to a scoring service (which would get ctx.idempotency_key)."""
+    time.sleep(SCORING_LATENCY)
     _injected_failure(ctx, "fraud scoring")
     return "reject" if t.source == t.target else "ok"
 

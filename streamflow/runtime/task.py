@@ -75,7 +75,8 @@ class Task:
         # Where step attempts run (the worker's), and the processor that decides the offset to
         # commit when records finish out of order (a step task): position → next offset.
         self.step_executor = step_executor or StepExecutor()
-        self._offset_hold: Any = None
+        self._offset_holds: dict[str, Any] = {}
+        self._locals: dict[str, Any] = {}
         self.pause_input: Any = _no_flow_control
         """Stop fetching this task's input (set by the worker; a step task with no free slot)."""
         self.resume_input: Any = _no_flow_control
@@ -119,15 +120,25 @@ class Task:
         """``hook()`` runs when the task closes (revoked, lost, or the worker stops)."""
         self._close_hooks.append(hook)
 
-    def hold_offsets(self, committable: Any) -> None:
-        """Records of this task finish out of order: ``committable(position)`` says which
+    def hold_offsets(self, topic: str, committable: Any) -> None:
+        """Records of ``topic`` finish out of order: ``committable(position)`` says which
         offset may be committed when the consumer's position is ``position``."""
-        self._offset_hold = committable
+        if topic in self._offset_holds:
+            raise RuntimeError(f"task {self.id}: offsets of {topic!r} are held twice")
+        self._offset_holds[topic] = committable
 
-    def committable_offset(self, position: int) -> int:
-        """The next offset to commit for this task's input, given the consumer's position."""
-        hold = self._offset_hold
+    def committable_offset(self, topic: str, position: int) -> int:
+        """The next offset to commit for ``topic``, given the consumer's position in it."""
+        hold = self._offset_holds.get(topic)
         return position if hold is None else hold(position)
+
+    def local(self, name: str, make: Any) -> Any:
+        """One object per task under ``name``, made by ``make()`` on first use: what several
+        processors of the task share (entity steps of one store share its key locks)."""
+        value = self._locals.get(name)
+        if value is None:
+            value = self._locals[name] = make()
+        return value
 
     def due(self, now_ms: int) -> bool:
         return any(due(now_ms) for due, _ in self.punctuators)

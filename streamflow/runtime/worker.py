@@ -284,7 +284,7 @@ class Worker:
                 # A step task commits only up to its lowest unfinished command. Its offset is
                 # sent even when unchanged while commands above it are in flight, so an abort
                 # rewinds the consumer to it.
-                nxt = task.committable_offset(tp.offset)
+                nxt = task.committable_offset(tp.topic, tp.offset)
                 if nxt != task.positions.get(tp.topic) or nxt != tp.offset:
                     task.pending_offsets[tp.topic] = nxt - 1
         return [t for t in self._tasks.values() if t.pending_offsets or t.stores]

@@ -91,7 +91,7 @@ class WorkflowRegistry:
         self.topology.add_source(topic, source)
         # Offsets of commands finished above the committed offset (see workflow/steps.py).
         done = self.topology.add_store(f"step-{name}-done", BYTES, JSON)
-        source.children.append(StepNode(f"step-{name}", step=sdef, done_store=done,
+        source.children.append(StepNode(f"step-{name}", step=sdef, topic=topic.name, done_store=done,
                                         entity_store=self.topology.stores.get(entity or "")))
         return sdef
 

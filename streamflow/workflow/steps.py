@@ -107,6 +107,7 @@ class StepContext:
 @dataclass(eq=False, kw_only=True)
 class StepNode(Node):
     step: StepDef
+    topic: str
     done_store: StoreSpec
     entity_store: StoreSpec | None = None
     kind: str = field(default="step", init=False)
@@ -125,10 +126,48 @@ class StepNode(Node):
 
 @dataclass(eq=False, slots=True)
 class _Pending:
+    runner: StepRunner
     offset: int
     command: StepCommand
     args: list[Any]
     entity: str | None
+
+
+class EntityKeys:
+    """The single-writer rule of one entity store in one task: at most one attempt per key,
+    whichever entity step (``debit``, ``credit``) it belongs to. A command whose key is busy
+    waits here, and gets the key when the attempt before it completes — so it sees that
+    attempt's state."""
+
+    def __init__(self) -> None:
+        self.busy: set[str] = set()
+        self.waiting: dict[str, deque[_Pending]] = {}
+
+    def try_lock(self, key: str) -> bool:
+        if key in self.busy:
+            return False
+        self.busy.add(key)
+        return True
+
+    def wait(self, pending: _Pending) -> None:
+        self.waiting.setdefault(pending.entity, deque()).append(pending)  # type: ignore[arg-type]
+
+    def hand_over(self, key: str) -> _Pending | None:
+        """The key's attempt is done: the next waiting command, now holding the key, or None
+        (the key is free)."""
+        queue = self.waiting.get(key)
+        if not queue:
+            self.busy.discard(key)
+            self.waiting.pop(key, None)
+            return None
+        pending = queue.popleft()
+        if not queue:
+            del self.waiting[key]
+        return pending
+
+    def reset(self) -> None:
+        self.busy.clear()
+        self.waiting.clear()
 
 
 class StepRunner:
@@ -141,6 +180,9 @@ class StepRunner:
         self.node, self.rt = node, rt
         self.sdef = sdef = node.step
         self.store = rt.store(node.entity_store.name) if node.entity_store else None
+        self.keys: EntityKeys | None = None
+        if node.entity_store is not None:
+            self.keys = rt.local(f"entity-keys:{node.entity_store.name}", lambda: _entity_keys(rt))
         self.done = rt.store(node.done_store.name)
         self.is_async = inspect.iscoroutinefunction(sdef.fn)
         self.executor = rt.step_executor
@@ -150,10 +192,9 @@ class StepRunner:
         self.timeout = sdef.timeout.total_seconds() if sdef.timeout else None
         self.offsets = CompletionOffsets()
         self.backlog: deque[_Pending] = deque()
-        """Admitted commands waiting for a slot of the step's limiter."""
-        self.key_waiting: dict[str, deque[_Pending]] = {}
-        self.key_waiting_count = 0
-        self.busy_keys: set[str] = set()
+        """Commands holding their entity key (if any), waiting for a slot of the limiter."""
+        self.key_waiting = 0
+        """This step's commands waiting for a busy entity key."""
         self.generation = 0
         """Bumped when the cycle aborts or the task closes: older attempts' results are void."""
         self.closed = False
@@ -162,7 +203,7 @@ class StepRunner:
         self.fresh_done: list[int] = []
         self.last_committable = -1
         self._wake = self._drain_backlog
-        rt.hold_offsets(self.committable)
+        rt.hold_offsets(node.topic, self.committable)
         rt.on_abort(self.reset)
         rt.on_close(self.close)
 
@@ -182,20 +223,15 @@ class StepRunner:
                 raise SerializationError(f"entity step {self.sdef.name!r}: command for "
                                          f"{command.id!r} has no entity key")
             entity = str(command.args[0])
-        pending = _Pending(offset, command, args, entity)
+        pending = _Pending(self, offset, command, args, entity)
         self.offsets.admit(offset)
-        if entity is not None and entity in self.busy_keys:
-            self.key_waiting.setdefault(entity, deque()).append(pending)
-            self.key_waiting_count += 1
-            if self.key_waiting_count >= QUEUE_PER_TASK:
+        if entity is not None and not self.keys.try_lock(entity):  # type: ignore[union-attr]
+            self.keys.wait(pending)  # type: ignore[union-attr]
+            self.key_waiting += 1
+            if self.key_waiting >= QUEUE_PER_TASK:
                 self._pause()
             return
-        if self.backlog or not self.limiter.try_acquire():
-            self.backlog.append(pending)
-            self.limiter.wait(self._wake)
-            self._pause()
-            return
-        self._launch(pending)
+        self._start(pending)
 
     def _arguments(self, command: StepCommand) -> list[Any]:
         declared = self.sdef.args
@@ -204,32 +240,33 @@ class StepRunner:
         args = [rebuild(t, a) for t, a in zip(self.types, received, strict=False)]
         return args + received[len(self.types):]
 
+    def _start(self, pending: _Pending) -> None:
+        """``pending`` holds its entity key (if any): launch it, or queue it for a slot."""
+        if self.backlog or not self.limiter.try_acquire():
+            self.backlog.append(pending)
+            self.limiter.wait(self._wake)
+            self._pause()
+            return
+        self._launch(pending)
+
     def _drain_backlog(self) -> None:
-        """A limiter slot is free (or the task may have room again): start what waits."""
+        """A limiter slot is free: start what waits for one."""
         if self.closed:
             return
         while self.backlog:
             if not self.limiter.try_acquire():
                 self.limiter.wait(self._wake)
                 return
-            pending = self.backlog.popleft()
-            if pending.entity is not None and pending.entity in self.busy_keys:
-                self.limiter.release()
-                self.key_waiting.setdefault(pending.entity, deque()).append(pending)
-                self.key_waiting_count += 1
-                continue
-            self._launch(pending)
-        if self.key_waiting_count < QUEUE_PER_TASK:
-            self._resume()
+            self._launch(self.backlog.popleft())
+        self._resume()
 
     # -- running ---------------------------------------------------------------------------------
 
     def _launch(self, pending: _Pending) -> None:
-        """Start one attempt (a limiter slot is held for it)."""
+        """Start one attempt (it holds a limiter slot, and its entity key)."""
         sdef, command = self.sdef, pending.command
         state = None
         if pending.entity is not None:
-            self.busy_keys.add(pending.entity)
             state = self.store.get(pending.entity)  # type: ignore[union-attr]
         ctx = StepContext(sdef, command, pending.entity, state)
         fn, args = sdef.fn, pending.args
@@ -269,7 +306,11 @@ class StepRunner:
         self.offsets.finish(pending.offset)
         self.fresh_done.append(pending.offset)
         if pending.entity is not None:
-            self._release_key(pending.entity)
+            nxt = self.keys.hand_over(pending.entity)  # type: ignore[union-attr]
+            if nxt is not None:  # it sees the state written just above
+                nxt.runner.key_waiting -= 1
+                nxt.runner._start(nxt)
+                nxt.runner._resume()
 
     def _reply(self, command: StepCommand, ctx: StepContext, attempt: Attempt) -> tuple[bytes, Any]:
         """The encoded reply, and the entity's new state (``_UNSET``: leave it).
@@ -302,27 +343,6 @@ class StepRunner:
         log.debug("%s failed: %r", attempt.describe, exc)
         return dumps(command.failure(StepError.of(exc), retryable).to_json()), _UNSET
 
-    def _release_key(self, entity: str) -> None:
-        """The key's attempt is done: its next command (if any) starts, seeing the new state."""
-        waiting = self.key_waiting.get(entity)
-        if not waiting:
-            self.busy_keys.discard(entity)
-            self.key_waiting.pop(entity, None)
-            return
-        pending = waiting.popleft()
-        self.key_waiting_count -= 1
-        if not waiting:
-            del self.key_waiting[entity]
-        self.busy_keys.discard(entity)
-        if self.backlog or not self.limiter.try_acquire():
-            self.backlog.appendleft(pending)
-            self.limiter.wait(self._wake)
-            self._pause()
-        else:
-            self._launch(pending)
-        if not self.backlog and self.key_waiting_count < QUEUE_PER_TASK:
-            self._resume()
-
     # -- flow control ----------------------------------------------------------------------------
 
     def _pause(self) -> None:
@@ -331,7 +351,7 @@ class StepRunner:
             self.rt.pause_input()
 
     def _resume(self) -> None:
-        if self.paused and not self.backlog and self.key_waiting_count < QUEUE_PER_TASK:
+        if self.paused and not self.backlog and self.key_waiting < QUEUE_PER_TASK:
             self.paused = False
             self.rt.resume_input()
 
@@ -368,9 +388,7 @@ class StepRunner:
         above it comes again, so forget them; attempts still running are void."""
         self.generation += 1
         self.backlog.clear()
-        self.key_waiting.clear()
-        self.key_waiting_count = 0
-        self.busy_keys.clear()
+        self.key_waiting = 0
         self.offsets.clear()
         self.fresh_done.clear()
         self.done_above = None
@@ -381,4 +399,9 @@ class StepRunner:
         self.generation += 1
         self.closed = True
         self.backlog.clear()
-        self.key_waiting.clear()
+
+
+def _entity_keys(rt: ProcessorRuntime) -> EntityKeys:
+    keys = EntityKeys()
+    rt.on_abort(keys.reset)  # every runner forgets its commands too: none holds a key
+    return keys

@@ -161,7 +161,10 @@ class WorkflowMachine:
         if isinstance(event, StepResult):
             entry.update(status="done", result=event.result, finished_ms=out.now_ms)
         else:
-            sdef = self.steps[entry["name"]]
+            sdef = self.steps.get(entry["name"])
+            if sdef is None:
+                raise LookupError(f"instance {journal.id!r}: step {entry['name']!r} failed but "
+                                  "is not registered on this worker, so its retry policy is unknown")
             attempt = entry["attempt"]
             if event.retryable and attempt < sdef.retry.attempts:
                 # Retries wait on a durable timer, never in the worker: other instances go on.
@@ -194,8 +197,12 @@ class WorkflowMachine:
     def _timer(self, journal: Journal, entry: dict[str, Any], timer: str, out: _Transition) -> bool:
         entry.pop("timer_due", None)
         if timer == RETRY:
-            out.command(journal, entry["seq"], self.steps[entry["name"]], entry["args"],
-                        entry["attempt"])
+            sdef = self.steps.get(entry["name"])
+            if sdef is None:
+                raise LookupError(f"instance {journal.id!r}: the retry of step {entry['name']!r} "
+                                  "is due but that step is not registered on this worker; "
+                                  "register it again to let the instance go on")
+            out.command(journal, entry["seq"], sdef, entry["args"], entry["attempt"])
             journal.touch(entry["seq"])
             return False
         if timer == SIGNAL_TIMEOUT:

@@ -1,0 +1,108 @@
+"""Steps that wait on I/O, on a real broker with a real `streamflow run` worker.
+
+The truth is computed here from each workflow's input; completions are counted from the
+``done-<app>`` topic, which each workflow writes once in the transaction that completes it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from tests.engine_helpers import REPO, WorkerProcess, load_app_with_env, read_topic
+
+pytestmark = pytest.mark.kafka
+
+APP_FILE = REPO / "tests" / "apps" / "slow_steps.py"
+
+
+def _start_all(bootstrap: str, topic: str, ids: list[str]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "partitioner": "murmur2_random", "enable.idempotence": True})
+    for n, wid in enumerate(ids):
+        while True:
+            try:
+                producer.produce(topic, orjson.dumps({"type": "start", "id": wid, "input": n}),
+                                 wid.encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(30) == 0
+
+
+def _wait_done(bootstrap: str, topic: str, expected: int, timeout: float) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_topic(bootstrap, topic, timeout=30)
+        if len(records) >= expected or time.monotonic() > deadline:
+            return records
+        time.sleep(2)
+
+
+def _ready(worker: WorkerProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while "assigned tasks" not in worker.log_file.read_text(errors="replace"):
+        assert worker.alive(), worker.log_file.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, "worker got no tasks"
+        time.sleep(0.2)
+
+
+def test_2000_sync_and_2000_async_io_bound_workflows_on_one_worker_complete_once_each(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = {"SF_TEST_APP": f"io-{uuid.uuid4().hex[:8]}", "SF_STEP_SLEEP": "0.05"}
+    app = load_app_with_env(APP_FILE, env)
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    sync_ids = [f"s-{i}" for i in range(2000)]
+    async_ids = [f"a-{i}" for i in range(2000)]
+    try:
+        _ready(worker)
+        _start_all(kafka_bootstrap, app.workflows.events_topic("sync3"), sync_ids)
+        _start_all(kafka_bootstrap, app.workflows.events_topic("async3"), async_ids)
+        records = _wait_done(kafka_bootstrap, f"done-{env['SF_TEST_APP']}", 4000, timeout=240)
+        assert worker.alive(), "the worker must survive the burst"
+    finally:
+        assert worker.terminate() == 0
+    results = {m.key().decode(): orjson.loads(m.value()) for m in records}
+    counts = Counter(m.key().decode() for m in records)
+    assert len(records) == 4000 and max(counts.values()) == 1, "each completes exactly once"
+    expected = {wid: (n + 1) * 2 - 1 for ids in (sync_ids, async_ids) for n, wid in enumerate(ids)}
+    assert results == expected
+    log = worker.log_file.read_text(errors="replace")
+    assert "aborting commit cycle" not in log and "fenced" not in log.lower()
+
+
+def test_a_step_three_times_the_transaction_timeout_completes_while_others_are_served(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = {"SF_TEST_APP": f"long-{uuid.uuid4().hex[:8]}", "SF_STEP_SLEEP": "0.01",
+           "SF_LONG_STEP": "30"}
+    app = load_app_with_env(APP_FILE, env)
+    assert app.config.transaction_timeout_ms == 10_000
+    client = app.client(kafka_bootstrap)
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        _ready(worker)
+        started = time.monotonic()
+        client.start("long_one", id="long", input=7)
+        time.sleep(2)
+        quick = [f"q-{i}" for i in range(100)]
+        _start_all(kafka_bootstrap, app.workflows.events_topic("sync3"), quick)
+        for wid in quick:  # served while the long attempt holds its thread
+            assert client.wait("sync3", wid, timeout=60).status == "completed"
+        assert client.get("long_one", "long").status == "running"
+        assert time.monotonic() - started < 30
+        view = client.wait("long_one", "long", timeout=90)
+        assert view.status == "completed" and view.result == 7
+        assert time.monotonic() - started >= 30
+        assert worker.alive()
+    finally:
+        assert worker.terminate() == 0
+    log = worker.log_file.read_text(errors="replace")
+    assert "aborting commit cycle" not in log and "fenced" not in log.lower()
+    records = read_topic(kafka_bootstrap, f"done-{env['SF_TEST_APP']}")
+    assert Counter(m.key().decode() for m in records)["long"] == 1
