@@ -4,6 +4,7 @@
 #                    stop Kafka if this run started it; exits with pytest's status
 #   make unit        tests that need no broker
 #   make kafka       start the local broker (`make kafka-stop` stops it); `make test` reuses it
+#   make chaos       the crash tests at full size (10,000 transfers with workers SIGKILLed)
 #
 # Kafka comes from Maven Central jars via `mvn` (cached in ~/.cache/streamflow, or
 # $STREAMFLOW_CACHE_DIR). Set STREAMFLOW_BOOTSTRAP=host:port to test against an existing cluster,
@@ -18,7 +19,7 @@ PYTEST_ARGS ?=
 # Re-install only when the package definition changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit clean demo bench
+.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit chaos clean demo bench
 
 venv: $(INSTALLED)
 
@@ -49,6 +50,10 @@ WITH_KAFKA := SF=$(SF) KAFKA_DIR=$(KAFKA_DIR) docker/with-kafka.sh
 
 test: venv kafka-jars
 	@$(WITH_KAFKA) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The big fault runs: never part of `make test`, which runs the same tests at a smaller size.
+chaos: venv kafka-jars
+	@SF_CRASH_TRANSFERS=10000 $(WITH_KAFKA) $(PY) -m pytest tests/crash $(PYTEST_ARGS)
 
 clean:
 	-test -x $(SF) && $(SF) dev kafka stop --dir $(KAFKA_DIR)

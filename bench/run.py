@@ -100,6 +100,48 @@ def _workflow_row(bootstrap: str, workers: int, partitions: int, instances: int,
             "p99_ms": round(r["p99_ms"], 1), "peak_rss_mb": r["peak_rss_mb"]}
 
 
+IO_WORKFLOWS = 2000
+IO_STEP_SLEEP = 0.05
+
+
+def io_rows(bootstrap: str) -> list[dict]:
+    """Steps that wait on I/O (50 ms each, as a service call would), 2,000 workflows started at
+    once on one worker with the default settings: sync steps on the step threads, async steps
+    on the worker's loop. DBOS Transact on SQLite runs the same workflows beside them when it is
+    installed (``make bench`` installs it), so the figures read as ratios."""
+    rows = []
+    for async_steps in (False, True):
+        kind = "async" if async_steps else "sync"
+        r = workflow_bench.run(bootstrap, 1, IO_WORKFLOWS, None, warmup=500,
+                               step_sleep=IO_STEP_SLEEP, async_steps=async_steps)
+        rows.append(_io_row(kind, "streamflow", r))
+        peer = _dbos(kind)
+        if peer is not None:
+            rows.append(_io_row(kind, "DBOS on SQLite", peer))
+    return rows
+
+
+def _io_row(kind: str, system: str, r: dict) -> dict:
+    return {"workload": f"3-step workflows, {kind} steps waiting {IO_STEP_SLEEP * 1000:.0f} ms, "
+                        f"{IO_WORKFLOWS:,} started at once, 1 worker",
+            "system": system, "records": IO_WORKFLOWS, "records_per_s": round(r["records_per_s"]),
+            "p50_ms": round(r["p50_ms"], 1), "p99_ms": round(r["p99_ms"], 1),
+            "peak_rss_mb": r["peak_rss_mb"]}
+
+
+def _dbos(kind: str) -> dict | None:
+    script = HERE / "dbos_bench.py"
+    if not script.exists():
+        return None
+    out = subprocess.run([sys.executable, str(script), "--workflows", str(IO_WORKFLOWS),
+                          "--step-sleep", str(IO_STEP_SLEEP), "--variant", kind],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"  DBOS {kind} row skipped: {out.stderr.strip().splitlines()[-1:]}", flush=True)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def avro_rows() -> list[dict]:
     path = HERE / "avro_bench.py"
     if not path.exists():
@@ -133,7 +175,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--workflows", type=int, default=5_000)
-    parser.add_argument("--only", choices=["engine", "workflows", "avro"])
+    parser.add_argument("--only", choices=["engine", "workflows", "io", "avro"])
     args = parser.parse_args()
     rows: list[dict] = []
     if args.only in (None, "workflows", "engine"):
@@ -141,6 +183,8 @@ def main() -> None:
         warm_up(args.bootstrap)
     if args.only in (None, "workflows"):  # before the engine rows' changelog traffic (see above)
         rows += workflow_rows(args.bootstrap, args.workflows)
+    if args.only in (None, "workflows", "io"):
+        rows += io_rows(args.bootstrap)
     if args.only in (None, "engine"):
         rows += engine_rows(args.bootstrap, args.records)
     if args.only in (None, "avro"):

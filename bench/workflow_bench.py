@@ -25,22 +25,47 @@ from confluent_kafka import Consumer, Producer
 
 REPO = Path(__file__).resolve().parents[1]
 APP_SOURCE = '''
+import asyncio
 import os
+import time
 from streamflow import App
 
 app = App(os.environ["SF_BENCH_APP"], partitions=int(os.environ["SF_BENCH_PARTITIONS"]))
+SLEEP = float(os.environ.get("SF_BENCH_STEP_SLEEP", "0"))
 
-@app.step
-def reserve(ctx, n: int) -> int:
-    return n + 1
+if os.environ.get("SF_BENCH_ASYNC") == "1":
+    @app.step
+    async def reserve(ctx, n: int) -> int:
+        await asyncio.sleep(SLEEP)
+        return n + 1
 
-@app.step
-def charge(ctx, n: int) -> int:
-    return n * 2
+    @app.step
+    async def charge(ctx, n: int) -> int:
+        await asyncio.sleep(SLEEP)
+        return n * 2
 
-@app.step
-def notify(ctx, n: int) -> int:
-    return n - 1
+    @app.step
+    async def notify(ctx, n: int) -> int:
+        await asyncio.sleep(SLEEP)
+        return n - 1
+else:
+    @app.step
+    def reserve(ctx, n: int) -> int:
+        if SLEEP:
+            time.sleep(SLEEP)
+        return n + 1
+
+    @app.step
+    def charge(ctx, n: int) -> int:
+        if SLEEP:
+            time.sleep(SLEEP)
+        return n * 2
+
+    @app.step
+    def notify(ctx, n: int) -> int:
+        if SLEEP:
+            time.sleep(SLEEP)
+        return n - 1
 
 @app.workflow
 async def three_steps(ctx, n: int) -> int:
@@ -56,12 +81,16 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(bootstrap: str, workers: int, instances: int, rate: float | None,
-        warmup: int = 1000, partitions: int = 6) -> dict:
+        warmup: int = 1000, partitions: int = 6, step_sleep: float = 0.0,
+        async_steps: bool = False) -> dict:
+    """``step_sleep`` seconds of waiting in each step (``time.sleep``, or ``asyncio.sleep`` with
+    ``async_steps``): a step that calls a service, as opposed to one that only computes."""
     app_name = f"wfbench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="sf-wfbench-"))
     app_file = work / "three_steps.py"
     app_file.write_text(APP_SOURCE)
     env = {**os.environ, "SF_BENCH_APP": app_name, "SF_BENCH_PARTITIONS": str(partitions),
+           "SF_BENCH_STEP_SLEEP": str(step_sleep), "SF_BENCH_ASYNC": "1" if async_steps else "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     procs = [subprocess.Popen([sys.executable, "-m", "streamflow", "run", str(app_file),
                                "--bootstrap", bootstrap, "--state-dir", str(work / f"w{i}")],
@@ -177,12 +206,15 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=None, help="starts per second (default: all at once)")
     parser.add_argument("--warmup", type=int, default=1000, help="untimed workflows run first")
+    parser.add_argument("--step-sleep", type=float, default=0.0,
+                        help="seconds each step waits, as on a service call (default 0)")
+    parser.add_argument("--async-steps", action="store_true", help="async def steps")
     parser.add_argument("--partitions", type=int,
                         default=int(os.environ.get("SF_BENCH_PARTITIONS", "6")),
                         help="partitions of the workflow's topics (default: $SF_BENCH_PARTITIONS or 6)")
     args = parser.parse_args()
     print(json.dumps(run(args.bootstrap, args.workers, args.instances, args.rate, args.warmup,
-                         args.partitions)))
+                         args.partitions, args.step_sleep, args.async_steps)))
 
 
 if __name__ == "__main__":

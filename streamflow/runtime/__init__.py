@@ -1,1 +1,1 @@
-"""The worker: consumer/producer, tasks, the commit cycle, rebalances and restores (DESIGN §3–4)."""
+"""The worker: consumer/producer, tasks, the commit cycle, rebalances and restores (docs/architecture.md)."""

@@ -1,6 +1,6 @@
 """Worker settings and the Kafka client configurations derived from them.
 
-The client settings are where the exactly-once promise (DESIGN §3) is made concrete, so they
+The client settings are where the exactly-once promise (docs/architecture.md, "Commit protocol") is made concrete, so they
 live in one place with the reason for each.
 """
 

@@ -83,6 +83,10 @@ class AvroSerde(Serde):
     def schema_id(self) -> int | None:
         return self.binding.schema_id
 
+    @property
+    def carries_schema(self) -> bool:
+        return True
+
 
 def avro(record: str | type, *, schema_dir: str | os.PathLike[str] | None = None) -> AvroSerde:
     """The serde of the Avro named type ``record`` (a full name, or a generated dataclass).

@@ -27,6 +27,12 @@ class Serde:
     serialize: Serializer
     deserialize: Deserializer
 
+    @property
+    def carries_schema(self) -> bool:
+        """True when bytes written with this serde name their writer's schema (Avro): such
+        payloads are journaled as written and read back through schema resolution."""
+        return False
+
 
 def _bytes_serialize(value: Any) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):

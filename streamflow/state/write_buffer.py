@@ -1,6 +1,6 @@
 """The per-task write buffer that keeps uncommitted store writes out of RocksDB.
 
-DESIGN §3: writes made inside a Kafka transaction must not reach RocksDB until the transaction
+docs/architecture.md, "Commit protocol": writes made inside a Kafka transaction must not reach RocksDB until the transaction
 has committed, or a crash after an abort would leave RocksDB holding state the changelog never
 saw. The buffer holds decoded values (reads inside the cycle see them first, with no decode), and
 is encoded once per key per cycle when the cycle commits — not once per write.

@@ -1,1 +1,1 @@
-"""The stream DSL and the topology graph it builds (DESIGN §2)."""
+"""The stream DSL and the topology graph it builds (docs/architecture.md)."""

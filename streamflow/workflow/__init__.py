@@ -1,1 +1,1 @@
-"""Durable workflows compiled into stream topologies (DESIGN §2)."""
+"""Durable workflows compiled into stream topologies (docs/architecture.md)."""

@@ -1,4 +1,4 @@
-"""Compile workflow and step declarations into topology objects (DESIGN §2).
+"""Compile workflow and step declarations into topology objects (docs/architecture.md).
 
 For app ``A``: a workflow ``W`` reads ``A.W.events`` (keyed by instance id) and keeps its
 journals in store ``W-instances`` and its durable timers in ``W-timers``; a step ``S`` reads
@@ -51,7 +51,7 @@ class WorkflowRegistry:
         serde = resolve_serde(spec)
         if serde.name == "json":
             return None
-        if not isinstance(serde, AvroSerde):
+        if not serde.carries_schema or not isinstance(serde, AvroSerde):
             raise TopologyError(f"{what}: payloads are JSON or Avro, not {serde.name!r}; "
                                 "declare avro('<full name>') or leave it out")
         self.payload_schemas.append((subject, serde, what))

@@ -10,7 +10,7 @@ event, command or journal entry as ``{"$avro": "<base64>"}``. The envelope keeps
 JSON document per entry, and ``$`` cannot start an Avro field name, so a packed payload is never
 mistaken for a record written as a dict. Packed payloads are unpacked with the code's current
 schema, resolving from the schema id they were written with: a journal written under v1 reads
-under v2 (DESIGN §5).
+under v2 (docs/architecture.md, "Promises").
 
 Determinism digests of Avro arguments are taken over the arguments as the current schema reads
 them (``canonical``), never over their bytes: a compatible schema change must not make a running

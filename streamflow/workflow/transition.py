@@ -400,8 +400,9 @@ class _Transition:
         spec = self.machine.topics.get(topic)
         if spec is None:
             return None, None
-        return (spec.key_serde if isinstance(spec.key_serde, AvroSerde) else None,
-                spec.value_serde if isinstance(spec.value_serde, AvroSerde) else None)
+        key, value = spec.key_serde, spec.value_serde
+        return (key if key.carries_schema else None,  # type: ignore[return-value]
+                value if value.carries_schema else None)
 
     def emit(self, topic: str, key: Any, value: Any) -> None:
         spec = self.machine.topics.get(topic)

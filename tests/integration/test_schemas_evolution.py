@@ -1,4 +1,4 @@
-"""Schema evolution end to end on a real broker (DESIGN §5).
+"""Schema evolution end to end on a real broker.
 
 A topology (Avro input topic → aggregate into a store with an Avro value → Avro output topic)
 runs under v1 schemas and stops. The schemas evolve the four compatible ways (a field added with

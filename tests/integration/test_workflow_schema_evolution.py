@@ -1,4 +1,4 @@
-"""A sleeping workflow across a schema evolution, end to end on a real broker (DESIGN §5).
+"""A sleeping workflow across a schema evolution, end to end on a real broker.
 
 Under v1 schemas an instance starts, its step runs, and it sleeps on a durable timer with a v1
 input and a v1 step result in its journal; the worker stops before the timer is due. The

@@ -1,4 +1,4 @@
-"""Workflow payloads under Avro schema evolution, through the driver (DESIGN §5).
+"""Workflow payloads under Avro schema evolution, through the driver.
 
 An instance starts under v1 schemas and sleeps with a v1 input and a v1 step result in its
 journal; the driver closes. A driver with the v2 code opens the same state dir with the same
