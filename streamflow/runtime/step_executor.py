@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+import queue
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,46 @@ class Attempt:
     future: Any = field(default=None, repr=False)
 
 
+class _StepThreads:
+    """At most ``size`` daemon threads, started as work arrives, taking jobs from one queue.
+
+    Not ``ThreadPoolExecutor``: its threads are joined when the interpreter exits, so a worker
+    stopping while a 5-hour step runs would hang for those 5 hours. A stopping worker commits
+    what finished and leaves; an abandoned attempt runs again on the partition's next owner.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self._size:
+                thread = threading.Thread(target=self._serve, daemon=True,
+                                          name=f"streamflow-step-{len(self._threads) + 1}")
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._idle -= 1 if self._idle else 0
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job()
+            with self._lock:
+                self._idle += 1
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
 class StepLimiter:
     """At most ``limit`` attempts of one step at once on this worker, across its tasks.
 
@@ -100,7 +140,7 @@ class StepExecutor:
                  async_concurrency: int = DEFAULT_ASYNC_STEP_CONCURRENCY) -> None:
         self.threads = threads
         self.async_concurrency = async_concurrency
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: _StepThreads | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._done: deque[Completion] = deque()
@@ -134,7 +174,7 @@ class StepExecutor:
         else:
             if attempt.timeout is not None:
                 self._timed.add(attempt)
-            attempt.future = self._thread_pool().submit(self._run_sync, attempt)
+            self._thread_pool().submit(lambda: self._run_sync(attempt))
 
     def _run_sync(self, attempt: Attempt) -> None:
         attempt.started_at = time.monotonic()
@@ -213,9 +253,9 @@ class StepExecutor:
 
     # -- the pools -------------------------------------------------------------------------------
 
-    def _thread_pool(self) -> ThreadPoolExecutor:
+    def _thread_pool(self) -> _StepThreads:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="streamflow-step")
+            self._pool = _StepThreads(self.threads)
         return self._pool
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -235,11 +275,12 @@ class StepExecutor:
             self._loop = loop
         return self._loop
 
-    def close(self, wait: bool = False) -> None:
-        """Stop taking attempts. Running sync attempts finish on their own (threads cannot be
-        stopped); async ones are cancelled with the loop."""
+    def close(self) -> None:
+        """Stop taking attempts. Running sync attempts are abandoned (threads cannot be
+        stopped; they are daemons, so they do not keep the process alive); async ones are
+        cancelled with the loop."""
         if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool.close()
             self._pool = None
         if self._loop is not None:
             loop = self._loop

@@ -107,3 +107,38 @@ def test_a_step_three_times_the_transaction_timeout_completes_while_others_are_s
     assert "aborting commit cycle" not in log and "fenced" not in log.lower()
     records = read_topic(kafka_bootstrap, f"done-{env['SF_TEST_APP']}")
     assert Counter(m.key().decode() for m in records)["long"] == 1
+
+
+def test_sigterm_during_a_long_step_leaves_after_the_grace_and_the_next_worker_runs_it_once(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = {"SF_TEST_APP": f"term-{uuid.uuid4().hex[:8]}", "SF_LONG_STEP": "120"}
+    app = load_app_with_env(APP_FILE, env)
+    client = app.client(kafka_bootstrap)
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        _ready(worker)
+        client.start("long_one", id="long", input=3)
+        deadline = time.monotonic() + 30
+        while client.get("long_one", "long") is None:  # started: its step command is sent
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        time.sleep(2)  # the attempt is running on a step thread
+        # A hung step must not hold the process: it leaves after the 10 s grace, not in 120 s.
+        assert worker.terminate(timeout=40) == 0
+    finally:
+        if worker.alive():
+            worker.kill()
+    log = worker.log_file.read_text(errors="replace")
+    assert "still running; they run again" in log
+    # The next owner (a redeploy whose service answers fast) runs the attempt again.
+    faster = {**env, "SF_LONG_STEP": "0.1"}
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", faster, tmp_path / "w2.log")
+    try:
+        view = client.wait("long_one", "long", timeout=90)
+    finally:
+        assert worker.terminate() == 0
+    assert view.status == "completed" and view.result == 3
+    entry = view.entries[0]
+    assert entry["attempt"] == 1, "the same attempt ran again, not a retry"
+    records = read_topic(kafka_bootstrap, f"done-{env['SF_TEST_APP']}")
+    assert [m.key().decode() for m in records] == ["long"]

@@ -389,3 +389,26 @@ def test_two_entity_steps_of_one_store_never_run_at_once_for_the_same_key() -> N
         expected["a" if i % 3 else "b"] += i if i % 2 else -i
     assert balances == expected
     assert peak.peak_per_key == 1
+
+
+def test_a_step_with_no_free_slot_pauses_its_partition_and_resumes_when_drained() -> None:
+    app = App("backpressure")
+    flow: list[str] = []
+
+    @app.step(max_concurrency=2)
+    def slow(ctx, n: int) -> int:
+        time.sleep(0.01)
+        return n
+
+    @app.workflow
+    async def fan(ctx, n: int) -> int:
+        calls = [ctx.step(slow, i) for i in range(n)]
+        return sum([await c for c in calls])
+
+    with TestDriver(app) as driver:
+        step_task = next(t for t in driver._all_tasks if "backpressure.step.slow" in t.sources)
+        step_task.pause_input = lambda: flow.append("pause")
+        step_task.resume_input = lambda: flow.append("resume")
+        driver.workflows.start(fan, id="f", input=10)
+        assert driver.workflows.get(fan, "f").result == sum(range(10))
+    assert flow == ["pause", "resume"]
