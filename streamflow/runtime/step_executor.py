@@ -144,6 +144,8 @@ class StepExecutor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._done: deque[Completion] = deque()
+        self._async_queue: deque[Attempt] = deque()
+        self._async_wakeup = False
         self._ready = threading.Event()
         self._limiters: dict[str, StepLimiter] = {}
         self._timed: set[Attempt] = set()
@@ -169,8 +171,12 @@ class StepExecutor:
     def submit(self, attempt: Attempt) -> None:
         self.in_flight += 1
         if attempt.is_async:
-            attempt.future = asyncio.run_coroutine_threadsafe(self._run_async(attempt),
-                                                              self._event_loop())
+            # Handed over in bursts: one loop wake-up for all attempts a batch started, not a
+            # cross-thread call each (see _start_async for why the flag is race-free).
+            self._async_queue.append(attempt)
+            if not self._async_wakeup:
+                self._async_wakeup = True
+                self._event_loop().call_soon_threadsafe(self._start_async)
         else:
             if attempt.timeout is not None:
                 self._timed.add(attempt)
@@ -183,6 +189,16 @@ class StepExecutor:
         except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
             attempt.error = exc
         self._finish(attempt)
+
+    def _start_async(self) -> None:
+        """On the loop thread: start every queued async attempt. The flag is cleared before
+        draining, so an attempt queued meanwhile is either drained now or gets a new wake-up."""
+        self._async_wakeup = False
+        queue_, loop = self._async_queue, self._loop
+        assert loop is not None
+        while queue_:
+            attempt = queue_.popleft()
+            attempt.future = loop.create_task(self._run_async(attempt))
 
     async def _run_async(self, attempt: Attempt) -> None:
         attempt.started_at = time.monotonic()
