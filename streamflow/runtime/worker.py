@@ -181,7 +181,10 @@ class Worker:
                     self._commit()  # input drained: commit now, latency over batching
                 wait = 0.0 if self.restorer.busy or self._initializing else self._idle_wait()
                 if executor.in_flight:
-                    wait = min(wait, STEP_POLL_INTERVAL)
+                    # A completion cannot wake the consumer's poll, but it wakes this wait.
+                    if executor.wait(STEP_POLL_INTERVAL / 2):
+                        continue
+                    wait = min(wait, STEP_POLL_INTERVAL / 2)
                 first = consumer.poll(wait)  # wakes on the first record, unlike consume()
                 if first is None:
                     continue
@@ -195,6 +198,8 @@ class Worker:
             age = time.monotonic() - cycle.opened_at
             if ((len(messages) < batch and age >= cycle.typical_commit_seconds)
                     or cycle.records >= cfg.commit_every or age >= cfg.commit_interval):
+                if executor.has_completions():  # replies of attempts this batch started
+                    self._complete_steps()
                 self._commit()
 
     def _idle_wait(self) -> float:
