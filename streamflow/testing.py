@@ -186,8 +186,7 @@ class TestDriver:
                 break  # an overrunning sync attempt was answered already; do not wait for it
             executor.wait(0.05)
             executor.check_timeouts()
-            for completion in executor.completions():
-                completion()
+            executor.run_completions()
         for task in self._all_tasks:
             for source in task.sub.sources:  # step tasks: the offset logic of a worker's commit
                 log = self._logs.get(source.name)

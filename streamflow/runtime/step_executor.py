@@ -8,10 +8,10 @@ an attempt may take 5 ms or 5 hours. The worker thread only *starts* attempts an
 - an ``async def`` step on one asyncio loop owned by the worker (default at most 1,000 attempts
   at once, ``App(async_step_concurrency=)``).
 
-Finished attempts queue their completion callbacks; the worker drains them on its own thread,
-so everything that touches tasks, stores and producers stays single-threaded. Concurrency is
-bounded per step by a ``StepLimiter`` (``@app.step(max_concurrency=N)``): a step task that
-finds its limiter full keeps the command and pauses its partition instead of buffering more
+Finished attempts are queued as completions; the worker applies them on its own thread, so
+everything that touches tasks, stores and producers stays single-threaded. Concurrency is
+bounded per step by its ``StepLane`` (``@app.step(max_concurrency=N)``): a step task whose lane
+has as many attempts waiting as it has slots pauses its partition instead of fetching more
 (docs/architecture.md, "Step execution").
 
 A sync attempt that overruns its timeout cannot be interrupted (Python threads cannot be
@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-import queue
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -38,21 +38,19 @@ DEFAULT_ASYNC_STEP_CONCURRENCY = 1000
 TIMEOUT_CHECK_INTERVAL = 0.05
 """Seconds between scans for sync attempts past their timeout."""
 
-Completion = Callable[[], None]
 
-
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Attempt:
     """One attempt of one step, as the executor runs it.
 
     ``run`` is the attempt's body (a function, or a coroutine function for async steps); its
     return value or exception is handed to ``on_done`` on the worker thread. ``on_timeout``
-    is called instead, at once, when a sync attempt passes ``timeout`` seconds.
+    is called instead, at once, when a sync attempt passes ``timeout`` seconds. An attempt
+    marked ``cancelled`` before it starts is never run (its task closed or its cycle aborted).
     """
 
-    name: str
+    lane: StepLane
     run: Callable[[], Any] | Callable[[], Awaitable[Any]]
-    is_async: bool
     timeout: float | None
     on_done: Callable[[Attempt], None]
     on_timeout: Callable[[Attempt], None]
@@ -62,7 +60,59 @@ class Attempt:
     started_at: float | None = None
     finished: bool = False
     timed_out: bool = False
-    future: Any = field(default=None, repr=False)
+    cancelled: bool = False
+
+
+class StepLane:
+    """One step's attempts on this worker: at most ``limit`` run at once, the rest wait in
+    order. A thread (or coroutine) that finishes an attempt takes the next waiting one itself,
+    so a slot never waits for the worker thread to notice a completion."""
+
+    def __init__(self, name: str, limit: int, is_async: bool) -> None:
+        self.name = name
+        self.limit = limit
+        self.is_async = is_async
+        self.running = 0
+        self._lock = threading.Lock()
+        self._waiting: deque[Attempt] = deque()
+        self._paused: list[Callable[[], None]] = []
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def saturated(self) -> bool:
+        """Every slot is taken and as many attempts wait: time to stop fetching commands."""
+        return len(self._waiting) >= self.limit
+
+    def when_room(self, resume: Callable[[], None]) -> None:
+        """Call ``resume`` (worker thread) once the waiting line is short again."""
+        if resume not in self._paused:
+            self._paused.append(resume)
+
+    def _admit(self, attempt: Attempt) -> bool:
+        """True: the caller starts ``attempt`` now; False: it waits its turn."""
+        with self._lock:
+            if self.running < self.limit:
+                self.running += 1
+                return True
+            self._waiting.append(attempt)
+            return False
+
+    def _next(self) -> Attempt | None:
+        """The slot's next attempt, or None (the slot is given back)."""
+        with self._lock:
+            if self._waiting:
+                return self._waiting.popleft()
+            self.running -= 1
+            return None
+
+    def _room(self) -> None:
+        if self._paused and len(self._waiting) <= self.limit // 2:
+            paused, self._paused = self._paused, []
+            for resume in paused:
+                resume()
 
 
 class _StepThreads:
@@ -87,8 +137,8 @@ class _StepThreads:
                                           name=f"streamflow-step-{len(self._threads) + 1}")
                 self._threads.append(thread)
                 thread.start()
-            else:
-                self._idle -= 1 if self._idle else 0
+            elif self._idle:
+                self._idle -= 1
         self._jobs.put(job)
 
     def _serve(self) -> None:
@@ -105,34 +155,6 @@ class _StepThreads:
             self._jobs.put(None)
 
 
-class StepLimiter:
-    """At most ``limit`` attempts of one step at once on this worker, across its tasks.
-
-    A task that cannot start an attempt waits in line; a freed slot wakes the first in line.
-    """
-
-    def __init__(self, name: str, limit: int) -> None:
-        self.name = name
-        self.limit = limit
-        self.running = 0
-        self._waiting: deque[Callable[[], None]] = deque()
-
-    def try_acquire(self) -> bool:
-        if self.running < self.limit:
-            self.running += 1
-            return True
-        return False
-
-    def wait(self, wake: Callable[[], None]) -> None:
-        if wake not in self._waiting:
-            self._waiting.append(wake)
-
-    def release(self) -> None:
-        self.running -= 1
-        while self._waiting and self.running < self.limit:
-            self._waiting.popleft()()
-
-
 class StepExecutor:
     """The per-worker executor of step attempts (see the module docstring)."""
 
@@ -143,103 +165,128 @@ class StepExecutor:
         self._pool: _StepThreads | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._done: deque[Completion] = deque()
-        self._async_queue: deque[Attempt] = deque()
-        self._async_wakeup = False
+        self._done: deque[Attempt] = deque()
         self._ready = threading.Event()
-        self._limiters: dict[str, StepLimiter] = {}
+        self._async_queue: deque[tuple[StepLane, Attempt]] = deque()
+        self._async_wakeup = False
+        self._lanes: dict[str, StepLane] = {}
         self._timed: set[Attempt] = set()
         self._next_timeout_check = 0.0
         self.in_flight = 0
-        """Attempts started and not yet completed (overrunning sync attempts included)."""
+        """Attempts submitted and not yet completed (overrunning sync attempts included)."""
         self.overrunning = 0
         """Sync attempts reported timed out whose threads have not returned yet."""
 
-    # -- limits ----------------------------------------------------------------------------------
+    # -- lanes -----------------------------------------------------------------------------------
 
-    def limiter(self, step: str, max_concurrency: int | None, is_async: bool) -> StepLimiter:
-        """The limiter of ``step``, shared by all its tasks on this worker."""
-        limiter = self._limiters.get(step)
-        if limiter is None:
+    def lane(self, step: str, max_concurrency: int | None, is_async: bool) -> StepLane:
+        """The lane of ``step``, shared by all its tasks on this worker."""
+        lane = self._lanes.get(step)
+        if lane is None:
             capacity = self.async_concurrency if is_async else self.threads
-            limiter = StepLimiter(step, min(max_concurrency or capacity, capacity))
-            self._limiters[step] = limiter
-        return limiter
+            lane = StepLane(step, min(max_concurrency or capacity, capacity), is_async)
+            self._lanes[step] = lane
+        return lane
 
     # -- running attempts ------------------------------------------------------------------------
 
     def submit(self, attempt: Attempt) -> None:
+        """Run ``attempt`` when its lane has a free slot (worker thread)."""
         self.in_flight += 1
-        if attempt.is_async:
+        lane = attempt.lane
+        if attempt.timeout is not None and not lane.is_async:
+            self._timed.add(attempt)
+        if not lane._admit(attempt):
+            return
+        if lane.is_async:
             # Handed over in bursts: one loop wake-up for all attempts a batch started, not a
             # cross-thread call each (see _start_async for why the flag is race-free).
-            self._async_queue.append(attempt)
+            self._async_queue.append((lane, attempt))
             if not self._async_wakeup:
                 self._async_wakeup = True
                 self._event_loop().call_soon_threadsafe(self._start_async)
         else:
-            if attempt.timeout is not None:
-                self._timed.add(attempt)
-            self._thread_pool().submit(lambda: self._run_sync(attempt))
+            self._thread_pool().submit(lambda: self._serve_sync(lane, attempt))
 
-    def _run_sync(self, attempt: Attempt) -> None:
-        attempt.started_at = time.monotonic()
-        try:
-            attempt.result = attempt.run()
-        except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
-            attempt.error = exc
-        self._finish(attempt)
+    def _serve_sync(self, lane: StepLane, attempt: Attempt | None) -> None:
+        """A step thread holding one slot of ``lane``: run attempts until none waits."""
+        while attempt is not None:
+            if attempt.cancelled:  # its owner forgot it before it started: never run
+                self._finish(attempt)
+                attempt = lane._next()
+                continue
+            attempt.started_at = time.monotonic()
+            try:
+                attempt.result = attempt.run()
+            except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
+                attempt.error = exc
+            self._finish(attempt)
+            attempt = lane._next()
 
     def _start_async(self) -> None:
         """On the loop thread: start every queued async attempt. The flag is cleared before
         draining, so an attempt queued meanwhile is either drained now or gets a new wake-up."""
         self._async_wakeup = False
-        queue_, loop = self._async_queue, self._loop
+        pending, loop = self._async_queue, self._loop
         assert loop is not None
-        while queue_:
-            attempt = queue_.popleft()
-            attempt.future = loop.create_task(self._run_async(attempt))
+        while pending:
+            lane, attempt = pending.popleft()
+            loop.create_task(self._serve_async(lane, attempt))
 
-    async def _run_async(self, attempt: Attempt) -> None:
-        attempt.started_at = time.monotonic()
-        try:
-            coroutine = attempt.run()
-            if attempt.timeout is None:
-                attempt.result = await coroutine  # type: ignore[misc]
-            else:
-                attempt.result = await asyncio.wait_for(coroutine, attempt.timeout)  # type: ignore[arg-type]
-        except asyncio.TimeoutError:
-            attempt.error = TimeoutError(f"{attempt.describe} took longer than "
-                                         f"{attempt.timeout:g} s and was cancelled")
-        except BaseException as exc:  # noqa: BLE001 - cancellation included
-            attempt.error = exc
-        self._finish(attempt)
+    async def _serve_async(self, lane: StepLane, attempt: Attempt | None) -> None:
+        """One slot of an async ``lane``: run attempts until none waits."""
+        while attempt is not None:
+            if attempt.cancelled:
+                self._finish(attempt)
+                attempt = lane._next()
+                continue
+            attempt.started_at = time.monotonic()
+            try:
+                coroutine = attempt.run()
+                if attempt.timeout is None:
+                    attempt.result = await coroutine  # type: ignore[misc]
+                else:
+                    attempt.result = await asyncio.wait_for(coroutine, attempt.timeout)  # type: ignore[arg-type]
+            except asyncio.TimeoutError:
+                attempt.error = TimeoutError(f"{attempt.describe} took longer than "
+                                             f"{attempt.timeout:g} s and was cancelled")
+            except BaseException as exc:  # noqa: BLE001 - cancellation included
+                attempt.error = exc
+            self._finish(attempt)
+            attempt = lane._next()
 
     def _finish(self, attempt: Attempt) -> None:
         attempt.finished = True
-        self._done.append(lambda: self._completed(attempt))
+        self._done.append(attempt)
         self._ready.set()
 
-    def _completed(self, attempt: Attempt) -> None:
-        self.in_flight -= 1
-        self._timed.discard(attempt)
-        if attempt.timed_out:
-            self.overrunning -= 1
-            log.info("%s returned %.1f s after its timeout; its result was discarded",
-                     attempt.describe, time.monotonic() - (attempt.started_at or 0)
-                     - (attempt.timeout or 0))
-        attempt.on_done(attempt)
-
-    def completions(self) -> list[Completion]:
-        """Completions of finished attempts, to run on the worker thread inside a cycle."""
+    def run_completions(self) -> int:
+        """Apply finished attempts (worker thread, inside the open cycle); returns how many."""
         done = self._done
         if not done:
-            return []
+            return 0
         self._ready.clear()
-        out = []
+        count = 0
+        lanes: set[StepLane] = set()
         while done:
-            out.append(done.popleft())
-        return out
+            attempt = done.popleft()
+            count += 1
+            self.in_flight -= 1
+            self._timed.discard(attempt)
+            if attempt.timed_out:
+                self.overrunning -= 1
+                log.info("%s returned %.1f s after its timeout; its result was discarded",
+                         attempt.describe, time.monotonic() - (attempt.started_at or 0)
+                         - (attempt.timeout or 0))
+            attempt.on_done(attempt)
+            lanes.add(attempt.lane)
+        for lane in lanes:
+            lane._room()
+        return count
+
+    def forget(self, attempt: Attempt) -> None:
+        """The owner will not use ``attempt``'s result: do not start it if it still waits."""
+        attempt.cancelled = True
 
     def has_completions(self) -> bool:
         return bool(self._done)

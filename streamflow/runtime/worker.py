@@ -225,12 +225,9 @@ class Worker:
 
     def _complete_steps(self) -> None:
         """Apply finished step attempts (replies, entity writes, done marks) in the open cycle."""
-        ready = self.executor.completions()
-        if not ready:
-            return
-        self.cycle.begin()
-        for completion in ready:
-            completion()
+        if self.executor.has_completions():
+            self.cycle.begin()
+            self.executor.run_completions()
 
     def _drain_steps(self, grace: float) -> None:
         """Stopping: give running attempts ``grace`` seconds to finish and commit them; the

@@ -186,13 +186,13 @@ class StepRunner:
         self.done = rt.store(node.done_store.name)
         self.is_async = inspect.iscoroutinefunction(sdef.fn)
         self.executor = rt.step_executor
-        self.limiter = self.executor.limiter(sdef.name, sdef.max_concurrency, self.is_async)
+        self.lane = self.executor.lane(sdef.name, sdef.max_concurrency, self.is_async)
         self.types = parameter_types(sdef.fn)
         self.non_retryable = (NonRetryable, *sdef.retry.non_retryable)
         self.timeout = sdef.timeout.total_seconds() if sdef.timeout else None
         self.offsets = CompletionOffsets()
-        self.backlog: deque[_Pending] = deque()
-        """Commands holding their entity key (if any), waiting for a slot of the limiter."""
+        self.attempts: set[Attempt] = set()
+        """This task's attempts submitted and not completed (running or waiting in the lane)."""
         self.key_waiting = 0
         """This step's commands waiting for a busy entity key."""
         self.generation = 0
@@ -202,7 +202,7 @@ class StepRunner:
         self.done_above: set[int] | None = None  # loaded from the store on first use
         self.fresh_done: list[int] = []
         self.last_committable = -1
-        self._wake = self._drain_backlog
+        self._wake = self._resume
         rt.hold_offsets(node.topic, self.committable)
         rt.on_abort(self.reset)
         rt.on_close(self.close)
@@ -241,29 +241,18 @@ class StepRunner:
         return args + received[len(self.types):]
 
     def _start(self, pending: _Pending) -> None:
-        """``pending`` holds its entity key (if any): launch it, or queue it for a slot."""
-        if self.backlog or not self.limiter.try_acquire():
-            self.backlog.append(pending)
-            self.limiter.wait(self._wake)
-            self._pause()
-            return
+        """``pending`` holds its entity key (if any): submit it to the step's lane, and stop
+        fetching while the lane has a full line waiting."""
         self._launch(pending)
-
-    def _drain_backlog(self) -> None:
-        """A limiter slot is free: start what waits for one."""
-        if self.closed:
-            return
-        while self.backlog:
-            if not self.limiter.try_acquire():
-                self.limiter.wait(self._wake)
-                return
-            self._launch(self.backlog.popleft())
-        self._resume()
+        if self.lane.saturated:
+            self._pause()
+            self.lane.when_room(self._wake)
 
     # -- running ---------------------------------------------------------------------------------
 
     def _launch(self, pending: _Pending) -> None:
-        """Start one attempt (it holds a limiter slot, and its entity key)."""
+        """Submit one attempt (it holds its entity key, if any); the state it sees is read now,
+        after every earlier attempt on the key completed."""
         sdef, command = self.sdef, pending.command
         state = None
         if pending.entity is not None:
@@ -275,7 +264,9 @@ class StepRunner:
                     f"(seq {command.seq})")
 
         def on_done(attempt: Attempt) -> None:
-            self.limiter.release()
+            self.attempts.discard(attempt)
+            if attempt.cancelled and not attempt.started_at:
+                return  # never ran: its command comes again
             if attempt.timed_out or generation != self.generation or self.closed:
                 return  # reported already, or void: the command runs again or was answered
             self._complete(pending, ctx, attempt)
@@ -288,8 +279,9 @@ class StepRunner:
                                          f"{attempt.timeout:g} s")
             self._complete(pending, ctx, attempt)
 
-        attempt = Attempt(sdef.name, (lambda: fn(ctx, *args)), self.is_async, self.timeout,
-                          on_done, on_timeout, describe)
+        attempt = Attempt(self.lane, (lambda: fn(ctx, *args)), self.timeout, on_done, on_timeout,
+                          describe)
+        self.attempts.add(attempt)
         self.executor.submit(attempt)
 
     def _complete(self, pending: _Pending, ctx: StepContext, attempt: Attempt) -> None:
@@ -351,7 +343,7 @@ class StepRunner:
             self.rt.pause_input()
 
     def _resume(self) -> None:
-        if self.paused and not self.backlog and self.key_waiting < QUEUE_PER_TASK:
+        if self.paused and not self.lane.saturated and self.key_waiting < QUEUE_PER_TASK:
             self.paused = False
             self.rt.resume_input()
 
@@ -387,7 +379,7 @@ class StepRunner:
         """The cycle aborted and the input is rewound to the committed offset: every command
         above it comes again, so forget them; attempts still running are void."""
         self.generation += 1
-        self.backlog.clear()
+        self._forget_attempts()
         self.key_waiting = 0
         self.offsets.clear()
         self.fresh_done.clear()
@@ -398,7 +390,12 @@ class StepRunner:
     def close(self) -> None:
         self.generation += 1
         self.closed = True
-        self.backlog.clear()
+        self._forget_attempts()
+
+    def _forget_attempts(self) -> None:
+        """Attempts not started yet are never run; running ones finish, their results void."""
+        for attempt in self.attempts:
+            self.executor.forget(attempt)
 
 
 def _entity_keys(rt: ProcessorRuntime) -> EntityKeys:
