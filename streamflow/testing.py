@@ -185,7 +185,7 @@ class TestDriver:
             if executor.in_flight <= executor.overrunning and not executor.has_completions():
                 break  # an overrunning sync attempt was answered already; do not wait for it
             executor.wait(0.05)
-            executor.check_timeouts()
+            executor.tick()
             executor.run_completions()
         for task in self._all_tasks:
             for source in task.sub.sources:  # step tasks: the offset logic of a worker's commit

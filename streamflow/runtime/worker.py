@@ -172,7 +172,7 @@ class Worker:
             if time.monotonic() >= self._next_punctuation:
                 self._punctuate()
             if executor.in_flight:
-                executor.check_timeouts()
+                executor.tick()
                 if executor.has_completions():
                     self._complete_steps()
             messages = consumer.consume(batch, 0)
@@ -239,7 +239,7 @@ class Worker:
         deadline = time.monotonic() + grace
         while executor.in_flight > executor.overrunning and time.monotonic() < deadline:
             executor.wait(0.05)
-            executor.check_timeouts()
+            executor.tick()
             self._complete_steps()
         if executor.in_flight:
             log.warning("leaving with %d step attempt(s) still running; they run again on the "
