@@ -27,9 +27,9 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +37,43 @@ DEFAULT_STEP_THREADS = 100
 DEFAULT_ASYNC_STEP_CONCURRENCY = 1000
 TIMEOUT_CHECK_INTERVAL = 0.05
 """Seconds between scans for sync attempts past their timeout."""
-INITIAL_SYNC_SLOTS = 4
-BLOCKED_AFTER = 0.001
-"""A sync lane whose attempts wait while none of its slots finished one for this long is
-blocked on I/O: it opens more slots (doubling, up to its limit). Attempts that only compute
-stay on a few threads, which costs the worker thread far less in GIL hand-offs (measured on
-CPU-only 3-step workflows: 8 busy threads ran 2,000/s where 100 ran 1,700/s)."""
+INITIAL_SYNC_SLOTS = int(__import__("os").environ.get("SF_EXP_SLOTS", "4"))
+BLOCKING_ATTEMPT = 0.001
+"""A sync lane whose attempts take this long on average (they wait on I/O) opens more slots
+while attempts wait: doubling, up to its limit. Attempts that only compute stay on a few
+threads, which costs the worker thread far less in GIL hand-offs (measured on CPU-only 3-step
+workflows: 8 busy threads ran 2,000/s where 100 ran 1,700/s)."""
+STALLED_AFTER = 0.02
+"""Attempts wait and no slot finished one for this long: open more slots whatever the average
+(the first attempts of a lane, or every slot stuck in a slow call)."""
+
+
+class AttemptOwner(Protocol):
+    """Who submitted an attempt (a step task): told on the worker thread how it ended."""
+
+    def attempt_done(self, attempt: Attempt) -> None: ...
+
+    def attempt_timed_out(self, attempt: Attempt) -> None: ...
+
+    def describe(self, attempt: Attempt) -> str: ...
 
 
 @dataclass(eq=False, slots=True)
 class Attempt:
-    """One attempt of one step, as the executor runs it.
-
-    ``run`` is the attempt's body (a function, or a coroutine function for async steps); its
-    return value or exception is handed to ``on_done`` on the worker thread. ``on_timeout``
-    is called instead, at once, when a sync attempt passes ``timeout`` seconds. An attempt
-    marked ``cancelled`` before it starts is never run (its task closed or its cycle aborted).
+    """One attempt of one step, as the executor runs it: ``fn(ctx, *args)`` (a coroutine
+    function for async steps). Its return value or exception goes to ``owner.attempt_done``
+    on the worker thread; ``owner.attempt_timed_out`` is called instead, at once, when a sync
+    attempt passes ``timeout`` seconds. An attempt marked ``cancelled`` before it starts is
+    never run (its task closed or its cycle aborted). ``token`` is the owner's to read back.
     """
 
     lane: StepLane
-    run: Callable[[], Any] | Callable[[], Awaitable[Any]]
+    owner: AttemptOwner
+    fn: Callable[..., Any]
+    ctx: Any
+    args: list[Any]
     timeout: float | None
-    on_done: Callable[[Attempt], None]
-    on_timeout: Callable[[Attempt], None]
-    describe: str = ""
+    token: Any = None
     result: Any = None
     error: BaseException | None = None
     started_at: float | None = None
@@ -81,6 +94,8 @@ class StepLane:
         self.slots = limit if is_async else min(limit, INITIAL_SYNC_SLOTS)
         """Slots open now (elastic for sync lanes: see BLOCKED_AFTER)."""
         self.last_progress = time.monotonic()
+        self.mean_seconds = 0.0
+        """Moving average of this lane's attempt durations (wall time)."""
         self.running = 0
         self._lock = threading.Lock()
         self._waiting: deque[Attempt] = deque()
@@ -111,8 +126,9 @@ class StepLane:
 
     def _grow(self, now: float) -> int:
         """Slots to open now: attempts wait and no slot has finished one lately."""
-        if (not self._waiting or self.running < self.slots or self.slots >= self.limit
-                or now - self.last_progress < BLOCKED_AFTER):
+        if not self._waiting or self.running < self.slots or self.slots >= self.limit:
+            return 0
+        if self.mean_seconds < BLOCKING_ATTEMPT and now - self.last_progress < STALLED_AFTER:
             return 0
         with self._lock:
             more = min(self.slots, self.limit - self.slots, len(self._waiting))
@@ -257,9 +273,10 @@ class StepExecutor:
                 continue
             attempt.started_at = time.monotonic()
             try:
-                attempt.result = attempt.run()
+                attempt.result = attempt.fn(attempt.ctx, *attempt.args)
             except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
                 attempt.error = exc
+            lane.mean_seconds += 0.1 * (time.monotonic() - attempt.started_at - lane.mean_seconds)
             self._finish(attempt)
             attempt = lane._next()
 
@@ -282,14 +299,14 @@ class StepExecutor:
                 continue
             attempt.started_at = time.monotonic()
             try:
-                coroutine = attempt.run()
+                coroutine = attempt.fn(attempt.ctx, *attempt.args)
                 if attempt.timeout is None:
                     attempt.result = await coroutine  # type: ignore[misc]
                 else:
                     attempt.result = await asyncio.wait_for(coroutine, attempt.timeout)  # type: ignore[arg-type]
             except asyncio.TimeoutError:
-                attempt.error = TimeoutError(f"{attempt.describe} took longer than "
-                                             f"{attempt.timeout:g} s and was cancelled")
+                attempt.error = TimeoutError(f"{attempt.owner.describe(attempt)} took longer "
+                                             f"than {attempt.timeout:g} s and was cancelled")
             except BaseException as exc:  # noqa: BLE001 - cancellation included
                 attempt.error = exc
             self._finish(attempt)
@@ -316,9 +333,9 @@ class StepExecutor:
             if attempt.timed_out:
                 self.overrunning -= 1
                 log.info("%s returned %.1f s after its timeout; its result was discarded",
-                         attempt.describe, time.monotonic() - (attempt.started_at or 0)
+                         attempt.owner.describe(attempt), time.monotonic() - (attempt.started_at or 0)
                          - (attempt.timeout or 0))
-            attempt.on_done(attempt)
+            attempt.owner.attempt_done(attempt)
             lanes.add(attempt.lane)
         for lane in lanes:
             lane._room()
@@ -350,9 +367,9 @@ class StepExecutor:
             self.overrunning += 1
             log.warning("%s passed its timeout of %g s: reported as timed out, its late result "
                         "and state writes will be rejected; it still holds a step thread "
-                        "(%d of %d held by overrunning attempts)", attempt.describe,
+                        "(%d of %d held by overrunning attempts)", attempt.owner.describe(attempt),
                         attempt.timeout, self.overrunning, self.threads)
-            attempt.on_timeout(attempt)
+            attempt.owner.attempt_timed_out(attempt)
 
     # -- the pools -------------------------------------------------------------------------------
 

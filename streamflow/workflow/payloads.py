@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import inspect
 import typing
@@ -73,19 +74,31 @@ def _build(tp: Any, value: Any) -> Any:
 
 def rebuild(tp: Any, value: Any) -> Any:
     """``value`` (plain JSON) as an instance of ``tp`` where ``tp`` names a dataclass."""
+    if tp in _PLAIN:
+        return value
     return _build(tp, value)
 
 
-def parameter_types(fn: Callable[..., Any], skip: int = 1) -> list[Any]:
+_PLAIN = (Any, int, float, str, bool, type(None), dict, list, object)
+
+
+def is_plain_type(tp: Any) -> bool:
+    """JSON gives values of ``tp`` as they are: nothing to rebuild."""
+    return tp in _PLAIN
+
+
+@functools.lru_cache(maxsize=4096)
+def parameter_types(fn: Callable[..., Any], skip: int = 1) -> tuple[Any, ...]:
     """Annotated types of ``fn``'s parameters after the first ``skip`` (the ctx)."""
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to plain JSON
         hints = {}
     params = list(inspect.signature(fn).parameters.values())[skip:]
-    return [hints.get(p.name, Any) for p in params]
+    return tuple(hints.get(p.name, Any) for p in params)
 
 
+@functools.lru_cache(maxsize=4096)
 def return_type(fn: Callable[..., Any]) -> Any:
     try:
         return typing.get_type_hints(fn).get("return", Any)

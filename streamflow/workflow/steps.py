@@ -38,7 +38,7 @@ from streamflow.topology.specs import StoreSpec
 from streamflow.workflow.api import NonRetryable, StepDef
 from streamflow.workflow.failures import remember
 from streamflow.workflow.messages import StepCommand, StepError, dumps
-from streamflow.workflow.payloads import pack, parameter_types, rebuild, unpack
+from streamflow.workflow.payloads import is_plain_type, pack, parameter_types, rebuild, unpack
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,8 @@ class StepRunner:
         self.executor = rt.step_executor
         self.lane = self.executor.lane(sdef.name, sdef.max_concurrency, self.is_async)
         self.types = parameter_types(sdef.fn)
+        self.plain_args = not sdef.args and all(is_plain_type(t) for t in self.types)
+        """Every argument arrives as the function takes it (no dataclass to rebuild)."""
         self.non_retryable = (NonRetryable, *sdef.retry.non_retryable)
         self.timeout = sdef.timeout.total_seconds() if sdef.timeout else None
         self.offsets = CompletionOffsets()
@@ -237,6 +239,8 @@ class StepRunner:
         declared = self.sdef.args
         received = [unpack(declared[i], a, f"argument {i} of step {self.sdef.name!r}")
                     if i < len(declared) else a for i, a in enumerate(command.args)]
+        if self.plain_args:
+            return received
         args = [rebuild(t, a) for t, a in zip(self.types, received, strict=False)]
         return args + received[len(self.types):]
 
@@ -253,36 +257,39 @@ class StepRunner:
     def _launch(self, pending: _Pending) -> None:
         """Submit one attempt (it holds its entity key, if any); the state it sees is read now,
         after every earlier attempt on the key completed."""
-        sdef, command = self.sdef, pending.command
         state = None
         if pending.entity is not None:
             state = self.store.get(pending.entity)  # type: ignore[union-attr]
-        ctx = StepContext(sdef, command, pending.entity, state)
-        fn, args = sdef.fn, pending.args
-        generation = self.generation
-        describe = (f"step {sdef.name!r} attempt {command.attempt} of instance {command.id!r} "
-                    f"(seq {command.seq})")
-
-        def on_done(attempt: Attempt) -> None:
-            self.attempts.discard(attempt)
-            if attempt.cancelled and not attempt.started_at:
-                return  # never ran: its command comes again
-            if attempt.timed_out or generation != self.generation or self.closed:
-                return  # reported already, or void: the command runs again or was answered
-            self._complete(pending, ctx, attempt)
-
-        def on_timeout(attempt: Attempt) -> None:
-            ctx.closed = True
-            if generation != self.generation or self.closed:
-                return
-            attempt.error = StepTimedOut(f"step {sdef.name!r} took longer than "
-                                         f"{attempt.timeout:g} s")
-            self._complete(pending, ctx, attempt)
-
-        attempt = Attempt(self.lane, (lambda: fn(ctx, *args)), self.timeout, on_done, on_timeout,
-                          describe)
+        ctx = StepContext(self.sdef, pending.command, pending.entity, state)
+        attempt = Attempt(self.lane, self, self.sdef.fn, ctx, pending.args, self.timeout,
+                          (pending, self.generation))
         self.attempts.add(attempt)
         self.executor.submit(attempt)
+
+    # -- AttemptOwner (worker thread) ------------------------------------------------------------
+
+    def attempt_done(self, attempt: Attempt) -> None:
+        self.attempts.discard(attempt)
+        pending, generation = attempt.token
+        if attempt.cancelled and attempt.started_at is None:
+            return  # never ran: its command comes again
+        if attempt.timed_out or generation != self.generation or self.closed:
+            return  # reported already, or void: the command runs again or was answered
+        self._complete(pending, attempt.ctx, attempt)
+
+    def attempt_timed_out(self, attempt: Attempt) -> None:
+        attempt.ctx.closed = True
+        pending, generation = attempt.token
+        if generation != self.generation or self.closed:
+            return
+        attempt.error = StepTimedOut(f"step {self.sdef.name!r} took longer than "
+                                     f"{attempt.timeout:g} s")
+        self._complete(pending, attempt.ctx, attempt)
+
+    def describe(self, attempt: Attempt) -> str:
+        command = attempt.token[0].command
+        return (f"step {self.sdef.name!r} attempt {command.attempt} of instance {command.id!r} "
+                f"(seq {command.seq})")
 
     def _complete(self, pending: _Pending, ctx: StepContext, attempt: Attempt) -> None:
         """The attempt finished (worker thread, inside the open cycle): reply, state, offset."""
@@ -332,7 +339,8 @@ class StepRunner:
             if not isinstance(exc, Exception):  # cancelled, or SystemExit in a step
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
         remember(type(exc))
-        log.debug("%s failed: %r", attempt.describe, exc)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s failed: %r", self.describe(attempt), exc)
         return dumps(command.failure(StepError.of(exc), retryable).to_json()), _UNSET
 
     # -- flow control ----------------------------------------------------------------------------
