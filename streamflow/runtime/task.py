@@ -165,6 +165,7 @@ class Task:
         try:
             source.push(key, value)
         except Exception as exc:
+            self.forget_decoded()
             self.dead_letter(msg, exc, "process", failing_processor(exc))
 
     def dead_letter(self, msg: Any, exc: BaseException, stage: str, processor: str) -> None:
@@ -184,11 +185,18 @@ class Task:
                            exc: BaseException, stage: str, processor: str) -> None:
         """Dead-letter a record this task made itself (a due timer), as if read from ``topic``
         at this task's partition (offset -1: it was never on the topic)."""
+        self.forget_decoded()
         self.dead_lettered += 1
         log.warning("dead-lettered #%d of task %s: %s from %s at %s: %s: %s", self.dead_lettered,
                     self.id, stage, topic, processor, type(exc).__name__, exc)
         self._send(self._dead_letter_topic, key, value, None, None,
                    dead_letter_headers(topic, self.partition, -1, None, exc, stage, processor))
+
+    def forget_decoded(self) -> None:
+        """A record's processing raised: objects it read from stores may be mutated in place;
+        every store drops its decoded view and reads its bytes again."""
+        for store in self.stores.values():
+            store.forget_decoded()
 
     # -- the commit protocol ---------------------------------------------------------------------
 

@@ -1,10 +1,15 @@
 """A keyed state store: RocksDB (rocksdict, raw mode) behind a transactional write buffer.
 
 One ``KeyValueStore`` per store per task, under ``state_dir/<app>/<task>/<store>``. Reads see
-the write buffer first, then RocksDB. ``prepare_commit`` encodes the buffer once and hands the
-changelog records to the caller (who sends them inside the transaction); ``apply`` writes the
-same bytes to RocksDB in one ``WriteBatch`` together with the changelog checkpoint, and is
-called only after the transaction committed.
+the write buffer first, then RocksDB. A write is encoded when it is made, so a value that
+cannot be serialized fails its record (which goes to the dead-letter topic), never the commit.
+``prepare_commit`` hands the buffer's bytes to the caller as changelog records (sent inside the
+transaction); ``apply`` writes the same bytes to RocksDB in one ``WriteBatch`` together with
+the changelog checkpoint, and is called only after the transaction committed.
+
+Committed values are cached as bytes and decoded on each read: a value the store hands out is
+never an object it keeps, so code that mutates what it read and then raises cannot change
+committed state (docs/architecture.md, "Promises").
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch
 
-from streamflow.errors import StoreError
+from streamflow.errors import SerializationError, StoreError
 from streamflow.serde.base import Serde
 from streamflow.state.write_buffer import TOMBSTONE, WriteBuffer
 
@@ -26,7 +31,7 @@ log = logging.getLogger(__name__)
 
 _META_CF = "streamflow_meta"
 CACHE_ENTRIES = 100_000
-"""Decoded committed values kept per store (cleared wholesale when it would grow past this)."""
+"""Committed values (bytes) kept per store (cleared wholesale when it would grow past this)."""
 _CHECKPOINT_KEY = b"changelog_next_offset"
 _CHECKPOINT_TIME_KEY = b"changelog_checkpoint_ms"
 
@@ -51,10 +56,9 @@ class KeyValueStore:
         self._value_serialize = value_serde.serialize
         self._value_deserialize = value_serde.deserialize
         self.buffer = WriteBuffer()
-        # Decoded values of recently committed writes: a hot key is decoded from RocksDB once,
-        # not once per cycle. Only committed values enter it; an abort clears it, because a
-        # value mutated in place during the aborted cycle may sit in it.
-        self._cache: dict[bytes, Any] = {}
+        # Bytes of recently committed writes: a hot key is read from memory, not RocksDB. Only
+        # committed bytes enter it and bytes cannot be mutated, so an abort keeps it.
+        self._cache: dict[bytes, bytes] = {}
         self._pending: list[ChangelogRecord] = []
         self._db = self._open(path)
         self._meta = self._db.get_column_family_handle(_META_CF)
@@ -100,29 +104,49 @@ class KeyValueStore:
     def value_serializer(self) -> Any:
         return self._value_serialize
 
-    @property
-    def cached(self) -> dict[bytes, Any]:
-        """The committed-value cache (same dict for the store's life: ``clear``ed, never replaced)."""
-        return self._cache
-
     def get_encoded(self, kb: bytes, default: Any = None) -> Any:
         """``get`` for a key already encoded: aggregations encode once for the read and write."""
-        value = self.buffer.entries.get(kb, _MISSING)
+        buffer = self.buffer
+        value = buffer.entries.get(kb, _MISSING)
         if value is not _MISSING:
             return default if value is TOMBSTONE else value
-        value = self._cache.get(kb, _MISSING)
-        if value is not _MISSING:
-            return value
-        raw = self._db.get(kb)
-        return default if raw is None else self._value_deserialize(raw)
+        raw = buffer.encoded.get(kb, _MISSING)
+        if raw is _MISSING:
+            raw = self._cache.get(kb, _MISSING)
+            if raw is _MISSING:
+                raw = self._db.get(kb)
+            return default if raw is None else self._value_deserialize(raw)
+        if raw is None:
+            return default
+        value = buffer.entries[kb] = self._value_deserialize(raw)
+        return value
 
     def put(self, key: Any, value: Any) -> None:
+        self.put_encoded(self._key_serialize(key), value, key)
+
+    def put_encoded(self, kb: bytes, value: Any, key: Any = None) -> None:
+        """``put`` for a key already encoded. Raises ``SerializationError`` naming the store
+        when the value cannot be encoded (the write is not made)."""
         if value is None:
             raise StoreError(f"store {self.name!r}: None is not a value; use delete({key!r})")
-        self.buffer.entries[self._key_serialize(key)] = value
+        try:
+            vb = self._value_serialize(value)
+        except Exception as exc:  # noqa: BLE001 - which serde and what it said
+            raise SerializationError(
+                f"store {self.name!r}: the value for key {key if key is not None else kb!r} "
+                f"cannot be serialized: {type(exc).__name__}: {exc}") from None
+        self.buffer.encoded[kb] = vb
+        self.buffer.entries[kb] = value
 
     def delete(self, key: Any) -> None:
-        self.buffer.entries[self._key_serialize(key)] = TOMBSTONE
+        kb = self._key_serialize(key)
+        self.buffer.encoded[kb] = None
+        self.buffer.entries[kb] = TOMBSTONE
+
+    def forget_decoded(self) -> None:
+        """A record failed: drop decoded objects it may have mutated in place; the writes of
+        the cycle stay, as bytes."""
+        self.buffer.forget_decoded()
 
     def __contains__(self, key: Any) -> bool:
         return self.get(key, _MISSING) is not _MISSING
@@ -140,14 +164,14 @@ class KeyValueStore:
     def _scan(self, lo: bytes | None, past_end: Any) -> Iterator[tuple[Any, Any]]:
         # Merge the sorted buffer keys into the RocksDB iteration so a scan sees this cycle's
         # writes exactly as a later read would.
-        pending = sorted(k for k in self.buffer.entries if lo is None or k >= lo)
+        pending = sorted(k for k in self.buffer.encoded if lo is None or k >= lo)
         it = self._db.iter()
         if lo is None:
             it.seek_to_first()
         else:
             it.seek(lo)
         i = 0
-        kd, vd, buf = self._key_deserialize, self._value_deserialize, self.buffer.entries
+        kd, vd, buf = self._key_deserialize, self._value_deserialize, self.buffer.encoded
         while True:
             db_key = it.key() if it.valid() else None
             if db_key is not None and past_end(db_key):
@@ -158,9 +182,8 @@ class KeyValueStore:
             if db_key is None and buf_key is None:
                 return
             if buf_key is not None and (db_key is None or buf_key <= db_key):
-                value = buf[buf_key]
-                if value is not TOMBSTONE:
-                    yield kd(buf_key), value
+                if buf[buf_key] is not None:
+                    yield kd(buf_key), self.get_encoded(buf_key)
                 i += 1
                 if db_key == buf_key:
                     it.next()
@@ -171,11 +194,8 @@ class KeyValueStore:
     # -- the commit protocol ---------------------------------------------------------------------
 
     def prepare_commit(self) -> list[ChangelogRecord]:
-        """Encode this cycle's writes once; the caller sends them to the changelog in the txn."""
-        serialize = self._value_serialize
-        self._pending = [
-            (kb, None if v is TOMBSTONE else serialize(v)) for kb, v in self.buffer.entries.items()
-        ]
+        """This cycle's writes as changelog records (encoded already, when they were made)."""
+        self._pending = list(self.buffer.encoded.items())
         return self._pending
 
     def apply(self, checkpoint: int | None) -> None:
@@ -190,30 +210,27 @@ class KeyValueStore:
             self.buffer.clear()
             return
         batch = WriteBatch(raw_mode=True)
+        cache = self._cache
+        if len(cache) + len(self._pending) > CACHE_ENTRIES:
+            cache.clear()
         for kb, vb in self._pending:
             if vb is None:
                 batch.delete(kb)
+                cache.pop(kb, None)
             else:
                 batch.put(kb, vb)
+                cache[kb] = vb
         if checkpoint is not None:
             self._put_checkpoint(batch, checkpoint)
         self._db.write(batch)
-        cache = self._cache
-        if len(cache) + len(self.buffer.entries) > CACHE_ENTRIES:
-            cache.clear()
-        for kb, value in self.buffer.entries.items():
-            if value is TOMBSTONE:
-                cache.pop(kb, None)
-            else:
-                cache[kb] = value
         self._pending = []
         self.buffer.clear()
 
     def abort(self) -> None:
-        """Forget the open cycle: its writes never happened."""
+        """Forget the open cycle: its writes never happened (the cache holds committed bytes
+        only, so it stays)."""
         self._pending = []
         self.buffer.clear()
-        self._cache.clear()
 
     # -- restore ---------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streamflow.state.write_buffer import TOMBSTONE
 from streamflow.topology.specs import StoreSpec, TopicSpec
 
 Push = Callable[[Any, Any], None]
@@ -240,20 +239,11 @@ class AggregateNode(Node):
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
         nxt, fn, initial = _fanout(downstream), self.fn, self.initial
         store = rt.store(self.store.name)
-        encode, buffered, cached = store.key_serializer, store.buffer.entries, store.cached
-        load = store.get_encoded
+        encode, load, save = store.key_serializer, store.get_encoded, store.put_encoded
 
         def push(key: Any, value: Any, _sf_node: Node = self) -> None:
             kb = encode(key)
-            # Hot keys are in this cycle's buffer or the committed-value cache: look there
-            # inline before asking the store.
-            acc = buffered.get(kb, _UNSET)
-            if acc is TOMBSTONE:  # deleted in this cycle by a process() sharing the store
-                acc = _UNSET
-            elif acc is _UNSET:
-                acc = cached.get(kb, _UNSET)
-                if acc is _UNSET:
-                    acc = load(kb, _UNSET)
+            acc = load(kb, _UNSET)
             if acc is _UNSET:
                 # reduce(): the first value is the aggregate.
                 acc = value if initial is None else fn(initial(), value)
@@ -261,7 +251,7 @@ class AggregateNode(Node):
                 acc = fn(acc, value)
             if acc is None:
                 raise ValueError(f"aggregate of store {self.store.name!r} returned None for {key!r}")
-            buffered[kb] = acc
+            save(kb, acc, key)  # encoded now: a value that cannot be fails this record
             nxt(key, acc)
 
         return push

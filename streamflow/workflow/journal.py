@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 HEADER = "\x00"
 ENTRY = "\x01"
 COMPENSATION_BASE = 1_000_000_000
@@ -48,20 +46,21 @@ class Journal:
         header = store.get(header_key(instance_id))
         if header is None:
             return None
-        journal = cls(instance_id, _copy(header))
+        journal = cls(instance_id, header)
         prefix = (instance_id + ENTRY).encode()
         for _, entry in store.prefix_items(prefix):
-            journal.entries[entry["seq"]] = _copy(entry)
+            journal.entries[entry["seq"]] = entry
         return journal
 
     def save(self, store: Any) -> None:
-        """Write what changed, as copies: the journal goes on changing its dicts in later
-        transitions, and one that raises must not reach the store through a shared object."""
+        """Write what changed. The store encodes each write at once, so a later transition
+        that changes these dicts in place and raises cannot reach the committed bytes (the
+        orchestrator then drops the journal, the task the store's decoded view)."""
         if self.header_dirty:
-            store.put(header_key(self.id), _copy(self.header))
+            store.put(header_key(self.id), self.header)
             self.header_dirty = False
         for seq in self.dirty:
-            store.put(entry_key(self.id, seq), _copy(self.entries[seq]))
+            store.put(entry_key(self.id, seq), self.entries[seq])
         self.dirty.clear()
 
     def set(self, **changes: Any) -> None:
@@ -85,7 +84,3 @@ class Journal:
         return [e for s, e in sorted(self.entries.items())
                 if e["kind"] == "compensate" and s < COMPENSATION_BASE]
 
-
-def _copy(value: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of a journal record (plain JSON), a few microseconds each."""
-    return orjson.loads(orjson.dumps(value))
