@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,17 @@ class CommitCycle:
         try:
             if self._eos:
                 if offsets:
-                    self._producer.send_offsets_to_transaction(
-                        offsets, self._consumer.consumer_group_metadata(), self._timeout)
+                    self._send_offsets(offsets)
                 self._commit_transaction()
                 self._producer.poll(0)  # serve changelog delivery reports → store checkpoints
             else:
-                self._producer.flush(self._timeout)
+                # At-least-once: offsets only after every output and changelog record is
+                # acknowledged; a failed or timed-out delivery rewinds instead.
+                left = self._producer.flush(self._timeout)
+                if self.delivery_error is None and left:
+                    self.delivery_error = KafkaError(KafkaError._TIMED_OUT,
+                                                     f"{left} records undelivered after "
+                                                     f"{self._timeout:g} s")
                 if self.delivery_error is not None:
                     raise KafkaException(self.delivery_error)
                 if offsets:
@@ -101,7 +106,7 @@ class CommitCycle:
             err = exc.args[0]
             fatal = getattr(err, "fatal", lambda: False)()
             if self._eos and (fatal or not err.txn_requires_abort()):
-                raise  # fenced or broken producer: the worker must stop; its successor recovers
+                raise  # fenced or broken producer: the worker closes its tasks dirty and rejoins
             self._abort(tasks, f"commit failed: {err}")
             return False
         # Apply the buffers only now: if we crash before this line the changelog already holds
@@ -117,6 +122,24 @@ class CommitCycle:
         self.commit_seconds += took
         self.typical_commit_seconds += 0.2 * (took - self.typical_commit_seconds)
         return True
+
+    def _send_offsets(self, offsets: list[TopicPartition]) -> None:
+        """Retriable errors (coordinator loading or moving, a request timeout) are retried
+        with backoff until the cycle's timeout; anything else is the caller's."""
+        deadline = time.monotonic() + self._timeout
+        backoff = 0.05
+        while True:
+            try:
+                self._producer.send_offsets_to_transaction(
+                    offsets, self._consumer.consumer_group_metadata(), self._timeout)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable() or time.monotonic() + backoff > deadline:
+                    raise
+                log.info("send_offsets_to_transaction: %s; retrying in %.2f s", err.str(), backoff)
+                time.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
 
     def _commit_transaction(self) -> None:
         deadline = time.monotonic() + self._timeout

@@ -12,6 +12,13 @@ HEADER_TOPIC = "streamflow.source.topic"
 HEADER_PARTITION = "streamflow.source.partition"
 HEADER_OFFSET = "streamflow.source.offset"
 HEADER_TRACE = "streamflow.error.trace"
+HEADER_TRUNCATED = "streamflow.truncated"
+"""Set when the record was cut to fit the dead-letter topic: the original sizes, ``key,value``."""
+
+DEAD_LETTER_MAX_BYTES = 1_000_000 - 64 * 1024
+"""What a dead-letter record may weigh: the producer's default ``message.max.bytes`` (1 MB)
+less room for the record overhead. A poison record near the limit plus the error headers
+would otherwise fail its own produce and take the batch down with it."""
 
 
 def failing_processor(exc: BaseException) -> str:
@@ -43,3 +50,27 @@ def dead_letter_headers(topic: str, partition: int, offset: int,
     if original:
         headers.extend(original)
     return headers
+
+
+def fit_dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]],
+                    limit: int = DEAD_LETTER_MAX_BYTES
+                    ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The dead-letter record cut to ``limit`` bytes: the trace and the original headers
+    first, then the value, then the key; a header says what was cut from what."""
+    def size() -> int:
+        return (len(key or b"") + len(value or b"")
+                + sum(len(k) + len(v) + 16 for k, v in headers))
+
+    if size() <= limit:
+        return key, value, headers
+    original = f"{len(key or b'')},{len(value or b'')}".encode()
+    ours = {HEADER_ERROR, HEADER_ERROR_TYPE, HEADER_STAGE, HEADER_PROCESSOR, HEADER_TOPIC,
+            HEADER_PARTITION, HEADER_OFFSET}
+    headers = [(k, v[:2000] if k == HEADER_TRACE else v) for k, v in headers
+               if k in ours or k == HEADER_TRACE]
+    headers.append((HEADER_TRUNCATED, original))
+    room = limit - sum(len(k) + len(v) + 16 for k, v in headers)
+    if key is not None and len(key) > room // 2:
+        key = key[:room // 2]
+    value = None if value is None else value[:max(0, room - len(key or b""))]
+    return key, value, headers

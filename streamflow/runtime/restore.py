@@ -65,7 +65,22 @@ class Restorer:
             tp = TopicPartition(spec.changelog, task.partition)
             low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
             age = store.checkpoint_age_ms()
-            if checkpoint is not None and (checkpoint < low or (age or 0) > STALE_AFTER_MS):
+            if checkpoint is None and store.has_data():
+                # Data with no checkpoint: written by no commit we know of. Replaying over it
+                # cannot remove keys it holds that the changelog does not.
+                log.warning("store %s of task %s holds data but no changelog checkpoint; "
+                            "wiping it and rebuilding from %s", spec.name, task.id, spec.changelog)
+                store.wipe()
+            elif checkpoint is not None and checkpoint > high:
+                # The changelog is shorter than what this replica has seen: the topic was
+                # recreated or truncated. The replica holds state the changelog does not.
+                log.warning("store %s of task %s: checkpoint %d is past the end of %s[%d] (%d); "
+                            "the topic was recreated or truncated: wiping the store and "
+                            "rebuilding from the changelog", spec.name, task.id, checkpoint,
+                            spec.changelog, task.partition, high)
+                store.wipe()
+                checkpoint = None
+            elif checkpoint is not None and (checkpoint < low or (age or 0) > STALE_AFTER_MS):
                 # Records between the checkpoint and now may be gone (retention) or their
                 # tombstones compacted away (delete.retention.ms): replaying from the checkpoint
                 # could resurrect deleted keys. Rebuild this replica from the whole changelog.

@@ -13,12 +13,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+
 from streamflow.runtime.collector import Headers, RecordCollector
-from streamflow.runtime.dead_letter import dead_letter_headers, failing_processor
+from streamflow.runtime.dead_letter import dead_letter_headers, failing_processor, fit_dead_letter
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.state.store import KeyValueStore
 
 log = logging.getLogger(__name__)
+
+
+def _client_broken(exc: KafkaException) -> bool:
+    """A produce that failed because the producer is fenced or in a fatal state (as opposed to
+    a record too large, say, which is the record's fault)."""
+    err = exc.args[0] if exc.args else None
+    return err is None or not hasattr(err, "fatal") or err.fatal() or err.code() in (
+        KafkaError._STATE, KafkaError._FENCED, KafkaError._FATAL)
 
 
 def _no_flow_control() -> None:
@@ -164,7 +174,14 @@ class Task:
             return
         try:
             source.push(key, value)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except KafkaException as exc:
+            if _client_broken(exc):
+                raise  # not this record's fault: the worker recovers its clients
+            self.forget_decoded()
+            self.dead_letter(msg, exc, "process", failing_processor(exc))
+        except BaseException as exc:  # SystemExit from user code is bad input too, not a stop
             self.forget_decoded()
             self.dead_letter(msg, exc, "process", failing_processor(exc))
 
@@ -177,9 +194,10 @@ class Task:
             log.warning("dead-lettered #%d of task %s: %s[%d]@%d at %s (%s): %s: %s",
                         self.dead_lettered, self.id, msg.topic(), msg.partition(), msg.offset(),
                         processor, stage, type(exc).__name__, exc)
-        self._send(self._dead_letter_topic, msg.key(), msg.value(), None, None,
-                   dead_letter_headers(msg.topic(), msg.partition(), msg.offset(), msg.headers(),
-                                       exc, stage, processor))
+        headers = dead_letter_headers(msg.topic(), msg.partition(), msg.offset(), msg.headers(),
+                                      exc, stage, processor)
+        key, value, headers = fit_dead_letter(msg.key(), msg.value(), headers)
+        self._send(self._dead_letter_topic, key, value, None, None, headers)
 
     def dead_letter_record(self, topic: str, key: bytes | None, value: bytes | None,
                            exc: BaseException, stage: str, processor: str) -> None:
@@ -189,8 +207,9 @@ class Task:
         self.dead_lettered += 1
         log.warning("dead-lettered #%d of task %s: %s from %s at %s: %s: %s", self.dead_lettered,
                     self.id, stage, topic, processor, type(exc).__name__, exc)
-        self._send(self._dead_letter_topic, key, value, None, None,
-                   dead_letter_headers(topic, self.partition, -1, None, exc, stage, processor))
+        key, value, headers = fit_dead_letter(
+            key, value, dead_letter_headers(topic, self.partition, -1, None, exc, stage, processor))
+        self._send(self._dead_letter_topic, key, value, None, None, headers)
 
     def forget_decoded(self) -> None:
         """A record's processing raised: objects it read from stores may be mutated in place;

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 PUNCTUATION_INTERVAL = 0.05
 """Seconds between wall-clock punctuations: the resolution of durable timers."""
+MAX_RECOVERIES = 5
+RECOVERY_WINDOW = 600.0
+"""More than MAX_RECOVERIES fatal client errors within RECOVERY_WINDOW seconds end the worker."""
 STEP_POLL_INTERVAL = 0.002
 """Longest idle poll while step attempts run: a finished attempt's completion cannot wake a
 blocked consumer poll, so the loop looks for completions at least this often."""
@@ -52,14 +55,19 @@ class Worker:
         self._route: dict[str, list[Task | None]] = {}  # topic → partition → running task
         self._initializing: list[Task] = []
         self.processed = 0
+        self._recoveries: list[float] = []
         self._next_punctuation = 0.0
         self.executor = StepExecutor(config.step_threads, config.async_step_concurrency)
+        self.max_cycle_seconds = min(config.transaction_timeout_ms / 3000,
+                                     max(1.0, 10 * config.commit_interval))
+        """A cycle commits at the latest after this long, even in the middle of a batch."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def run(self, install_signal_handlers: bool = True) -> None:
         cfg = self.config
         identity = WorkerIdentity(cfg.state_dir / cfg.name)
+        clean = False
         self.worker_id = identity.worker_id
         try:
             self._setup_topics()
@@ -73,10 +81,61 @@ class Worker:
             gc.set_threshold(100_000, 50, 100)
             self._running = True
             log.info("worker %s of app %s started (%s)", self.worker_id, cfg.name, cfg.guarantee)
-            self._loop()
+            while True:
+                try:
+                    self._loop()
+                    break
+                except (KafkaException, KafkaUnavailable) as exc:
+                    if not self._may_recover(exc):
+                        raise
+                    self._recover(exc)
+            clean = True
         finally:
-            self._shutdown()
+            self._shutdown(clean)
             identity.release()
+
+    # -- recovery from fatal client errors ----------------------------------------------------
+
+    def _may_recover(self, exc: BaseException) -> bool:
+        """A fenced or broken producer, an expired transaction or a fatal consumer error is
+        survivable (Kafka Streams closes the tasks dirty and rejoins); a burst of them is not."""
+        if not self._running:
+            return False
+        now = time.monotonic()
+        self._recoveries = [t for t in self._recoveries if now - t < RECOVERY_WINDOW] + [now]
+        if len(self._recoveries) > MAX_RECOVERIES:
+            log.error("%d fatal client errors in %.0f s; giving up", len(self._recoveries),
+                      RECOVERY_WINDOW)
+            return False
+        return True
+
+    def _recover(self, exc: BaseException) -> None:
+        """Close every task dirty (buffers dropped; RocksDB holds committed state only, so the
+        stores reopen from their checkpoints), throw the clients away and start new ones: new
+        producers fence the old transactional ids, a new consumer rejoins the group."""
+        reason = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+        log.warning("fatal client error (%s): closing tasks dirty and rejoining the group", reason)
+        self.cycle.open = False  # the transaction is lost with its producer; never commit it
+        for task in list(self._tasks.values()):
+            try:
+                task.aborted()
+            finally:
+                task.close()
+        self._tasks.clear()
+        self._initializing.clear()
+        for parts in self._route.values():
+            parts[:] = [None] * len(parts)
+        try:
+            self.consumer.close()
+        except Exception as close_exc:  # noqa: BLE001 - it is being replaced either way
+            log.info("closing the old consumer: %s", close_exc)
+        for producer in self.producers:
+            try:
+                producer.purge()
+            except Exception:  # noqa: BLE001
+                pass
+        self.restorer.close()
+        self._start_clients(self.worker_id)
 
     def stop(self) -> None:
         """Ask the loop to finish its cycle, commit and leave the group."""
@@ -131,13 +190,22 @@ class Worker:
         self.consumer.subscribe(list(self._route), on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, clean: bool) -> None:
+        """Leave the group. After a clean stop (SIGTERM) the open cycle commits; after anything
+        else it aborts: records it did not finish must not have their offsets committed."""
         consumer = getattr(self, "consumer", None)
         try:
             if consumer is not None:
-                self._drain_steps(self.config.shutdown_grace)
-                if self.cycle.open:
-                    self.cycle.commit(self._running_tasks())
+                if clean:
+                    self._drain_steps(self.config.shutdown_grace)
+                    if self.cycle.open:
+                        self.cycle.commit(self._running_tasks())
+                elif self.cycle.open:
+                    try:
+                        self.cycle.abort(self._running_tasks(), "the worker is stopping on an error")
+                    except Exception:  # noqa: BLE001 - fenced or broken: the coordinator aborts it
+                        log.warning("could not abort the open transaction; the coordinator "
+                                    "aborts it when it times out")
                 consumer.close()  # leaves the group: revoke callback closes the tasks
         except Exception:
             log.exception("error while leaving the group")
@@ -246,20 +314,40 @@ class Worker:
                         "next owner of their partitions", executor.in_flight)
 
     def _process(self, messages: list[Any]) -> None:
+        """Process a batch in the open cycle. A cycle is bounded in time even mid-batch: past
+        ``max_cycle_seconds`` it commits what is processed and goes on in a new one, so slow
+        processing never lets the coordinator time the transaction out."""
         cycle = self.cycle
         cycle.begin()
         route = self._route
-        for msg in messages:
+        deadline = cycle.opened_at + self.max_cycle_seconds
+        done = 0
+        for i, msg in enumerate(messages):
+            if not i & 31 and i and time.monotonic() > deadline:
+                cycle.records += i - done
+                self.processed += i - done
+                done = i
+                if not self._commit_before(messages[i:]):
+                    return  # aborted: the input was rewound, the rest comes again
+                cycle.begin()
+                deadline = cycle.opened_at + self.max_cycle_seconds
             if msg.error() is not None:
                 self._consumer_error(msg)
                 continue
-            topic = msg.topic()
-            task = route[topic][msg.partition()]
+            task = route[msg.topic()][msg.partition()]
             if task is None:
                 continue  # revoked or not yet restored: its records are fetched again later
             task.process(msg)
-        cycle.records += len(messages)
-        self.processed += len(messages)
+        cycle.records += len(messages) - done
+        self.processed += len(messages) - done
+
+    def _commit_before(self, unprocessed: list[Any]) -> bool:
+        """Commit mid-batch: each partition's offset stops at its first unprocessed record."""
+        first: dict[tuple[str, int], int] = {}
+        for msg in unprocessed:
+            if msg.error() is None:
+                first.setdefault((msg.topic(), msg.partition()), msg.offset())
+        return self.cycle.commit(self._running_tasks(first))
 
     def _consumer_error(self, msg: Any) -> None:
         err = msg.error()
@@ -270,25 +358,34 @@ class Worker:
     def _commit(self) -> None:
         self.cycle.commit(self._running_tasks())
 
-    def _running_tasks(self) -> list[Task]:
+    def _running_tasks(self, stop_at: dict[tuple[str, int], int] | None = None) -> list[Task]:
         """Tasks with something to commit, their input offsets filled in.
 
         Offsets come from the consumer's position (one call per cycle, not one dict write per
         record): every record returned by the consumer was processed before a commit, so the
-        position of each partition is exactly the next offset to commit.
+        position of each partition is exactly the next offset to commit (``stop_at``: the first
+        unprocessed offsets of a mid-batch commit). Every running partition's offset goes into
+        every transaction, unchanged ones included: the offsets carry the group generation, so
+        a worker evicted from the group (a long pause, a cut network) is fenced even when its
+        cycle only fired timers.
         """
         tps = [tp for t in self._tasks.values() if self._route_of(t) for tp in self._task_partitions(t)]
         if tps:
             for tp in self.consumer.position(tps):
                 task = self._route[tp.topic][tp.partition]
-                if task is None or tp.offset < 0:
+                if task is None:
                     continue
-                # A step task commits only up to its lowest unfinished command. Its offset is
-                # sent even when unchanged while commands above it are in flight, so an abort
-                # rewinds the consumer to it.
-                nxt = task.committable_offset(tp.topic, tp.offset)
-                if nxt != task.positions.get(tp.topic) or nxt != tp.offset:
-                    task.pending_offsets[tp.topic] = nxt - 1
+                position = tp.offset
+                if stop_at is not None:
+                    position = min(position, stop_at.get((tp.topic, tp.partition), position))
+                if position < 0:  # nothing fetched since assignment: the committed offset
+                    committed = task.positions.get(tp.topic, -1)
+                    if committed < 0:
+                        continue
+                    task.pending_offsets[tp.topic] = committed - 1
+                    continue
+                # A step task commits only up to its lowest unfinished command.
+                task.pending_offsets[tp.topic] = task.committable_offset(tp.topic, position) - 1
         return [t for t in self._tasks.values() if t.pending_offsets or t.stores]
 
     def _route_of(self, task: Task) -> bool:

@@ -243,6 +243,12 @@ class KeyValueStore:
         batch.put(_CHECKPOINT_KEY, next_offset.to_bytes(8, "big"), self._meta)
         batch.put(_CHECKPOINT_TIME_KEY, int(time.time() * 1000).to_bytes(8, "big"), self._meta)
 
+    def has_data(self) -> bool:
+        """True when RocksDB holds at least one entry (checkpoints are kept apart)."""
+        it = self._db.iter()
+        it.seek_to_first()
+        return it.valid()
+
     def checkpoint_age_ms(self) -> int | None:
         """How long ago the checkpoint was written (None: never)."""
         raw = self._meta_cf.get(_CHECKPOINT_TIME_KEY)

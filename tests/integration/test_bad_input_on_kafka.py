@@ -1,0 +1,96 @@
+"""The bad-input corpus through a running worker: every case lands in the dead-letter topic
+with its reason, the worker stays up, and every good record is processed once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from streamflow.runtime.dead_letter import HEADER_ERROR, HEADER_TRUNCATED
+from tests.engine_helpers import REPO, WorkerProcess, load_app_with_env, read_topic
+
+pytestmark = pytest.mark.kafka
+
+APP_FILE = REPO / "tests" / "apps" / "corpus.py"
+
+NESTED = b"[" * 10_000 + b"]" * 10_000
+
+
+def _cases(events: str) -> list[tuple[str, str, bytes | None, bytes | None, str]]:
+    """(case, topic, key, value, a word the DLQ reason must contain)."""
+    return [
+        ("invalid JSON", "in", b"k", b"{not json", "JSONDecodeError"),
+        ("invalid UTF-8 in a str key", "in", b"\xff\xfe", b"{}", "UnicodeDecodeError"),
+        ("empty value", "in", b"k", b"", "JSONDecodeError"),
+        ("JSON nested 10,000 deep", "in", b"k", NESTED, "JSONDecodeError"),
+        ("NaN", "in", b"k", b'{"x": NaN}', "JSONDecodeError"),
+        ("a 5 MB value", "in", b"k", b'"' + b"x" * (5 * 1024 * 1024) + b'"', "MSG_SIZE_TOO_LARGE"),
+        ("ValueError", "in", b"k", b'{"raise": "ValueError"}', "ValueError"),
+        ("KeyError", "in", b"k", b'{"raise": "KeyError"}', "KeyError"),
+        ("RecursionError", "in", b"k", b'{"raise": "RecursionError"}', "RecursionError"),
+        ("SystemExit", "in", b"k", b'{"raise": "SystemExit"}', "SystemExit"),
+        ("a workflow input that does not fit its dataclass", events, b"w-bad",
+         orjson.dumps({"type": "start", "id": "w-bad", "input": {"id": "x", "oops": 1}}),
+         "TypeError"),
+        ("a signal for an unknown instance", events, b"nobody",
+         orjson.dumps({"type": "signal", "id": "nobody", "name": "go"}), "no instance"),
+        ("a step reply for an unknown step", events, b"w-ok",
+         orjson.dumps({"type": "step_failed", "id": "w-ok", "seq": 7, "attempt": 1,
+                       "error": {"type": "X", "message": "x"}}), ""),
+        ("an event of no known type", events, b"w-ok",
+         orjson.dumps({"type": "teleport", "id": "w-ok"}), "unknown workflow event type"),
+    ]
+
+
+def test_every_bad_input_lands_in_the_dead_letter_topic_and_nothing_else_is_lost(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    name = f"corpus-{uuid.uuid4().hex[:8]}"
+    env = {"SF_TEST_APP": name}
+    app = load_app_with_env(APP_FILE, env)
+    events = app.workflows.events_topic("checkout")
+    client = app.client(kafka_bootstrap)
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        deadline = time.monotonic() + 60
+        while "assigned tasks" not in worker.log_file.read_text(errors="replace"):
+            assert time.monotonic() < deadline and worker.alive()
+            time.sleep(0.2)
+        client.start("checkout", id="w-ok", input={"id": "w-ok", "cents": 5})
+        assert client.wait("checkout", "w-ok", timeout=60).result == 5
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 8_000_000})
+        cases = _cases(events)
+        for i, (_, topic, key, value, _) in enumerate(cases):
+            topic = f"in-{name}" if topic == "in" else topic
+            producer.produce(topic, value, key)
+            producer.produce(f"in-{name}", orjson.dumps({"good": i}), b"good")  # after each case
+        producer.produce(f"in-{name}", None, b"null-value")   # null value: a tombstone, mapped
+        producer.produce(f"in-{name}", b'{"null": "key"}', None)   # null key: mapped
+        assert producer.flush(30) == 0
+        deadline = time.monotonic() + 90
+        while True:
+            out = read_topic(kafka_bootstrap, f"out-{name}")
+            if len(out) >= len(cases) + 2 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        dead = read_topic(kafka_bootstrap, f"{name}.dlq")
+        assert worker.alive()
+    finally:
+        assert worker.terminate() == 0
+    goods = [orjson.loads(m.value())["good"] for m in out if m.value() and b"good" in m.value()]
+    assert goods == list(range(len(cases))), "every good record once, in order"
+    assert any(m.key() == b"null-value" and m.value() is None for m in out)
+    assert any(m.key() is None for m in out)
+    # The stale step reply is ignored (a reply for a call the journal does not have), not
+    # dead-lettered: the orchestrator drops duplicate and stale replies by design.
+    expected = [c for c in cases if c[4]]
+    assert len(dead) == len(expected), [dict(m.headers())[HEADER_ERROR][:80] for m in dead]
+    for (case, _, _, _, word), record in zip(expected, dead, strict=True):
+        headers = dict(record.headers())
+        assert word.encode() in headers[HEADER_ERROR], (case, headers[HEADER_ERROR][:200])
+        if case == "a 5 MB value":
+            assert HEADER_TRUNCATED in headers
