@@ -68,5 +68,14 @@ demo: venv kafka-jars
 	  $(PY) topologies/demo_payments.py --bootstrap $$KAFKA_BOOTSTRAP'
 
 # Benchmarks: never part of `make test`. Prints a table and writes bench/results.json.
-bench: venv kafka-jars
-	@$(WITH_KAFKA) sh -c '$(PY) bench/run.py --bootstrap $$KAFKA_BOOTSTRAP'
+# DBOS (the peer of the I/O-bound workflow rows) lives in a venv of its own.
+DBOS_VENV := .cache/dbos-venv
+
+$(DBOS_VENV)/.installed:
+	test -x $(DBOS_VENV)/bin/python || $(PYTHON) -m venv $(DBOS_VENV)
+	$(DBOS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DBOS_VENV)/bin/python -m pip install --quiet 'dbos>=3.4,<4'
+	touch $@
+
+bench: venv kafka-jars $(DBOS_VENV)/.installed
+	@SF_DBOS_PYTHON=$(CURDIR)/$(DBOS_VENV)/bin/python $(WITH_KAFKA) sh -c '$(PY) bench/run.py --bootstrap $$KAFKA_BOOTSTRAP'

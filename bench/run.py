@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -133,7 +134,8 @@ def _dbos(kind: str) -> dict | None:
     script = HERE / "dbos_bench.py"
     if not script.exists():
         return None
-    out = subprocess.run([sys.executable, str(script), "--workflows", str(IO_WORKFLOWS),
+    python = os.environ.get("SF_DBOS_PYTHON", sys.executable)  # make bench: DBOS's own venv
+    out = subprocess.run([python, str(script), "--workflows", str(IO_WORKFLOWS),
                           "--step-sleep", str(IO_STEP_SLEEP), "--variant", kind],
                          capture_output=True, text=True)
     if out.returncode != 0:
