@@ -240,6 +240,8 @@ class StepExecutor:
         """Attempts submitted and not yet completed (overrunning sync attempts included)."""
         self.overrunning = 0
         """Sync attempts reported timed out whose threads have not returned yet."""
+        self.submitted = 0
+        """Attempts ever submitted (the worker tells which ones its cycle started)."""
 
     # -- lanes -----------------------------------------------------------------------------------
 
@@ -257,6 +259,7 @@ class StepExecutor:
     def submit(self, attempt: Attempt) -> None:
         """Run ``attempt`` when its lane has a free slot (worker thread)."""
         self.in_flight += 1
+        self.submitted += 1
         lane = attempt.lane
         if attempt.timeout is not None and not lane.is_async:
             self._timed.add(attempt)

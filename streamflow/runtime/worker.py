@@ -36,6 +36,8 @@ PUNCTUATION_INTERVAL = 0.05
 MAX_RECOVERIES = 5
 RECOVERY_WINDOW = 600.0
 """More than MAX_RECOVERIES fatal client errors within RECOVERY_WINDOW seconds end the worker."""
+QUICK_STEP_WAIT = 0.001
+"""Seconds a commit waits for attempts its cycle started (see _finish_quick_steps)."""
 STEP_POLL_INTERVAL = 0.002
 """Longest idle poll while step attempts run: a finished attempt's completion cannot wake a
 blocked consumer poll, so the loop looks for completions at least this often."""
@@ -56,6 +58,7 @@ class Worker:
         self._initializing: list[Task] = []
         self.processed = 0
         self._recoveries: list[float] = []
+        self._submitted_at_commit = 0
         self._next_punctuation = 0.0
         self.executor = StepExecutor(config.step_threads, config.async_step_concurrency)
         self.max_cycle_seconds = min(config.transaction_timeout_ms / 3000,
@@ -246,6 +249,7 @@ class Worker:
             messages = consumer.consume(batch, 0)
             if not messages:
                 if cycle.open:
+                    self._finish_quick_steps()
                     self._commit()  # input drained: commit now, latency over batching
                 wait = 0.0 if self.restorer.busy or self._initializing else self._idle_wait()
                 if executor.in_flight:
@@ -266,8 +270,7 @@ class Worker:
             age = time.monotonic() - cycle.opened_at
             if ((len(messages) < batch and age >= cycle.typical_commit_seconds)
                     or cycle.records >= cfg.commit_every or age >= cfg.commit_interval):
-                if executor.has_completions():  # replies of attempts this batch started
-                    self._complete_steps()
+                self._finish_quick_steps()
                 self._commit()
 
     def _idle_wait(self) -> float:
@@ -296,6 +299,22 @@ class Worker:
         if self.executor.has_completions():
             self.cycle.begin()
             self.executor.run_completions()
+
+    def _finish_quick_steps(self) -> None:
+        """Before a commit, give attempts this cycle started up to QUICK_STEP_WAIT to finish,
+        so a step that takes a millisecond replies in the cycle that started it rather than
+        one commit later (a step that waits on I/O just finishes in a later cycle)."""
+        executor = self.executor
+        if executor.submitted != self._submitted_at_commit and executor.in_flight:
+            deadline = time.monotonic() + QUICK_STEP_WAIT
+            while executor.in_flight > executor.overrunning:
+                left = deadline - time.monotonic()
+                if left <= 0 or not executor.wait(left):
+                    break
+                self._complete_steps()
+        elif executor.has_completions():
+            self._complete_steps()
+        self._submitted_at_commit = executor.submitted
 
     def _drain_steps(self, grace: float) -> None:
         """Stopping: give running attempts ``grace`` seconds to finish and commit them; the
