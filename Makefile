@@ -4,7 +4,7 @@
 #                    stop Kafka if this run started it; exits with pytest's status
 #   make unit        tests that need no broker
 #   make kafka       start the local broker (`make kafka-stop` stops it); `make test` reuses it
-#   make chaos       the crash tests at full size (10,000 transfers with workers SIGKILLed)
+#   make chaos       the crash and fault tests at full size (10,000 transfers, 200,000 records)
 #
 # Kafka comes from Maven Central jars via `mvn` (cached in ~/.cache/streamflow, or
 # $STREAMFLOW_CACHE_DIR). Set STREAMFLOW_BOOTSTRAP=host:port to test against an existing cluster,
@@ -53,7 +53,7 @@ test: venv kafka-jars
 
 # The big fault runs: never part of `make test`, which runs the same tests at a smaller size.
 chaos: venv kafka-jars
-	@SF_CRASH_TRANSFERS=10000 $(WITH_KAFKA) $(PY) -m pytest tests/crash $(PYTEST_ARGS)
+	@SF_CRASH_TRANSFERS=10000 SF_CHAOS_RECORDS=200000 $(WITH_KAFKA) $(PY) -m pytest -s tests/crash $(PYTEST_ARGS)
 
 clean:
 	-test -x $(SF) && $(SF) dev kafka stop --dir $(KAFKA_DIR)

@@ -214,6 +214,9 @@ class _StepThreads:
             with self._lock:
                 self._idle += 1
 
+    def has_waiting_jobs(self) -> bool:
+        return not self._jobs.empty()
+
     def close(self) -> None:
         for _ in self._threads:
             self._jobs.put(None)
@@ -230,6 +233,7 @@ class StepExecutor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._done: deque[Attempt] = deque()
+        self._timeouts: deque[Attempt] = deque()
         self._ready = threading.Event()
         self._async_queue: deque[tuple[StepLane, Attempt | None]] = deque()
         self._async_wakeup = False
@@ -301,9 +305,17 @@ class StepExecutor:
                 attempt.result = attempt.fn(attempt.ctx, *attempt.args)
             except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
                 attempt.error = exc
-            lane.mean_seconds += 0.1 * (time.monotonic() - attempt.started_at - lane.mean_seconds)
-            self._finish(attempt)
+            finally:
+                lane.mean_seconds += 0.1 * (time.monotonic() - attempt.started_at
+                                            - lane.mean_seconds)
+                self._finish(attempt)
             attempt = lane._next()
+            if attempt is not None and self._pool is not None and self._pool.has_waiting_jobs():
+                # Other steps' slots wait for a thread: go to the back of the line instead of
+                # keeping this thread for as long as this step has work.
+                pool, taken = self._pool, attempt
+                pool.submit(lambda: self._serve_sync(lane, taken))
+                return
 
     def _wake_loop(self) -> None:
         """Async slots are handed over in bursts: one loop wake-up for all a batch started,
@@ -331,18 +343,21 @@ class StepExecutor:
                 attempt = lane._next()
                 continue
             attempt.started_at = time.monotonic()
+            deadline: asyncio.Timeout | None = None
             try:
                 coroutine = attempt.fn(attempt.ctx, *attempt.args)
                 if attempt.timeout is None:
-                    attempt.result = await coroutine  # type: ignore[misc]
+                    attempt.result = await coroutine
                 else:
-                    attempt.result = await asyncio.wait_for(coroutine, attempt.timeout)  # type: ignore[arg-type]
-            except asyncio.TimeoutError:
-                attempt.error = TimeoutError(f"{attempt.owner.describe(attempt)} took longer "
-                                             f"than {attempt.timeout:g} s and was cancelled")
+                    async with asyncio.timeout(attempt.timeout) as deadline:
+                        attempt.result = await coroutine
             except BaseException as exc:  # noqa: BLE001 - cancellation included
+                if deadline is not None and deadline.expired():  # ours, not the step's own
+                    exc = TimeoutError(f"{attempt.owner.describe(attempt)} took longer than "
+                                       f"{attempt.timeout:g} s and was cancelled")
                 attempt.error = exc
-            self._finish(attempt)
+            finally:
+                self._finish(attempt)
             attempt = lane._next()
 
     def _finish(self, attempt: Attempt) -> None:
@@ -353,11 +368,15 @@ class StepExecutor:
 
     def run_completions(self) -> int:
         """Apply finished attempts (worker thread, inside the open cycle); returns how many."""
-        done = self._done
-        if not done:
+        done, timeouts = self._done, self._timeouts
+        if not done and not timeouts:
             return 0
         self._ready.clear()
         count = 0
+        while timeouts:
+            count += 1
+            attempt = timeouts.popleft()
+            attempt.owner.attempt_timed_out(attempt)
         lanes: set[StepLane] = set()
         while done:
             attempt = done.popleft()
@@ -380,11 +399,22 @@ class StepExecutor:
         attempt.cancelled = True
 
     def has_completions(self) -> bool:
-        return bool(self._done)
+        return bool(self._done) or bool(self._timeouts)
+
+    def forget_waiting(self) -> int:
+        """Stopping: attempts that have not started never will (their commands run again on
+        the next owner); returns how many."""
+        forgotten = 0
+        for lane in self._lanes.values():
+            for attempt in list(lane._waiting):
+                if not attempt.cancelled:
+                    attempt.cancelled = True
+                    forgotten += 1
+        return forgotten
 
     def wait(self, timeout: float) -> bool:
         """Block until a completion is ready or ``timeout`` passed (the driver, shutdown)."""
-        if self._done:
+        if self._done or self._timeouts:
             return True
         return self._ready.wait(timeout)
 
@@ -403,7 +433,9 @@ class StepExecutor:
                         "and state writes will be rejected; it still holds a step thread "
                         "(%d of %d held by overrunning attempts)", attempt.owner.describe(attempt),
                         attempt.timeout, self.overrunning, self.threads)
-            attempt.owner.attempt_timed_out(attempt)
+            # Its reply goes out with the completions, inside the cycle that applies them.
+            self._timeouts.append(attempt)
+            self._ready.set()
 
     # -- the pools -------------------------------------------------------------------------------
 

@@ -59,6 +59,8 @@ class Worker:
         self.processed = 0
         self._recoveries: list[float] = []
         self._submitted_at_commit = 0
+        self._dirty = False
+        """Leaving on an error, or recovering: revocation must not commit."""
         self._next_punctuation = 0.0
         self.executor = StepExecutor(config.step_threads, config.async_step_concurrency)
         self.max_cycle_seconds = min(config.transaction_timeout_ms / 3000,
@@ -119,6 +121,7 @@ class Worker:
         reason = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
         log.warning("fatal client error (%s): closing tasks dirty and rejoining the group", reason)
         self.cycle.open = False  # the transaction is lost with its producer; never commit it
+        self._dirty = True
         for task in list(self._tasks.values()):
             try:
                 task.aborted()
@@ -138,6 +141,7 @@ class Worker:
             except Exception:  # noqa: BLE001
                 pass
         self.restorer.close()
+        self._dirty = False
         self._start_clients(self.worker_id)
 
     def stop(self) -> None:
@@ -197,6 +201,7 @@ class Worker:
         """Leave the group. After a clean stop (SIGTERM) the open cycle commits; after anything
         else it aborts: records it did not finish must not have their offsets committed."""
         consumer = getattr(self, "consumer", None)
+        self._dirty = not clean
         try:
             if consumer is not None:
                 if clean:
@@ -209,6 +214,10 @@ class Worker:
                     except Exception:  # noqa: BLE001 - fenced or broken: the coordinator aborts it
                         log.warning("could not abort the open transaction; the coordinator "
                                     "aborts it when it times out")
+        except Exception:
+            log.exception("error while finishing the last cycle")
+        try:
+            if consumer is not None:
                 consumer.close()  # leaves the group: revoke callback closes the tasks
         except Exception:
             log.exception("error while leaving the group")
@@ -234,6 +243,7 @@ class Worker:
         cfg = self.config
         consumer, cycle, executor = self.consumer, self.cycle, self.executor
         batch = cfg.batch_size
+        idle_turns = 0
         while self._running:
             if self._initializing:
                 self._initialize_tasks()
@@ -253,13 +263,18 @@ class Worker:
                     self._commit()  # input drained: commit now, latency over batching
                 wait = 0.0 if self.restorer.busy or self._initializing else self._idle_wait()
                 if executor.in_flight:
-                    # A completion cannot wake the consumer's poll, but it wakes this wait.
-                    if executor.wait(STEP_POLL_INTERVAL / 2):
+                    # A completion cannot wake the consumer's poll, but it wakes this wait;
+                    # the longer nothing happens, the longer both waits (up to 10 ms each).
+                    step_wait = min(0.01, STEP_POLL_INTERVAL / 2 * (1 << min(idle_turns, 4)))
+                    if executor.wait(step_wait):
+                        idle_turns = 0
                         continue
-                    wait = min(wait, STEP_POLL_INTERVAL / 2)
+                    wait = min(wait, step_wait)
+                    idle_turns += 1
                 first = consumer.poll(wait)  # wakes on the first record, unlike consume()
                 if first is None:
                     continue
+                idle_turns = 0
                 messages = consumer.consume(batch - 1, 0)
                 messages.insert(0, first)
             self._process(messages)
@@ -322,12 +337,16 @@ class Worker:
         executor = self.executor
         if not executor.in_flight:
             return
+        # Attempts that have not started never will: their commands run on the next owner.
+        executor.forget_waiting()
         log.info("waiting up to %.0f s for %d running step attempt(s)", grace, executor.in_flight)
         deadline = time.monotonic() + grace
         while executor.in_flight > executor.overrunning and time.monotonic() < deadline:
             executor.wait(0.05)
             executor.tick()
             self._complete_steps()
+            if self.cycle.open and time.monotonic() - self.cycle.opened_at > self.max_cycle_seconds:
+                self._commit()  # a drain is no reason to outlive the transaction timeout
         if executor.in_flight:
             log.warning("leaving with %d step attempt(s) still running; they run again on the "
                         "next owner of their partitions", executor.in_flight)
@@ -478,7 +497,12 @@ class Worker:
             self.consumer.resume(parts)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        # Commit before giving tasks up, so their next owner starts exactly where we stopped.
+        # Commit before giving tasks up, so their next owner starts exactly where we stopped;
+        # attempts that finished meanwhile go with it rather than running again there.
+        if self._dirty:
+            self._close_tasks(partitions)  # stopping on an error or recovering: commit nothing
+            return
+        self._complete_steps()
         if self.cycle.open:
             self.cycle.commit(self._running_tasks())
         self._close_tasks(partitions)

@@ -255,7 +255,12 @@ class WorkflowContext:
 
     def continue_as_new(self, input: Any) -> None:  # noqa: A002
         """End this run and start a fresh journal with ``input`` under the same id."""
-        raise ContinueAsNew(pack(self._workflow.input if self._workflow else None, input))
+        try:
+            packed = pack(self._workflow.input if self._workflow else None, input)
+        except Exception as exc:  # noqa: BLE001 - name the call
+            raise TypeError(f"ctx.continue_as_new(input): the input ({type(input).__name__}) "
+                            f"cannot be journaled: {exc}") from None
+        raise ContinueAsNew(packed)
 
 
 def _milliseconds(call: str, argument: str, value: Any) -> int:

@@ -208,8 +208,15 @@ class StepCommand:
             args = raw.get("args") or []
             if not isinstance(args, list):
                 raise TypeError(f"args is a {type(args).__name__}, not a list")
+            reply, rp, run = raw["reply"], raw.get("rp"), raw.get("run")
+            if not isinstance(reply, str) or not reply:
+                raise TypeError(f"reply is {reply!r}, not a topic name")
+            if rp is not None and (type(rp) is not int or rp < 0):
+                raise TypeError(f"rp is {rp!r}, not a partition number")
+            if run is not None and type(run) is not int:
+                raise TypeError(f"run is {run!r}, not a run number")
             return cls(str(raw.get("wf", "")), str(raw["id"]), int(raw["seq"]),
-                       int(raw["attempt"]), args, str(raw["reply"]), raw.get("rp"), raw.get("run"))
+                       int(raw["attempt"]), args, reply, rp, run)
         except (KeyError, TypeError, ValueError) as exc:
             raise SerializationError(f"step command is malformed: {type(exc).__name__}: {exc}") from None
 

@@ -19,7 +19,7 @@ from streamflow.topology.nodes import Node, ProcessorRuntime, Push
 from streamflow.topology.specs import StoreSpec, TopicSpec
 from streamflow.workflow.api import StepDef, WorkflowDef
 from streamflow.workflow.journal import TERMINAL, Journal, entry_key
-from streamflow.workflow.messages import Event, TimerFired, decode_event, dumps
+from streamflow.workflow.messages import Event, decode_event, dumps
 from streamflow.workflow.timers import TimerStore
 from streamflow.workflow.transition import Outcome, WorkflowMachine
 
@@ -137,11 +137,9 @@ class Orchestrator:
             event = timer.event()
             try:
                 self.handle(event, now_ms)
-            except Exception as exc:  # noqa: BLE001 - one bad timer must not stop the others
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - one bad timer must not stop the others
                 self.rt.dead_letter_record(self.node.events.name, event.id.encode(),
-                                           dumps(_event_json(event)), exc, "timer",
+                                           dumps(event.to_json()), exc, "timer",
                                            f"{self.node.kind}:{self.node.name}")
-
-
-def _event_json(event: TimerFired) -> dict[str, Any]:
-    return event.to_json()

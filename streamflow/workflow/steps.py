@@ -233,7 +233,43 @@ class StepRunner:
             if self.key_waiting >= QUEUE_PER_TASK:
                 self._pause()
             return
-        self._start(pending)
+        try:
+            self._start(pending)
+        except BaseException:
+            self._abandon(pending)  # the task dead-letters the command
+            raise
+
+    def _abandon(self, pending: _Pending) -> None:
+        """``pending`` will never run (it is dead-lettered): its offset is finished and its
+        entity key goes to the next command waiting for it."""
+        self.offsets.finish(pending.offset)
+        self.fresh_done.append(pending.offset)
+        if pending.entity is not None:
+            self._hand_over(pending.entity)
+
+    def _hand_over(self, entity: str) -> None:
+        """The key's attempt is done: start the next command waiting for the key (it sees the
+        state written before this call); one that cannot start is dead-lettered on its own."""
+        while True:
+            nxt = self.keys.hand_over(entity)  # type: ignore[union-attr]
+            if nxt is None:
+                return
+            runner = nxt.runner
+            runner.key_waiting -= 1
+            try:
+                runner._start(nxt)
+            except Exception as exc:  # noqa: BLE001 - that command's fault, not the worker's
+                runner._dead_letter(nxt, exc, "step start")
+                runner.offsets.finish(nxt.offset)
+                runner.fresh_done.append(nxt.offset)
+                continue
+            runner._resume()
+            return
+
+    def _dead_letter(self, pending: _Pending, exc: BaseException, stage: str) -> None:
+        self.rt.dead_letter_record(self.node.topic, (pending.entity or pending.command.id).encode(),
+                                   dumps(pending.command.to_json()), exc, stage,
+                                   f"{self.node.kind}:{self.node.name}")
 
     def _arguments(self, command: StepCommand) -> list[Any]:
         declared = self.sdef.args
@@ -275,7 +311,7 @@ class StepRunner:
             return  # never ran: its command comes again
         if attempt.timed_out or generation != self.generation or self.closed:
             return  # reported already, or void: the command runs again or was answered
-        self._complete(pending, attempt.ctx, attempt)
+        self._complete_guarded(pending, attempt)
 
     def attempt_timed_out(self, attempt: Attempt) -> None:
         attempt.ctx.closed = True
@@ -284,7 +320,16 @@ class StepRunner:
             return
         attempt.error = StepTimedOut(f"step {self.sdef.name!r} took longer than "
                                      f"{attempt.timeout:g} s")
-        self._complete(pending, attempt.ctx, attempt)
+        self._complete_guarded(pending, attempt)
+
+    def _complete_guarded(self, pending: _Pending, attempt: Attempt) -> None:
+        """A completion that cannot be applied (it raised) dead-letters its command instead of
+        stopping the worker; the command's offset is finished either way."""
+        try:
+            self._complete(pending, attempt.ctx, attempt)
+        except Exception as exc:  # noqa: BLE001 - bad data in the command, not a worker fault
+            self._dead_letter(pending, exc, "step completion")
+            self._abandon(pending)
 
     def describe(self, attempt: Attempt) -> str:
         command = attempt.token[0].command
@@ -305,11 +350,7 @@ class StepRunner:
         self.offsets.finish(pending.offset)
         self.fresh_done.append(pending.offset)
         if pending.entity is not None:
-            nxt = self.keys.hand_over(pending.entity)  # type: ignore[union-attr]
-            if nxt is not None:  # it sees the state written just above
-                nxt.runner.key_waiting -= 1
-                nxt.runner._start(nxt)
-                nxt.runner._resume()
+            self._hand_over(pending.entity)
 
     def _reply(self, command: StepCommand, ctx: StepContext, attempt: Attempt) -> tuple[bytes, Any]:
         """The encoded reply, and the entity's new state (``_UNSET``: leave it).
@@ -351,7 +392,11 @@ class StepRunner:
             self.rt.pause_input()
 
     def _resume(self) -> None:
-        if self.paused and not self.lane.saturated and self.key_waiting < QUEUE_PER_TASK:
+        if not self.paused or self.closed:
+            return  # a stale wake-up of a closed task must not resume its successor's input
+        if self.lane.saturated:
+            self.lane.when_room(self._wake)  # whichever way this task got paused
+        elif self.key_waiting < QUEUE_PER_TASK:
             self.paused = False
             self.rt.resume_input()
 

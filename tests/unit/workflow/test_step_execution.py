@@ -47,7 +47,7 @@ def test_sync_steps_run_concurrently_up_to_max_concurrency() -> None:
     app = App("conc")
     peak = _Peak()
 
-    @app.step(max_concurrency=4)
+    @app.step(max_concurrency=10)
     def slow(ctx, n: int) -> int:
         peak.enter()
         time.sleep(0.05)
@@ -60,10 +60,10 @@ def test_sync_steps_run_concurrently_up_to_max_concurrency() -> None:
         return [await c for c in calls]
 
     with TestDriver(app) as driver:
-        driver.workflows.start(fan, id="f", input=12)
+        driver.workflows.start(fan, id="f", input=40)
         view = driver.workflows.get(fan, "f")
-    assert view.status == "completed" and view.result == list(range(12))
-    assert peak.peak == 4
+    assert view.status == "completed" and view.result == list(range(40))
+    assert peak.peak == 10  # slots open while attempts block, up to the step's limit
 
 
 def test_async_steps_run_on_the_workers_loop_concurrently() -> None:
@@ -322,9 +322,32 @@ def test_a_malformed_step_command_goes_to_the_dead_letter_topic_with_the_reason(
 
     with TestDriver(app) as driver:
         driver.pipe_raw("poison.step.noop", b"k", b'{"id": "x"}')
-        (dead,) = driver.dead_letters()
-        reason = dict(dead.headers())[HEADER_ERROR].decode()
-    assert "step command is malformed" in reason and "seq" in reason
+        driver.pipe_raw("poison.step.noop", b"k", b'{"id": "x", "seq": 0, "attempt": 1, '
+                                                  b'"reply": "poison.w.events", "rp": "0"}')
+        reasons = [dict(d.headers())[HEADER_ERROR].decode() for d in driver.dead_letters()]
+    assert all("step command is malformed" in r for r in reasons) and len(reasons) == 2
+    assert "KeyError" in reasons[0] and "rp is '0', not a partition number" in reasons[1]
+
+
+def test_an_async_step_raising_its_own_timeout_error_fails_like_any_error() -> None:
+    app = App("own-timeout")
+
+    @app.step(retry=Retry(attempts=1))
+    async def call(ctx) -> None:
+        raise TimeoutError("the service timed out")
+
+    @app.workflow
+    async def w(ctx, _: None) -> str:
+        try:
+            await ctx.step(call)
+        except TimeoutError as exc:
+            return str(exc.message)
+        return "unreachable"
+
+    with TestDriver(app) as driver:
+        driver.workflows.start(w, id="t")
+        assert driver.workflows.get(w, "t").result == "the service timed out"
+        assert driver.step_executor.in_flight == 0
 
 
 def test_a_value_the_step_cannot_serialize_fails_the_attempt_for_good() -> None:
