@@ -39,6 +39,8 @@ class CommitCycle:
         self._eos = exactly_once
         self._timeout = timeout
         self.open = False
+        self.unrewound: list[Any] = []
+        """Tasks an abort could not rewind; the worker restarts them (see _abort)."""
         self.opened_at = 0.0
         self.records = 0
         self.delivery_error: Any = None
@@ -168,8 +170,12 @@ class CommitCycle:
                 try:
                     self._consumer.seek(TopicPartition(topic, task.partition, task.positions[topic]))
                 except KafkaException as exc:
-                    # Lost or revoked meanwhile: its next owner starts from the committed offset.
-                    log.info("no rewind of %s[%d]: %s", topic, task.partition, exc.args[0].str())
+                    # Lost or revoked meanwhile, or the seek failed: a task that goes on from
+                    # where the consumer is would skip what the aborted cycle processed. The
+                    # worker closes it and starts it again from the committed offsets.
+                    log.warning("no rewind of %s[%d] (%s): the task restarts from its committed "
+                                "offsets", topic, task.partition, exc.args[0].str())
+                    self.unrewound.append(task)
             task.pending_offsets.clear()
         self.open = False
         self.records = 0

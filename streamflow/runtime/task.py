@@ -67,6 +67,8 @@ class Task:
         self.timestamp_override: int | None = None
         self.headers_override: Headers = None
         self.dead_lettered = 0
+        self.rewind_on_start = False
+        """Restarted on a partition the consumer kept: seek to the committed offset first."""
         # Input bookkeeping for the commit cycle: last processed offset per source topic in the
         # open cycle, and the committed position to rewind to when the cycle aborts.
         self.pending_offsets: dict[str, int] = {}

@@ -385,7 +385,10 @@ class Worker:
         for msg in unprocessed:
             if msg.error() is None:
                 first.setdefault((msg.topic(), msg.partition()), msg.offset())
-        return self.cycle.commit(self._running_tasks(first))
+        committed = self.cycle.commit(self._running_tasks(first))
+        if self.cycle.unrewound:
+            self._restart_unrewound()
+        return committed
 
     def _consumer_error(self, msg: Any) -> None:
         err = msg.error()
@@ -395,6 +398,24 @@ class Worker:
 
     def _commit(self) -> None:
         self.cycle.commit(self._running_tasks())
+        if self.cycle.unrewound:
+            self._restart_unrewound()
+
+    def _restart_unrewound(self) -> None:
+        """Tasks an abort could not rewind start again: closed, then recreated paused, their
+        committed offsets learnt and their stores restored, as on assignment."""
+        tasks, self.cycle.unrewound = self.cycle.unrewound, []
+        partitions = [tp for task in {t.id: t for t in tasks}.values()
+                      if self._tasks.get(task.id) is task for tp in self._task_partitions(task)]
+        if not partitions:
+            return
+        self._close_tasks(partitions)
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        still_ours = [tp for tp in partitions if (tp.topic, tp.partition) in assigned]
+        if still_ours:
+            self._on_assign(self.consumer, still_ours, already_assigned=True)
+            for task in self._initializing:
+                task.rewind_on_start = True  # the consumer is not at the committed offset
 
     def _running_tasks(self, stop_at: dict[tuple[str, int], int] | None = None) -> list[Task]:
         """Tasks with something to commit, their input offsets filled in.
@@ -460,13 +481,20 @@ class Worker:
                 self._start_processing(task)
 
     def _start_processing(self, task: Task) -> None:
+        if task.rewind_on_start:
+            for tp in self._task_partitions(task):
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition,
+                                                  task.positions[tp.topic]))
         for tp in self._task_partitions(task):
             self._route[tp.topic][tp.partition] = task
         self.consumer.resume(self._task_partitions(task))
         log.debug("task %s running", task.id)
 
-    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        if self._cooperative:
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition],
+                   already_assigned: bool = False) -> None:
+        if already_assigned:
+            pass
+        elif self._cooperative:
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)

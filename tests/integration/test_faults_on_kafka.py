@@ -74,3 +74,23 @@ def test_a_worker_paused_past_its_timeouts_is_fenced_recovers_and_doubles_nothin
         for w in workers:
             if w.alive():
                 w.terminate()
+
+
+def test_a_worker_stopping_on_an_error_mid_batch_commits_nothing_it_did_not_process(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    name = f"unclean-{uuid.uuid4().hex[:8]}"
+    env = {"SF_TEST_APP": name, "SF_INTERRUPT_MARKER": str(tmp_path / "marker"),
+           "SF_INTERRUPT_AT": "50"}
+    app_file = REPO / "tests" / "apps" / "interrupted.py"
+    create_topic(kafka_bootstrap, f"in-{name}", 1)
+    produce_events(kafka_bootstrap, f"in-{name}", [(f"k{i}", {"n": i}) for i in range(200)])
+    worker = WorkerProcess(app_file, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    assert worker.proc is not None
+    assert worker.proc.wait(60) != 0, "the interrupt stops the worker"
+    worker.start()  # the marker is there now: record 50 passes
+    try:
+        _check_exactly_once(kafka_bootstrap, name, 200, timeout=90)
+    finally:
+        assert worker.terminate() == 0
+    assert "aborting commit cycle (the worker is stopping on an error)" in worker.log_file.read_text(
+        errors="replace")
