@@ -352,10 +352,11 @@ class StepExecutor:
                     async with asyncio.timeout(attempt.timeout) as deadline:
                         attempt.result = await coroutine
             except BaseException as exc:  # noqa: BLE001 - cancellation included
+                error: BaseException = exc
                 if deadline is not None and deadline.expired():  # ours, not the step's own
-                    exc = TimeoutError(f"{attempt.owner.describe(attempt)} took longer than "
-                                       f"{attempt.timeout:g} s and was cancelled")
-                attempt.error = exc
+                    error = TimeoutError(f"{attempt.owner.describe(attempt)} took longer than "
+                                         f"{attempt.timeout:g} s and was cancelled")
+                attempt.error = error
             finally:
                 self._finish(attempt)
             attempt = lane._next()

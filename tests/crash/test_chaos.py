@@ -26,11 +26,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamflow.dev import LocalKafka
 from tests.engine_helpers import REPO, WorkerProcess, read_topic
+from tests.kafka_helpers import FAST_FAILOVER
 
 pytestmark = [
     pytest.mark.kafka,
@@ -52,8 +53,7 @@ FEED_SECONDS = max(60.0, RECORDS / 1500)
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalKafka]:
-    fast_failover = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
-    kafka = LocalKafka(tmp_path / "kafka3", brokers=3, extra_properties=fast_failover)
+    kafka = LocalKafka(tmp_path / "kafka3", brokers=3, extra_properties=FAST_FAILOVER)
     kafka.start()
     try:
         yield kafka

@@ -16,7 +16,13 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import ConfigResource
 
 from streamflow.dev import LocalKafka
-from tests.kafka_helpers import admin_client, consume_values, create_topic, unique_name
+from tests.kafka_helpers import (
+    FAST_FAILOVER,
+    admin_client,
+    consume_values,
+    create_topic,
+    unique_name,
+)
 
 pytestmark = [
     pytest.mark.kafka,
@@ -30,9 +36,7 @@ pytestmark = [
 
 @pytest.fixture
 def three_brokers(tmp_path: Path) -> Iterator[LocalKafka]:
-    # Notice a killed broker in 3 s instead of 9 s, so its partitions move to live leaders soon.
-    fast_failover = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
-    cluster = LocalKafka(tmp_path / "kafka3", brokers=3, extra_properties=fast_failover)
+    cluster = LocalKafka(tmp_path / "kafka3", brokers=3, extra_properties=FAST_FAILOVER)
     cluster.start()
     try:
         yield cluster
