@@ -93,27 +93,21 @@ def test_timers_of_the_previous_run_do_not_fire_into_the_next_one() -> None:
     @app.workflow
     async def loop(ctx, n: int) -> int:
         if n == 0:
-            try:  # run 1 arms a 1 s signal timeout at seq 0, then gets the signal
-                await ctx.wait_signal("go", timeout=timedelta(seconds=1))
-            except TimeoutError:
-                pass
-            await ctx.sleep(timedelta(seconds=2))        # a timer still pending at seq 1
+            ctx.sleep(timedelta(hours=1))        # run 1 arms a timer at seq 0 and moves on
             ctx.continue_as_new(1)
-        await ctx.sleep(timedelta(hours=1))              # run 2: seq 0 sleeps an hour
+        await ctx.sleep(timedelta(hours=2))      # run 2: seq 0 sleeps two hours
         woke.append(n)
         return n
 
     with TestDriver(app) as driver:
         driver.workflows.start(loop, id="l", input=0)
-        driver.workflows.signal(loop, "l", "go")
-        driver.advance_time(2_000)          # run 1's sleep ends: continue_as_new
         assert driver.workflows.get(loop, "l").header["run"] == 2
-        driver.advance_time(60_000)         # run 1's timeout (had it stayed) is long due
+        driver.advance_time(3_600_001)           # run 1's timer would be due now
         view = driver.workflows.get(loop, "l")
         assert view.status == "running" and view.entries[0]["status"] == "pending"
         assert not woke
         driver.advance_time(3_600_000)
-        assert driver.workflows.get(loop, "l").status == "completed"
+        assert driver.workflows.get(loop, "l").status == "completed" and woke == [1]
 
 
 def test_a_signal_deletes_the_timeout_timer_of_its_wait() -> None:
