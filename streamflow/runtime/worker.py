@@ -10,6 +10,7 @@ loaded one commits after every batch — a workflow hop waits for no timer.
 from __future__ import annotations
 
 import gc
+import os
 import logging
 import signal
 import time
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 PUNCTUATION_INTERVAL = 0.05
 """Seconds between wall-clock punctuations: the resolution of durable timers."""
+STARTUP_WAIT = float(os.environ.get("STREAMFLOW_STARTUP_WAIT", "60"))
+"""Seconds a starting worker waits for an unreachable cluster before it fails."""
 MAX_RECOVERIES = 5
 RECOVERY_WINDOW = 600.0
 """More than MAX_RECOVERIES fatal client errors within RECOVERY_WINDOW seconds end the worker."""
@@ -154,7 +157,7 @@ class Worker:
 
     def _setup_topics(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.config.bootstrap})
-        existing = existing_topics(admin)
+        existing = self._wait_for_kafka(admin)
         self.plan = plan_topics(self.topology, existing, self.dead_letter_topic)
         ensure_topics(admin, self.topology, self.plan, existing)
         # Before any client starts: an incompatible schema change refuses to start here.
@@ -162,6 +165,21 @@ class Worker:
         for sub in self.subs:
             for t in sub.sources:
                 self._route[t.name] = [None] * self.plan.sub_partitions[sub.id]
+
+    def _wait_for_kafka(self, admin: AdminClient) -> dict[str, int]:
+        """A worker restarted while its cluster restarts waits for it (a broker that is down
+        for a minute is an outage, not a misconfiguration); after STARTUP_WAIT it gives up
+        with the error that says what to check."""
+        deadline = time.monotonic() + STARTUP_WAIT
+        while True:
+            try:
+                return existing_topics(admin)
+            except KafkaUnavailable as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("%s; retrying for up to %.0f s more", exc,
+                            deadline - time.monotonic())
+                time.sleep(2)
 
     def _start_clients(self, worker_id: str) -> None:
         cfg = self.config
