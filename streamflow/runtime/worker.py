@@ -10,8 +10,8 @@ loaded one commits after every batch — a workflow hop waits for no timer.
 from __future__ import annotations
 
 import gc
-import os
 import logging
+import os
 import signal
 import time
 from typing import Any
