@@ -132,3 +132,43 @@ def test_sigterm_drains_commits_and_leaves_the_group(kafka_bootstrap: str, tmp_p
     assert time.monotonic() - started < 15, "drain must not wait for the session timeout"
     log = (tmp_path / "w.log").read_text()
     assert "draining and leaving the group" in log and "worker stopped" in log
+
+
+def test_a_changelog_recreated_under_a_store_makes_the_store_rebuild_from_it(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The local store's checkpoint is past the end of its (recreated, empty) changelog: the
+    replica holds state the changelog does not, so it is wiped and rebuilt — the store equals
+    its changelog again."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    env = _env()
+    _setup(kafka_bootstrap, env, partitions=1)
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], [("a", {"seq": i}) for i in range(10)])
+        wait_for(lambda: _output_count(kafka_bootstrap, env["SF_TEST_OUTPUT"]) == 10, 60,
+                 what="ten counts")
+    finally:
+        assert worker.terminate() == 0
+    changelog = f"{env['SF_TEST_APP']}-counts-changelog"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.delete_topics([changelog])[changelog].result(30)
+    deadline = time.monotonic() + 60
+    while True:  # deletion completes asynchronously on the broker
+        try:
+            admin.create_topics([NewTopic(changelog, 1, 1, config={"cleanup.policy": "compact"})])[
+                changelog].result(30)
+            break
+        except Exception:  # noqa: BLE001 - still being deleted
+            assert time.monotonic() < deadline, "changelog topic not recreated"
+            time.sleep(1)
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w2.log")
+    try:
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], [("a", {"seq": 10})])
+        wait_for(lambda: _output_count(kafka_bootstrap, env["SF_TEST_OUTPUT"]) == 11, 60,
+                 what="the count after the rebuild")
+    finally:
+        assert worker.terminate() == 0
+    last = decoded_by_key(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"]))["a"][-1]
+    assert last == {"count": 1, "seq": 10}, "rebuilt from the empty changelog, not the stale replica"
+    assert "past the end of" in worker.log_file.read_text(errors="replace")
