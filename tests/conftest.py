@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from tests.kafka_helpers import TopicFactory, admin_client, wait_for_brokers
+from tests.kafka_helpers import FAST_FAILOVER, TopicFactory, admin_client, wait_for_brokers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Kafka 4.x (Apache Kafka 4.0) packaged by Confluent: the image testcontainers' module drives.
@@ -94,6 +95,19 @@ def _testcontainers_kafka() -> Iterator[str]:
         bootstrap = container.get_bootstrap_server()
         wait_for_brokers(bootstrap)
         yield bootstrap
+
+
+@pytest.fixture
+def three_brokers(tmp_path: Path) -> Iterator[Any]:
+    """A local 3-broker cluster of this test's own (the local jars), stopped after it."""
+    from streamflow.dev import LocalKafka
+
+    cluster = LocalKafka(tmp_path / "kafka3", brokers=3, extra_properties=FAST_FAILOVER)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,6 @@ class CompletionOffsets:
         self._order: deque[int] = deque()
         self._finished: set[int] = set()
 
-    def __len__(self) -> int:
-        """Records admitted and not yet finished."""
-        return len(self._order) - len(self._finished)
-
     def admit(self, offset: int) -> None:
         """``offset`` is being worked on; offsets arrive in increasing order."""
         self._order.append(offset)

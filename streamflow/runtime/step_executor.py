@@ -110,10 +110,6 @@ class StepLane:
         self._paused: list[Callable[[], None]] = []
 
     @property
-    def queued(self) -> int:
-        return len(self._waiting)
-
-    @property
     def saturated(self) -> bool:
         """As many attempts wait as the lane has slots: time to stop fetching commands."""
         return len(self._waiting) >= self.limit

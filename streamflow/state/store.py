@@ -100,10 +100,6 @@ class KeyValueStore:
     def key_serializer(self) -> Any:
         return self._key_serialize
 
-    @property
-    def value_serializer(self) -> Any:
-        return self._value_serialize
-
     def get_encoded(self, kb: bytes, default: Any = None) -> Any:
         """``get`` for a key already encoded: aggregations encode once for the read and write."""
         buffer = self.buffer

@@ -341,10 +341,17 @@ class StepRunner:
         command = pending.command
         reply, new_state = self._reply(command, ctx, attempt)
         if new_state is not _UNSET:
-            if new_state is None:
-                self.store.delete(pending.entity)  # type: ignore[union-attr]
-            else:
-                self.store.put(pending.entity, new_state)  # type: ignore[union-attr]
+            store = self.store
+            assert store is not None
+            try:
+                if new_state is None:
+                    store.delete(pending.entity)
+                else:
+                    store.put(pending.entity, new_state)  # encodes, or raises and writes nothing
+            except SerializationError as bad:
+                reply = self._failure(command, attempt, SerializationError(
+                    f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} to a value "
+                    f"store {store.name!r} cannot serialize: {bad}"), retryable=False)
         self.rt.send(command.reply, command.id.encode(), reply, command.reply_partition,
                      None, None)
         self.offsets.finish(pending.offset)
@@ -355,34 +362,29 @@ class StepRunner:
     def _reply(self, command: StepCommand, ctx: StepContext, attempt: Attempt) -> tuple[bytes, Any]:
         """The encoded reply, and the entity's new state (``_UNSET``: leave it).
 
-        Both are encoded here, before anything is written: a value that cannot be serialized
-        fails the attempt for good (no retry makes it serializable), never the commit."""
-        exc, retryable = attempt.error, False
+        A value that cannot be serialized (the result here, the state when the store encodes
+        it in ``_complete``) fails the attempt for good: no retry makes it serializable."""
+        exc = attempt.error
         if exc is None:
             changed, state = ctx.changed_state()
             try:
-                if changed and state is not None:
-                    self.store.value_serializer(state)  # type: ignore[union-attr]
+                reply = dumps(command.result(pack(self.sdef.result, attempt.result)).to_json())
+                return reply, (state if changed else _UNSET)
             except Exception as bad:  # noqa: BLE001
                 exc = SerializationError(
-                    f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} to a value "
-                    f"store {self.store.name!r} cannot serialize: {type(bad).__name__}: {bad}")  # type: ignore[union-attr]
-            else:
-                try:
-                    reply = dumps(command.result(pack(self.sdef.result, attempt.result)).to_json())
-                    return reply, (state if changed else _UNSET)
-                except Exception as bad:  # noqa: BLE001
-                    exc = SerializationError(
-                        f"step {self.sdef.name!r} returned a value that cannot be serialized "
-                        f"for the workflow: {type(bad).__name__}: {bad}")
-        else:
-            retryable = not isinstance(exc, self.non_retryable)
-            if not isinstance(exc, Exception):  # cancelled, or SystemExit in a step
-                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+                    f"step {self.sdef.name!r} returned a value that cannot be serialized "
+                    f"for the workflow: {type(bad).__name__}: {bad}")
+            return self._failure(command, attempt, exc, retryable=False), _UNSET
+        if not isinstance(exc, Exception):  # cancelled, or SystemExit in a step
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+        return self._failure(command, attempt, exc, not isinstance(exc, self.non_retryable)), _UNSET
+
+    def _failure(self, command: StepCommand, attempt: Attempt, exc: BaseException,
+                 retryable: bool) -> bytes:
         remember(type(exc))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s failed: %r", self.describe(attempt), exc)
-        return dumps(command.failure(StepError.of(exc), retryable).to_json()), _UNSET
+        return dumps(command.failure(StepError.of(exc), retryable).to_json())
 
     # -- flow control ----------------------------------------------------------------------------
 

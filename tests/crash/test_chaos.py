@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -31,7 +30,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamflow.dev import LocalKafka
 from tests.engine_helpers import REPO, WorkerProcess, read_topic
-from tests.kafka_helpers import FAST_FAILOVER
 
 pytestmark = [
     pytest.mark.kafka,
@@ -49,16 +47,6 @@ POISON_EVERY = 997
 FULL = RECORDS >= 100_000
 FEED_SECONDS = max(60.0, RECORDS / 1500)
 """Inputs arrive over this long; faults happen while they do."""
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalKafka]:
-    kafka = LocalKafka(tmp_path / "kafka3", brokers=3, extra_properties=FAST_FAILOVER)
-    kafka.start()
-    try:
-        yield kafka
-    finally:
-        kafka.stop()
 
 
 def _java_hash(text: str) -> int:
@@ -105,7 +93,9 @@ class _Watcher:
         self._consumer.close()
 
 
-def test_chaos_every_input_takes_effect_exactly_once(cluster: LocalKafka, tmp_path: Path) -> None:
+def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
+                                                     tmp_path: Path) -> None:
+    cluster = three_brokers
     bootstrap = cluster.bootstrap
     run = uuid.uuid4().hex[:6]
     stream_env = {"SF_TEST_APP": f"chaos-s-{run}"}

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -17,7 +15,6 @@ from confluent_kafka.admin import ConfigResource
 
 from streamflow.dev import LocalKafka
 from tests.kafka_helpers import (
-    FAST_FAILOVER,
     admin_client,
     consume_values,
     create_topic,
@@ -32,16 +29,6 @@ pytestmark = [
         reason="exercises the local-jar launcher; the session uses another Kafka",
     ),
 ]
-
-
-@pytest.fixture
-def three_brokers(tmp_path: Path) -> Iterator[LocalKafka]:
-    cluster = LocalKafka(tmp_path / "kafka3", brokers=3, extra_properties=FAST_FAILOVER)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _commit(bootstrap: str, topic: str, values: list[bytes]) -> None:
