@@ -42,6 +42,22 @@ class _Peak:
             self.now -= 1
             self.per_key[key] -= 1
 
+    def hold_until(self, running: int, limit: float = 10.0) -> None:
+        """Block this attempt until ``running`` attempts have been in flight at once (or ``limit``
+        passes).
+
+        A fixed sleep made the peak depend on how fast the machine submitted the attempts; this
+        makes it depend only on whether they can run at once.
+        """
+        deadline = time.monotonic() + limit
+        while self.peak < running and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+    async def hold_until_async(self, running: int, limit: float = 10.0) -> None:
+        deadline = time.monotonic() + limit
+        while self.peak < running and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+
 
 def test_sync_steps_run_concurrently_up_to_max_concurrency() -> None:
     app = App("conc")
@@ -50,7 +66,7 @@ def test_sync_steps_run_concurrently_up_to_max_concurrency() -> None:
     @app.step(max_concurrency=10)
     def slow(ctx, n: int) -> int:
         peak.enter()
-        time.sleep(0.05)
+        peak.hold_until(10)
         peak.leave()
         return n
 
@@ -75,7 +91,7 @@ def test_async_steps_run_on_the_workers_loop_concurrently() -> None:
     async def fetch(ctx, n: int) -> int:
         loops.add(id(asyncio.get_running_loop()))
         peak.enter()
-        await asyncio.sleep(0.05)
+        await peak.hold_until_async(50)
         peak.leave()
         return n * 2
 
@@ -97,7 +113,7 @@ def test_entity_steps_keep_one_attempt_per_key_and_run_keys_in_parallel() -> Non
     @app.step(entity="counters")
     def add(ctx, key: str, by: int) -> int:
         peak.enter(key)
-        time.sleep(0.01)
+        peak.hold_until(2, limit=0.5)
         ctx.state = (ctx.state or 0) + by
         peak.leave(key)
         return ctx.state
