@@ -99,10 +99,12 @@ def _testcontainers_kafka() -> Iterator[str]:
 
 @pytest.fixture
 def three_brokers(tmp_path: Path) -> Iterator[Any]:
-    """A local 3-broker cluster of this test's own (the local jars), stopped after it."""
+    """A local 3-broker cluster of this test's own (the local jars), stopped after it, with
+    `PROXIED` listeners so a test can cut a client off it (`cluster.proxies()`)."""
     from streamflow.dev import LocalKafka
 
-    cluster = LocalKafka(tmp_path / "kafka3", brokers=3, extra_properties=FAST_FAILOVER)
+    cluster = LocalKafka(tmp_path / "kafka3", brokers=3, extra_properties=FAST_FAILOVER,
+                         proxied=True)
     cluster.start()
     try:
         yield cluster

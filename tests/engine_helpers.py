@@ -104,6 +104,8 @@ class WorkerProcess:
             try:
                 return self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # its stacks go to its log: where it hung
+                time.sleep(1)
                 self.proc.kill()
                 self.proc.wait()
                 raise

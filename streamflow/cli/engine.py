@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import importlib.util
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -62,6 +64,9 @@ def run(target: str, bootstrap: str | None, state_dir: Path | None, guarantee: s
     from streamflow.runtime.worker import Worker
 
     _configure_logging(-1 if quiet else verbose)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how a worker that seems stuck
+    # shows where, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     app = load_app(target)
     changes: dict[str, object] = {}
     if bootstrap:

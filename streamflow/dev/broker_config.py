@@ -33,6 +33,12 @@ class NodeSpec:
     controller_port: int
     directory_id: str
     """KRaft metadata directory id, needed by `format --initial-controllers` (several nodes)."""
+    proxied_port: int | None = None
+    """A second client listener (``PROXIED``) for clients that go through a proxy: fault tests."""
+    proxy_port: int | None = None
+    """What ``PROXIED`` advertises: where the proxy in front of ``proxied_port`` listens. A
+    client that bootstraps there gets these ports in metadata, so all its traffic stays on the
+    proxies and a test can cut it off without touching the brokers."""
 
     @property
     def controller_endpoint(self) -> str:
@@ -50,6 +56,16 @@ class ClusterSpec:
     @property
     def bootstrap(self) -> str:
         return ",".join(f"{HOST}:{node.port}" for node in self.nodes)
+
+    @property
+    def proxied_bootstrap(self) -> str:
+        """The bootstrap address through the proxies (empty when the cluster has none)."""
+        return ",".join(f"{HOST}:{node.proxy_port}" for node in self.nodes if node.proxy_port)
+
+    def proxy_routes(self) -> list[tuple[int, int]]:
+        """(proxy port, ``PROXIED`` listener port) per node: what each proxy forwards."""
+        return [(n.proxy_port, n.proxied_port) for n in self.nodes
+                if n.proxy_port is not None and n.proxied_port is not None]
 
     def node(self, node_id: int) -> NodeSpec:
         for node in self.nodes:
@@ -77,11 +93,17 @@ def cluster_spec(
     *,
     cluster_id: str | None = None,
     extra_properties: Mapping[str, str] | None = None,
+    proxied: bool = False,
 ) -> ClusterSpec:
-    """A cluster with one node per (client port, controller port) pair, node ids 1..N."""
+    """A cluster with one node per (client port, controller port) pair, node ids 1..N;
+    ``proxied`` gives each node a ``PROXIED`` listener and a port for a proxy in front of it."""
+    pairs = list(ports)
+    extra = allocate_ports(2 * len(pairs)) if proxied else []
     nodes = tuple(
-        NodeSpec(node_id=i, port=port, controller_port=ctl, directory_id=random_kafka_uuid())
-        for i, (port, ctl) in enumerate(ports, start=1)
+        NodeSpec(node_id=i, port=port, controller_port=ctl, directory_id=random_kafka_uuid(),
+                 proxied_port=extra[2 * i - 2] if proxied else None,
+                 proxy_port=extra[2 * i - 1] if proxied else None)
+        for i, (port, ctl) in enumerate(pairs, start=1)
     )
     if not nodes:
         raise DevKafkaError("a local Kafka cluster needs at least one node")
@@ -103,6 +125,12 @@ def broker_properties(cluster: ClusterSpec, node: NodeSpec, data_dir: Path) -> d
     replication = min(size, 3)
     min_isr = 1 if size == 1 else 2
     listeners = f"PLAINTEXT://{HOST}:{node.port},CONTROLLER://{node.controller_endpoint}"
+    advertised = listeners
+    protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    if node.proxied_port is not None and node.proxy_port is not None:
+        listeners += f",PROXIED://{HOST}:{node.proxied_port}"
+        advertised += f",PROXIED://{HOST}:{node.proxy_port}"
+        protocols += ",PROXIED:PLAINTEXT"
     props: dict[str, str] = {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
@@ -110,10 +138,10 @@ def broker_properties(cluster: ClusterSpec, node: NodeSpec, data_dir: Path) -> d
             n.controller_endpoint for n in cluster.nodes
         ),
         "listeners": listeners,
-        "advertised.listeners": listeners,
+        "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "log.dirs": str(data_dir.resolve()),
         "num.partitions": "1",
         "default.replication.factor": str(replication),

@@ -35,6 +35,7 @@ from streamflow.dev.jars import KAFKA_VERSION, KafkaJars
 from streamflow.dev.java import find_java
 from streamflow.dev.readiness import wait_for_cluster, wait_listening
 from streamflow.dev.run_dir import RunDir, RunState
+from streamflow.dev.tcp_proxy import ProxyGroup
 from streamflow.errors import DevKafkaError
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class LocalKafka:
         heap: str | None = None,
         extra_properties: Mapping[str, str] | None = None,
         startup_timeout: float = 120.0,
+        proxied: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir or default_run_dir()).expanduser().resolve()
         self.brokers = brokers
@@ -103,6 +105,8 @@ class LocalKafka:
         self.heap = heap
         self.extra_properties = dict(extra_properties or {})
         self.startup_timeout = startup_timeout
+        self.proxied = proxied
+        """A new cluster gets ``PROXIED`` listeners for `tcp_proxy` (fault tests)."""
         self._dir = RunDir(self.run_dir)
         # Brokers this process launched: polling them also reaps them (no zombies in pytest).
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -114,6 +118,18 @@ class LocalKafka:
     def bootstrap(self) -> str:
         """`127.0.0.1:port[,…]` of the cluster this run dir holds (running or not)."""
         return self._dir.require().cluster.bootstrap
+
+    def proxies(self) -> ProxyGroup:
+        """Start a proxy in front of each node's ``PROXIED`` listener (a ``proxied`` cluster);
+        clients given ``proxied_bootstrap`` then reach the cluster only through them."""
+        routes = self._dir.require().cluster.proxy_routes()
+        if not routes:
+            raise DevKafkaError(f"the cluster in {self.run_dir} was not started with proxied=True")
+        return ProxyGroup(routes)
+
+    @property
+    def proxied_bootstrap(self) -> str:
+        return self._dir.require().cluster.proxied_bootstrap
 
     def is_running(self) -> bool:
         """Every node of the cluster in the run dir is alive."""
@@ -165,7 +181,8 @@ class LocalKafka:
             else:
                 self._dir.wipe()
                 cluster = cluster_spec(
-                    plan_ports(self.brokers or 1, self.port), extra_properties=self.extra_properties
+                    plan_ports(self.brokers or 1, self.port),
+                    extra_properties=self.extra_properties, proxied=self.proxied,
                 )
                 state = RunState(self.jars.version, cluster)
             self._prepare(state)

@@ -111,6 +111,8 @@ class RunDir:
                     port=int(n["port"]),
                     controller_port=int(n["controller_port"]),
                     directory_id=str(n["directory_id"]),
+                    proxied_port=int(n["proxied_port"]) if n.get("proxied_port") else None,
+                    proxy_port=int(n["proxy_port"]) if n.get("proxy_port") else None,
                 )
                 for n in raw["nodes"]
             )
@@ -149,6 +151,8 @@ class RunDir:
                     "port": node.port,
                     "controller_port": node.controller_port,
                     "directory_id": node.directory_id,
+                    "proxied_port": node.proxied_port,
+                    "proxy_port": node.proxy_port,
                     "pid": state.pids.get(node.node_id),
                     "log_file": str(self.node(node.node_id).log_file),
                 }

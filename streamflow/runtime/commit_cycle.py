@@ -26,6 +26,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from streamflow.runtime.bounded_calls import GRACE_SECONDS, BoundedCalls
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +40,8 @@ class CommitCycle:
         self._collector: Any = None
         self._eos = exactly_once
         self._timeout = timeout
+        self._calls = BoundedCalls("txn")
+        """Transaction calls with a deadline librdkafka cannot miss (see bounded_calls)."""
         self.open = False
         self.unrewound: list[Any] = []
         """Tasks an abort could not rewind; the worker restarts them (see _abort)."""
@@ -50,6 +54,10 @@ class CommitCycle:
         """Wall time spent committing (flush + offsets + EndTxn): the price of each cycle."""
         self.typical_commit_seconds = 0.0
         """Moving average of one commit's duration; the worker never commits more often."""
+
+    def close(self) -> None:
+        """Stop the helper thread of the transaction calls (its producers are being dropped)."""
+        self._calls.close()
 
     def attach(self, producers: list[Any], consumer: Any, collector: Any) -> None:
         """Bind the clients; the cycle exists first because an at-least-once producer is
@@ -132,8 +140,10 @@ class CommitCycle:
         backoff = 0.05
         while True:
             try:
-                self._producer.send_offsets_to_transaction(
-                    offsets, self._consumer.consumer_group_metadata(), self._timeout)
+                self._calls.call(self._producer.send_offsets_to_transaction, offsets,
+                                 self._consumer.consumer_group_metadata(), self._timeout,
+                                 limit=self._timeout + GRACE_SECONDS,
+                                 what="send_offsets_to_transaction")
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -147,7 +157,8 @@ class CommitCycle:
         deadline = time.monotonic() + self._timeout
         while True:
             try:
-                self._producer.commit_transaction(self._timeout)
+                self._calls.call(self._producer.commit_transaction, self._timeout,
+                                 limit=self._timeout + GRACE_SECONDS, what="commit_transaction")
                 return
             except KafkaException as exc:
                 if exc.args[0].retriable() and time.monotonic() < deadline:
@@ -162,7 +173,8 @@ class CommitCycle:
         log.warning("aborting commit cycle (%s): rewinding input to the last committed offsets",
                     reason)
         if self._eos:
-            self._producer.abort_transaction(self._timeout)
+            self._calls.call(self._producer.abort_transaction, self._timeout,
+                             limit=self._timeout + GRACE_SECONDS, what="abort_transaction")
         self.delivery_error = None
         for task in tasks:
             task.aborted()

@@ -144,6 +144,7 @@ class Worker:
             except Exception:  # noqa: BLE001
                 pass
         self.restorer.close()
+        self.cycle.close()
         self._dirty = False
         self._start_clients(self.worker_id)
 
@@ -248,6 +249,8 @@ class Worker:
         for producer in getattr(self, "producers", []):
             producer.flush(10)
         cycle = getattr(self, "cycle", None)
+        if cycle is not None:
+            cycle.close()
         if cycle is not None and cycle.commits:
             log.info("worker stopped after %d records, %d commits (mean %.1f ms), %d aborts",
                      self.processed, cycle.commits, 1000 * cycle.commit_seconds / cycle.commits,

@@ -9,7 +9,7 @@ from streamflow import App
 
 NAME = os.environ["SF_TEST_APP"]
 app = App(NAME, partitions=4)
-done = app.topic(f"done-{NAME}", partitions=1)
+done = app.topic(f"done-{NAME}", partitions=4)  # keyed by workflow id: as the workflows
 
 
 @app.step(entity="counters")

@@ -1,14 +1,15 @@
 """The fault suite: a stream with a repartition hop and an aggregate, and workflows with timers
 and entity steps, on a local 3-broker cluster, while workers are SIGKILLed (every third with
 its state dir deleted), one is SIGSTOPped past its session timeout while its timers are due,
-the broker leading a worker's transaction coordinator is SIGKILLed, and (`make chaos`) the whole
+the broker leading a worker's transaction coordinator is SIGKILLed, two workers lose their
+connections to every broker for 20 s (a TCP proxy resets them and refuses new ones), and
+(`make chaos`) the same two sit behind a 20 s partition (bytes held, nothing closed) and the whole
 cluster is stopped and started. An independent checker then proves from the committed outputs
 that every input took effect exactly once, and prints a table.
 
 `make test` runs ~20,000 stream records and 400 workflows for about a minute of faults;
-`make chaos` (SF_CHAOS_RECORDS=200000) runs 200,000 and adds the cluster restart. Not covered
-yet: cutting a worker's connections with a TCP proxy (the brokers advertise their own
-addresses, so a proxy needs listeners of its own per broker).
+`make chaos` (SF_CHAOS_RECORDS=200000) runs 200,000 and adds the partition and the cluster
+restart.
 """
 
 from __future__ import annotations
@@ -65,13 +66,18 @@ def _coordinator_broker(bootstrap: str, transactional_id: str) -> int:
 
 
 class _Watcher:
-    """Notes when committed outputs arrive, to measure how long each fault stalled them."""
+    """Notes when committed outputs arrive, per topic partition, to measure how long each fault
+    stalled them: a fault stops the partitions of the worker it hits and leaves the others
+    flowing, so the figure is the longest gap of any one partition, not the first output."""
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
         self.times: list[float] = []
+        self.arrivals: dict[tuple[str, int], list[float]] = defaultdict(list)
         self._stop = threading.Event()
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
                                    "auto.offset.reset": "earliest",
+                                   # the workers create the topics after it subscribes
+                                   "topic.metadata.refresh.interval.ms": 1000,
                                    "isolation.level": "read_committed"})
         self._consumer.subscribe(topics)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -79,13 +85,24 @@ class _Watcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for msg in self._consumer.consume(1000, 0.2):
+            batch = self._consumer.consume(1000, 0.2)
+            now = time.monotonic()
+            for msg in batch:
                 if msg.error() is None:
-                    self.times.append(time.monotonic())
+                    self.times.append(now)
+                    self.arrivals[(msg.topic(), msg.partition())].append(now)
 
-    def resumed_after(self, t: float) -> float | None:
-        later = [x for x in self.times if x > t]
-        return None if not later else later[0] - t
+    def resumed_after(self, topic: str, start: float, end: float) -> float | None:
+        """Seconds from the end of a fault until every partition of ``topic`` that was flowing
+        when it began (an output in the 3 s before) has output again; None if none was."""
+        waits = []
+        for (name, _), times in list(self.arrivals.items()):
+            if name != topic or not any(start - 3 <= t <= start for t in times):
+                continue
+            after = [t for t in times if t > end]
+            if after:  # none: the feed ended and the partition had caught up before the fault
+                waits.append(after[0] - end)
+        return max(waits) if waits else None
 
     def close(self) -> None:
         self._stop.set()
@@ -106,13 +123,17 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
         admin.create_topics([NewTopic(topic, parts, 3, config={"min.insync.replicas": "2"})])[
             topic].result(30)
     stream_app, flow_app = REPO / "tests" / "apps" / "chaos_stream.py", REPO / "tests" / "apps" / "chaos_workflows.py"
+    proxies = cluster.proxies()  # s1 and f1 reach the brokers only through these: one "host"
+    via = {0: bootstrap, 1: cluster.proxied_bootstrap}
     workers = (
-        [WorkerProcess(stream_app, bootstrap, tmp_path / f"s{i}", stream_env, tmp_path / f"s{i}.log")
+        [WorkerProcess(stream_app, via[i], tmp_path / f"s{i}", stream_env, tmp_path / f"s{i}.log")
          for i in range(2)]
-        + [WorkerProcess(flow_app, bootstrap, tmp_path / f"f{i}", flow_env, tmp_path / f"f{i}.log")
+        + [WorkerProcess(flow_app, via[i], tmp_path / f"f{i}", flow_env, tmp_path / f"f{i}.log")
            for i in range(2)])
+    names = ["s0", "s1", "f0", "f1"]
     watcher = _Watcher(bootstrap, [f"out-{s_name}", f"done-{w_name}"])
-    faults: list[tuple[str, float]] = []
+    faults: list[tuple[str, str, float, float]] = []
+    """(kind, what, when it began, when it ended): a kill ends as it begins, a SIGSTOP at SIGCONT."""
     truth_count: Counter[str] = Counter()
     truth_sum: Counter[str] = Counter()
     poison: set[str] = set()
@@ -140,10 +161,12 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
                     break
                 except BufferError:
                     producer.poll(0.05)
-            if i < WORKFLOWS:
-                wid = f"t{i}"
+            if i % (RECORDS // WORKFLOWS) == 0 and i // (RECORDS // WORKFLOWS) < WORKFLOWS:
+                wid = f"t{i // (RECORDS // WORKFLOWS)}"  # spread over the feed, so over the faults
                 producer.produce(f"{w_name}.tick.events",
-                                 orjson.dumps({"type": "start", "id": wid, "input": i}), wid.encode())
+                                 orjson.dumps({"type": "start", "id": wid,
+                                               "input": i // (RECORDS // WORKFLOWS)}),
+                                 wid.encode())
             if i % 500 == 499:  # a steady stream over the fault period
                 producer.flush(60)
                 ahead = (i + 1) / (RECORDS / FEED_SECONDS) - (time.monotonic() - started)
@@ -160,38 +183,67 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
         feeder.start()
         rng = random.Random(11)
         kills = 0
-        stopped = coordinator = restarted = False
+        done_faults: set[str] = set()
+
+        def once(name: str) -> bool:
+            if name in done_faults:
+                return False
+            done_faults.add(name)
+            return True
+
         while feeder.is_alive():
             time.sleep(rng.uniform(2.0, 5.0))
-            victim = rng.choice(workers)
+            index = rng.randrange(len(workers))
+            victim = workers[index]
             victim.kill()
             kills += 1
             wipe = kills % 3 == 0
             if wipe:
                 shutil.rmtree(victim.state_dir, ignore_errors=True)
-            faults.append((f"SIGKILL worker{' + state dir' if wipe else ''}", time.monotonic()))
+            at = time.monotonic()
+            faults.append((f"worker SIGKILL{' + state dir' if wipe else ''}",
+                           f"SIGKILL {names[index]}{' + state dir' if wipe else ''}", at, at))
             victim.start()
-            if kills == 3 and not stopped:
+            if kills == 3 and once("stop"):
                 paused = workers[2]  # a workflow worker: its timers come due while it sleeps
                 assert paused.proc is not None
                 paused.proc.send_signal(signal.SIGSTOP)
-                faults.append(("SIGSTOP worker 15 s (past session timeout)", time.monotonic()))
+                at = time.monotonic()
                 time.sleep(15)
                 paused.proc.send_signal(signal.SIGCONT)
-                stopped = True
-            if kills == 5 and not coordinator:
+                faults.append(("worker SIGSTOP", "SIGSTOP f0 15 s (past session timeout)", at,
+                               time.monotonic()))
+            if kills == 5 and once("coordinator"):
                 worker_id = (tmp_path / "f1" / w_name / "worker.id").read_text().strip()
                 broker = _coordinator_broker(bootstrap, f"{w_name}-{worker_id}")
                 cluster.kill_broker(broker)
-                faults.append((f"SIGKILL broker {broker} (transaction coordinator)", time.monotonic()))
+                at = time.monotonic()
                 time.sleep(5)
                 cluster.restart_broker(broker)
-                coordinator = True
-            if FULL and kills == 7 and not restarted:
+                faults.append(("broker SIGKILL", f"SIGKILL broker {broker} (f1's coordinator) 5 s", at,
+                               time.monotonic()))
+            if kills == 2 and once("cut"):
+                for w in (workers[1], workers[3]):  # cut workers that serve, not ones starting
+                    _wait_serving(w)
+                proxies.cut()  # s1 and f1: every connection reset, new ones refused
+                at = time.monotonic()
+                time.sleep(20)
+                proxies.restore()
+                faults.append(("connections cut", "s1+f1 connections cut 20 s", at, time.monotonic()))
+            if FULL and kills == 9 and once("freeze"):
+                for w in (workers[1], workers[3]):
+                    _wait_serving(w)
+                proxies.freeze()  # s1 and f1: a partition, nothing closes
+                at = time.monotonic()
+                time.sleep(20)
+                proxies.restore()
+                faults.append(("network partition", "s1+f1 partitioned 20 s", at, time.monotonic()))
+            if FULL and kills == 11 and once("cluster"):
+                at = time.monotonic()
                 cluster.stop()
-                faults.append(("whole cluster stopped and started", time.monotonic()))
                 cluster.start()
-                restarted = True
+                faults.append(("cluster restart", "whole cluster stopped and started", at,
+                               time.monotonic()))
         feeder.join()
         stop.set()
         deadline = time.monotonic() + 300
@@ -199,7 +251,12 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
             totals = _latest(read_topic(bootstrap, f"out-{s_name}", timeout=120))
             finished = read_topic(bootstrap, f"done-{w_name}", timeout=60)
             if ((sum(v["count"] for v in totals.values()) >= sum(truth_count.values())
-                 and len({m.key() for m in finished}) >= WORKFLOWS) or time.monotonic() > deadline):
+                 and len({m.key() for m in finished}) >= WORKFLOWS)):
+                break
+            if time.monotonic() > deadline:
+                for w in workers:  # incomplete: each worker's stacks go to its log
+                    if w.alive() and w.proc is not None:
+                        w.proc.send_signal(signal.SIGUSR1)
                 break
             time.sleep(5)
         alive = [w.alive() for w in workers]
@@ -208,6 +265,7 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
         for w in workers:
             if w.alive():
                 w.terminate()
+        proxies.close()
 
     outputs = read_topic(bootstrap, f"out-{s_name}")
     per_key: dict[str, list[int]] = defaultdict(list)
@@ -222,11 +280,20 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
         bootstrap, f"{w_name}-counters-changelog")).items()}
     expected_counters = Counter(f"c{n % 20}" for n in range(WORKFLOWS))
 
-    print(f"\nchaos: {RECORDS:,} stream records, {WORKFLOWS:,} workflows, {kills} worker kills")
-    print(f"{'fault':<48} {'outputs resumed after':>22}")
-    for what, at in faults:
-        resumed = watcher.resumed_after(at)
-        print(f"{what:<48} {'—' if resumed is None else f'{resumed:.1f} s':>22}")
+    kinds = Counter(kind for kind, _, _, _ in faults)
+    print(f"\nchaos: {RECORDS:,} stream records, {WORKFLOWS:,} workflows, {len(faults)} faults: "
+          + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
+    print(f"{'fault':<42} {'lasted':>7} {'stream resumed':>15} {'workflows resumed':>18}")
+    for _, what, start, end in faults:
+        waits = [watcher.resumed_after(topic, start, end)
+                 for topic in (f"out-{s_name}", f"done-{w_name}")]
+        cells = ["—" if x is None else f"{x:.1f} s" for x in waits]
+        print(f"{what:<42} {end - start:>6.1f}s {cells[0]:>15} {cells[1]:>18}")
+    for topic in (f"out-{s_name}", f"done-{w_name}"):
+        seen = {p: len(t) for (name, p), t in watcher.arrivals.items() if name == topic}
+        print(f"watched {topic}: {sum(seen.values())} outputs on partitions {sorted(seen)}")
+    print("(resumed: from the end of the fault until every output partition that was flowing "
+          "has output again; faults 2-5 s apart overlap)")
     print(f"lost {lost}, doubled {doubled}, dead letters {len(dead)} of {len(poison)} poison, "
           f"workflows finished {len(done)} (twice: {sum(c > 1 for c in done.values())})")
 
@@ -237,6 +304,16 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
     assert dead == poison, "the DLQ holds exactly the poison set"
     assert set(done) == {f"t{i}" for i in range(WORKFLOWS)} and max(done.values()) == 1
     assert counters == dict(expected_counters), "each entity step changed its entity once"
+
+
+def _wait_serving(worker: WorkerProcess, timeout: float = 60) -> None:
+    """Until the worker's latest incarnation has been assigned its tasks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = worker.log_file.read_text(errors="replace")
+        if text.rfind("assigned tasks") > text.rfind(" started ("):
+            return
+        time.sleep(0.5)
 
 
 def _latest(messages: list) -> dict[str, dict]:
