@@ -24,7 +24,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 T = TypeVar("T")
 
-GRACE_SECONDS = 5.0
+GRACE_SECONDS = 2.0
 """How long past its own timeout a call may take before we stop waiting for it."""
 
 

@@ -58,12 +58,15 @@ class Restorer:
 
     def add(self, task: Any) -> None:
         """Start restoring every store of ``task``."""
+        # The only network calls first: when the cluster cannot answer (KafkaException), nothing
+        # has changed yet and the worker asks again on a later loop turn.
+        ends = [self._consumer.get_watermark_offsets(TopicPartition(spec.changelog, task.partition),
+                                                     timeout=10, cached=False)
+                for spec in task.sub.stores]
         progresses = []
-        for spec in task.sub.stores:
+        for spec, (low, high) in zip(task.sub.stores, ends, strict=True):
             store = task.store(spec.name)
             checkpoint = store.checkpoint()
-            tp = TopicPartition(spec.changelog, task.partition)
-            low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
             age = store.checkpoint_age_ms()
             if checkpoint is None and store.has_data():
                 # Data with no checkpoint: written by no commit we know of. Replaying over it

@@ -41,6 +41,7 @@ RECOVERY_WINDOW = 600.0
 """More than MAX_RECOVERIES fatal client errors within RECOVERY_WINDOW seconds end the worker."""
 QUICK_STEP_WAIT = 0.001
 """Seconds a commit waits for attempts its cycle started (see _finish_quick_steps)."""
+INITIALIZE_RETRY_SECONDS = 0.5
 STEP_POLL_INTERVAL = 0.002
 """Longest idle poll while step attempts run: a finished attempt's completion cannot wake a
 blocked consumer poll, so the loop looks for completions at least this often."""
@@ -59,6 +60,8 @@ class Worker:
         self._tasks: dict[str, Task] = {}              # every task this worker owns
         self._route: dict[str, list[Task | None]] = {}  # topic → partition → running task
         self._initializing: list[Task] = []
+        self._initialize_after = 0.0
+        """After a failed try, the next one waits a little: no busy loop while a broker is away."""
         self.processed = 0
         self._recoveries: list[float] = []
         self._submitted_at_commit = 0
@@ -185,7 +188,9 @@ class Worker:
     def _start_clients(self, worker_id: str) -> None:
         cfg = self.config
         eos = cfg.exactly_once
-        self.cycle = CommitCycle(eos)
+        # Waiting on a transaction call longer than the transaction may live is pointless: by
+        # then the coordinator has aborted it.
+        self.cycle = CommitCycle(eos, timeout=cfg.transaction_timeout_ms / 1000)
         if eos:
             # Two transactional ids, used in turn by consecutive cycles (see commit_cycle).
             ids = [f"{cfg.name}-{worker_id}", f"{cfg.name}-{worker_id}-2"]
@@ -265,7 +270,7 @@ class Worker:
         consumer, cycle, executor = self.consumer, self.cycle, self.executor
         batch = cfg.batch_size
         while self._running:
-            if self._initializing:
+            if self._initializing and time.monotonic() >= self._initialize_after:
                 self._initialize_tasks()
             if self.restorer.busy:
                 for task in self.restorer.step(0.01 if self._route_has_tasks() else 0.05):
@@ -281,7 +286,8 @@ class Worker:
                 if cycle.open:
                     self._finish_quick_steps()
                     self._commit()  # input drained: commit now, latency over batching
-                wait = 0.0 if self.restorer.busy or self._initializing else self._idle_wait()
+                ready = self._initializing and time.monotonic() >= self._initialize_after
+                wait = 0.0 if self.restorer.busy or ready else self._idle_wait()
                 if executor.in_flight:
                     # A completion cannot wake the consumer's poll, but it wakes this wait.
                     # Both stay short: a longer wait here delays records (measured: backing
@@ -484,6 +490,7 @@ class Worker:
         except KafkaException as exc:
             log.info("committed offsets not yet stable (%s); retrying", exc.args[0].str())
             self._initializing = tasks + self._initializing
+            self._initialize_after = time.monotonic() + INITIALIZE_RETRY_SECONDS
             return
         by_tp = {(tp.topic, tp.partition): tp.offset for tp in committed}
         for task in tasks:
@@ -493,7 +500,17 @@ class Worker:
                 offset = by_tp.get((tp.topic, tp.partition), -1)
                 task.positions[tp.topic] = offset if offset >= 0 else OFFSET_BEGINNING
             if task.sub.stores:
-                self.restorer.add(task)
+                try:
+                    self.restorer.add(task)
+                except KafkaException as exc:
+                    if exc.args[0].fatal():
+                        raise
+                    # The changelog's end is unknown for now (a broker moving, a network cut):
+                    # a reason to ask again, not to throw every client away.
+                    log.info("changelog end of task %s not available (%s); retrying",
+                             task.id, exc.args[0].str())
+                    self._initializing.append(task)
+                    self._initialize_after = time.monotonic() + INITIALIZE_RETRY_SECONDS
             else:
                 self._start_processing(task)
 

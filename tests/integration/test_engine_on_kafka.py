@@ -172,3 +172,45 @@ def test_a_changelog_recreated_under_a_store_makes_the_store_rebuild_from_it(
     last = decoded_by_key(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"]))["a"][-1]
     assert last == {"count": 1, "seq": 10}, "rebuilt from the empty changelog, not the stale replica"
     assert "past the end of" in worker.log_file.read_text(errors="replace")
+
+
+def test_store_data_without_a_checkpoint_is_wiped_and_rebuilt_from_the_changelog(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """RocksDB holds data but no changelog checkpoint: written by no commit we know of (a copied
+    directory, a crash of some older version). Replaying the changelog over it would keep keys
+    the changelog never had, so the store is wiped first and equals its changelog again."""
+    from rocksdict import Options, Rdict
+
+    env = _env()
+    _setup(kafka_bootstrap, env, partitions=1)
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], [("a", {"seq": i}) for i in range(5)])
+        wait_for(lambda: _output_count(kafka_bootstrap, env["SF_TEST_OUTPUT"]) == 5, 60,
+                 what="five counts")
+    finally:
+        assert worker.terminate() == 0
+    [store_dir] = [p.parent for p in (tmp_path / "w").rglob("CURRENT") if "counts" in str(p)]
+    opts = Options(raw_mode=True)
+    db = Rdict(str(store_dir), opts, column_families={"streamflow_meta": Options(raw_mode=True)})
+    meta = db.get_column_family("streamflow_meta")
+    assert meta.get(b"changelog_next_offset") is not None, "the worker left a checkpoint"
+    # How the store encodes key and value, so the ghost below is one the app would read.
+    assert orjson.loads(db[b"a"]) == {"count": 5, "seq": 4}
+    del meta[b"changelog_next_offset"]          # the checkpoint is gone ...
+    db[b"ghost"] = orjson.dumps({"count": 41, "seq": 0})  # ... and a key no changelog holds
+    meta.close()
+    db.close()
+    del meta, db
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w2.log")
+    try:
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], [("ghost", {"seq": 1}), ("a", {"seq": 5})])
+        wait_for(lambda: _output_count(kafka_bootstrap, env["SF_TEST_OUTPUT"]) == 7, 60,
+                 what="the counts after the rebuild")
+    finally:
+        assert worker.terminate() == 0
+    latest = {k: v[-1] for k, v in decoded_by_key(read_topic(kafka_bootstrap,
+                                                             env["SF_TEST_OUTPUT"])).items()}
+    assert latest["ghost"] == {"count": 1, "seq": 1}, "the key no commit wrote is gone"
+    assert latest["a"] == {"count": 6, "seq": 5}, "the rest is rebuilt from the changelog"
+    assert "holds data but no changelog checkpoint" in worker.log_file.read_text(errors="replace")

@@ -94,3 +94,39 @@ def test_a_worker_stopping_on_an_error_mid_batch_commits_nothing_it_did_not_proc
         assert worker.terminate() == 0
     assert "aborting commit cycle (the worker is stopping on an error)" in worker.log_file.read_text(
         errors="replace")
+
+
+def test_a_fenced_producer_is_replaced_and_the_worker_goes_on_exactly_once(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Another producer takes the worker's transactional ids (what a zombie's successor does):
+    the worker's next transaction call is fenced, a fatal error. It must close its tasks dirty,
+    start new producers (which fence the intruder back) and rejoin, losing and doubling nothing;
+    before, the error ended the process."""
+    from confluent_kafka import Producer
+
+    name = f"fenced-{uuid.uuid4().hex[:8]}"
+    env = {"SF_TEST_APP": name, "SF_MAP_SLEEP": "0.001", "SF_TEST_PARTITIONS": "2"}
+    create_topic(kafka_bootstrap, f"in-{name}", 2)
+    total = 8000
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        produce_events(kafka_bootstrap, f"in-{name}", [(f"k{i}", {"n": i}) for i in range(4000)])
+        id_file = tmp_path / "w" / name / "worker.id"
+        deadline = time.monotonic() + 60
+        while not (id_file.exists() and "assigned tasks" in worker.log_file.read_text()):
+            assert time.monotonic() < deadline, "worker did not start"
+            time.sleep(0.5)
+        time.sleep(2)  # mid-stream: 1 ms a record
+        worker_id = id_file.read_text().strip()
+        for tid in (f"{name}-{worker_id}", f"{name}-{worker_id}-2"):
+            Producer({"bootstrap.servers": kafka_bootstrap,
+                      "transactional.id": tid}).init_transactions(30)
+        produce_events(kafka_bootstrap, f"in-{name}",
+                       [(f"k{i}", {"n": i}) for i in range(4000, total)])
+        _check_exactly_once(kafka_bootstrap, name, total, timeout=120)
+        assert worker.alive(), "a fenced producer is survivable"
+    finally:
+        if worker.alive():
+            worker.terminate()
+    log = worker.log_file.read_text(errors="replace")
+    assert "fatal client error" in log, "the fence reached the worker (else this proves nothing)"
