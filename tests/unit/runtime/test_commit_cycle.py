@@ -133,3 +133,45 @@ def test_at_least_once_keeps_its_single_producer_and_flushes() -> None:
         assert _one_cycle(cycle, collector, task, offset)
     assert calls == [("only", "produce out"), ("only", "flush")] * 2
     assert [[(tp.topic, tp.offset) for tp in c] for c in commits] == [[("in", 1)], [("in", 2)]]
+
+
+class UndeliveredProducer(RecordingProducer):
+    """At-least-once outputs the cluster did not acknowledge: a flush that leaves records
+    behind (timed out), or a delivery report with an error."""
+
+    def __init__(self, calls: list[tuple[str, str]], left: int, report: KafkaError | None) -> None:
+        super().__init__("only", calls)
+        self.left, self.report = left, report
+        self.cycle: CommitCycle | None = None
+
+    def flush(self, timeout: float) -> int:
+        self._record("flush")
+        if self.report is not None and self.cycle is not None:
+            self.cycle.on_delivery(self.report, None)
+        return self.left
+
+
+def _undelivered(left: int, report: KafkaError | None) -> tuple[list[Any], OneTask, RecordingConsumer]:
+    calls: list[tuple[str, str]] = []
+    producer = UndeliveredProducer(calls, left, report)
+    cycle, collector, consumer = _cycle([producer], eos=False)
+    producer.cycle = cycle
+    commits: list[Any] = []
+    consumer.commit = lambda offsets, asynchronous: commits.append(offsets)  # type: ignore[attr-defined]
+    task = OneTask()
+    assert not _one_cycle(cycle, collector, task, 5), "the cycle must not count as committed"
+    return commits, task, consumer
+
+
+def test_at_least_once_commits_no_offset_when_the_flush_times_out() -> None:
+    commits, task, consumer = _undelivered(left=1, report=None)
+    assert commits == [], "offsets would cover an output the cluster never acknowledged"
+    assert task.outcomes == ["aborted"], "the store must not apply the cycle's writes"
+    assert consumer.seeks == [("in", 0, 0)] and task.positions == {"in": 0}
+
+
+def test_at_least_once_commits_no_offset_after_a_failed_delivery() -> None:
+    report = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large")
+    commits, task, consumer = _undelivered(left=0, report=report)
+    assert commits == [] and task.outcomes == ["aborted"]
+    assert consumer.seeks == [("in", 0, 0)]
