@@ -94,10 +94,10 @@ class _Watcher:
 
     def resumed_after(self, topic: str, start: float, end: float) -> float | None:
         """Seconds from the end of a fault until every partition of ``topic`` that was flowing
-        when it began (an output in the 3 s before) has output again; None if none was."""
+        when it began (an output in the 10 s before) has output again; None if none was."""
         waits = []
         for (name, _), times in list(self.arrivals.items()):
-            if name != topic or not any(start - 3 <= t <= start for t in times):
+            if name != topic or not any(start - 10 <= t <= start for t in times):
                 continue
             after = [t for t in times if t > end]
             if after:  # none: the feed ended and the partition had caught up before the fault
