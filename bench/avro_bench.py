@@ -32,20 +32,30 @@ HERE = Path(__file__).resolve().parent
 RECORDS = 100_000
 REPEATS = 3
 
-CURRENCY = {"type": "enum", "name": "Currency", "namespace": "bench",
-            "symbols": ["EUR", "USD", "GBP"], "default": "EUR"}
-ORDER_V1 = {"type": "record", "name": "Order", "namespace": "bench", "fields": [
-    {"name": "order_id", "type": "string"},
-    {"name": "customer", "type": "string"},
-    {"name": "amount_cents", "type": "long"},
-    {"name": "quantity", "type": "int"},
-    {"name": "price", "type": "double"},
-    {"name": "currency", "type": "bench.Currency"},
-    {"name": "paid", "type": "boolean"},
-    {"name": "note", "type": ["null", "string"], "default": None},
-    {"name": "placed_at", "type": "long"},
-    {"name": "region", "type": "string"},
-]}
+CURRENCY = {
+    "type": "enum",
+    "name": "Currency",
+    "namespace": "bench",
+    "symbols": ["EUR", "USD", "GBP"],
+    "default": "EUR",
+}
+ORDER_V1 = {
+    "type": "record",
+    "name": "Order",
+    "namespace": "bench",
+    "fields": [
+        {"name": "order_id", "type": "string"},
+        {"name": "customer", "type": "string"},
+        {"name": "amount_cents", "type": "long"},
+        {"name": "quantity", "type": "int"},
+        {"name": "price", "type": "double"},
+        {"name": "currency", "type": "bench.Currency"},
+        {"name": "paid", "type": "boolean"},
+        {"name": "note", "type": ["null", "string"], "default": None},
+        {"name": "placed_at", "type": "long"},
+        {"name": "region", "type": "string"},
+    ],
+}
 # The previous version: no region yet (read as its default), quantity still an int.
 ORDER_V0 = {**ORDER_V1, "fields": [f for f in ORDER_V1["fields"] if f["name"] != "region"]}
 ORDER_V1["fields"][-1] = {"name": "region", "type": "string", "default": "eu-west-1"}
@@ -66,12 +76,21 @@ ROWS = {
 
 
 def records(n: int) -> list[dict[str, Any]]:
-    return [{"order_id": f"o-{i:08d}", "customer": f"customer-{i % 1000}",
-             "amount_cents": i * 37, "quantity": i % 17, "price": i * 0.25,
-             "currency": ("EUR", "USD", "GBP")[i % 3], "paid": i % 2 == 0,
-             "note": None if i % 4 else "leave at the door",
-             "placed_at": 1_700_000_000_000 + i * 1000, "region": "eu-west-1"}
-            for i in range(n)]
+    return [
+        {
+            "order_id": f"o-{i:08d}",
+            "customer": f"customer-{i % 1000}",
+            "amount_cents": i * 37,
+            "quantity": i % 17,
+            "price": i * 0.25,
+            "currency": ("EUR", "USD", "GBP")[i % 3],
+            "paid": i % 2 == 0,
+            "note": None if i % 4 else "leave at the door",
+            "placed_at": 1_700_000_000_000 + i * 1000,
+            "region": "eu-west-1",
+        }
+        for i in range(n)
+    ]
 
 
 def _rss_mb() -> float:
@@ -97,8 +116,9 @@ def _serdes(directory: Path) -> tuple[Any, Any, int, int]:
         (path / "currency.avsc").write_text(json.dumps(CURRENCY))
         (path / "order.avsc").write_text(json.dumps(schema))
         serde = avro("bench.Order", schema_dir=path)
-        schema_id = registry.register("orders-value", serde.schema_text,
-                                      default_mode=CompatibilityMode.BACKWARD).id
+        schema_id = registry.register(
+            "orders-value", serde.schema_text, default_mode=CompatibilityMode.BACKWARD
+        ).id
         serde.bind(registry, schema_id)
         out.append((serde, schema_id))
     (v0, v0_id), (v1, v1_id) = out
@@ -128,6 +148,7 @@ def measure(row: str, n: int = RECORDS, repeats: int = REPEATS) -> dict[str, Any
                 buf.write(header)
                 schemaless_writer(buf, schema, value)
                 buf.getvalue()
+
         return run
 
     def naive_decode(data: list[bytes], writer: Any, reader: Any) -> Any:
@@ -136,12 +157,14 @@ def measure(row: str, n: int = RECORDS, repeats: int = REPEATS) -> dict[str, Any
                 buf = io.BytesIO(item)
                 buf.seek(5)
                 schemaless_reader(buf, writer, reader)
+
         return run
 
     def serde_loop(fn: Any, data: list[Any]) -> Any:
         def run() -> None:
             for item in data:
                 fn(item)
+
         return run
 
     loops = {
@@ -167,23 +190,38 @@ def measure(row: str, n: int = RECORDS, repeats: int = REPEATS) -> dict[str, Any
         rates.append(n / (time.perf_counter() - start))
     rates.sort()
     workload, system = ROWS[row]
-    return {"workload": workload, "system": system, "records": n,
-            "records_per_s": round(rates[len(rates) // 2], 1), "p50_ms": None, "p99_ms": None,
-            "peak_rss_mb": round(_rss_mb(), 1)}
+    return {
+        "workload": workload,
+        "system": system,
+        "records": n,
+        "records_per_s": round(rates[len(rates) // 2], 1),
+        "p50_ms": None,
+        "p99_ms": None,
+        "peak_rss_mb": round(_rss_mb(), 1),
+    }
 
 
 def run(n: int = RECORDS) -> list[dict[str, Any]]:
     """Every row, each in a fresh process; rows gain ``speedup_vs_naive`` (same workload)."""
     rows = []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])
+        ),
+    }
     for row in ROWS:
-        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--row", row,
-                              "--records", str(n)], capture_output=True, text=True, check=True,
-                             env=env)
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--row", row, "--records", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    naive = {r["workload"]: r["records_per_s"] for r in rows
-             if r["system"] == "naive fastavro loop"}
+    naive = {
+        r["workload"]: r["records_per_s"] for r in rows if r["system"] == "naive fastavro loop"
+    }
     for r in rows:
         if r["system"] != "naive fastavro loop":
             r["speedup_vs_naive"] = round(r["records_per_s"] / naive[r["workload"]], 2)

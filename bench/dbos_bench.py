@@ -48,8 +48,10 @@ from typing import Any
 try:
     from dbos import DBOS, DBOSConfig
 except ImportError as exc:  # the peer is optional: never a dependency of streamflow itself
-    sys.exit(f"dbos_bench: cannot import dbos ({exc}); install it in its own venv with "
-             f"pip install 'dbos>=3.4,<4'")
+    sys.exit(
+        f"dbos_bench: cannot import dbos ({exc}); install it in its own venv with "
+        f"pip install 'dbos>=3.4,<4'"
+    )
 
 WARMUP = 100
 # Read by the steps at call time; set from --step-sleep before DBOS is launched.
@@ -181,8 +183,11 @@ def main() -> None:
     STEP_SLEEP = args.step_sleep
 
     work = Path(tempfile.mkdtemp(prefix="dbos-bench-"))
-    config: DBOSConfig = {"name": "dbos-bench", "log_level": "WARNING",
-                          "system_database_url": f"sqlite:///{work / 'dbos.sqlite'}"}
+    config: DBOSConfig = {
+        "name": "dbos-bench",
+        "log_level": "WARNING",
+        "system_database_url": f"sqlite:///{work / 'dbos.sqlite'}",
+    }
     DBOS(config=config)
     DBOS.launch()
     try:
@@ -190,9 +195,11 @@ def main() -> None:
             run_sync(WARMUP)
             starts, ends = run_sync(args.workflows)
         else:
+
             async def both() -> tuple[list[float], list[float]]:
                 await run_async(WARMUP)
                 return await run_async(args.workflows)
+
             starts, ends = asyncio.run(both())
     finally:
         DBOS.destroy()
@@ -200,9 +207,17 @@ def main() -> None:
     elapsed = max(ends) - starts[0]
     latencies = [1000 * (e - s) for s, e in zip(starts, ends, strict=True)]
     print(f"dbos {args.variant}: {args.workflows} workflows in {elapsed:.2f} s", file=sys.stderr)
-    print(json.dumps({"records_per_s": args.workflows / elapsed,
-                      "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
-                      "elapsed_s": elapsed, "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "records_per_s": args.workflows / elapsed,
+                "p50_ms": percentile(latencies, 0.5),
+                "p99_ms": percentile(latencies, 0.99),
+                "elapsed_s": elapsed,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

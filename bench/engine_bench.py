@@ -30,9 +30,15 @@ def make_input(bootstrap: str, records: int) -> str:
     topic = f"bench-in-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result()
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
-                         "batch.num.messages": 10000, "partitioner": "murmur2_random",
-                         "queue.buffering.max.messages": 2_000_000})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 50,
+            "batch.num.messages": 10000,
+            "partitioner": "murmur2_random",
+            "queue.buffering.max.messages": 2_000_000,
+        }
+    )
     for i in range(records):
         # ~100 bytes: {"user":"u01234","n":1234567,"pad":"xxx…"}
         value = b'{"user":"u%05d","n":%d,"pad":"%s"}' % (i % KEYS, i, b"x" * (62 - len(str(i))))
@@ -59,15 +65,28 @@ def run_floor(bootstrap: str, topic: str, records: int) -> dict:
     out = f"{topic}-floor-out"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(out, PARTITIONS, 1)])[out].result()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "max.partition.fetch.bytes": 4 * 1024 * 1024,
-                         "fetch.max.bytes": 64 * 1024 * 1024})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"floor-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "max.partition.fetch.bytes": 4 * 1024 * 1024,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+        }
+    )
     # The same client settings and GC treatment the worker gets, so the floor is a fair one.
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "partitioner": "murmur2_random", "enable.idempotence": True,
-                         "queue.buffering.max.messages": 1_000_000,
-                         "queue.buffering.max.kbytes": 1_048_576, "batch.num.messages": 10000})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "batch.num.messages": 10000,
+        }
+    )
     consumer.subscribe([topic])
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
@@ -101,8 +120,12 @@ def run_streamflow(bootstrap: str, topic: str, records: int, workload: str, guar
     from streamflow import App
     from streamflow.runtime.worker import Worker
 
-    app = App(f"bench-{uuid.uuid4().hex[:8]}", bootstrap=bootstrap, guarantee=guarantee,
-              state_dir=tempfile.mkdtemp(prefix="sf-bench-"))
+    app = App(
+        f"bench-{uuid.uuid4().hex[:8]}",
+        bootstrap=bootstrap,
+        guarantee=guarantee,
+        state_dir=tempfile.mkdtemp(prefix="sf-bench-"),
+    )
     source = app.topic(topic)
     out = app.topic(f"{topic}-{app.name}-out", partitions=PARTITIONS)
     stream = app.stream(source)
@@ -126,8 +149,11 @@ def run_streamflow(bootstrap: str, topic: str, records: int, workload: str, guar
     threading.Thread(target=watch, daemon=True).start()
     worker.run(install_signal_handlers=False)
     elapsed = marks["end"] - marks["start"]
-    return {"records_per_s": records / elapsed, "elapsed_s": elapsed,
-            "commits": worker.cycle.commits}
+    return {
+        "records_per_s": records / elapsed,
+        "elapsed_s": elapsed,
+        "commits": worker.cycle.commits,
+    }
 
 
 def main() -> None:

@@ -34,13 +34,35 @@ def engine_rows(bootstrap: str, records: int) -> list[dict]:
     topic = engine_bench.make_input(bootstrap, records)
     rows = []
     for row, workload, system in ENGINE_ROWS:
-        out = subprocess.run([sys.executable, str(HERE / "engine_bench.py"), "--bootstrap", bootstrap,
-                              "--topic", topic, "--records", str(records), "--row", row],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "engine_bench.py"),
+                "--bootstrap",
+                bootstrap,
+                "--topic",
+                topic,
+                "--records",
+                str(records),
+                "--row",
+                row,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append({"workload": workload, "system": system, "records": records,
-                     "records_per_s": round(result["records_per_s"]), "p50_ms": None,
-                     "p99_ms": None, "peak_rss_mb": result["peak_rss_mb"]})
+        rows.append(
+            {
+                "workload": workload,
+                "system": system,
+                "records": records,
+                "records_per_s": round(result["records_per_s"]),
+                "p50_ms": None,
+                "p99_ms": None,
+                "peak_rss_mb": result["peak_rss_mb"],
+            }
+        )
     floor = rows[0]["records_per_s"]
     for row in rows[1:]:
         row["share_of_floor"] = round(row["records_per_s"] / floor, 2)
@@ -80,25 +102,40 @@ def workflow_rows(bootstrap: str, instances: int) -> list[dict]:
     # Latency first: the throughput rows leave compacted changelogs behind, and the broker's log
     # cleaner working through them shares these 2 cores with the latency measurement.
     rate = 1000
-    rows = [_workflow_row(bootstrap, workers, partitions, instances, rate)
-            for workers, partitions in ((1, 6), (1, 2), (2, 6))]
-    rows += [_workflow_row(bootstrap, workers, partitions, instances, None)
-             for workers, partitions in ((1, 6), (2, 6), (1, 2))]
+    rows = [
+        _workflow_row(bootstrap, workers, partitions, instances, rate)
+        for workers, partitions in ((1, 6), (1, 2), (2, 6))
+    ]
+    rows += [
+        _workflow_row(bootstrap, workers, partitions, instances, None)
+        for workers, partitions in ((1, 6), (2, 6), (1, 2))
+    ]
     return rows
 
 
-def _workflow_row(bootstrap: str, workers: int, partitions: int, instances: int,
-                  rate: int | None) -> dict:
+def _workflow_row(
+    bootstrap: str, workers: int, partitions: int, instances: int, rate: int | None
+) -> dict:
     r = workflow_bench.run(bootstrap, workers, instances, rate, partitions=partitions)
     if rate is None:
-        workload = (f"3-step workflows, all started at once, {workers} worker(s), "
-                    f"{partitions} partitions, exactly_once")
+        workload = (
+            f"3-step workflows, all started at once, {workers} worker(s), "
+            f"{partitions} partitions, exactly_once"
+        )
     else:
-        workload = (f"3-step workflows at {rate}/s, start→completion latency, "
-                    f"{workers} worker(s), {partitions} partitions")
-    return {"workload": workload, "system": "streamflow", "records": instances,
-            "records_per_s": round(r["records_per_s"]), "p50_ms": round(r["p50_ms"], 1),
-            "p99_ms": round(r["p99_ms"], 1), "peak_rss_mb": r["peak_rss_mb"]}
+        workload = (
+            f"3-step workflows at {rate}/s, start→completion latency, "
+            f"{workers} worker(s), {partitions} partitions"
+        )
+    return {
+        "workload": workload,
+        "system": "streamflow",
+        "records": instances,
+        "records_per_s": round(r["records_per_s"]),
+        "p50_ms": round(r["p50_ms"], 1),
+        "p99_ms": round(r["p99_ms"], 1),
+        "peak_rss_mb": r["peak_rss_mb"],
+    }
 
 
 IO_WORKFLOWS = 2000
@@ -113,8 +150,15 @@ def io_rows(bootstrap: str) -> list[dict]:
     rows = []
     for async_steps in (False, True):
         kind = "async" if async_steps else "sync"
-        r = workflow_bench.run(bootstrap, 1, IO_WORKFLOWS, None, warmup=500,
-                               step_sleep=IO_STEP_SLEEP, async_steps=async_steps)
+        r = workflow_bench.run(
+            bootstrap,
+            1,
+            IO_WORKFLOWS,
+            None,
+            warmup=500,
+            step_sleep=IO_STEP_SLEEP,
+            async_steps=async_steps,
+        )
         rows.append(_io_row(kind, "streamflow", r))
         peer = _dbos(kind)
         if peer is not None:
@@ -123,11 +167,16 @@ def io_rows(bootstrap: str) -> list[dict]:
 
 
 def _io_row(kind: str, system: str, r: dict) -> dict:
-    return {"workload": f"3-step workflows, {kind} steps waiting {IO_STEP_SLEEP * 1000:.0f} ms, "
-                        f"{IO_WORKFLOWS:,} started at once, 1 worker",
-            "system": system, "records": IO_WORKFLOWS, "records_per_s": round(r["records_per_s"]),
-            "p50_ms": round(r["p50_ms"], 1), "p99_ms": round(r["p99_ms"], 1),
-            "peak_rss_mb": r["peak_rss_mb"]}
+    return {
+        "workload": f"3-step workflows, {kind} steps waiting {IO_STEP_SLEEP * 1000:.0f} ms, "
+        f"{IO_WORKFLOWS:,} started at once, 1 worker",
+        "system": system,
+        "records": IO_WORKFLOWS,
+        "records_per_s": round(r["records_per_s"]),
+        "p50_ms": round(r["p50_ms"], 1),
+        "p99_ms": round(r["p99_ms"], 1),
+        "peak_rss_mb": r["peak_rss_mb"],
+    }
 
 
 def _dbos(kind: str) -> dict | None:
@@ -135,9 +184,20 @@ def _dbos(kind: str) -> dict | None:
     if not script.exists():
         return None
     python = os.environ.get("SF_DBOS_PYTHON", sys.executable)  # make bench: DBOS's own venv
-    out = subprocess.run([python, str(script), "--workflows", str(IO_WORKFLOWS),
-                          "--step-sleep", str(IO_STEP_SLEEP), "--variant", kind],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            python,
+            str(script),
+            "--workflows",
+            str(IO_WORKFLOWS),
+            "--step-sleep",
+            str(IO_STEP_SLEEP),
+            "--variant",
+            kind,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         print(f"  DBOS {kind} row skipped: {out.stderr.strip().splitlines()[-1:]}", flush=True)
         return None
@@ -164,12 +224,25 @@ def print_table(rows: list[dict]) -> None:
         return f"{v:,}" if isinstance(v, int) else str(v)
 
     header = ("workload", "system", "records/s", "p50 ms", "p99 ms", "peak RSS MB")
-    table = [(r["workload"], r["system"], fmt(r["records_per_s"]), fmt(r.get("p50_ms")),
-              fmt(r.get("p99_ms")), fmt(r.get("peak_rss_mb"))) for r in rows]
+    table = [
+        (
+            r["workload"],
+            r["system"],
+            fmt(r["records_per_s"]),
+            fmt(r.get("p50_ms")),
+            fmt(r.get("p99_ms")),
+            fmt(r.get("peak_rss_mb")),
+        )
+        for r in rows
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *table, strict=True)]
     for line in (header, tuple("-" * w for w in widths), *table):
-        print("  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
-                        for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+        print(
+            "  ".join(
+                str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 REPO = Path(__file__).resolve().parents[1]
-APP_SOURCE = '''
+APP_SOURCE = """
 import asyncio
 import os
 import time
@@ -72,7 +72,7 @@ async def three_steps(ctx, n: int) -> int:
     a = await ctx.step(reserve, n)
     b = await ctx.step(charge, a)
     return await ctx.step(notify, b)
-'''
+"""
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -80,29 +80,63 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(bootstrap: str, workers: int, instances: int, rate: float | None,
-        warmup: int = 1000, partitions: int = 6, step_sleep: float = 0.0,
-        async_steps: bool = False) -> dict:
+def run(
+    bootstrap: str,
+    workers: int,
+    instances: int,
+    rate: float | None,
+    warmup: int = 1000,
+    partitions: int = 6,
+    step_sleep: float = 0.0,
+    async_steps: bool = False,
+) -> dict:
     """``step_sleep`` seconds of waiting in each step (``time.sleep``, or ``asyncio.sleep`` with
     ``async_steps``): a step that calls a service, as opposed to one that only computes."""
     app_name = f"wfbench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="sf-wfbench-"))
     app_file = work / "three_steps.py"
     app_file.write_text(APP_SOURCE)
-    env = {**os.environ, "SF_BENCH_APP": app_name, "SF_BENCH_PARTITIONS": str(partitions),
-           "SF_BENCH_STEP_SLEEP": str(step_sleep), "SF_BENCH_ASYNC": "1" if async_steps else "0",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    procs = [subprocess.Popen([sys.executable, "-m", "streamflow", "run", str(app_file),
-                               "--bootstrap", bootstrap, "--state-dir", str(work / f"w{i}")],
-                              env=env, stdout=open(work / f"w{i}.log", "wb"), stderr=subprocess.STDOUT)
-             for i in range(workers)]
+    env = {
+        **os.environ,
+        "SF_BENCH_APP": app_name,
+        "SF_BENCH_PARTITIONS": str(partitions),
+        "SF_BENCH_STEP_SLEEP": str(step_sleep),
+        "SF_BENCH_ASYNC": "1" if async_steps else "0",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamflow",
+                "run",
+                str(app_file),
+                "--bootstrap",
+                bootstrap,
+                "--state-dir",
+                str(work / f"w{i}"),
+            ],
+            env=env,
+            stdout=open(work / f"w{i}.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(workers)
+    ]
     events = f"{app_name}.three_steps.events"
     changelog = f"{app_name}-three_steps-instances-changelog"
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{app_name}-bench-reader",
-                       "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                       "topic.metadata.refresh.interval.ms": 1000})
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2,
-                         "partitioner": "murmur2_random"})
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{app_name}-bench-reader",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "topic.metadata.refresh.interval.ms": 1000,
+        }
+    )
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 2, "partitioner": "murmur2_random"}
+    )
     try:
         reader.subscribe([changelog])
         _wait_for_group(work, workers)
@@ -114,9 +148,13 @@ def run(bootstrap: str, workers: int, instances: int, rate: float | None,
         latencies = [1000 * (done[k] - started[k]) for k in done]
         if os.environ.get("SF_BENCH_VERBOSE"):
             _print_deciles(started, done)
-        return {"records_per_s": instances / elapsed, "p50_ms": _percentile(latencies, 0.5),
-                "p99_ms": _percentile(latencies, 0.99), "elapsed_s": elapsed,
-                "peak_rss_mb": _workers_rss(procs)}
+        return {
+            "records_per_s": instances / elapsed,
+            "p50_ms": _percentile(latencies, 0.5),
+            "p99_ms": _percentile(latencies, 0.99),
+            "elapsed_s": elapsed,
+            "peak_rss_mb": _workers_rss(procs),
+        }
     finally:
         reader.close()
         for p in procs:
@@ -129,8 +167,15 @@ def run(bootstrap: str, workers: int, instances: int, rate: float | None,
                 print(f"worker {i}: {tail}", file=sys.stderr)
 
 
-def _drive(producer: Producer, reader: Consumer, events: str, prefix: str, instances: int,
-           rate: float | None, timeout: float) -> tuple[dict[str, float], dict[str, float], float]:
+def _drive(
+    producer: Producer,
+    reader: Consumer,
+    events: str,
+    prefix: str,
+    instances: int,
+    rate: float | None,
+    timeout: float,
+) -> tuple[dict[str, float], dict[str, float], float]:
     """Start ``instances`` workflows (all at once, or ``rate`` per second) and follow them to
     completion through the instances changelog; returns start and completion times by id."""
     started: dict[str, float] = {}
@@ -142,8 +187,9 @@ def _drive(producer: Producer, reader: Consumer, events: str, prefix: str, insta
         due = instances if rate is None else min(instances, int((now - t0) * rate) + 1)
         while next_i < due:
             wid = f"{prefix}{next_i}"
-            producer.produce(events, orjson.dumps({"type": "start", "id": wid, "input": next_i}),
-                             wid.encode())
+            producer.produce(
+                events, orjson.dumps({"type": "start", "id": wid, "input": next_i}), wid.encode()
+            )
             started[wid] = time.perf_counter()
             next_i += 1
         producer.poll(0)
@@ -155,7 +201,9 @@ def _drive(producer: Producer, reader: Consumer, events: str, prefix: str, insta
             if header["status"] == "completed" and wid in started and wid not in done:
                 done[wid] = time.perf_counter()
         if time.perf_counter() - t0 > timeout:
-            raise TimeoutError(f"only {len(done)} of {instances} workflows completed in {timeout} s")
+            raise TimeoutError(
+                f"only {len(done)} of {instances} workflows completed in {timeout} s"
+            )
     return started, done, t0
 
 
@@ -164,9 +212,11 @@ def _print_deciles(started: dict[str, float], done: dict[str, float]) -> None:
     order = sorted(done, key=started.__getitem__)
     n = len(order)
     for d in range(10):
-        part = [1000 * (done[k] - started[k]) for k in order[d * n // 10:(d + 1) * n // 10]]
-        print(f"decile {d}: p50 {_percentile(part, 0.5):.0f} ms, p99 {_percentile(part, 0.99):.0f} ms",
-              file=sys.stderr)
+        part = [1000 * (done[k] - started[k]) for k in order[d * n // 10 : (d + 1) * n // 10]]
+        print(
+            f"decile {d}: p50 {_percentile(part, 0.5):.0f} ms, p99 {_percentile(part, 0.99):.0f} ms",
+            file=sys.stderr,
+        )
 
 
 def _wait_for_group(work: Path, workers: int, quiet_s: float = 3.0) -> None:
@@ -180,8 +230,9 @@ def _wait_for_group(work: Path, workers: int, quiet_s: float = 3.0) -> None:
         texts = [log.read_text(errors="replace") for log in logs]
         if texts != last:
             last, quiet_since = texts, time.monotonic()
-        elif (all("assigned tasks" in t for t in texts)
-              and time.monotonic() - quiet_since >= quiet_s):
+        elif (
+            all("assigned tasks" in t for t in texts) and time.monotonic() - quiet_since >= quiet_s
+        ):
             return
         time.sleep(0.2)
     raise TimeoutError(f"workers did not settle in their group within 120 s (logs in {work})")
@@ -204,17 +255,38 @@ def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--instances", type=int, default=5000)
-    parser.add_argument("--rate", type=float, default=None, help="starts per second (default: all at once)")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="starts per second (default: all at once)"
+    )
     parser.add_argument("--warmup", type=int, default=1000, help="untimed workflows run first")
-    parser.add_argument("--step-sleep", type=float, default=0.0,
-                        help="seconds each step waits, as on a service call (default 0)")
+    parser.add_argument(
+        "--step-sleep",
+        type=float,
+        default=0.0,
+        help="seconds each step waits, as on a service call (default 0)",
+    )
     parser.add_argument("--async-steps", action="store_true", help="async def steps")
-    parser.add_argument("--partitions", type=int,
-                        default=int(os.environ.get("SF_BENCH_PARTITIONS", "6")),
-                        help="partitions of the workflow's topics (default: $SF_BENCH_PARTITIONS or 6)")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=int(os.environ.get("SF_BENCH_PARTITIONS", "6")),
+        help="partitions of the workflow's topics (default: $SF_BENCH_PARTITIONS or 6)",
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.bootstrap, args.workers, args.instances, args.rate, args.warmup,
-                         args.partitions, args.step_sleep, args.async_steps)))
+    print(
+        json.dumps(
+            run(
+                args.bootstrap,
+                args.workers,
+                args.instances,
+                args.rate,
+                args.warmup,
+                args.partitions,
+                args.step_sleep,
+                args.async_steps,
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,34 +23,55 @@ from streamflow.workflow.api import Retry
 from streamflow.workflow.client import WorkflowClient
 from streamflow.workflow.compiler import WorkflowRegistry
 
+
 class App:
     """A streamflow application: ``App("orders")``; its name is the consumer group id."""
 
-    def __init__(self, name: str, *, bootstrap: str | None = None,
-                 state_dir: str | os.PathLike[str] | None = None,
-                 guarantee: Guarantee = "exactly_once",
-                 commit_interval: float | timedelta = 0.1, commit_every: int = 20_000,
-                 partitions: int = 6, step_threads: int = DEFAULT_STEP_THREADS,
-                 async_step_concurrency: int = DEFAULT_ASYNC_STEP_CONCURRENCY) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        bootstrap: str | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        guarantee: Guarantee = "exactly_once",
+        commit_interval: float | timedelta = 0.1,
+        commit_every: int = 20_000,
+        partitions: int = 6,
+        step_threads: int = DEFAULT_STEP_THREADS,
+        async_step_concurrency: int = DEFAULT_ASYNC_STEP_CONCURRENCY,
+    ) -> None:
         if not name or any(c in name for c in " /\\"):
-            raise ConfigError(f"app name {name!r} must be non-empty without spaces or slashes: "
-                              "it becomes the consumer group id and a topic prefix")
+            raise ConfigError(
+                f"app name {name!r} must be non-empty without spaces or slashes: "
+                "it becomes the consumer group id and a topic prefix"
+            )
         if guarantee not in ("exactly_once", "at_least_once"):
-            raise ConfigError(f"app {name!r}: guarantee must be 'exactly_once' or "
-                              f"'at_least_once', not {guarantee!r}")
-        for what, value in (("step_threads", step_threads),
-                            ("async_step_concurrency", async_step_concurrency)):
+            raise ConfigError(
+                f"app {name!r}: guarantee must be 'exactly_once' or "
+                f"'at_least_once', not {guarantee!r}"
+            )
+        for what, value in (
+            ("step_threads", step_threads),
+            ("async_step_concurrency", async_step_concurrency),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"app {name!r}: {what} must be a positive int, not {value!r}")
-        interval = (commit_interval.total_seconds() if isinstance(commit_interval, timedelta)
-                    else float(commit_interval))
+        interval = (
+            commit_interval.total_seconds()
+            if isinstance(commit_interval, timedelta)
+            else float(commit_interval)
+        )
         self.name = name
         self.config = AppConfig(
             name=name,
             bootstrap=bootstrap or os.environ.get("STREAMFLOW_BOOTSTRAP", "127.0.0.1:9092"),
             state_dir=Path(state_dir or os.environ.get("STREAMFLOW_STATE_DIR", ".state")),
-            guarantee=guarantee, commit_interval=interval, commit_every=commit_every,
-            step_threads=step_threads, async_step_concurrency=async_step_concurrency)
+            guarantee=guarantee,
+            commit_interval=interval,
+            commit_every=commit_every,
+            step_threads=step_threads,
+            async_step_concurrency=async_step_concurrency,
+        )
         self.topology = Topology(name)
         self.workflows = WorkflowRegistry(self.topology, partitions)
         self.topology.workflows = self.workflows  # streams start workflows by function
@@ -58,10 +79,18 @@ class App:
 
     # -- workflows -------------------------------------------------------------------------------
 
-    def step(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
-             retry: Retry | None = None, timeout: timedelta | None = None,
-             entity: str | None = None, args: Sequence[str | Serde | None] = (),
-             result: str | Serde | None = None, max_concurrency: int | None = None) -> Any:
+    def step(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: timedelta | None = None,
+        entity: str | None = None,
+        args: Sequence[str | Serde | None] = (),
+        result: str | Serde | None = None,
+        max_concurrency: int | None = None,
+    ) -> Any:
         """Declare a step: ``fn(ctx, *args)``, run at least once per attempt, retried on failure.
 
         ``entity="accounts"`` makes it an entity step: commands are keyed by the first argument,
@@ -75,29 +104,43 @@ class App:
         loop, never inside a commit cycle; ``max_concurrency`` caps this step's attempts at
         once per worker, and ``timeout`` cancels (async) or rejects (sync) a slow attempt.
         """
+
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            if timeout is not None and (not isinstance(timeout, timedelta)
-                                        or timeout.total_seconds() <= 0):
-                raise ConfigError(f"step {name or f.__name__!r}: timeout must be a positive "
-                                  f"timedelta, not {timeout!r}")
-            self.workflows.add_step(f, name, retry or Retry(), timeout, entity, args, result,
-                                    max_concurrency)
+            if timeout is not None and (
+                not isinstance(timeout, timedelta) or timeout.total_seconds() <= 0
+            ):
+                raise ConfigError(
+                    f"step {name or f.__name__!r}: timeout must be a positive "
+                    f"timedelta, not {timeout!r}"
+                )
+            self.workflows.add_step(
+                f, name, retry or Retry(), timeout, entity, args, result, max_concurrency
+            )
             return f
+
         return register(fn) if fn is not None else register
 
-    def workflow(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
-                 version: int = 1, input: str | Serde | None = None,  # noqa: A002
-                 result: str | Serde | None = None,
-                 signals: Mapping[str, str | Serde] | None = None) -> Any:
+    def workflow(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        input: str | Serde | None = None,  # noqa: A002
+        result: str | Serde | None = None,
+        signals: Mapping[str, str | Serde] | None = None,
+    ) -> Any:
         """Declare a durable workflow ``async def w(ctx, input)``; versions run side by side.
 
         ``input=avro("acme.Transfer")``, ``result=…`` and ``signals={"approve": …}`` journal
         those payloads as Avro, so a sleeping instance reads them after its schemas evolve.
         """
+
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             wdef = self.workflows.add_workflow(f, name, version, input, result, signals)
             f.__streamflow_workflow__ = wdef.name  # type: ignore[attr-defined]
             return f
+
         return register(fn) if fn is not None else register
 
     def client(self, bootstrap: str | None = None) -> WorkflowClient:
@@ -106,14 +149,28 @@ class App:
 
     # -- declarations ----------------------------------------------------------------------------
 
-    def topic(self, name: str, *, key: str | Serde = "str", value: str | Serde = "json",
-              partitions: int | None = None, config: dict[str, str] | None = None) -> TopicSpec:
+    def topic(
+        self,
+        name: str,
+        *,
+        key: str | Serde = "str",
+        value: str | Serde = "json",
+        partitions: int | None = None,
+        config: dict[str, str] | None = None,
+    ) -> TopicSpec:
         """Declare a topic. With ``partitions`` it is created when missing (and checked when not)."""
-        spec = TopicSpec(name, resolve_serde(key), resolve_serde(value), partitions,
-                         config=tuple(sorted((config or {}).items())))
+        spec = TopicSpec(
+            name,
+            resolve_serde(key),
+            resolve_serde(value),
+            partitions,
+            config=tuple(sorted((config or {}).items())),
+        )
         return self.topology.add_topic(spec)
 
-    def store(self, name: str, *, key: str | Serde = "str", value: str | Serde = "json") -> StoreSpec:
+    def store(
+        self, name: str, *, key: str | Serde = "str", value: str | Serde = "json"
+    ) -> StoreSpec:
         """Declare a store for ``process(..., stores=[name])``."""
         return self.topology.add_store(name, resolve_serde(key), resolve_serde(value))
 
@@ -126,12 +183,14 @@ class App:
     def table(self, topic: TopicSpec | str, *, store: str | None = None) -> Table:
         """Materialize ``topic`` (last value per key; a null value deletes) into a store."""
         spec = self._topic(topic)
-        store_spec = self.topology.add_store(store or f"{spec.name}-table", spec.key_serde,
-                                             spec.value_serde)
+        store_spec = self.topology.add_store(
+            store or f"{spec.name}-table", spec.key_serde, spec.value_serde
+        )
         source = SourceNode(f"source-{spec.name}", topic=spec)
         self.topology.add_source(spec, source)
-        source.children.append(TableSourceNode(f"table-{store_spec.name}", topic=spec,
-                                               store=store_spec))
+        source.children.append(
+            TableSourceNode(f"table-{store_spec.name}", topic=spec, store=store_spec)
+        )
         return Table(self.topology, store_spec, spec)
 
     def _topic(self, topic: TopicSpec | str) -> TopicSpec:
@@ -140,8 +199,10 @@ class App:
         try:
             return self.topology.topics[topic]
         except KeyError:
-            raise ConfigError(f"app {self.name!r}: topic {topic!r} is not declared; "
-                              f"call app.topic({topic!r}, ...) first") from None
+            raise ConfigError(
+                f"app {self.name!r}: topic {topic!r} is not declared; "
+                f"call app.topic({topic!r}, ...) first"
+            ) from None
 
     @property
     def dead_letter_topic(self) -> str:

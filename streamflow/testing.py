@@ -75,8 +75,9 @@ class _Log:
     records: list[DriverMessage] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
 
-    def append(self, partition: int, key: bytes | None, value: bytes | None, ts: int,
-               headers: Headers) -> DriverMessage:
+    def append(
+        self, partition: int, key: bytes | None, value: bytes | None, ts: int, headers: Headers
+    ) -> DriverMessage:
         while len(self.offsets) < self.partitions:
             self.offsets.append(0)
         msg = DriverMessage("", partition, self.offsets[partition], key, value, ts, headers)
@@ -90,9 +91,15 @@ class TestDriver:
 
     __test__ = False  # not a pytest class, despite the name
 
-    def __init__(self, app: App, *, partitions: int = 1, state_dir: str | Path | None = None,
-                 start_time_ms: int = 1_700_000_000_000,
-                 schema_registry: SchemaRegistry | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        partitions: int = 1,
+        state_dir: str | Path | None = None,
+        start_time_ms: int = 1_700_000_000_000,
+        schema_registry: SchemaRegistry | None = None,
+    ) -> None:
         self.app = app
         self.partitions = partitions
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="streamflow-driver-")
@@ -103,27 +110,45 @@ class TestDriver:
         topology = app.topology
         # No broker, so no Kafka registry: Avro serdes get ids from an in-memory one (pass one
         # to share it between drivers, e.g. to read state written under an older schema).
-        self.schema_registry = bind_schemas(topology, app.config,
-                                            schema_registry or InMemorySchemaRegistry())
+        self.schema_registry = bind_schemas(
+            topology, app.config, schema_registry or InMemorySchemaRegistry()
+        )
         self._subs = topology.sub_topologies()
         # Real step threads and a real asyncio loop, as in a worker; ``pipe`` and
         # ``advance_time`` return once every attempt they caused has finished.
-        self.step_executor = StepExecutor(app.config.step_threads, app.config.async_step_concurrency)
+        self.step_executor = StepExecutor(
+            app.config.step_threads, app.config.async_step_concurrency
+        )
         self._tasks: dict[tuple[str, int], Task] = {}
         self._all_tasks: list[Task] = []
         for sub in self._subs:
             nodes = {t.name: topology.source_node(t.name) for t in sub.sources}
             for p in range(partitions):
-                task = Task(sub, nodes, p, self.state_dir / app.name, self, app.dead_letter_topic,
-                            clock=lambda: self.now_ms, step_executor=self.step_executor)
+                task = Task(
+                    sub,
+                    nodes,
+                    p,
+                    self.state_dir / app.name,
+                    self,
+                    app.dead_letter_topic,
+                    clock=lambda: self.now_ms,
+                    step_executor=self.step_executor,
+                )
                 self._all_tasks.append(task)
                 for topic in nodes:
                     self._tasks[(topic, p)] = task
 
     # -- input -----------------------------------------------------------------------------------
 
-    def pipe(self, topic: str, key: Any, value: Any, *, timestamp: int | None = None,
-             headers: Headers = None) -> None:
+    def pipe(
+        self,
+        topic: str,
+        key: Any,
+        value: Any,
+        *,
+        timestamp: int | None = None,
+        headers: Headers = None,
+    ) -> None:
         """Produce one record to ``topic`` (encoded with its serdes) and process everything it causes."""
         spec = self.app.topology.topics.get(topic)
         if spec is None:
@@ -132,8 +157,15 @@ class TestDriver:
         vb = None if value is None else spec.value_serde.serialize(value)
         self.pipe_raw(topic, kb, vb, timestamp=timestamp, headers=headers)
 
-    def pipe_raw(self, topic: str, key: bytes | None, value: bytes | None, *,
-                 timestamp: int | None = None, headers: Headers = None) -> None:
+    def pipe_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        timestamp: int | None = None,
+        headers: Headers = None,
+    ) -> None:
         """Produce bytes as they are: how tests feed poison records."""
         self.send(topic, key, value, None, timestamp, headers)
         self._drain()
@@ -159,8 +191,15 @@ class TestDriver:
 
     # -- RecordCollector -------------------------------------------------------------------------
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
-             timestamp: int | None, headers: Headers) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: int | None,
+        headers: Headers,
+    ) -> None:
         log = self._logs.get(topic)
         if log is None:
             log = self._logs[topic] = _Log(self.partitions)
@@ -171,8 +210,14 @@ class TestDriver:
         if (topic, partition) in self._tasks:
             self._pending.append(msg)
 
-    def send_tracked(self, topic: str, key: bytes, value: bytes | None, partition: int,
-                     delivered: DeliveryCallback) -> None:
+    def send_tracked(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        partition: int,
+        delivered: DeliveryCallback,
+    ) -> None:
         self.send(topic, key, value, partition, None, None)
         delivered(self._logs[topic].offsets[partition] - 1)
 
@@ -205,8 +250,10 @@ class TestDriver:
         if spec is None:
             raise ConfigError(f"topic {topic!r} is not declared in app {self.app.name!r}")
         kd, vd = spec.key_serde.deserialize, spec.value_serde.deserialize
-        return [(None if m.key() is None else kd(m.key()), None if m.value() is None else vd(m.value()))
-                for m in self.messages(topic)]
+        return [
+            (None if m.key() is None else kd(m.key()), None if m.value() is None else vd(m.value()))
+            for m in self.messages(topic)
+        ]
 
     def messages(self, topic: str) -> list[DriverMessage]:
         log = self._logs.get(topic)
@@ -243,8 +290,6 @@ class TestDriver:
         self.close()
 
 
-
-
 class DriverWorkflowClient(WorkflowCommands):
     """``app.client()``'s API against the driver: events are piped, journals read from stores."""
 
@@ -261,5 +306,7 @@ class DriverWorkflowClient(WorkflowCommands):
         journal = Journal.load(self._driver.store_of(node.instances.name, partition), id)
         if journal is None:
             return None
-        view = InstanceView(id, journal.header, [journal.entries[s] for s in sorted(journal.entries)])
+        view = InstanceView(
+            id, journal.header, [journal.entries[s] for s in sorted(journal.entries)]
+        )
         return self._viewed(workflow, view)

@@ -103,8 +103,9 @@ def three_brokers(tmp_path: Path) -> Iterator[Any]:
     `PROXIED` listeners so a test can cut a client off it (`cluster.proxies()`)."""
     from streamflow.dev import LocalKafka
 
-    cluster = LocalKafka(tmp_path / "kafka3", brokers=3, extra_properties=FAST_FAILOVER,
-                         proxied=True)
+    cluster = LocalKafka(
+        tmp_path / "kafka3", brokers=3, extra_properties=FAST_FAILOVER, proxied=True
+    )
     cluster.start()
     try:
         yield cluster

@@ -25,10 +25,17 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
 
 
-def produce_events(bootstrap: str, topic: str, events: list[tuple[str, dict]],
-                   rate_per_s: float | None = None) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10,
-                         "partitioner": "murmur2_random", "enable.idempotence": True})
+def produce_events(
+    bootstrap: str, topic: str, events: list[tuple[str, dict]], rate_per_s: float | None = None
+) -> None:
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 10,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+        }
+    )
     start = time.monotonic()
     for i, (key, value) in enumerate(events):
         if rate_per_s and i % 100 == 0:
@@ -44,12 +51,20 @@ def produce_events(bootstrap: str, topic: str, events: list[tuple[str, dict]],
     producer.flush(60)
 
 
-def read_topic(bootstrap: str, topic: str, *, isolation: str = "read_committed",
-               timeout: float = 60.0) -> list[Any]:
+def read_topic(
+    bootstrap: str, topic: str, *, isolation: str = "read_committed", timeout: float = 60.0
+) -> list[Any]:
     """Every record of ``topic`` up to its current end, as raw confluent Messages."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "isolation.level": isolation, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "enable.partition.eof": True,
+        }
+    )
     metadata = consumer.list_topics(topic, timeout=10)
     partitions = len(metadata.topics[topic].partitions)
     consumer.subscribe([topic])
@@ -77,10 +92,20 @@ def decoded_by_key(messages: list[Any]) -> dict[str, list[Any]]:
 class WorkerProcess:
     """A real `streamflow run` process, killable with SIGKILL."""
 
-    def __init__(self, app_file: Path, bootstrap: str, state_dir: Path, env: dict[str, str],
-                 log_file: Path) -> None:
-        self.args = [sys.executable, "-m", "streamflow", "run", str(app_file),
-                     "--bootstrap", bootstrap, "--state-dir", str(state_dir)]
+    def __init__(
+        self, app_file: Path, bootstrap: str, state_dir: Path, env: dict[str, str], log_file: Path
+    ) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "streamflow",
+            "run",
+            str(app_file),
+            "--bootstrap",
+            bootstrap,
+            "--state-dir",
+            str(state_dir),
+        ]
         self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
         self.state_dir = state_dir
         self.log_file = log_file
@@ -115,7 +140,9 @@ class WorkerProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 1.0, what: str = "condition") -> None:
+def wait_for(
+    predicate: Any, timeout: float, interval: float = 1.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

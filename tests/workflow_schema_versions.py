@@ -14,38 +14,58 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-CHANNEL = {"type": "enum", "name": "Channel", "namespace": "acme", "symbols": ["WEB", "BRANCH"],
-           "default": "WEB"}
-TRANSFER = {"type": "record", "name": "Transfer", "namespace": "acme", "fields": [
-    {"name": "account", "type": "string"},
-    {"name": "amount", "type": "int"},
-    {"name": "channel", "type": "acme.Channel"},
-    {"name": "memo", "type": "string", "default": ""},
-]}
-RECEIPT = {"type": "record", "name": "Receipt", "namespace": "acme", "fields": [
-    {"name": "account", "type": "string"},
-    {"name": "amount", "type": "int"},
-    {"name": "channel", "type": "acme.Channel"},
-    {"name": "note", "type": "string", "default": "v1"},
-]}
+CHANNEL = {
+    "type": "enum",
+    "name": "Channel",
+    "namespace": "acme",
+    "symbols": ["WEB", "BRANCH"],
+    "default": "WEB",
+}
+TRANSFER = {
+    "type": "record",
+    "name": "Transfer",
+    "namespace": "acme",
+    "fields": [
+        {"name": "account", "type": "string"},
+        {"name": "amount", "type": "int"},
+        {"name": "channel", "type": "acme.Channel"},
+        {"name": "memo", "type": "string", "default": ""},
+    ],
+}
+RECEIPT = {
+    "type": "record",
+    "name": "Receipt",
+    "namespace": "acme",
+    "fields": [
+        {"name": "account", "type": "string"},
+        {"name": "amount", "type": "int"},
+        {"name": "channel", "type": "acme.Channel"},
+        {"name": "note", "type": "string", "default": "v1"},
+    ],
+}
 V1 = [CHANNEL, TRANSFER, RECEIPT]
 V2 = [
     {**CHANNEL, "symbols": ["WEB", "BRANCH", "MOBILE"]},
-    {**TRANSFER, "fields": [
-        {"name": "account", "type": "string"},
-        {"name": "amount", "type": "long"},
-        {"name": "channel", "type": "acme.Channel"},
-        {"name": "priority", "type": "int", "default": 0},
-    ]},
-    {**RECEIPT, "fields": [
-        {"name": "account", "type": "string"},
-        {"name": "amount", "type": "long"},
-        {"name": "channel", "type": "acme.Channel"},
-        {"name": "charged_by", "type": "string", "default": "unknown"},
-    ]},
+    {
+        **TRANSFER,
+        "fields": [
+            {"name": "account", "type": "string"},
+            {"name": "amount", "type": "long"},
+            {"name": "channel", "type": "acme.Channel"},
+            {"name": "priority", "type": "int", "default": 0},
+        ],
+    },
+    {
+        **RECEIPT,
+        "fields": [
+            {"name": "account", "type": "string"},
+            {"name": "amount", "type": "long"},
+            {"name": "channel", "type": "acme.Channel"},
+            {"name": "charged_by", "type": "string", "default": "unknown"},
+        ],
+    },
 ]
-V3 = [V2[0], {**V2[1], "fields": [*V2[1]["fields"], {"name": "currency", "type": "string"}]},
-      V2[2]]
+V3 = [V2[0], {**V2[1], "fields": [*V2[1]["fields"], {"name": "currency", "type": "string"}]}, V2[2]]
 
 
 def write_schemas(directory: Path, schemas: list[dict[str, Any]]) -> Path:
@@ -60,9 +80,16 @@ def has_field(directory: Path, record: str, field: str) -> bool:
     return any(f["name"] == field for f in schema["fields"])
 
 
-def settle_app(schemas: Path, *, app_name: str = "wfschemas", receipts: str = "receipts",
-               sleep: timedelta = timedelta(hours=1), partitions: int = 1,
-               changed_call: bool = False, **app_settings: Any) -> Any:
+def settle_app(
+    schemas: Path,
+    *,
+    app_name: str = "wfschemas",
+    receipts: str = "receipts",
+    sleep: timedelta = timedelta(hours=1),
+    partitions: int = 1,
+    changed_call: bool = False,
+    **app_settings: Any,
+) -> Any:
     """The payment workflow under whichever schemas ``schemas`` holds. Its step fills what the
     schema version has (v1: ``note`` from the memo, v2: ``charged_by``); ``changed_call`` makes
     the workflow ask for something else, as a real code change would."""

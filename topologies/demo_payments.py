@@ -27,8 +27,14 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def _balances(bootstrap: str, topic: str) -> dict[str, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-{uuid.uuid4().hex}",
-                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"demo-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
     parts = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
     consumer.assign([TopicPartition(topic, p, 0) for p in range(parts)])
     latest: dict[str, int] = {}
@@ -63,10 +69,21 @@ def main() -> int:
 
     def worker(i: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "streamflow", "run", str(HERE / "payments.py"), "--bootstrap",
-             args.bootstrap, "--state-dir", str(args.state_root / f"w{i}")],
-            env={**os.environ, **env}, stdout=open(args.state_root / f"w{i}.log", "ab"),
-            stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "streamflow",
+                "run",
+                str(HERE / "payments.py"),
+                "--bootstrap",
+                args.bootstrap,
+                "--state-dir",
+                str(args.state_root / f"w{i}"),
+            ],
+            env={**os.environ, **env},
+            stdout=open(args.state_root / f"w{i}.log", "ab"),
+            stderr=subprocess.STDOUT,
+        )
 
     workers = [worker(0), worker(1)]
     try:
@@ -74,27 +91,44 @@ def main() -> int:
         opening = 20_000
         accounts = [f"acct-{i:03d}" for i in range(args.accounts)]
         for account in accounts:
-            client.start("open_account", id=f"open-{account}",
-                         input={"account": account, "deposit": opening})
+            client.start(
+                "open_account", id=f"open-{account}", input={"account": account, "deposit": opening}
+            )
         rng = random.Random(7)
         transfers = []
         for i in range(args.transfers):
             source, target = rng.sample(accounts, 2)
-            amount = rng.choice([rng.randrange(1, 3_000), rng.randrange(1, 3_000),
-                                 rng.randrange(10_001, 15_000)])
-            transfers.append({"id": f"t-{i:05d}", "source": source, "target": target, "amount": amount})
-        print(f"sending {len(transfers):,} transfers among {len(accounts)} accounts "
-              "(5 % of step attempts fail; large ones wait for an approval signal) …", flush=True)
-        producer = Producer({"bootstrap.servers": args.bootstrap, "partitioner": "murmur2_random",
-                             "linger.ms": 5, "enable.idempotence": True})
+            amount = rng.choice(
+                [rng.randrange(1, 3_000), rng.randrange(1, 3_000), rng.randrange(10_001, 15_000)]
+            )
+            transfers.append(
+                {"id": f"t-{i:05d}", "source": source, "target": target, "amount": amount}
+            )
+        print(
+            f"sending {len(transfers):,} transfers among {len(accounts)} accounts "
+            "(5 % of step attempts fail; large ones wait for an approval signal) …",
+            flush=True,
+        )
+        producer = Producer(
+            {
+                "bootstrap.servers": args.bootstrap,
+                "partitioner": "murmur2_random",
+                "linger.ms": 5,
+                "enable.idempotence": True,
+            }
+        )
         topic = app.workflows.events_topic("transfer")
         started = time.monotonic()
         for n, t in enumerate(transfers):
-            producer.produce(topic, orjson.dumps({"type": "start", "id": t["id"], "input": t}),
-                             t["id"].encode())
+            producer.produce(
+                topic, orjson.dumps({"type": "start", "id": t["id"], "input": t}), t["id"].encode()
+            )
             if t["amount"] > 10_000:
-                producer.produce(topic, orjson.dumps({"type": "signal", "id": t["id"],
-                                                      "name": "approved"}), t["id"].encode())
+                producer.produce(
+                    topic,
+                    orjson.dumps({"type": "signal", "id": t["id"], "name": "approved"}),
+                    t["id"].encode(),
+                )
             if n == len(transfers) // 2:
                 producer.flush(30)
                 time.sleep(1)
@@ -133,15 +167,19 @@ def main() -> int:
     exact = balances == expected
     done = sum(statuses[s] for s in ("completed", "compensated", "failed"))
     print(f"transfers finished   {done:>8,} of {len(transfers):,}")
-    print(f"  completed          {statuses['completed']:>8,}   "
-          f"({receipts['completed']:,} paid, {receipts['insufficient_funds']:,} refused for funds)")
+    print(
+        f"  completed          {statuses['completed']:>8,}   "
+        f"({receipts['completed']:,} paid, {receipts['insufficient_funds']:,} refused for funds)"
+    )
     print(f"  compensated        {statuses['compensated']:>8,}   (principal short: fee refunded)")
     print(f"  failed             {statuses['failed']:>8,}")
     print(f"money conserved      {str(conserved):>8}   ({sum(balances.values()):,} cents)")
     print(f"balances exact       {str(exact):>8}   (vs. a reference from statuses alone)")
     print(f"lowest balance       {min(balances.values()):>8,}")
-    print(f"time / rate          {elapsed:>8.1f} s   {len(transfers) / elapsed:,.0f} transfers/s "
-          "(2 workers, one SIGKILLed)")
+    print(
+        f"time / rate          {elapsed:>8.1f} s   {len(transfers) / elapsed:,.0f} transfers/s "
+        "(2 workers, one SIGKILLed)"
+    )
     ok = conserved and exact and done == len(transfers) and min(balances.values()) >= 0
     print("demo OK" if ok else "demo FAILED")
     return 0 if ok else 1

@@ -24,15 +24,21 @@ totals = app.topic("customer-totals", key="str", value="json", partitions=6)
 
 def add_order(acc: dict, order: dict) -> dict:
     """Counts and sums in cents: floats would drift, and replays must reproduce totals exactly."""
-    return {"orders": acc["orders"] + 1, "cents": acc["cents"] + order["cents"],
-            "last_order": order["id"]}
+    return {
+        "orders": acc["orders"] + 1,
+        "cents": acc["cents"] + order["cents"],
+        "last_order": order["id"],
+    }
 
 
 (
     app.stream(orders)
     .filter(lambda order: order["status"] == "paid")
     .key_by(lambda order: order["customer"], name="by-customer")
-    .aggregate("customer-totals", initial=lambda: {"orders": 0, "cents": 0, "last_order": None},
-               fn=add_order)
+    .aggregate(
+        "customer-totals",
+        initial=lambda: {"orders": 0, "cents": 0, "last_order": None},
+        fn=add_order,
+    )
     .to(totals)
 )

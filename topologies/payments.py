@@ -38,7 +38,10 @@ SCORING_LATENCY = float(os.environ.get("PAYMENTS_SCORING_LATENCY", "0"))
 
 def _injected_failure(ctx, what: str) -> None:
     # Seeded by idempotency key and attempt, so a replayed attempt fails (or not) the same way.
-    if FAILURE_RATE and random.Random(f"{ctx.idempotency_key}/{ctx.attempt}").random() < FAILURE_RATE:
+    if (
+        FAILURE_RATE
+        and random.Random(f"{ctx.idempotency_key}/{ctx.attempt}").random() < FAILURE_RATE
+    ):
         raise ConnectionError(f"{what} unavailable (injected failure)")
 
 
@@ -108,8 +111,8 @@ async def transfer(ctx, t: Transfer) -> Receipt:
     try:
         await ctx.step(debit, t.source, fee)
     except InsufficientFunds:
-        return Receipt(t.id, "insufficient_funds")   # nothing moved yet: nothing to undo
-    ctx.compensate(credit, t.source, fee)      # refunded if anything below fails for good
+        return Receipt(t.id, "insufficient_funds")  # nothing moved yet: nothing to undo
+    ctx.compensate(credit, t.source, fee)  # refunded if anything below fails for good
     await ctx.step(debit, t.source, t.amount)  # InsufficientFunds fails the saga: fee refunded
     ctx.compensate(credit, t.source, t.amount)
     await ctx.step(credit, t.target, t.amount)

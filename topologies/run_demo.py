@@ -22,8 +22,13 @@ from confluent_kafka.admin import AdminClient
 
 HERE = Path(__file__).resolve().parent
 APP = "order-totals"
-TOPICS = ["orders", "customer-totals", f"{APP}-by-customer-repartition",
-          f"{APP}-customer-totals-changelog", f"{APP}.dlq"]
+TOPICS = [
+    "orders",
+    "customer-totals",
+    f"{APP}-by-customer-repartition",
+    f"{APP}-customer-totals-changelog",
+    f"{APP}.dlq",
+]
 
 
 def reset(bootstrap: str, state_root: Path) -> None:
@@ -49,14 +54,26 @@ def make_orders(n: int, customers: int, seed: int = 2026) -> list[dict]:
     weights = [1 / (i + 1) for i in range(customers)]  # a few big customers, a long tail
     names = [f"cust-{i:04d}" for i in range(customers)]
     chosen = rng.choices(names, weights, k=n)
-    return [{"id": f"ord-{i:07d}", "customer": c, "cents": rng.randrange(199, 250_00),
-             "status": rng.choices(["paid", "cancelled", "pending"], [85, 10, 5])[0]}
-            for i, c in enumerate(chosen)]
+    return [
+        {
+            "id": f"ord-{i:07d}",
+            "customer": c,
+            "cents": rng.randrange(199, 250_00),
+            "status": rng.choices(["paid", "cancelled", "pending"], [85, 10, 5])[0],
+        }
+        for i, c in enumerate(chosen)
+    ]
 
 
 def produce(bootstrap: str, orders: list[dict]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "partitioner": "murmur2_random", "enable.idempotence": True})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+        }
+    )
     for order in orders:
         while True:
             try:
@@ -71,10 +88,14 @@ class TotalsReader:
     """Follows ``customer-totals`` with read_committed: what a downstream consumer would see."""
 
     def __init__(self, bootstrap: str) -> None:
-        self._consumer = Consumer({"bootstrap.servers": bootstrap,
-                                   "group.id": f"demo-reader-{time.time()}",
-                                   "auto.offset.reset": "earliest",
-                                   "isolation.level": "read_committed"})
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"demo-reader-{time.time()}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
         self._consumer.subscribe(["customer-totals"])
         self.latest: dict[str, dict] = {}
         self.updates = 0
@@ -92,9 +113,21 @@ class TotalsReader:
 
 def start_worker(bootstrap: str, state_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen([sys.executable, "-m", "streamflow", "run",
-                             str(HERE / "order_totals.py"), "--bootstrap", bootstrap,
-                             "--state-dir", str(state_dir)], stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamflow",
+            "run",
+            str(HERE / "order_totals.py"),
+            "--bootstrap",
+            bootstrap,
+            "--state-dir",
+            str(state_dir),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def main() -> int:
@@ -109,8 +142,10 @@ def main() -> int:
     args.state_root.mkdir(parents=True)
     orders = make_orders(args.orders, args.customers)
     print(f"producing {len(orders):,} orders from {args.customers:,} customers …", flush=True)
-    workers = [start_worker(args.bootstrap, args.state_root / f"w{i}", args.state_root / f"w{i}.log")
-               for i in range(2)]
+    workers = [
+        start_worker(args.bootstrap, args.state_root / f"w{i}", args.state_root / f"w{i}.log")
+        for i in range(2)
+    ]
     time.sleep(3)  # let the workers create the topics and join the group
     started = time.monotonic()
     produce(args.bootstrap, orders)
@@ -148,8 +183,10 @@ def main() -> int:
     print(f"revenue              {sum(t['cents'] for t in truth.values()) / 100:>15,.2f}")
     print(f"updates published    {updates:>12,}   (exactly one per paid order: {updates == paid})")
     print(f"totals match truth   {str(got == truth):>12}")
-    print(f"time / rate          {elapsed:>10.1f} s   {len(orders) / elapsed:,.0f} orders/s "
-          "(2 workers, one SIGKILLed and restarted)")
+    print(
+        f"time / rate          {elapsed:>10.1f} s   {len(orders) / elapsed:,.0f} orders/s "
+        "(2 workers, one SIGKILLed and restarted)"
+    )
     print("demo OK" if ok else "demo FAILED: output differs from the truth")
     return 0 if ok else 1
 

@@ -37,8 +37,9 @@ def load_app(target: str) -> App:
     apps = [v for v in vars(module).values() if isinstance(v, App)]
     if len(apps) != 1:
         names = ", ".join(k for k, v in vars(module).items() if isinstance(v, App)) or "none"
-        raise click.BadParameter(f"{path} defines {len(apps)} Apps ({names}); use FILE:NAME",
-                                 param_hint="FILE[:APP]")
+        raise click.BadParameter(
+            f"{path} defines {len(apps)} Apps ({names}); use FILE:NAME", param_hint="FILE[:APP]"
+        )
     return apps[0]
 
 
@@ -50,14 +51,25 @@ def _configure_logging(verbose: int) -> None:
 @click.command()
 @click.argument("target")
 @click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
-@click.option("--state-dir", type=click.Path(path_type=Path), envvar="STREAMFLOW_STATE_DIR",
-              help="Where this worker keeps its RocksDB stores (one per worker).")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    envvar="STREAMFLOW_STATE_DIR",
+    help="Where this worker keeps its RocksDB stores (one per worker).",
+)
 @click.option("--guarantee", type=click.Choice(["exactly_once", "at_least_once"]))
 @click.option("--commit-interval", type=float, help="Seconds between commits under load.")
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
-def run(target: str, bootstrap: str | None, state_dir: Path | None, guarantee: str | None,
-        commit_interval: float | None, verbose: int, quiet: bool) -> None:
+def run(
+    target: str,
+    bootstrap: str | None,
+    state_dir: Path | None,
+    guarantee: str | None,
+    commit_interval: float | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
     """Run TARGET (FILE[:APP]) as one worker of its consumer group. SIGTERM drains and leaves."""
     from dataclasses import replace
 
@@ -85,8 +97,10 @@ def run(target: str, bootstrap: str | None, state_dir: Path | None, guarantee: s
     except KafkaException as exc:
         # Fenced by a newer incarnation, or the cluster refused us for good: nothing committed
         # is lost, and a restarted worker resumes from the last committed cycle.
-        raise click.ClickException(f"worker stopped by a Kafka error: {exc.args[0].str()}; "
-                                   "restart it to resume from the last commit") from exc
+        raise click.ClickException(
+            f"worker stopped by a Kafka error: {exc.args[0].str()}; "
+            "restart it to resume from the last commit"
+        ) from exc
 
 
 @click.command()

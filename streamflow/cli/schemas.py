@@ -203,10 +203,15 @@ _SCHEMA_DIR_HELP = "Directory of the .avsc files (default: $STREAMFLOW_SCHEMA_DI
 
 def registry_options(fn: Any) -> Any:
     fn = click.option(
-        "--registry-url", envvar="STREAMFLOW_SCHEMA_REGISTRY_URL",
-        help="An external Confluent-compatible Schema Registry instead of Kafka's.")(fn)
-    return click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP",
-                        help="Kafka bootstrap servers of the registry topic.")(fn)
+        "--registry-url",
+        envvar="STREAMFLOW_SCHEMA_REGISTRY_URL",
+        help="An external Confluent-compatible Schema Registry instead of Kafka's.",
+    )(fn)
+    return click.option(
+        "--bootstrap",
+        envvar="STREAMFLOW_BOOTSTRAP",
+        help="Kafka bootstrap servers of the registry topic.",
+    )(fn)
 
 
 def _registry(bootstrap: str | None, registry_url: str | None) -> SchemaRegistry:
@@ -247,11 +252,16 @@ def _print_problems(problems: Sequence[Incompatibility], indent: str = "  ") -> 
 
 @schemas.command()
 @click.option("--schema-dir", type=click.Path(file_okay=False), help=_SCHEMA_DIR_HELP)
-@click.option("--app", "app_target", metavar="FILE[:APP]",
-              help="Check exactly the subjects this app uses (new ones included).")
+@click.option(
+    "--app",
+    "app_target",
+    metavar="FILE[:APP]",
+    help="Check exactly the subjects this app uses (new ones included).",
+)
 @registry_options
-def check(schema_dir: str | None, app_target: str | None, bootstrap: str | None,
-          registry_url: str | None) -> None:
+def check(
+    schema_dir: str | None, app_target: str | None, bootstrap: str | None, registry_url: str | None
+) -> None:
     """Check every schema of the schema directory against the registry, as a worker would.
 
     Without --app, each subject is checked against the directory's type of the same name as its
@@ -314,12 +324,22 @@ def _check_app(target: str, bootstrap: str | None, registry_url: str | None) -> 
 @schemas.command()
 @click.argument("subject")
 @click.argument("type_name", metavar="TYPE")
-@click.option("--mode", "mode_text", metavar="MODE",
-              help=f"Mode of a new subject (default BACKWARD): one of {_MODES}.")
+@click.option(
+    "--mode",
+    "mode_text",
+    metavar="MODE",
+    help=f"Mode of a new subject (default BACKWARD): one of {_MODES}.",
+)
 @click.option("--schema-dir", type=click.Path(file_okay=False), help=_SCHEMA_DIR_HELP)
 @registry_options
-def register(subject: str, type_name: str, mode_text: str | None, schema_dir: str | None,
-             bootstrap: str | None, registry_url: str | None) -> None:
+def register(
+    subject: str,
+    type_name: str,
+    mode_text: str | None,
+    schema_dir: str | None,
+    bootstrap: str | None,
+    registry_url: str | None,
+) -> None:
     """Register the directory's TYPE (a full name) as the next version of SUBJECT.
 
     A no-op when SUBJECT already has it. Exit 1 when the subject's mode refuses it.
@@ -330,11 +350,14 @@ def register(subject: str, type_name: str, mode_text: str | None, schema_dir: st
         _fail(str(exc))
     types = _schema_dir(schema_dir)
     if type_name not in types:
-        _fail(f"no named type {type_name!r} in the schema directory; defined: "
-              f"{', '.join(sorted(types))}")
+        _fail(
+            f"no named type {type_name!r} in the schema directory; defined: "
+            f"{', '.join(sorted(types))}"
+        )
     try:
         registered = _registry(bootstrap, registry_url).register(
-            subject, types[type_name], default_mode=mode)
+            subject, types[type_name], default_mode=mode
+        )
     except SchemaIncompatible as exc:
         click.echo(str(exc))
         sys.exit(1)
@@ -354,8 +377,15 @@ def list_subjects(bootstrap: str | None, registry_url: str | None) -> None:
             versions = registry.versions(subject)
             latest = versions[-1]
             mode = registry.mode(subject)
-            rows.append((subject, str(latest.version), str(latest.id),
-                         _top_name(latest.schema) or "?", mode.value if mode else "-"))
+            rows.append(
+                (
+                    subject,
+                    str(latest.version),
+                    str(latest.id),
+                    _top_name(latest.schema) or "?",
+                    mode.value if mode else "-",
+                )
+            )
     except StreamflowError as exc:
         _fail(str(exc))
     if not rows:
@@ -369,12 +399,22 @@ def list_subjects(bootstrap: str | None, registry_url: str | None) -> None:
 
 @schemas.command()
 @click.argument("subject", required=False)
-@click.option("--version", "version_text", default="latest", show_default=True,
-              help="A version number, 'latest', or 'all'.")
+@click.option(
+    "--version",
+    "version_text",
+    default="latest",
+    show_default=True,
+    help="A version number, 'latest', or 'all'.",
+)
 @click.option("--id", "schema_id", type=int, help="Show the schema with this id instead.")
 @registry_options
-def show(subject: str | None, version_text: str, schema_id: int | None, bootstrap: str | None,
-         registry_url: str | None) -> None:
+def show(
+    subject: str | None,
+    version_text: str,
+    schema_id: int | None,
+    bootstrap: str | None,
+    registry_url: str | None,
+) -> None:
     """Print a version of SUBJECT (or the schema with --id) as indented JSON."""
     if (subject is None) == (schema_id is None):
         _fail("give a SUBJECT or --id ID")
@@ -396,8 +436,10 @@ def show(subject: str | None, version_text: str, schema_id: int | None, bootstra
     else:
         chosen = [v for v in versions if str(v.version) == version_text]
         if not chosen:
-            _fail(f"subject {subject!r} has versions {[v.version for v in versions]}, "
-                  f"not {version_text!r}")
+            _fail(
+                f"subject {subject!r} has versions {[v.version for v in versions]}, "
+                f"not {version_text!r}"
+            )
     for v in chosen:
         click.echo(f"# {v.subject} version {v.version}, schema id {v.id}")
         click.echo(_pretty(v.schema))
@@ -414,8 +456,9 @@ def _pretty(text: str) -> str:
 @click.argument("subject")
 @click.argument("mode_text", metavar="[MODE]", required=False)
 @registry_options
-def mode(subject: str, mode_text: str | None, bootstrap: str | None,
-         registry_url: str | None) -> None:
+def mode(
+    subject: str, mode_text: str | None, bootstrap: str | None, registry_url: str | None
+) -> None:
     """Print SUBJECT's compatibility mode, or set it to MODE."""
     try:
         registry = _registry(bootstrap, registry_url)
@@ -442,8 +485,9 @@ def codegen(type_names: tuple[str, ...], schema_dir: str | None, output: str | N
 
     types = _schema_dir(schema_dir)
     try:
-        source = generate_module(types, type_names or None,
-                                 origin=f"{schema_directory(schema_dir)}/")
+        source = generate_module(
+            types, type_names or None, origin=f"{schema_directory(schema_dir)}/"
+        )
     except SchemaError as exc:
         _fail(str(exc))
     if output is None:

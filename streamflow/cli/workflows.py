@@ -10,7 +10,9 @@ import orjson
 
 from streamflow.cli.engine import load_app
 
-_bootstrap = click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
+_bootstrap = click.option(
+    "--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers."
+)
 
 
 def _client(target: str, bootstrap: str | None) -> tuple[Any, Any]:
@@ -40,8 +42,15 @@ def workflows() -> None:
 @click.option("--version", type=int, help="Pin a version (default: the newest registered).")
 @click.option("--wait", is_flag=True, help="Wait for the instance to finish and print its result.")
 @_bootstrap
-def start(target: str, workflow: str, instance_id: str, input_json: str | None,
-          version: int | None, wait: bool, bootstrap: str | None) -> None:
+def start(
+    target: str,
+    workflow: str,
+    instance_id: str,
+    input_json: str | None,
+    version: int | None,
+    wait: bool,
+    bootstrap: str | None,
+) -> None:
     """Start WORKFLOW as INSTANCE_ID (idempotent: an existing instance is left as it is)."""
     _, client = _client(target, bootstrap)
     client.start(workflow, id=instance_id, input=_json(input_json), version=version)
@@ -58,8 +67,14 @@ def start(target: str, workflow: str, instance_id: str, input_json: str | None,
 @click.argument("name")
 @click.argument("payload_json", required=False)
 @_bootstrap
-def signal(target: str, workflow: str, instance_id: str, name: str, payload_json: str | None,
-           bootstrap: str | None) -> None:
+def signal(
+    target: str,
+    workflow: str,
+    instance_id: str,
+    name: str,
+    payload_json: str | None,
+    bootstrap: str | None,
+) -> None:
     """Send signal NAME (with an optional JSON payload) to an instance."""
     _, client = _client(target, bootstrap)
     client.signal(workflow, instance_id, name, _json(payload_json))
@@ -93,13 +108,19 @@ def _describe_entry(entry: dict[str, Any]) -> str:
         if status == "failed":
             return f"{what} FAILED after {entry['attempt']} attempt(s): {entry['error']['type']}: {entry['error']['message']}"
         last = entry.get("last_error")
-        return f"{what} … attempt {entry['attempt']}" + (f" (last error: {last['message']})" if last else "")
+        return f"{what} … attempt {entry['attempt']}" + (
+            f" (last error: {last['message']})" if last else ""
+        )
     if kind == "sleep":
         return f"sleep until {_time(entry.get('due_ms'))}" + (" (done)" if status == "done" else "")
     if kind == "signal":
         if status != "done":
             return f"waiting for signal {name!r}"
-        return f"signal {name!r} timed out" if entry.get("timed_out") else f"signal {name!r} → {orjson.dumps(entry.get('result')).decode()}"
+        return (
+            f"signal {name!r} timed out"
+            if entry.get("timed_out")
+            else f"signal {name!r} → {orjson.dumps(entry.get('result')).decode()}"
+        )
     if kind == "compensate":
         return f"registered compensation {name}({', '.join(orjson.dumps(a).decode() for a in entry.get('args', []))})"
     if kind == "emit":
@@ -141,8 +162,13 @@ def show(target: str, workflow: str, instance_id: str, bootstrap: str | None) ->
 @click.option("--status", help="Only instances in this status (running, completed, failed, …).")
 @click.option("--version", type=int, help="Only instances pinned to this version.")
 @_bootstrap
-def list_(target: str, workflow_filter: str | None, status: str | None, version: int | None,
-          bootstrap: str | None) -> None:
+def list_(
+    target: str,
+    workflow_filter: str | None,
+    status: str | None,
+    version: int | None,
+    bootstrap: str | None,
+) -> None:
     """List instances with their workflow, version and status."""
     app, client = _client(target, bootstrap)
     names = [workflow_filter] if workflow_filter else sorted(app.workflows.workflows)
@@ -153,7 +179,9 @@ def list_(target: str, workflow_filter: str | None, status: str | None, version:
             if (status and h["status"] != status) or (version and h["version"] != version):
                 continue
             rows += 1
-            click.echo(f"{name:<20} {view.id:<24} v{h['version']:<3} {h['status']:<13} "
-                       f"{_time(h.get('started_ms'))}")
+            click.echo(
+                f"{name:<20} {view.id:<24} v{h['version']:<3} {h['status']:<13} "
+                f"{_time(h.get('started_ms'))}"
+            )
     if not rows:
         click.echo("no instances match", err=True)

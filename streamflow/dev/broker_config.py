@@ -64,8 +64,11 @@ class ClusterSpec:
 
     def proxy_routes(self) -> list[tuple[int, int]]:
         """(proxy port, ``PROXIED`` listener port) per node: what each proxy forwards."""
-        return [(n.proxy_port, n.proxied_port) for n in self.nodes
-                if n.proxy_port is not None and n.proxied_port is not None]
+        return [
+            (n.proxy_port, n.proxied_port)
+            for n in self.nodes
+            if n.proxy_port is not None and n.proxied_port is not None
+        ]
 
     def node(self, node_id: int) -> NodeSpec:
         for node in self.nodes:
@@ -100,9 +103,14 @@ def cluster_spec(
     pairs = list(ports)
     extra = allocate_ports(2 * len(pairs)) if proxied else []
     nodes = tuple(
-        NodeSpec(node_id=i, port=port, controller_port=ctl, directory_id=random_kafka_uuid(),
-                 proxied_port=extra[2 * i - 2] if proxied else None,
-                 proxy_port=extra[2 * i - 1] if proxied else None)
+        NodeSpec(
+            node_id=i,
+            port=port,
+            controller_port=ctl,
+            directory_id=random_kafka_uuid(),
+            proxied_port=extra[2 * i - 2] if proxied else None,
+            proxy_port=extra[2 * i - 1] if proxied else None,
+        )
         for i, (port, ctl) in enumerate(pairs, start=1)
     )
     if not nodes:

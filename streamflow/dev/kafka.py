@@ -182,7 +182,8 @@ class LocalKafka:
                 self._dir.wipe()
                 cluster = cluster_spec(
                     plan_ports(self.brokers or 1, self.port),
-                    extra_properties=self.extra_properties, proxied=self.proxied,
+                    extra_properties=self.extra_properties,
+                    proxied=self.proxied,
                 )
                 state = RunState(self.jars.version, cluster)
             self._prepare(state)

@@ -45,8 +45,9 @@ class TcpProxy:
         self.refused = 0
         """Connections refused while cut."""
         self._server = socket.create_server((HOST, listen_port), reuse_port=False, backlog=64)
-        self._acceptor = threading.Thread(target=self._accept, name=f"proxy-{listen_port}",
-                                          daemon=True)
+        self._acceptor = threading.Thread(
+            target=self._accept, name=f"proxy-{listen_port}", daemon=True
+        )
         self._acceptor.start()
 
     @property
@@ -60,8 +61,12 @@ class TcpProxy:
             doomed, self._sockets = self._sockets, set()
         for sock in doomed:
             _reset(sock)
-        log.info("proxy %d -> %d cut (%d connections reset)", self.listen_port, self.target_port,
-                 len(doomed))
+        log.info(
+            "proxy %d -> %d cut (%d connections reset)",
+            self.listen_port,
+            self.target_port,
+            len(doomed),
+        )
 
     def freeze(self) -> None:
         """Stop forwarding in both directions, keeping every connection open (a partition)."""
@@ -106,8 +111,12 @@ class TcpProxy:
             with self._lock:
                 self._sockets.update((client, upstream))
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True,
-                                 name=f"proxy-{self.listen_port}-pump").start()
+                threading.Thread(
+                    target=self._pump,
+                    args=(source, sink),
+                    daemon=True,
+                    name=f"proxy-{self.listen_port}-pump",
+                ).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:

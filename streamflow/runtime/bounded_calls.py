@@ -57,18 +57,22 @@ class BoundedCalls:
         jobs = self._jobs
         if jobs is None:
             jobs = self._jobs = queue.SimpleQueue()
-            threading.Thread(target=_serve, args=(jobs,), daemon=True,
-                             name=f"streamflow-{self._name}").start()
+            threading.Thread(
+                target=_serve, args=(jobs,), daemon=True, name=f"streamflow-{self._name}"
+            ).start()
         job = _Job(fn, args)
         jobs.put(job)
         if not job.done.wait(limit):
             self._jobs = None  # the thread is stuck in the call: the next call gets a new one
             self.abandoned += 1
-            raise KafkaException(KafkaError(
-                KafkaError._TIMED_OUT,
-                f"{what} did not return within {limit:g} s (a librdkafka call that ignored its "
-                "timeout); the producer is abandoned and fenced by its replacement",
-                fatal=True))
+            raise KafkaException(
+                KafkaError(
+                    KafkaError._TIMED_OUT,
+                    f"{what} did not return within {limit:g} s (a librdkafka call that ignored its "
+                    "timeout); the producer is abandoned and fenced by its replacement",
+                    fatal=True,
+                )
+            )
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[no-any-return]

@@ -10,12 +10,25 @@ DeliveryCallback = Callable[[int], None]
 
 
 class RecordCollector(Protocol):
-    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
-             timestamp: int | None, headers: Headers) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: int | None,
+        headers: Headers,
+    ) -> None:
         """Queue one record for the open transaction (or the next flush, at-least-once)."""
 
-    def send_tracked(self, topic: str, key: bytes, value: bytes | None, partition: int,
-                     delivered: DeliveryCallback) -> None:
+    def send_tracked(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        partition: int,
+        delivered: DeliveryCallback,
+    ) -> None:
         """Like ``send``; ``delivered(offset)`` runs once the record has its offset."""
 
 
@@ -30,33 +43,70 @@ class KafkaCollector:
         self._producer = producer
         self._produce = producer.produce  # type: ignore[attr-defined]
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
-             timestamp: int | None, headers: Headers) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: int | None,
+        headers: Headers,
+    ) -> None:
         # topic, value, key and partition positionally (faster to parse); the rest by keyword,
         # because produce()'s fifth and sixth positional slots are both delivery callbacks.
         try:
             if headers is None:
-                self._produce(topic, value, key, -1 if partition is None else partition,
-                              timestamp=timestamp or 0)
+                self._produce(
+                    topic,
+                    value,
+                    key,
+                    -1 if partition is None else partition,
+                    timestamp=timestamp or 0,
+                )
             else:
-                self._produce(topic, value, key, -1 if partition is None else partition,
-                              timestamp=timestamp or 0, headers=headers)
+                self._produce(
+                    topic,
+                    value,
+                    key,
+                    -1 if partition is None else partition,
+                    timestamp=timestamp or 0,
+                    headers=headers,
+                )
         except BufferError:
             self._send_when_room(topic, key, value, partition, timestamp, headers)
 
-    def _send_when_room(self, topic: str, key: bytes | None, value: bytes | None,
-                        partition: int | None, timestamp: int | None, headers: Headers) -> None:
+    def _send_when_room(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: int | None,
+        headers: Headers,
+    ) -> None:
         while True:
             try:
-                self._produce(topic, value, key, -1 if partition is None else partition,
-                              timestamp=timestamp or 0, headers=headers)
+                self._produce(
+                    topic,
+                    value,
+                    key,
+                    -1 if partition is None else partition,
+                    timestamp=timestamp or 0,
+                    headers=headers,
+                )
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until librdkafka has room.
                 self._producer.poll(0.05)  # type: ignore[attr-defined]
 
-    def send_tracked(self, topic: str, key: bytes, value: bytes | None, partition: int,
-                     delivered: DeliveryCallback) -> None:
+    def send_tracked(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        partition: int,
+        delivered: DeliveryCallback,
+    ) -> None:
         def on_delivery(err: object, msg: object) -> None:
             if err is None:
                 delivered(msg.offset())  # type: ignore[attr-defined]

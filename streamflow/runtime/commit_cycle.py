@@ -92,8 +92,11 @@ class CommitCycle:
         started = time.perf_counter()
         for task in tasks:
             task.prepare_commit()
-        offsets = [TopicPartition(topic, task.partition, offset + 1)
-                   for task in tasks for topic, offset in task.pending_offsets.items()]
+        offsets = [
+            TopicPartition(topic, task.partition, offset + 1)
+            for task in tasks
+            for topic, offset in task.pending_offsets.items()
+        ]
         try:
             if self._eos:
                 if offsets:
@@ -105,9 +108,10 @@ class CommitCycle:
                 # acknowledged; a failed or timed-out delivery rewinds instead.
                 left = self._producer.flush(self._timeout)
                 if self.delivery_error is None and left:
-                    self.delivery_error = KafkaError(KafkaError._TIMED_OUT,
-                                                     f"{left} records undelivered after "
-                                                     f"{self._timeout:g} s")
+                    self.delivery_error = KafkaError(
+                        KafkaError._TIMED_OUT,
+                        f"{left} records undelivered after {self._timeout:g} s",
+                    )
                 if self.delivery_error is not None:
                     raise KafkaException(self.delivery_error)
                 if offsets:
@@ -140,10 +144,14 @@ class CommitCycle:
         backoff = 0.05
         while True:
             try:
-                self._calls.call(self._producer.send_offsets_to_transaction, offsets,
-                                 self._consumer.consumer_group_metadata(), self._timeout,
-                                 limit=self._timeout + GRACE_SECONDS,
-                                 what="send_offsets_to_transaction")
+                self._calls.call(
+                    self._producer.send_offsets_to_transaction,
+                    offsets,
+                    self._consumer.consumer_group_metadata(),
+                    self._timeout,
+                    limit=self._timeout + GRACE_SECONDS,
+                    what="send_offsets_to_transaction",
+                )
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -157,8 +165,12 @@ class CommitCycle:
         deadline = time.monotonic() + self._timeout
         while True:
             try:
-                self._calls.call(self._producer.commit_transaction, self._timeout,
-                                 limit=self._timeout + GRACE_SECONDS, what="commit_transaction")
+                self._calls.call(
+                    self._producer.commit_transaction,
+                    self._timeout,
+                    limit=self._timeout + GRACE_SECONDS,
+                    what="commit_transaction",
+                )
                 return
             except KafkaException as exc:
                 if exc.args[0].retriable() and time.monotonic() < deadline:
@@ -170,23 +182,34 @@ class CommitCycle:
             self._abort(tasks, reason)
 
     def _abort(self, tasks: list[Any], reason: str) -> None:
-        log.warning("aborting commit cycle (%s): rewinding input to the last committed offsets",
-                    reason)
+        log.warning(
+            "aborting commit cycle (%s): rewinding input to the last committed offsets", reason
+        )
         if self._eos:
-            self._calls.call(self._producer.abort_transaction, self._timeout,
-                             limit=self._timeout + GRACE_SECONDS, what="abort_transaction")
+            self._calls.call(
+                self._producer.abort_transaction,
+                self._timeout,
+                limit=self._timeout + GRACE_SECONDS,
+                what="abort_transaction",
+            )
         self.delivery_error = None
         for task in tasks:
             task.aborted()
             for topic in task.pending_offsets:
                 try:
-                    self._consumer.seek(TopicPartition(topic, task.partition, task.positions[topic]))
+                    self._consumer.seek(
+                        TopicPartition(topic, task.partition, task.positions[topic])
+                    )
                 except KafkaException as exc:
                     # Lost or revoked meanwhile, or the seek failed: a task that goes on from
                     # where the consumer is would skip what the aborted cycle processed. The
                     # worker closes it and starts it again from the committed offsets.
-                    log.warning("no rewind of %s[%d] (%s): the task restarts from its committed "
-                                "offsets", topic, task.partition, exc.args[0].str())
+                    log.warning(
+                        "no rewind of %s[%d] (%s): the task restarts from its committed offsets",
+                        topic,
+                        task.partition,
+                        exc.args[0].str(),
+                    )
                     self.unrewound.append(task)
             task.pending_offsets.clear()
         self.open = False

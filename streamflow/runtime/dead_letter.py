@@ -33,9 +33,15 @@ def failing_processor(exc: BaseException) -> str:
     return name
 
 
-def dead_letter_headers(topic: str, partition: int, offset: int,
-                        original: list[tuple[str, bytes]] | None, exc: BaseException, stage: str,
-                        processor: str) -> list[tuple[str, bytes]]:
+def dead_letter_headers(
+    topic: str,
+    partition: int,
+    offset: int,
+    original: list[tuple[str, bytes]] | None,
+    exc: BaseException,
+    stage: str,
+    processor: str,
+) -> list[tuple[str, bytes]]:
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-8))
     headers = [
         (HEADER_ERROR, f"{type(exc).__name__}: {exc}"[:4000].encode()),
@@ -52,25 +58,38 @@ def dead_letter_headers(topic: str, partition: int, offset: int,
     return headers
 
 
-def fit_dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]],
-                    limit: int = DEAD_LETTER_MAX_BYTES
-                    ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+def fit_dead_letter(
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]],
+    limit: int = DEAD_LETTER_MAX_BYTES,
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """The dead-letter record cut to ``limit`` bytes: the trace and the original headers
     first, then the value, then the key; a header says what was cut from what."""
+
     def size() -> int:
-        return (len(key or b"") + len(value or b"")
-                + sum(len(k) + len(v) + 16 for k, v in headers))
+        return len(key or b"") + len(value or b"") + sum(len(k) + len(v) + 16 for k, v in headers)
 
     if size() <= limit:
         return key, value, headers
     original = f"{len(key or b'')},{len(value or b'')}".encode()
-    ours = {HEADER_ERROR, HEADER_ERROR_TYPE, HEADER_STAGE, HEADER_PROCESSOR, HEADER_TOPIC,
-            HEADER_PARTITION, HEADER_OFFSET}
-    headers = [(k, v[:2000] if k == HEADER_TRACE else v) for k, v in headers
-               if k in ours or k == HEADER_TRACE]
+    ours = {
+        HEADER_ERROR,
+        HEADER_ERROR_TYPE,
+        HEADER_STAGE,
+        HEADER_PROCESSOR,
+        HEADER_TOPIC,
+        HEADER_PARTITION,
+        HEADER_OFFSET,
+    }
+    headers = [
+        (k, v[:2000] if k == HEADER_TRACE else v)
+        for k, v in headers
+        if k in ours or k == HEADER_TRACE
+    ]
     headers.append((HEADER_TRUNCATED, original))
     room = limit - sum(len(k) + len(v) + 16 for k, v in headers)
     if key is not None and len(key) > room // 2:
-        key = key[:room // 2]
-    value = None if value is None else value[:max(0, room - len(key or b""))]
+        key = key[: room // 2]
+    value = None if value is None else value[: max(0, room - len(key or b""))]
     return key, value, headers

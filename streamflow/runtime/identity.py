@@ -28,7 +28,8 @@ class WorkerIdentity:
             self._lock.close()
             raise ConfigError(
                 f"state dir {app_dir} is in use by another worker; give each worker its own "
-                "--state-dir") from None
+                "--state-dir"
+            ) from None
         id_file = app_dir / "worker.id"
         if id_file.exists():
             self.worker_id = id_file.read_text().strip()

@@ -38,19 +38,21 @@ class Restorer:
     """One restore consumer per worker, outside the consumer group."""
 
     def __init__(self, bootstrap: str, app_name: str, batch_size: int = 10_000) -> None:
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": f"{app_name}-restore",  # required by librdkafka; never joins or commits
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            # A caught-up changelog is the common case: learn its end without the default
-            # half-second broker-side wait per fetch.
-            "fetch.wait.max.ms": 10,
-        })
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{app_name}-restore",  # required by librdkafka; never joins or commits
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                # A caught-up changelog is the common case: learn its end without the default
+                # half-second broker-side wait per fetch.
+                "fetch.wait.max.ms": 10,
+            }
+        )
         self._batch_size = batch_size
         self._active: dict[tuple[str, int], _Progress] = {}
         self._tasks: dict[str, tuple[Any, list[_Progress]]] = {}
@@ -60,9 +62,12 @@ class Restorer:
         """Start restoring every store of ``task``."""
         # The only network calls first: when the cluster cannot answer (KafkaException), nothing
         # has changed yet and the worker asks again on a later loop turn.
-        ends = [self._consumer.get_watermark_offsets(TopicPartition(spec.changelog, task.partition),
-                                                     timeout=10, cached=False)
-                for spec in task.sub.stores]
+        ends = [
+            self._consumer.get_watermark_offsets(
+                TopicPartition(spec.changelog, task.partition), timeout=10, cached=False
+            )
+            for spec in task.sub.stores
+        ]
         progresses = []
         for spec, (low, high) in zip(task.sub.stores, ends, strict=True):
             store = task.store(spec.name)
@@ -71,35 +76,60 @@ class Restorer:
             if checkpoint is None and store.has_data():
                 # Data with no checkpoint: written by no commit we know of. Replaying over it
                 # cannot remove keys it holds that the changelog does not.
-                log.warning("store %s of task %s holds data but no changelog checkpoint; "
-                            "wiping it and rebuilding from %s", spec.name, task.id, spec.changelog)
+                log.warning(
+                    "store %s of task %s holds data but no changelog checkpoint; "
+                    "wiping it and rebuilding from %s",
+                    spec.name,
+                    task.id,
+                    spec.changelog,
+                )
                 store.wipe()
             elif checkpoint is not None and checkpoint > high:
                 # The changelog is shorter than what this replica has seen: the topic was
                 # recreated or truncated. The replica holds state the changelog does not.
-                log.warning("store %s of task %s: checkpoint %d is past the end of %s[%d] (%d); "
-                            "the topic was recreated or truncated: wiping the store and "
-                            "rebuilding from the changelog", spec.name, task.id, checkpoint,
-                            spec.changelog, task.partition, high)
+                log.warning(
+                    "store %s of task %s: checkpoint %d is past the end of %s[%d] (%d); "
+                    "the topic was recreated or truncated: wiping the store and "
+                    "rebuilding from the changelog",
+                    spec.name,
+                    task.id,
+                    checkpoint,
+                    spec.changelog,
+                    task.partition,
+                    high,
+                )
                 store.wipe()
                 checkpoint = None
             elif checkpoint is not None and (checkpoint < low or (age or 0) > STALE_AFTER_MS):
                 # Records between the checkpoint and now may be gone (retention) or their
                 # tombstones compacted away (delete.retention.ms): replaying from the checkpoint
                 # could resurrect deleted keys. Rebuild this replica from the whole changelog.
-                log.info("store %s of task %s: checkpoint %d is stale (log starts at %d, written "
-                         "%.1f h ago); rebuilding from the changelog", spec.name, task.id,
-                         checkpoint, low, (age or 0) / 3.6e6)
+                log.info(
+                    "store %s of task %s: checkpoint %d is stale (log starts at %d, written "
+                    "%.1f h ago); rebuilding from the changelog",
+                    spec.name,
+                    task.id,
+                    checkpoint,
+                    low,
+                    (age or 0) / 3.6e6,
+                )
                 store.wipe()
                 checkpoint = None
             start = OFFSET_BEGINNING if checkpoint is None else checkpoint
             progress = _Progress(task, store, 0 if checkpoint is None else checkpoint, high)
             progresses.append(progress)
             self._active[(spec.changelog, task.partition)] = progress
-            self._consumer.incremental_assign([TopicPartition(spec.changelog, task.partition, start)])
+            self._consumer.incremental_assign(
+                [TopicPartition(spec.changelog, task.partition, start)]
+            )
             if high - progress.start > 10_000:
-                log.info("restoring store %s of task %s from changelog offset %d (up to %d records)",
-                         spec.name, task.id, progress.start, high - progress.start)
+                log.info(
+                    "restoring store %s of task %s from changelog offset %d (up to %d records)",
+                    spec.name,
+                    task.id,
+                    progress.start,
+                    high - progress.start,
+                )
         self._tasks[task.id] = (task, progresses)
 
     def remove(self, task: Any) -> None:
@@ -174,8 +204,13 @@ class Restorer:
         self._last_report = now
         for (topic, partition), p in self._active.items():
             if not p.done and p.end - p.start > 10_000:
-                log.info("restoring %s[%d]: %d / ~%d records", topic, partition, p.restored,
-                         p.end - p.start)
+                log.info(
+                    "restoring %s[%d]: %d / ~%d records",
+                    topic,
+                    partition,
+                    p.restored,
+                    p.end - p.start,
+                )
 
     def close(self) -> None:
         self._consumer.close()

@@ -146,9 +146,11 @@ class StepLane:
             return 0
         self._reconcile()
         free = max(0, self.slots - self.running)
-        if (free == 0 and self.slots < self.limit
-                and (self.mean_seconds >= BLOCKING_ATTEMPT
-                     or now - self.last_progress >= STALLED_AFTER)):
+        if (
+            free == 0
+            and self.slots < self.limit
+            and (self.mean_seconds >= BLOCKING_ATTEMPT or now - self.last_progress >= STALLED_AFTER)
+        ):
             more = min(self.slots, self.limit - self.slots)
             self.slots += more
             free = more
@@ -193,8 +195,11 @@ class _StepThreads:
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
             if self._idle == 0 and len(self._threads) < self._size:
-                thread = threading.Thread(target=self._serve, daemon=True,
-                                          name=f"streamflow-step-{len(self._threads) + 1}")
+                thread = threading.Thread(
+                    target=self._serve,
+                    daemon=True,
+                    name=f"streamflow-step-{len(self._threads) + 1}",
+                )
                 self._threads.append(thread)
                 thread.start()
             elif self._idle:
@@ -221,8 +226,11 @@ class _StepThreads:
 class StepExecutor:
     """The per-worker executor of step attempts (see the module docstring)."""
 
-    def __init__(self, threads: int = DEFAULT_STEP_THREADS,
-                 async_concurrency: int = DEFAULT_ASYNC_STEP_CONCURRENCY) -> None:
+    def __init__(
+        self,
+        threads: int = DEFAULT_STEP_THREADS,
+        async_concurrency: int = DEFAULT_ASYNC_STEP_CONCURRENCY,
+    ) -> None:
         self.threads = threads
         self.async_concurrency = async_concurrency
         self._pool: _StepThreads | None = None
@@ -302,8 +310,9 @@ class StepExecutor:
             except BaseException as exc:  # noqa: BLE001 - reported as the attempt's failure
                 attempt.error = exc
             finally:
-                lane.mean_seconds += 0.1 * (time.monotonic() - attempt.started_at
-                                            - lane.mean_seconds)
+                lane.mean_seconds += 0.1 * (
+                    time.monotonic() - attempt.started_at - lane.mean_seconds
+                )
                 self._finish(attempt)
             attempt = lane._next()
             if attempt is not None and self._pool is not None and self._pool.has_waiting_jobs():
@@ -328,8 +337,9 @@ class StepExecutor:
         assert loop is not None
         while pending:
             lane, attempt = pending.popleft()
-            loop.create_task(self._serve_async(lane, attempt if attempt is not None
-                                               else lane._next()))
+            loop.create_task(
+                self._serve_async(lane, attempt if attempt is not None else lane._next())
+            )
 
     async def _serve_async(self, lane: StepLane, attempt: Attempt | None) -> None:
         """One slot of an async ``lane``: run attempts until none waits."""
@@ -350,8 +360,10 @@ class StepExecutor:
             except BaseException as exc:  # noqa: BLE001 - cancellation included
                 error: BaseException = exc
                 if deadline is not None and deadline.expired():  # ours, not the step's own
-                    error = TimeoutError(f"{attempt.owner.describe(attempt)} took longer than "
-                                         f"{attempt.timeout:g} s and was cancelled")
+                    error = TimeoutError(
+                        f"{attempt.owner.describe(attempt)} took longer than "
+                        f"{attempt.timeout:g} s and was cancelled"
+                    )
                 attempt.error = error
             finally:
                 self._finish(attempt)
@@ -382,9 +394,11 @@ class StepExecutor:
             self._timed.discard(attempt)
             if attempt.timed_out:
                 self.overrunning -= 1
-                log.info("%s returned %.1f s after its timeout; its result was discarded",
-                         attempt.owner.describe(attempt), time.monotonic() - (attempt.started_at or 0)
-                         - (attempt.timeout or 0))
+                log.info(
+                    "%s returned %.1f s after its timeout; its result was discarded",
+                    attempt.owner.describe(attempt),
+                    time.monotonic() - (attempt.started_at or 0) - (attempt.timeout or 0),
+                )
             attempt.owner.attempt_done(attempt)
             lanes.add(attempt.lane)
         for lane in lanes:
@@ -421,15 +435,23 @@ class StepExecutor:
         if now < self._next_timeout_check or not self._timed:
             return
         self._next_timeout_check = now + TIMEOUT_CHECK_INTERVAL
-        for attempt in [a for a in self._timed if a.started_at is not None and not a.finished
-                        and now - a.started_at > (a.timeout or 0)]:
+        for attempt in [
+            a
+            for a in self._timed
+            if a.started_at is not None and not a.finished and now - a.started_at > (a.timeout or 0)
+        ]:
             self._timed.discard(attempt)
             attempt.timed_out = True
             self.overrunning += 1
-            log.warning("%s passed its timeout of %g s: reported as timed out, its late result "
-                        "and state writes will be rejected; it still holds a step thread "
-                        "(%d of %d held by overrunning attempts)", attempt.owner.describe(attempt),
-                        attempt.timeout, self.overrunning, self.threads)
+            log.warning(
+                "%s passed its timeout of %g s: reported as timed out, its late result "
+                "and state writes will be rejected; it still holds a step thread "
+                "(%d of %d held by overrunning attempts)",
+                attempt.owner.describe(attempt),
+                attempt.timeout,
+                self.overrunning,
+                self.threads,
+            )
             # Its reply goes out with the completions, inside the cycle that applies them.
             self._timeouts.append(attempt)
             self._ready.set()
@@ -451,8 +473,9 @@ class StepExecutor:
                 loop.call_soon(started.set)
                 loop.run_forever()
 
-            self._loop_thread = threading.Thread(target=run, name="streamflow-async-steps",
-                                                 daemon=True)
+            self._loop_thread = threading.Thread(
+                target=run, name="streamflow-async-steps", daemon=True
+            )
             self._loop_thread.start()
             started.wait()
             self._loop = loop

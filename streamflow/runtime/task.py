@@ -27,8 +27,12 @@ def _client_broken(exc: KafkaException) -> bool:
     """A produce that failed because the producer is fenced or in a fatal state (as opposed to
     a record too large, say, which is the record's fault)."""
     err = exc.args[0] if exc.args else None
-    return err is None or not hasattr(err, "fatal") or err.fatal() or err.code() in (
-        KafkaError._STATE, KafkaError._FENCED, KafkaError._FATAL)
+    return (
+        err is None
+        or not hasattr(err, "fatal")
+        or err.fatal()
+        or err.code() in (KafkaError._STATE, KafkaError._FENCED, KafkaError._FATAL)
+    )
 
 
 def _no_flow_control() -> None:
@@ -50,9 +54,17 @@ class _Source:
 class Task:
     """Runs records of one partition through one sub-topology."""
 
-    def __init__(self, sub: Any, source_nodes: dict[str, Any], partition: int, state_dir: Path,
-                 collector: RecordCollector, dead_letter_topic: str,
-                 clock: Any = None, step_executor: StepExecutor | None = None) -> None:
+    def __init__(
+        self,
+        sub: Any,
+        source_nodes: dict[str, Any],
+        partition: int,
+        state_dir: Path,
+        collector: RecordCollector,
+        dead_letter_topic: str,
+        clock: Any = None,
+        step_executor: StepExecutor | None = None,
+    ) -> None:
         self.id = f"{sub.id}_{partition}"
         self.sub = sub
         self.partition = partition
@@ -96,8 +108,9 @@ class Task:
             for topic, node in source_nodes.items():
                 push = self._build(node)
                 spec = node.topic
-                self.sources[topic] = _Source(spec.key_serde.deserialize,
-                                              spec.value_serde.deserialize, push, node.name)
+                self.sources[topic] = _Source(
+                    spec.key_serde.deserialize, spec.value_serde.deserialize, push, node.name
+                )
         except BaseException:
             self.close()
             raise
@@ -114,8 +127,9 @@ class Task:
         if store is None:
             spec = self._store_specs.get(name)
             if spec is None:
-                raise KeyError(f"task {self.id}: store {name!r} is not part of sub-topology "
-                               f"{self.sub.id}")
+                raise KeyError(
+                    f"task {self.id}: store {name!r} is not part of sub-topology {self.sub.id}"
+                )
             store = KeyValueStore(name, self.state_dir / name, spec.key_serde, spec.value_serde)
             self.stores[name] = store
         return store
@@ -193,24 +207,50 @@ class Task:
         # A flood of poison records must not become a flood of log lines: the first few are
         # logged, then every 1000th; the DLQ holds each one with its full reason.
         if self.dead_lettered <= 5 or self.dead_lettered % 1000 == 0:
-            log.warning("dead-lettered #%d of task %s: %s[%d]@%d at %s (%s): %s: %s",
-                        self.dead_lettered, self.id, msg.topic(), msg.partition(), msg.offset(),
-                        processor, stage, type(exc).__name__, exc)
-        headers = dead_letter_headers(msg.topic(), msg.partition(), msg.offset(), msg.headers(),
-                                      exc, stage, processor)
+            log.warning(
+                "dead-lettered #%d of task %s: %s[%d]@%d at %s (%s): %s: %s",
+                self.dead_lettered,
+                self.id,
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                processor,
+                stage,
+                type(exc).__name__,
+                exc,
+            )
+        headers = dead_letter_headers(
+            msg.topic(), msg.partition(), msg.offset(), msg.headers(), exc, stage, processor
+        )
         key, value, headers = fit_dead_letter(msg.key(), msg.value(), headers)
         self._send(self._dead_letter_topic, key, value, None, None, headers)
 
-    def dead_letter_record(self, topic: str, key: bytes | None, value: bytes | None,
-                           exc: BaseException, stage: str, processor: str) -> None:
+    def dead_letter_record(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        exc: BaseException,
+        stage: str,
+        processor: str,
+    ) -> None:
         """Dead-letter a record this task made itself (a due timer), as if read from ``topic``
         at this task's partition (offset -1: it was never on the topic)."""
         self.forget_decoded()
         self.dead_lettered += 1
-        log.warning("dead-lettered #%d of task %s: %s from %s at %s: %s: %s", self.dead_lettered,
-                    self.id, stage, topic, processor, type(exc).__name__, exc)
+        log.warning(
+            "dead-lettered #%d of task %s: %s from %s at %s: %s: %s",
+            self.dead_lettered,
+            self.id,
+            stage,
+            topic,
+            processor,
+            type(exc).__name__,
+            exc,
+        )
         key, value, headers = fit_dead_letter(
-            key, value, dead_letter_headers(topic, self.partition, -1, None, exc, stage, processor))
+            key, value, dead_letter_headers(topic, self.partition, -1, None, exc, stage, processor)
+        )
         self._send(self._dead_letter_topic, key, value, None, None, headers)
 
     def forget_decoded(self) -> None:
@@ -232,12 +272,14 @@ class Task:
             for kb, vb in records[:-1]:
                 send(spec.changelog, kb, vb, self.partition, None, None)
             kb, vb = records[-1]
-            self._collector.send_tracked(spec.changelog, kb, vb, self.partition,
-                                         self._checkpoint_setter(name))
+            self._collector.send_tracked(
+                spec.changelog, kb, vb, self.partition, self._checkpoint_setter(name)
+            )
 
     def _checkpoint_setter(self, name: str) -> Any:
         def delivered(offset: int) -> None:
             self._changelog_next[name] = offset + 1
+
         return delivered
 
     def committed(self) -> None:

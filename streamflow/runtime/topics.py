@@ -32,8 +32,10 @@ def existing_topics(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka to list topics: {exc}; is the broker running "
-                               "(streamflow dev kafka status) and the bootstrap address right?") from exc
+        raise KafkaUnavailable(
+            f"cannot reach Kafka to list topics: {exc}; is the broker running "
+            "(streamflow dev kafka status) and the bootstrap address right?"
+        ) from exc
     return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
 
@@ -57,7 +59,8 @@ def plan_topics(topology: Any, existing: dict[str, int], dead_letter_topic: str)
         if spec.partitions is None:
             raise ConfigError(
                 f"topic {spec.name!r} does not exist; create it, or declare "
-                f"app.topic({spec.name!r}, partitions=N) so streamflow creates it")
+                f"app.topic({spec.name!r}, partitions=N) so streamflow creates it"
+            )
         return spec.partitions
 
     for sub in subs:  # declaration order: a repartition topic's writer comes first
@@ -65,7 +68,8 @@ def plan_topics(topology: Any, existing: dict[str, int], dead_letter_topic: str)
         if len(set(counts.values())) > 1:
             raise TopologyError(
                 f"sub-topology {sub.id} reads topics that are not co-partitioned: {counts}; "
-                "give them the same partition count or re-key one with key_by()")
+                "give them the same partition count or re-key one with key_by()"
+            )
         sub_partitions[sub.id] = next(iter(counts.values()))
         partitions.update(counts)
         for store in sub.stores:
@@ -77,8 +81,13 @@ def plan_topics(topology: Any, existing: dict[str, int], dead_letter_topic: str)
     return TopicPlan(partitions, sub_partitions)
 
 
-def ensure_topics(admin: AdminClient, topology: Any, plan: TopicPlan, existing: dict[str, int],
-                  replication_factor: int = -1) -> None:
+def ensure_topics(
+    admin: AdminClient,
+    topology: Any,
+    plan: TopicPlan,
+    existing: dict[str, int],
+    replication_factor: int = -1,
+) -> None:
     """Create missing topics; an internal topic with the wrong partition count is an error."""
     configs = {spec.name: dict(spec.config) for spec in topology.topics.values()}
     for name, count in plan.partitions.items():
@@ -87,11 +96,17 @@ def ensure_topics(admin: AdminClient, topology: Any, plan: TopicPlan, existing: 
             raise TopologyError(
                 f"topic {name!r} has {have} partitions but the topology needs {count}; "
                 "internal topics cannot be re-partitioned in place: reset the app "
-                "(new app name) or recreate the topic")
+                "(new app name) or recreate the topic"
+            )
     missing = [
-        NewTopic(name, num_partitions=count, replication_factor=replication_factor,
-                 config=configs.get(name, {}))
-        for name, count in plan.partitions.items() if name not in existing
+        NewTopic(
+            name,
+            num_partitions=count,
+            replication_factor=replication_factor,
+            config=configs.get(name, {}),
+        )
+        for name, count in plan.partitions.items()
+        if name not in existing
     ]
     if not missing:
         return

@@ -57,7 +57,7 @@ class Worker:
         self.subs = topology.sub_topologies()
         self._sub_of_topic = {t.name: sub for sub in self.subs for t in sub.sources}
         self._running = False
-        self._tasks: dict[str, Task] = {}              # every task this worker owns
+        self._tasks: dict[str, Task] = {}  # every task this worker owns
         self._route: dict[str, list[Task | None]] = {}  # topic → partition → running task
         self._initializing: list[Task] = []
         self._initialize_after = 0.0
@@ -69,8 +69,9 @@ class Worker:
         """Leaving on an error, or recovering: revocation must not commit."""
         self._next_punctuation = 0.0
         self.executor = StepExecutor(config.step_threads, config.async_step_concurrency)
-        self.max_cycle_seconds = min(config.transaction_timeout_ms / 3000,
-                                     max(1.0, 10 * config.commit_interval))
+        self.max_cycle_seconds = min(
+            config.transaction_timeout_ms / 3000, max(1.0, 10 * config.commit_interval)
+        )
         """A cycle commits at the latest after this long, even in the middle of a batch."""
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -115,8 +116,11 @@ class Worker:
         now = time.monotonic()
         self._recoveries = [t for t in self._recoveries if now - t < RECOVERY_WINDOW] + [now]
         if len(self._recoveries) > MAX_RECOVERIES:
-            log.error("%d fatal client errors in %.0f s; giving up", len(self._recoveries),
-                      RECOVERY_WINDOW)
+            log.error(
+                "%d fatal client errors in %.0f s; giving up",
+                len(self._recoveries),
+                RECOVERY_WINDOW,
+            )
             return False
         return True
 
@@ -181,8 +185,7 @@ class Worker:
             except KafkaUnavailable as exc:
                 if time.monotonic() > deadline:
                     raise
-                log.warning("%s; retrying for up to %.0f s more", exc,
-                            deadline - time.monotonic())
+                log.warning("%s; retrying for up to %.0f s more", exc, deadline - time.monotonic())
                 time.sleep(2)
 
     def _start_clients(self, worker_id: str) -> None:
@@ -204,7 +207,8 @@ class Worker:
                     raise KafkaUnavailable(
                         f"cannot initialize transactions on {cfg.bootstrap}: {exc.args[0].str()}; "
                         "a single broker needs transaction.state.log.replication.factor=1 and "
-                        "min.isr=1 (streamflow dev kafka start sets them)") from exc
+                        "min.isr=1 (streamflow dev kafka start sets them)"
+                    ) from exc
         else:
             pconf = producer_config(cfg, None)
             pconf["on_delivery"] = self.cycle.on_delivery
@@ -218,8 +222,12 @@ class Worker:
         self.collector = KafkaCollector(self.producers[0])
         self.cycle.attach(self.producers, self.consumer, self.collector)
         self.restorer = Restorer(cfg.bootstrap, cfg.name)
-        self.consumer.subscribe(list(self._route), on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.consumer.subscribe(
+            list(self._route),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
 
     def _shutdown(self, clean: bool) -> None:
         """Leave the group. After a clean stop (SIGTERM) the open cycle commits; after anything
@@ -234,10 +242,14 @@ class Worker:
                         self.cycle.commit(self._running_tasks())
                 elif self.cycle.open:
                     try:
-                        self.cycle.abort(self._running_tasks(), "the worker is stopping on an error")
+                        self.cycle.abort(
+                            self._running_tasks(), "the worker is stopping on an error"
+                        )
                     except Exception:  # noqa: BLE001 - fenced or broken: the coordinator aborts it
-                        log.warning("could not abort the open transaction; the coordinator "
-                                    "aborts it when it times out")
+                        log.warning(
+                            "could not abort the open transaction; the coordinator "
+                            "aborts it when it times out"
+                        )
         except Exception:
             log.exception("error while finishing the last cycle")
         try:
@@ -257,9 +269,13 @@ class Worker:
         if cycle is not None:
             cycle.close()
         if cycle is not None and cycle.commits:
-            log.info("worker stopped after %d records, %d commits (mean %.1f ms), %d aborts",
-                     self.processed, cycle.commits, 1000 * cycle.commit_seconds / cycle.commits,
-                     cycle.aborts)
+            log.info(
+                "worker stopped after %d records, %d commits (mean %.1f ms), %d aborts",
+                self.processed,
+                cycle.commits,
+                1000 * cycle.commit_seconds / cycle.commits,
+                cycle.aborts,
+            )
         else:
             log.info("worker stopped after %d records", self.processed)
 
@@ -306,8 +322,11 @@ class Worker:
             # would eat the worker. Under load batches fill and the cycle commits every
             # commit_interval / commit_every records.
             age = time.monotonic() - cycle.opened_at
-            if ((len(messages) < batch and age >= cycle.typical_commit_seconds)
-                    or cycle.records >= cfg.commit_every or age >= cfg.commit_interval):
+            if (
+                (len(messages) < batch and age >= cycle.typical_commit_seconds)
+                or cycle.records >= cfg.commit_every
+                or age >= cfg.commit_interval
+            ):
                 self._finish_quick_steps()
                 self._commit()
 
@@ -320,8 +339,12 @@ class Worker:
         """Fire due durable timers inside a commit cycle, so their effects commit atomically."""
         self._next_punctuation = time.monotonic() + PUNCTUATION_INTERVAL
         now_ms = int(time.time() * 1000)
-        due = {id(t): t for parts in self._route.values() for t in parts
-               if t is not None and t.punctuators and t.due(now_ms)}
+        due = {
+            id(t): t
+            for parts in self._route.values()
+            for t in parts
+            if t is not None and t.punctuators and t.due(now_ms)
+        }
         if not due:
             return
         self.cycle.begin()
@@ -371,8 +394,11 @@ class Worker:
             if self.cycle.open and time.monotonic() - self.cycle.opened_at > self.max_cycle_seconds:
                 self._commit()  # a drain is no reason to outlive the transaction timeout
         if executor.in_flight:
-            log.warning("leaving with %d step attempt(s) still running; they run again on the "
-                        "next owner of their partitions", executor.in_flight)
+            log.warning(
+                "leaving with %d step attempt(s) still running; they run again on the "
+                "next owner of their partitions",
+                executor.in_flight,
+            )
 
     def _process(self, messages: list[Any]) -> None:
         """Process a batch in the open cycle. A cycle is bounded in time even mid-batch: past
@@ -428,8 +454,12 @@ class Worker:
         """Tasks an abort could not rewind start again: closed, then recreated paused, their
         committed offsets learnt and their stores restored, as on assignment."""
         tasks, self.cycle.unrewound = self.cycle.unrewound, []
-        partitions = [tp for task in {t.id: t for t in tasks}.values()
-                      if self._tasks.get(task.id) is task for tp in self._task_partitions(task)]
+        partitions = [
+            tp
+            for task in {t.id: t for t in tasks}.values()
+            if self._tasks.get(task.id) is task
+            for tp in self._task_partitions(task)
+        ]
         if not partitions:
             return
         self._close_tasks(partitions)
@@ -451,7 +481,9 @@ class Worker:
         a worker evicted from the group (a long pause, a cut network) is fenced even when its
         cycle only fired timers.
         """
-        tps = [tp for t in self._tasks.values() if self._route_of(t) for tp in self._task_partitions(t)]
+        tps = [
+            tp for t in self._tasks.values() if self._route_of(t) for tp in self._task_partitions(t)
+        ]
         if tps:
             for tp in self.consumer.position(tps):
                 task = self._route[tp.topic][tp.partition]
@@ -507,8 +539,11 @@ class Worker:
                         raise
                     # The changelog's end is unknown for now (a broker moving, a network cut):
                     # a reason to ask again, not to throw every client away.
-                    log.info("changelog end of task %s not available (%s); retrying",
-                             task.id, exc.args[0].str())
+                    log.info(
+                        "changelog end of task %s not available (%s); retrying",
+                        task.id,
+                        exc.args[0].str(),
+                    )
                     self._initializing.append(task)
                     self._initialize_after = time.monotonic() + INITIALIZE_RETRY_SECONDS
             else:
@@ -517,15 +552,15 @@ class Worker:
     def _start_processing(self, task: Task) -> None:
         if task.rewind_on_start:
             for tp in self._task_partitions(task):
-                self.consumer.seek(TopicPartition(tp.topic, tp.partition,
-                                                  task.positions[tp.topic]))
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, task.positions[tp.topic]))
         for tp in self._task_partitions(task):
             self._route[tp.topic][tp.partition] = task
         self.consumer.resume(self._task_partitions(task))
         log.debug("task %s running", task.id)
 
-    def _on_assign(self, consumer: Any, partitions: list[TopicPartition],
-                   already_assigned: bool = False) -> None:
+    def _on_assign(
+        self, consumer: Any, partitions: list[TopicPartition], already_assigned: bool = False
+    ) -> None:
         if already_assigned:
             pass
         elif self._cooperative:
@@ -543,8 +578,15 @@ class Worker:
             if task_id in self._tasks:
                 continue
             nodes = {t.name: self.topology.source_node(t.name) for t in sub.sources}
-            task = Task(sub, nodes, tp.partition, self.config.state_dir / self.config.name,
-                        self.collector, self.dead_letter_topic, step_executor=self.executor)
+            task = Task(
+                sub,
+                nodes,
+                tp.partition,
+                self.config.state_dir / self.config.name,
+                self.collector,
+                self.dead_letter_topic,
+                step_executor=self.executor,
+            )
             parts = self._task_partitions(task)
             task.pause_input = lambda parts=parts: self.consumer.pause(parts)
             task.resume_input = lambda parts=parts: self._resume_if_running(parts)

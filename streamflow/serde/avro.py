@@ -290,7 +290,8 @@ class SchemaBinding:
             return SerializationError(
                 f"a record of Avro {self.name} written with {writer} cannot be resolved to the "
                 f"code's schema: {exc}; `streamflow schemas check` finds such changes before "
-                "they are deployed")
+                "they are deployed"
+            )
         return SerializationError(
             f"cannot read a record of {len(data)} bytes as Avro {self.name} ({writer}): "
             f"{type(exc).__name__}: {exc}; the bytes do not match the schema their header names"

@@ -221,7 +221,12 @@ class _Generator:
             elif isinstance(node, dict) and node["type"] in PRIMITIVES:
                 return node if self.logical_key(node) else node["type"]
             elif isinstance(node, dict) and node["type"] not in (
-                "record", "error", "enum", "fixed", "array", "map"
+                "record",
+                "error",
+                "enum",
+                "fixed",
+                "array",
+                "map",
             ):
                 node = node["type"]
             else:
@@ -398,7 +403,8 @@ class _Generator:
         if any(self.logical_key(b) for b in branches):
             raise _Unsupported("logical type in a union")
         dict_like = [
-            b for b in branches
+            b
+            for b in branches
             if self.kind(b) == "map" or (self.kind(b) == "record" and b["name"] not in self.classes)
         ]
         if len(dict_like) > 1:
@@ -420,8 +426,11 @@ class _Generator:
             branch_lines, branch_parts = self.write(branch, t)
             tag = repr(_VARINTS[2 * index])
             value = f"_join(({tag}, {', '.join(branch_parts)}))" if branch_parts else tag
-            lines += [f"{'elif' if len(lines) > 1 else 'if'} {test}:",
-                      *_indent(branch_lines, 1), f"    {u} = {value}"]
+            lines += [
+                f"{'elif' if len(lines) > 1 else 'if'} {test}:",
+                *_indent(branch_lines, 1),
+                f"    {u} = {value}",
+            ]
         lines += ["else:", f"    raise _no_branch({t}, {description})"]
         return lines, [u]
 
@@ -435,8 +444,10 @@ class _Generator:
             return f"isinstance({t}, bool)"
         if kind in ("int", "long"):
             bits = 31 if kind == "int" else 63
-            return (f"(isinstance({t}, int) and not isinstance({t}, bool) "
-                    f"and {-(2**bits)} <= {t} < {2**bits})")
+            return (
+                f"(isinstance({t}, int) and not isinstance({t}, bool) "
+                f"and {-(2**bits)} <= {t} < {2**bits})"
+            )
         if kind in ("float", "double"):
             return f"(isinstance({t}, (int, float)) and not isinstance({t}, bool))"
         if kind == "string":
@@ -471,8 +482,10 @@ class _Generator:
         key = self.logical_key(node)
         if key is not None:
             fn, schema = self.const(LOGICAL_READERS[key], "_lr"), self.const(node, "_ls")
-            return [*self.read(_without_logical(node), target),
-                    f"{target} = {fn}({target}, {schema}, {schema})"]
+            return [
+                *self.read(_without_logical(node), target),
+                f"{target} = {fn}({target}, {schema}, {schema})",
+            ]
         kind = self.kind(node)
         if kind == "null":
             return [f"{target} = None"]
@@ -509,10 +522,15 @@ class _Generator:
             return [f"{target}, p = {self.collection_reader(node)}(b, p)"]
         lines = [*self.read_long("x")]
         for index, branch in enumerate(node):
-            lines += [f"{'if' if index == 0 else 'elif'} x == {2 * index}:",
-                      *_indent(self.read(branch, target), 1)]
-        lines += ["else:", "    raise ValueError(f'union branch {(x >> 1) ^ -(x & 1)} of "
-                  f"{len(node)} in the Avro body: the bytes are corrupt')"]
+            lines += [
+                f"{'if' if index == 0 else 'elif'} x == {2 * index}:",
+                *_indent(self.read(branch, target), 1),
+            ]
+        lines += [
+            "else:",
+            "    raise ValueError(f'union branch {(x >> 1) ^ -(x & 1)} of "
+            f"{len(node)} in the Avro body: the bytes are corrupt')",
+        ]
         return lines
 
     def read_fields(self, record: dict[str, Any]) -> list[str]:

@@ -69,8 +69,14 @@ def schema_uses(topology: Any) -> list[SchemaUse]:
     for store in sorted(topology.stores.values(), key=lambda s: s.name):
         for part, serde in (("key", store.key_serde), ("value", store.value_serde)):
             if isinstance(serde, AvroSerde):
-                uses.append(SchemaUse(f"{app}-{store.name}-{part}", serde,
-                                      f"store {store.name!r} {part}", INTERNAL_MODE))
+                uses.append(
+                    SchemaUse(
+                        f"{app}-{store.name}-{part}",
+                        serde,
+                        f"store {store.name!r} {part}",
+                        INTERNAL_MODE,
+                    )
+                )
     for topic in sorted(topology.topics.values(), key=lambda t: t.name):
         kind = topic.kind.value
         if kind in ("changelog", "dead-letter"):
@@ -78,11 +84,14 @@ def schema_uses(topology: Any) -> list[SchemaUse]:
         mode = TOPIC_MODE if kind == "user" else INTERNAL_MODE
         for part, serde in (("key", topic.key_serde), ("value", topic.value_serde)):
             if isinstance(serde, AvroSerde):
-                uses.append(SchemaUse(f"{topic.name}-{part}", serde,
-                                      f"topic {topic.name!r} {part}", mode))
+                uses.append(
+                    SchemaUse(f"{topic.name}-{part}", serde, f"topic {topic.name!r} {part}", mode)
+                )
     # Workflow and step payloads declared Avro: journaled, so read back as long as an instance
     # lives (``streamflow.workflow.compiler`` names their subjects).
-    for subject, serde, what in getattr(getattr(topology, "workflows", None), "payload_schemas", ()):
+    for subject, serde, what in getattr(
+        getattr(topology, "workflows", None), "payload_schemas", ()
+    ):
         uses.append(SchemaUse(subject, serde, what, INTERNAL_MODE))
     return uses
 
@@ -116,18 +125,24 @@ def bind_schemas(
         registry = registry_from_config(config)
     refused: list[tuple[SchemaUse, CompatibilityMode, list[Incompatibility]]] = []
     for use in uses:
-        problems = registry.check(use.subject, use.serde.schema_text,
-                                  default_mode=use.default_mode)
+        problems = registry.check(use.subject, use.serde.schema_text, default_mode=use.default_mode)
         if problems:
             refused.append((use, registry.mode(use.subject) or use.default_mode, problems))
     if refused:
         raise _refusal(config.name, refused)
     for use in uses:
-        registered = registry.register(use.subject, use.serde.schema_text,
-                                       default_mode=use.default_mode)
+        registered = registry.register(
+            use.subject, use.serde.schema_text, default_mode=use.default_mode
+        )
         use.serde.bind(registry, registered.id)
-        log.info("schema %s for %s: subject %s version %d, id %d", use.serde.schema_name,
-                 use.what, use.subject, registered.version, registered.id)
+        log.info(
+            "schema %s for %s: subject %s version %d, id %d",
+            use.serde.schema_name,
+            use.what,
+            use.subject,
+            registered.version,
+            registered.id,
+        )
     return registry
 
 
@@ -136,10 +151,13 @@ def _refusal(
 ) -> SchemaIncompatible:
     reports = [
         incompatibility_report(
-            f"{use.what} ({use.serde.schema_name}, subject {use.subject!r})", mode, problems)
+            f"{use.what} ({use.serde.schema_name}, subject {use.subject!r})", mode, problems
+        )
         for use, mode, problems in refused
     ]
     count = "a schema" if len(refused) == 1 else f"{len(refused)} schemas"
     return SchemaIncompatible(
         f"app {app!r} cannot start: {count} changed incompatibly; nothing was registered.\n"
-        + "\n".join(reports) + f"\n{FIX_HINT}")
+        + "\n".join(reports)
+        + f"\n{FIX_HINT}"
+    )

@@ -68,8 +68,7 @@ class ConfluentSchemaRegistry:
         if user_info:
             conf["basic.auth.user.info"] = user_info
         # (an attrs class: mypy without the attrs plugin does not see its __init__)
-        return cls(SchemaRegistryClient(conf),
-                   lambda text: SRSchema(text, "AVRO"))  # type: ignore[call-arg]
+        return cls(SchemaRegistryClient(conf), lambda text: SRSchema(text, "AVRO"))  # type: ignore[call-arg]
 
     # -- SchemaRegistry --------------------------------------------------------------------------
 
@@ -95,7 +94,8 @@ class ConfluentSchemaRegistry:
             if _status(exc) == 409:
                 raise SchemaIncompatible(
                     f"subject {subject!r}: the schema registry refused the schema as "
-                    f"incompatible: {exc}") from exc
+                    f"incompatible: {exc}"
+                ) from exc
             raise
         return self._registered(subject, found)
 
@@ -131,8 +131,9 @@ class ConfluentSchemaRegistry:
             if _code(exc) == _SUBJECT_NOT_FOUND or _status(exc) == 404:
                 return []
             raise
-        return [self._registered(subject, self._client.get_version(subject, n))
-                for n in sorted(numbers)]
+        return [
+            self._registered(subject, self._client.get_version(subject, n)) for n in sorted(numbers)
+        ]
 
     def mode(self, subject: str) -> CompatibilityMode | None:
         try:

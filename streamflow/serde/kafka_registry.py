@@ -56,6 +56,7 @@ TOPIC_CONFIG = {
     "min.compaction.lag.ms": "0",
 }
 
+
 class _DebugLogger:
     """librdkafka's log lines, at DEBUG in our log."""
 
@@ -70,8 +71,9 @@ Fact = tuple[bytes, bytes, Callable[[], None]]
 
 
 def schema_key(subject: str, version: int) -> bytes:
-    return orjson.dumps({"keytype": "SCHEMA", "subject": subject, "version": version},
-                        option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(
+        {"keytype": "SCHEMA", "subject": subject, "version": version}, option=orjson.OPT_SORT_KEYS
+    )
 
 
 def config_key(subject: str) -> bytes:
@@ -81,8 +83,14 @@ def config_key(subject: str) -> bytes:
 class KafkaSchemaRegistry:
     """A ``SchemaRegistry`` kept in ``topic`` on the cluster at ``bootstrap``."""
 
-    def __init__(self, bootstrap: str, *, topic: str = TOPIC, timeout: float = 30.0,
-                 client_config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic: str = TOPIC,
+        timeout: float = 30.0,
+        client_config: Mapping[str, Any] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.timeout = timeout
@@ -114,17 +122,29 @@ class KafkaSchemaRegistry:
             facts = []
             if subject not in self.log.modes and subject not in self.log.subject_versions:
                 facts.append(self._mode_fact(subject, default_mode))  # the subject's default
-            facts.append((
-                schema_key(subject, registered.version),
-                orjson.dumps({"subject": subject, "version": registered.version,
-                              "id": registered.id, "schema": text}),
-                lambda: self.log.apply_schema(registered),
-            ))
+            facts.append(
+                (
+                    schema_key(subject, registered.version),
+                    orjson.dumps(
+                        {
+                            "subject": subject,
+                            "version": registered.version,
+                            "id": registered.id,
+                            "schema": text,
+                        }
+                    ),
+                    lambda: self.log.apply_schema(registered),
+                )
+            )
             return facts
 
         self._write(decide)
-        log.info("registered subject %s version %d (schema id %d)", subject,
-                 result[0].version, result[0].id)
+        log.info(
+            "registered subject %s version %d (schema id %d)",
+            subject,
+            result[0].version,
+            result[0].id,
+        )
         return result[0]
 
     def check(
@@ -139,8 +159,10 @@ class KafkaSchemaRegistry:
             self.refresh()  # registered by another process since we last read
             text = self.log.schema(schema_id)
         if text is None:
-            raise SchemaError(f"schema id {schema_id} is not registered in topic {self.topic!r} "
-                              f"on {self.bootstrap}")
+            raise SchemaError(
+                f"schema id {schema_id} is not registered in topic {self.topic!r} "
+                f"on {self.bootstrap}"
+            )
         return text
 
     def subjects(self) -> list[str]:
@@ -156,8 +178,9 @@ class KafkaSchemaRegistry:
         return self.log.modes.get(subject)
 
     def set_mode(self, subject: str, mode: CompatibilityMode) -> None:
-        self._write(lambda: [] if self.log.modes.get(subject) is mode
-                    else [self._mode_fact(subject, mode)])
+        self._write(
+            lambda: [] if self.log.modes.get(subject) is mode else [self._mode_fact(subject, mode)]
+        )
 
     # -- reading the log -------------------------------------------------------------------------
 
@@ -172,16 +195,18 @@ class KafkaSchemaRegistry:
             consumer.close()
 
     def _consumer(self) -> Consumer:
-        return Consumer({
-            "bootstrap.servers": self.bootstrap,
-            "group.id": f"{self.topic}-reader",  # never joins: partitions are assigned
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,  # "read to the end" must know where the end is
-            "fetch.wait.max.ms": 10,  # at the end, a fetch would otherwise idle 500 ms
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            **self._client_config,
-        })
+        return Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"{self.topic}-reader",  # never joins: partitions are assigned
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,  # "read to the end" must know where the end is
+                "fetch.wait.max.ms": 10,  # at the end, a fetch would otherwise idle 500 ms
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                **self._client_config,
+            }
+        )
 
     def _read_to_end(self, consumer: Consumer) -> None:
         consumer.assign([TopicPartition(self.topic, 0, self._next_offset)])
@@ -192,7 +217,8 @@ class KafkaSchemaRegistry:
                 if time.monotonic() > deadline:
                     raise KafkaUnavailable(
                         f"schema registry: could not read topic {self.topic!r} to its end on "
-                        f"{self.bootstrap} within {self.timeout:.0f} s")
+                        f"{self.bootstrap} within {self.timeout:.0f} s"
+                    )
                 continue
             error = msg.error()
             if error is not None:
@@ -200,7 +226,8 @@ class KafkaSchemaRegistry:
                     return
                 if error.fatal() or not error.retriable():
                     raise KafkaUnavailable(
-                        f"schema registry: cannot read topic {self.topic!r}: {error.str()}")
+                        f"schema registry: cannot read topic {self.topic!r}: {error.str()}"
+                    )
                 continue
             offset = msg.offset()
             assert offset is not None  # a record, not an event
@@ -214,21 +241,27 @@ class KafkaSchemaRegistry:
             if keytype == "SCHEMA" and value is not None:
                 v = orjson.loads(value)
                 self.log.apply_schema(
-                    RegisteredSchema(v["subject"], int(v["version"]), int(v["id"]), v["schema"]))
+                    RegisteredSchema(v["subject"], int(v["version"]), int(v["id"]), v["schema"])
+                )
             elif keytype == "CONFIG":
                 mode = None if value is None else orjson.loads(value)["compatibility"]
-                self.log.apply_mode(k["subject"], None if mode is None
-                                    else CompatibilityMode.parse(mode))
+                self.log.apply_mode(
+                    k["subject"], None if mode is None else CompatibilityMode.parse(mode)
+                )
             # other key types come from a newer streamflow: skipped, not misread
         except (ValueError, KeyError, TypeError, SchemaError) as exc:
-            log.warning("schema registry: skipping malformed record at %s@%d: %s",
-                        self.topic, offset, exc)
+            log.warning(
+                "schema registry: skipping malformed record at %s@%d: %s", self.topic, offset, exc
+            )
 
     # -- writing ---------------------------------------------------------------------------------
 
     def _mode_fact(self, subject: str, mode: CompatibilityMode) -> Fact:
-        return (config_key(subject), orjson.dumps({"compatibility": mode.value}),
-                lambda: self.log.apply_mode(subject, mode))
+        return (
+            config_key(subject),
+            orjson.dumps({"compatibility": mode.value}),
+            lambda: self.log.apply_mode(subject, mode),
+        )
 
     def _write(self, decide: Callable[[], list[Fact]]) -> None:
         """Take the writers' fence, re-read to the end, ``decide`` what to write, commit it.
@@ -256,25 +289,28 @@ class KafkaSchemaRegistry:
                     raise KafkaUnavailable(
                         f"schema registry: gave up writing to topic {self.topic!r} after "
                         f"{attempt} attempts in {self.timeout:.0f} s: other registrants kept "
-                        "fencing this one")
+                        "fencing this one"
+                    )
                 time.sleep(random.uniform(0.02, 0.1) * min(2**attempt, 20))
         finally:
             consumer.close()
 
     def _attempt(self, consumer: Consumer, decide: Callable[[], list[Fact]]) -> list[Fact] | None:
         """One try under the fence: the facts committed, or None when fenced (try again)."""
-        producer = Producer({
-            "bootstrap.servers": self.bootstrap,
-            "transactional.id": WRITER_TRANSACTIONAL_ID,
-            # A registrant that dies mid-transaction blocks the others at most this long (the
-            # next init_transactions aborts it sooner).
-            "transaction.timeout.ms": 10_000,
-            "enable.idempotence": True,
-            "acks": "all",
-            # Being fenced is this protocol working, not an error worth librdkafka's stderr.
-            "logger": _DEBUG_LOGGER,
-            **self._client_config,
-        })
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "transactional.id": WRITER_TRANSACTIONAL_ID,
+                # A registrant that dies mid-transaction blocks the others at most this long (the
+                # next init_transactions aborts it sooner).
+                "transaction.timeout.ms": 10_000,
+                "enable.idempotence": True,
+                "acks": "all",
+                # Being fenced is this protocol working, not an error worth librdkafka's stderr.
+                "logger": _DEBUG_LOGGER,
+                **self._client_config,
+            }
+        )
         try:
             producer.init_transactions(self.timeout)  # fences every other registrant
             self._read_to_end(consumer)
@@ -290,7 +326,8 @@ class KafkaSchemaRegistry:
             if not (error.retriable() or error.txn_requires_abort() or error.fatal()):
                 raise KafkaUnavailable(
                     f"schema registry: cannot write to topic {self.topic!r} on "
-                    f"{self.bootstrap}: {error.str()}") from exc
+                    f"{self.bootstrap}: {error.str()}"
+                ) from exc
             # Fenced by a concurrent registrant (our transaction is aborted), or transient.
             log.debug("schema registry write attempt failed (%s); retrying", error.str())
             with contextlib.suppress(KafkaException):
@@ -306,14 +343,16 @@ class KafkaSchemaRegistry:
         except KafkaException as exc:
             raise KafkaUnavailable(
                 f"schema registry: cannot reach Kafka at {self.bootstrap}: {exc}; is the broker "
-                "running and the bootstrap address right?") from exc
+                "running and the bootstrap address right?"
+            ) from exc
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
             return False
         if len(topic.partitions) != 1:
             raise ConfigError(
                 f"schema registry topic {self.topic!r} has {len(topic.partitions)} partitions; "
-                "it must have exactly one (one log, one order of facts): recreate it")
+                "it must have exactly one (one log, one order of facts): recreate it"
+            )
         self._topic_exists = True
         return True
 
@@ -322,15 +361,17 @@ class KafkaSchemaRegistry:
             return
         admin = AdminClient({"bootstrap.servers": self.bootstrap, **self._client_config})
         new = NewTopic(self.topic, num_partitions=1, replication_factor=-1, config=TOPIC_CONFIG)
-        future = admin.create_topics([new], operation_timeout=self.timeout,
-                                     request_timeout=self.timeout)[self.topic]
+        future = admin.create_topics(
+            [new], operation_timeout=self.timeout, request_timeout=self.timeout
+        )[self.topic]
         try:
             future.result()
             log.info("created schema registry topic %s", self.topic)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise ConfigError(f"cannot create schema registry topic {self.topic!r}: "
-                                  f"{exc.args[0].str()}") from exc
+                raise ConfigError(
+                    f"cannot create schema registry topic {self.topic!r}: {exc.args[0].str()}"
+                ) from exc
         deadline = time.monotonic() + self.timeout
         while not self._find_topic():
             if time.monotonic() > deadline:

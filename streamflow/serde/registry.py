@@ -150,8 +150,9 @@ class SubjectLog:
             )
         versions = self.subject_versions.get(subject, [])
         schema_id = self.by_text.get(text, max(self.ids, default=0) + 1)
-        return RegisteredSchema(subject, versions[-1].version + 1 if versions else 1, schema_id,
-                                text)
+        return RegisteredSchema(
+            subject, versions[-1].version + 1 if versions else 1, schema_id, text
+        )
 
     def schema(self, schema_id: int) -> str | None:
         return self.ids.get(schema_id)
@@ -165,8 +166,9 @@ FIX_HINT = (
 )
 
 
-def incompatibility_report(what: str, mode: CompatibilityMode,
-                           problems: list[Incompatibility]) -> str:
+def incompatibility_report(
+    what: str, mode: CompatibilityMode, problems: list[Incompatibility]
+) -> str:
     """What refused a schema, under which mode, and every reason, one per line."""
     reasons = "\n".join(f"  {p}" for p in problems)
     return f"{what}: not {mode.value} compatible with the registered versions:\n{reasons}"

@@ -73,15 +73,23 @@ class KeyValueStore:
             return Rdict(str(path), opts, column_families={_META_CF: _options()})
         except Exception as exc:  # rocksdict raises plain Exception on corruption
             if "Corruption" not in str(exc):
-                raise StoreError(f"store {self.name!r}: cannot open RocksDB at {path}: {exc}") from exc
-            log.warning("store %s at %s cannot be opened (%s); rebuilding from changelog",
-                        self.name, path, exc)
+                raise StoreError(
+                    f"store {self.name!r}: cannot open RocksDB at {path}: {exc}"
+                ) from exc
+            log.warning(
+                "store %s at %s cannot be opened (%s); rebuilding from changelog",
+                self.name,
+                path,
+                exc,
+            )
             shutil.rmtree(path, ignore_errors=True)
             path.mkdir(parents=True, exist_ok=True)
             try:
                 return Rdict(str(path), _options(), column_families={_META_CF: _options()})
             except Exception as exc2:
-                raise StoreError(f"store {self.name!r}: cannot open RocksDB at {path}: {exc2}") from exc2
+                raise StoreError(
+                    f"store {self.name!r}: cannot open RocksDB at {path}: {exc2}"
+                ) from exc2
 
     def close(self) -> None:
         # rocksdict releases the RocksDB LOCK only when every handle is gone, so drop them all:
@@ -130,7 +138,8 @@ class KeyValueStore:
         except Exception as exc:  # noqa: BLE001 - which serde and what it said
             raise SerializationError(
                 f"store {self.name!r}: the value for key {key if key is not None else kb!r} "
-                f"cannot be serialized: {type(exc).__name__}: {exc}") from None
+                f"cannot be serialized: {type(exc).__name__}: {exc}"
+            ) from None
         self.buffer.encoded[kb] = vb
         self.buffer.entries[kb] = value
 
@@ -271,7 +280,6 @@ class KeyValueStore:
         self._put_checkpoint(batch, next_offset)
         self._db.write(batch)
         self._cache.clear()
-
 
 
 _MISSING: Any = object()

@@ -17,8 +17,10 @@ def describe(topology: Topology, guarantee: str = "exactly_once") -> str:
         for root in roots:
             _walk(root, 1, lines, set())
         for store in sub.stores:
-            lines.append(f"  store {store.name}  [{store.key_serde.name}/{store.value_serde.name}]"
-                         f"  changelog {store.changelog}")
+            lines.append(
+                f"  store {store.name}  [{store.key_serde.name}/{store.value_serde.name}]"
+                f"  changelog {store.changelog}"
+            )
     lines.append("\nTopics")
     for spec in sorted(topology.topics.values(), key=lambda t: (t.kind.value, t.name)):
         parts = "existing" if spec.partitions is None else f"{spec.partitions} partitions"

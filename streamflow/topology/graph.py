@@ -40,7 +40,8 @@ class Topology:
         if existing is not None and existing != spec:
             raise TopologyError(
                 f"topic {spec.name!r} is declared twice with different settings: "
-                f"{existing} vs {spec}; declare it once and reuse the object")
+                f"{existing} vs {spec}; declare it once and reuse the object"
+            )
         self.topics[spec.name] = spec
         return spec
 
@@ -48,18 +49,24 @@ class Topology:
         if name in self.stores:
             raise TopologyError(f"store {name!r} is declared twice; store names are unique per app")
         if not name or any(c in name for c in "/\\ "):
-            raise TopologyError(f"store name {name!r} must be non-empty, without '/', '\\' or spaces")
+            raise TopologyError(
+                f"store name {name!r} must be non-empty, without '/', '\\' or spaces"
+            )
         spec = StoreSpec(name, key_serde, value_serde, f"{self.app_name}-{name}-changelog")
         self.stores[name] = spec
-        self.add_topic(TopicSpec(spec.changelog, key_serde, value_serde, None,
-                                 TopicKind.CHANGELOG, CHANGELOG_CONFIG))
+        self.add_topic(
+            TopicSpec(
+                spec.changelog, key_serde, value_serde, None, TopicKind.CHANGELOG, CHANGELOG_CONFIG
+            )
+        )
         return spec
 
     def add_source(self, topic: TopicSpec, node: SourceNode) -> None:
         for source in self.sources:
             if source.topic.name == topic.name:
                 raise TopologyError(
-                    f"topic {topic.name!r} is consumed twice; reuse one stream and fan out")
+                    f"topic {topic.name!r} is consumed twice; reuse one stream and fan out"
+                )
         self.sources.append(node)
 
     def unique_name(self, kind: str) -> str:
@@ -128,4 +135,3 @@ class Topology:
             if source.topic.name == topic:
                 return source
         raise TopologyError(f"no stream reads topic {topic!r}")
-

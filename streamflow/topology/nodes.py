@@ -33,8 +33,15 @@ class ProcessorRuntime(Protocol):
 
     def now_ms(self) -> int: ...
 
-    def dead_letter_record(self, topic: str, key: bytes | None, value: bytes | None,
-                           exc: BaseException, stage: str, processor: str) -> None: ...
+    def dead_letter_record(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        exc: BaseException,
+        stage: str,
+        processor: str,
+    ) -> None: ...
 
     # Step tasks: attempts run on the worker's executor and finish out of order.
     step_executor: Any
@@ -49,9 +56,15 @@ class ProcessorRuntime(Protocol):
 
     def resume_input(self) -> None: ...
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             partition: int | None, timestamp: int | None,
-             headers: list[tuple[str, bytes]] | None) -> None: ...
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: int | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -212,8 +225,14 @@ class SinkNode(Node):
             ts = rt.timestamp_override
             if ts is None:
                 ts = rt.msg.timestamp()[1]
-            send(topic, None if key is None else kser(key), None if value is None else vser(value),
-                 None, ts, rt.headers_override)
+            send(
+                topic,
+                None if key is None else kser(key),
+                None if value is None else vser(value),
+                None,
+                ts,
+                rt.headers_override,
+            )
 
         return push
 
@@ -250,7 +269,9 @@ class AggregateNode(Node):
             else:
                 acc = fn(acc, value)
             if acc is None:
-                raise ValueError(f"aggregate of store {self.store.name!r} returned None for {key!r}")
+                raise ValueError(
+                    f"aggregate of store {self.store.name!r} returned None for {key!r}"
+                )
             save(kb, acc, key)  # encoded now: a value that cannot be fails this record
             nxt(key, acc)
 
@@ -323,12 +344,20 @@ class ProcessorContext:
 
     def store(self, name: str) -> Any:
         if name not in self._allowed:
-            raise KeyError(f"store {name!r} is not connected to this processor; "
-                           f"pass stores=[{name!r}] to process()")
+            raise KeyError(
+                f"store {name!r} is not connected to this processor; "
+                f"pass stores=[{name!r}] to process()"
+            )
         return self._rt.store(name)
 
-    def forward(self, key: Any, value: Any, *, timestamp: int | None = None,
-                headers: list[tuple[str, bytes]] | None = None) -> None:
+    def forward(
+        self,
+        key: Any,
+        value: Any,
+        *,
+        timestamp: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         rt = self._rt
         saved = rt.timestamp_override, rt.headers_override
         rt.timestamp_override, rt.headers_override = timestamp, headers
@@ -362,8 +391,18 @@ class ProcessNode(Node):
         def push(key: Any, value: Any, _sf_node: Node = self) -> None:
             msg = rt.msg
             ts = rt.timestamp_override
-            fn(Record(key, value, msg.timestamp()[1] if ts is None else ts,
-                      msg.headers() or [], msg.topic(), msg.partition(), msg.offset()), ctx)
+            fn(
+                Record(
+                    key,
+                    value,
+                    msg.timestamp()[1] if ts is None else ts,
+                    msg.headers() or [],
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                ),
+                ctx,
+            )
 
         return push
 
@@ -405,7 +444,13 @@ class StartWorkflowNode(Node):
         def push(key: Any, value: Any, _sf_node: Node = self) -> None:
             instance_id = str(id_fn(value))
             payload = value if input_fn is None else input_fn(value)
-            rt.send(topic, instance_id.encode(), dumps(Start(instance_id, payload).to_json()),
-                    None, None, None)
+            rt.send(
+                topic,
+                instance_id.encode(),
+                dumps(Start(instance_id, payload).to_json()),
+                None,
+                None,
+                None,
+            )
 
         return push

@@ -39,28 +39,35 @@ class Table:
 class Stream:
     """A position in the graph, with the serdes records have at that point."""
 
-    def __init__(self, topology: Topology, node: Node, key_serde: Serde, value_serde: Serde) -> None:
+    def __init__(
+        self, topology: Topology, node: Node, key_serde: Serde, value_serde: Serde
+    ) -> None:
         self._topology = topology
         self._node = node
         self.key_serde = key_serde
         self.value_serde = value_serde
 
-    def _then(self, node: Node, key_serde: Serde | None = None,
-              value_serde: Serde | None = None) -> Stream:
+    def _then(
+        self, node: Node, key_serde: Serde | None = None, value_serde: Serde | None = None
+    ) -> Stream:
         self._node.children.append(node)
-        return Stream(self._topology, node, key_serde or self.key_serde,
-                      value_serde or self.value_serde)
+        return Stream(
+            self._topology, node, key_serde or self.key_serde, value_serde or self.value_serde
+        )
 
     def _name(self, kind: str, name: str | None) -> str:
         return name or self._topology.unique_name(kind)
 
     # -- stateless -------------------------------------------------------------------------------
 
-    def map(self, fn: Callable[[Any], Any], *, name: str | None = None,
-            value: str | Serde | None = None) -> Stream:
+    def map(
+        self, fn: Callable[[Any], Any], *, name: str | None = None, value: str | Serde | None = None
+    ) -> Stream:
         """A new value per record; the key stays (so partitioning stays valid)."""
-        return self._then(MapNode(self._name("map", name), fn=fn),
-                          value_serde=None if value is None else resolve_serde(value))
+        return self._then(
+            MapNode(self._name("map", name), fn=fn),
+            value_serde=None if value is None else resolve_serde(value),
+        )
 
     def filter(self, predicate: Callable[[Any], bool], *, name: str | None = None) -> Stream:
         return self._then(FilterNode(self._name("filter", name), predicate=predicate))
@@ -69,8 +76,9 @@ class Stream:
         """Zero or more values per record, each under the record's key."""
         return self._then(FlatMapNode(self._name("flat_map", name), fn=fn))
 
-    def branch(self, *predicates: Callable[[Any], bool], otherwise: bool = False,
-               name: str | None = None) -> list[Stream]:
+    def branch(
+        self, *predicates: Callable[[Any], bool], otherwise: bool = False, name: str | None = None
+    ) -> list[Stream]:
         """One stream per predicate (first match wins); ``otherwise`` adds a catch-all stream."""
         preds: list[Callable[[Any], bool] | None] = list(predicates)
         if otherwise:
@@ -89,9 +97,15 @@ class Stream:
 
     # -- re-keying -------------------------------------------------------------------------------
 
-    def key_by(self, fn: Callable[[Any], Any], *, name: str | None = None,
-               key: str | Serde | None = None, value: str | Serde | None = None,
-               partitions: int | None = None) -> Stream:
+    def key_by(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        name: str | None = None,
+        key: str | Serde | None = None,
+        value: str | Serde | None = None,
+        partitions: int | None = None,
+    ) -> Stream:
         """Re-key by ``fn(value)`` through ``<app>-<name>-repartition``.
 
         Records with equal new keys land in one partition, so the aggregation after this
@@ -100,9 +114,16 @@ class Stream:
         name = self._name("key_by", name)
         key_serde = self.key_serde if key is None else resolve_serde(key)
         value_serde = self.value_serde if value is None else resolve_serde(value)
-        topic = self._topology.add_topic(TopicSpec(
-            f"{self._topology.app_name}-{name}-repartition", key_serde, value_serde, partitions,
-            TopicKind.REPARTITION, REPARTITION_CONFIG))
+        topic = self._topology.add_topic(
+            TopicSpec(
+                f"{self._topology.app_name}-{name}-repartition",
+                key_serde,
+                value_serde,
+                partitions,
+                TopicKind.REPARTITION,
+                REPARTITION_CONFIG,
+            )
+        )
         self._then(KeyByNode(name, fn=fn))._then(SinkNode(f"{name}-sink", topic=topic))
         source = SourceNode(f"{name}-source", topic=topic)
         self._topology.add_source(topic, source)
@@ -110,48 +131,83 @@ class Stream:
 
     # -- stateful --------------------------------------------------------------------------------
 
-    def aggregate(self, store: str, *, initial: Callable[[], Any],
-                  fn: Callable[[Any, Any], Any], value: str | Serde = "json") -> Stream:
+    def aggregate(
+        self,
+        store: str,
+        *,
+        initial: Callable[[], Any],
+        fn: Callable[[Any, Any], Any],
+        value: str | Serde = "json",
+    ) -> Stream:
         """Fold records per key into ``store``; the result streams every updated aggregate."""
         spec = self._topology.add_store(store, self.key_serde, resolve_serde(value))
-        return self._then(AggregateNode(store, store=spec, initial=initial, fn=fn),
-                          value_serde=spec.value_serde)
+        return self._then(
+            AggregateNode(store, store=spec, initial=initial, fn=fn), value_serde=spec.value_serde
+        )
 
-    def reduce(self, store: str, fn: Callable[[Any, Any], Any], *,
-               value: str | Serde | None = None) -> Stream:
+    def reduce(
+        self, store: str, fn: Callable[[Any, Any], Any], *, value: str | Serde | None = None
+    ) -> Stream:
         """Like ``aggregate`` with the first value as the starting aggregate."""
-        spec = self._topology.add_store(store, self.key_serde,
-                                        self.value_serde if value is None else resolve_serde(value))
-        return self._then(AggregateNode(store, store=spec, initial=None, fn=fn),
-                          value_serde=spec.value_serde)
+        spec = self._topology.add_store(
+            store, self.key_serde, self.value_serde if value is None else resolve_serde(value)
+        )
+        return self._then(
+            AggregateNode(store, store=spec, initial=None, fn=fn), value_serde=spec.value_serde
+        )
 
     def count(self, store: str) -> Stream:
         return self.aggregate(store, initial=_zero, fn=_plus_one)
 
-    def join(self, table: Table, joiner: Callable[[Any, Any], Any], *, left: bool = False,
-             name: str | None = None) -> Stream:
+    def join(
+        self,
+        table: Table,
+        joiner: Callable[[Any, Any], Any],
+        *,
+        left: bool = False,
+        name: str | None = None,
+    ) -> Stream:
         """Enrich each record with the table's current value for its key (co-partitioned)."""
-        return self._then(JoinNode(self._name("join", name), table_store=table.store,
-                                   joiner=joiner, inner=not left))
+        return self._then(
+            JoinNode(
+                self._name("join", name), table_store=table.store, joiner=joiner, inner=not left
+            )
+        )
 
-    def process(self, fn: Callable[..., None], *, stores: Iterable[str | StoreSpec] = (),
-                name: str | None = None, value: str | Serde | None = None) -> Stream:
+    def process(
+        self,
+        fn: Callable[..., None],
+        *,
+        stores: Iterable[str | StoreSpec] = (),
+        name: str | None = None,
+        value: str | Serde | None = None,
+    ) -> Stream:
         """Low-level: ``fn(record, ctx)`` may read/write ``stores`` and ``ctx.forward`` records."""
         specs = [self._topology.stores[s] if isinstance(s, str) else s for s in stores]
-        return self._then(ProcessNode(self._name("process", name), fn=fn, store_specs=specs),
-                          value_serde=None if value is None else resolve_serde(value))
+        return self._then(
+            ProcessNode(self._name("process", name), fn=fn, store_specs=specs),
+            value_serde=None if value is None else resolve_serde(value),
+        )
 
-    def start_workflow(self, workflow: Any, *, id: Callable[[Any], str],  # noqa: A002
-                       input: Callable[[Any], Any] | None = None,  # noqa: A002
-                       name: str | None = None) -> None:
+    def start_workflow(
+        self,
+        workflow: Any,
+        *,
+        id: Callable[[Any], str],  # noqa: A002
+        input: Callable[[Any], Any] | None = None,  # noqa: A002
+        name: str | None = None,
+    ) -> None:
         """Start one ``workflow`` instance per record, idempotently by ``id(value)``.
 
         The start event is sent in the same transaction as the record's consumption, so a
         record starts its instance exactly once.
         """
         events = self._topology.workflows.node_of(workflow).events  # type: ignore[attr-defined]
-        self._then(StartWorkflowNode(self._name("start_workflow", name), events=events,
-                                     id_fn=id, input_fn=input))
+        self._then(
+            StartWorkflowNode(
+                self._name("start_workflow", name), events=events, id_fn=id, input_fn=input
+            )
+        )
 
     # -- sinks -----------------------------------------------------------------------------------
 

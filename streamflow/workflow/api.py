@@ -40,8 +40,15 @@ class StepFailed(StreamflowError):
     """A step failed for good; raised inside the workflow at the ``await``, which may catch it."""
 
     def __init__(self, step: str, error_type: str, message: str, attempts: int) -> None:
-        super().__init__(f"step {step!r} failed after {attempts} attempt(s): {error_type}: {message}")
-        self.step, self.error_type, self.message, self.attempts = step, error_type, message, attempts
+        super().__init__(
+            f"step {step!r} failed after {attempts} attempt(s): {error_type}: {message}"
+        )
+        self.step, self.error_type, self.message, self.attempts = (
+            step,
+            error_type,
+            message,
+            attempts,
+        )
 
 
 class SignalTimeout(TimeoutError):

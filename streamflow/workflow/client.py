@@ -71,13 +71,20 @@ class WorkflowCommands:
         self._bind(serde)
         return pack(serde, value)
 
-    def start(self, workflow: Any, *, id: str, input: Any = None,  # noqa: A002
-              version: int | None = None) -> str:
+    def start(
+        self,
+        workflow: Any,
+        *,
+        id: str,
+        input: Any = None,  # noqa: A002
+        version: int | None = None,
+    ) -> str:
         """Start an instance; a second start with the same id leaves the first one running."""
         wdef = self._version(workflow, version)
         if not isinstance(id, str) or not id:
-            raise TypeError(f"start({workflow!r}, id=...): the instance id must be a non-empty "
-                            f"str, not {id!r}")
+            raise TypeError(
+                f"start({workflow!r}, id=...): the instance id must be a non-empty str, not {id!r}"
+            )
         self._send(workflow, id, Start(id, self._pack(wdef.input, input), version))
         return id
 
@@ -108,8 +115,14 @@ class WorkflowClient(WorkflowCommands):
     def __init__(self, app: Any, bootstrap: str | None = None) -> None:
         super().__init__(app)
         self._bootstrap = bootstrap or app.config.bootstrap
-        self._producer = Producer({"bootstrap.servers": self._bootstrap, "linger.ms": 1,
-                                   "enable.idempotence": True, "partitioner": "murmur2_random"})
+        self._producer = Producer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "linger.ms": 1,
+                "enable.idempotence": True,
+                "partitioner": "murmur2_random",
+            }
+        )
 
     def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
         topic = self._registry.events_topic(workflow)
@@ -119,11 +132,14 @@ class WorkflowClient(WorkflowCommands):
             if exc.args[0].code() == KafkaError._UNKNOWN_TOPIC:
                 raise ConfigError(
                     f"topic {topic!r} does not exist on {self._bootstrap}: start a worker of app "
-                    f"{self._app.name!r} once (`streamflow run`), it creates its topics") from exc
+                    f"{self._app.name!r} once (`streamflow run`), it creates its topics"
+                ) from exc
             raise
         if self._producer.flush(30):
-            raise KafkaUnavailable(f"could not deliver {type(event).__name__} for {instance_id!r} to "
-                                   f"{topic!r} within 30 s; is {self._bootstrap} reachable?")
+            raise KafkaUnavailable(
+                f"could not deliver {type(event).__name__} for {instance_id!r} to "
+                f"{topic!r} within 30 s; is {self._bootstrap} reachable?"
+            )
 
     def _bind(self, serde: AvroSerde | None) -> None:
         if serde is not None and serde.schema_id is None:
@@ -138,9 +154,13 @@ class WorkflowClient(WorkflowCommands):
 
     def list(self, workflow: Any) -> list[InstanceView]:
         changelog = self._registry.node_of(workflow).instances.changelog
-        return sorted((self._viewed(workflow, v) for v in
-                       self._scan(changelog, range(self._partitions(changelog)), None).values()),
-                      key=lambda v: v.header.get("started_ms", 0))
+        return sorted(
+            (
+                self._viewed(workflow, v)
+                for v in self._scan(changelog, range(self._partitions(changelog)), None).values()
+            ),
+            key=lambda v: v.header.get("started_ms", 0),
+        )
 
     def wait(self, workflow: Any, id: str, timeout: float = 30.0) -> InstanceView:  # noqa: A002
         deadline = time.monotonic() + timeout
@@ -149,8 +169,10 @@ class WorkflowClient(WorkflowCommands):
             if view is not None and view.done:
                 return view
             if time.monotonic() > deadline:
-                raise TimeoutError(f"instance {id!r} not finished after {timeout}s "
-                                   f"(status: {view.status if view else 'not started'})")
+                raise TimeoutError(
+                    f"instance {id!r} not finished after {timeout}s "
+                    f"(status: {view.status if view else 'not started'})"
+                )
             time.sleep(0.2)
 
     def _partitions(self, topic: str) -> int:
@@ -158,10 +180,16 @@ class WorkflowClient(WorkflowCommands):
         return len(metadata.topics[topic].partitions)
 
     def _scan(self, topic: str, partitions: Any, only: str | None) -> dict[str, InstanceView]:
-        consumer = Consumer({"bootstrap.servers": self._bootstrap,
-                             "group.id": f"streamflow-query-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False, "isolation.level": "read_committed",
-                             "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": f"streamflow-query-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            }
+        )
         parts = list(partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
         latest: dict[str, Any] = {}

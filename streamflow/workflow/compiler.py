@@ -28,8 +28,10 @@ from streamflow.workflow.api import Retry, StepDef, WorkflowDef
 from streamflow.workflow.orchestrator import WorkflowNode
 from streamflow.workflow.steps import StepNode
 
-WORKFLOW_TOPIC_CONFIG: tuple[tuple[str, str], ...] = (("cleanup.policy", "delete"),
-                                                     ("retention.ms", str(7 * 24 * 3600 * 1000)))
+WORKFLOW_TOPIC_CONFIG: tuple[tuple[str, str], ...] = (
+    ("cleanup.policy", "delete"),
+    ("retention.ms", str(7 * 24 * 3600 * 1000)),
+)
 
 
 class WorkflowRegistry:
@@ -52,38 +54,60 @@ class WorkflowRegistry:
         if serde.name == "json":
             return None
         if not serde.carries_schema or not isinstance(serde, AvroSerde):
-            raise TopologyError(f"{what}: payloads are JSON or Avro, not {serde.name!r}; "
-                                "declare avro('<full name>') or leave it out")
+            raise TopologyError(
+                f"{what}: payloads are JSON or Avro, not {serde.name!r}; "
+                "declare avro('<full name>') or leave it out"
+            )
         self.payload_schemas.append((subject, serde, what))
         return serde
 
     def _topic(self, name: str) -> TopicSpec:
-        return self.topology.add_topic(TopicSpec(name, STR, JSON, self.partitions,
-                                                 TopicKind.WORKFLOW, WORKFLOW_TOPIC_CONFIG))
+        return self.topology.add_topic(
+            TopicSpec(name, STR, JSON, self.partitions, TopicKind.WORKFLOW, WORKFLOW_TOPIC_CONFIG)
+        )
 
-    def add_step(self, fn: Callable[..., Any], name: str | None, retry: Retry,
-                 timeout: timedelta | None, entity: str | None,
-                 args: Sequence[str | Serde | None] = (),
-                 result: str | Serde | None = None,
-                 max_concurrency: int | None = None) -> StepDef:
+    def add_step(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        retry: Retry,
+        timeout: timedelta | None,
+        entity: str | None,
+        args: Sequence[str | Serde | None] = (),
+        result: str | Serde | None = None,
+        max_concurrency: int | None = None,
+    ) -> StepDef:
         name = name or fn.__name__
-        if max_concurrency is not None and (not isinstance(max_concurrency, int)
-                                            or max_concurrency < 1):
-            raise TopologyError(f"step {name!r}: max_concurrency must be a positive int, "
-                                f"not {max_concurrency!r}")
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise TopologyError(
+                f"step {name!r}: max_concurrency must be a positive int, not {max_concurrency!r}"
+            )
         if name in self.step_topics:
             raise TopologyError(f"step {name!r} is registered twice")
         if entity is not None and entity not in self.topology.stores:
             self.topology.add_store(entity, STR, JSON)
         topic_name = f"{self.topology.app_name}.step.{name}"
-        arg_serdes = tuple(self._payload(spec, f"{topic_name}-arg{i}", f"step {name!r} argument {i}")
-                           for i, spec in enumerate(args))
+        arg_serdes = tuple(
+            self._payload(spec, f"{topic_name}-arg{i}", f"step {name!r} argument {i}")
+            for i, spec in enumerate(args)
+        )
         if entity is not None and arg_serdes and arg_serdes[0] is not None:
-            raise TopologyError(f"entity step {name!r}: the first argument is the entity key "
-                                "and stays JSON; declare Avro types for the others only")
-        sdef = StepDef(name, fn, retry, timeout, entity, arg_serdes,
-                       self._payload(result, f"{topic_name}-result", f"step {name!r} result"),
-                       max_concurrency)
+            raise TopologyError(
+                f"entity step {name!r}: the first argument is the entity key "
+                "and stays JSON; declare Avro types for the others only"
+            )
+        sdef = StepDef(
+            name,
+            fn,
+            retry,
+            timeout,
+            entity,
+            arg_serdes,
+            self._payload(result, f"{topic_name}-result", f"step {name!r} result"),
+            max_concurrency,
+        )
         self.steps[fn] = self.steps[name] = sdef
         topic = self._topic(topic_name)
         self.step_topics[name] = topic.name
@@ -91,31 +115,53 @@ class WorkflowRegistry:
         self.topology.add_source(topic, source)
         # Offsets of commands finished above the committed offset (see workflow/steps.py).
         done = self.topology.add_store(f"step-{name}-done", BYTES, JSON)
-        source.children.append(StepNode(f"step-{name}", step=sdef, topic=topic.name, done_store=done,
-                                        entity_store=self.topology.stores.get(entity or "")))
+        source.children.append(
+            StepNode(
+                f"step-{name}",
+                step=sdef,
+                topic=topic.name,
+                done_store=done,
+                entity_store=self.topology.stores.get(entity or ""),
+            )
+        )
         return sdef
 
-    def add_workflow(self, fn: Callable[..., Any], name: str | None, version: int,
-                     input: str | Serde | None = None,  # noqa: A002
-                     result: str | Serde | None = None,
-                     signals: Mapping[str, str | Serde] | None = None) -> WorkflowDef:
+    def add_workflow(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        version: int,
+        input: str | Serde | None = None,  # noqa: A002
+        result: str | Serde | None = None,
+        signals: Mapping[str, str | Serde] | None = None,
+    ) -> WorkflowDef:
         name = name or fn.__name__
         prefix, what = f"{self.topology.app_name}.{name}", f"workflow {name!r} v{version}"
-        declared = {signal: self._payload(spec, f"{prefix}-signal-{signal}",
-                                          f"{what} signal {signal!r}")
-                    for signal, spec in (signals or {}).items()}
-        wdef = WorkflowDef(name, version, fn,
-                           self._payload(input, f"{prefix}-input", f"{what} input"),
-                           self._payload(result, f"{prefix}-result", f"{what} result"),
-                           tuple((k, v) for k, v in sorted(declared.items()) if v is not None))
+        declared = {
+            signal: self._payload(spec, f"{prefix}-signal-{signal}", f"{what} signal {signal!r}")
+            for signal, spec in (signals or {}).items()
+        }
+        wdef = WorkflowDef(
+            name,
+            version,
+            fn,
+            self._payload(input, f"{prefix}-input", f"{what} input"),
+            self._payload(result, f"{prefix}-result", f"{what} result"),
+            tuple((k, v) for k, v in sorted(declared.items()) if v is not None),
+        )
         node = self.workflows.get(name)
         if node is None:
             events = self._topic(f"{self.topology.app_name}.{name}.events")
             node = WorkflowNode(
-                f"workflow-{name}", workflow=name, steps=self.steps, events=events,
-                step_topics=self.step_topics, topics=self.topology.topics,
+                f"workflow-{name}",
+                workflow=name,
+                steps=self.steps,
+                events=events,
+                step_topics=self.step_topics,
+                topics=self.topology.topics,
                 instances=self.topology.add_store(f"{name}-instances", STR, JSON),
-                timers=self.topology.add_store(f"{name}-timers", BYTES, JSON))
+                timers=self.topology.add_store(f"{name}-timers", BYTES, JSON),
+            )
             source = SourceNode(f"source-{events.name}", topic=events)
             self.topology.add_source(events, source)
             source.children.append(node)
@@ -129,12 +175,17 @@ class WorkflowRegistry:
         return self.node_of(workflow).events.name
 
     def node_of(self, workflow: Any) -> WorkflowNode:
-        name = workflow if isinstance(workflow, str) else getattr(workflow, "__streamflow_workflow__",
-                                                                   getattr(workflow, "__name__", None))
+        name = (
+            workflow
+            if isinstance(workflow, str)
+            else getattr(workflow, "__streamflow_workflow__", getattr(workflow, "__name__", None))
+        )
         node = self.workflows.get(name)  # type: ignore[arg-type]
         if node is None:
-            raise TopologyError(f"{workflow!r} is not a registered workflow; known: "
-                                f"{', '.join(sorted(self.workflows)) or 'none'}")
+            raise TopologyError(
+                f"{workflow!r} is not a registered workflow; known: "
+                f"{', '.join(sorted(self.workflows)) or 'none'}"
+            )
         return node
 
     def steps_called_by(self, workflow: str) -> list[str]:

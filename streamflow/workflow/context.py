@@ -34,7 +34,6 @@ from streamflow.workflow.payloads import (
 )
 
 
-
 class Effects(Protocol):
     """What a context asks of the transition it runs in (``workflow.transition``): the calls
     record what they want, and the transition returns it as data."""
@@ -43,13 +42,18 @@ class Effects(Protocol):
 
     def start_step(self, journal: Journal, seq: int, sdef: StepDef, args: list[Any]) -> None: ...
 
-    def start_timer(self, journal: Journal, seq: int, kind: str, due_ms: int, what: str) -> None: ...
+    def start_timer(
+        self, journal: Journal, seq: int, kind: str, due_ms: int, what: str
+    ) -> None: ...
 
-    def wait_signal(self, journal: Journal, seq: int, name: str, timeout_ms: int | None) -> None: ...
+    def wait_signal(
+        self, journal: Journal, seq: int, name: str, timeout_ms: int | None
+    ) -> None: ...
 
     def avro_serdes(self, topic: str) -> tuple[AvroSerde | None, AvroSerde | None]: ...
 
     def emit(self, topic: str, key: Any, value: Any) -> None: ...
+
 
 SUSPEND = object()
 """Yielded through the coroutine to the orchestrator: "nothing more to do until an event"."""
@@ -78,8 +82,13 @@ class _Call:
 class WorkflowContext:
     """What a workflow function receives as ``ctx``. All of its answers are journaled."""
 
-    def __init__(self, journal: Journal, effects: Effects, steps: dict[Any, StepDef],
-                 workflow: WorkflowDef | None = None) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        effects: Effects,
+        steps: dict[Any, StepDef],
+        workflow: WorkflowDef | None = None,
+    ) -> None:
         self.journal = journal
         self.effects = effects
         self._steps = steps
@@ -92,23 +101,35 @@ class WorkflowContext:
 
     # -- the determinism check -------------------------------------------------------------------
 
-    def _next(self, kind: str, name: str, args_digest: str,
-              rehash: Callable[[dict], str] | None = None) -> tuple[int, dict | None]:
+    def _next(
+        self, kind: str, name: str, args_digest: str, rehash: Callable[[dict], str] | None = None
+    ) -> tuple[int, dict | None]:
         """``rehash`` recomputes a journaled entry's digest under the code's current schemas:
         an entry with Avro arguments written under an older schema version digests differently
         as written, and must not be taken for a changed call."""
         seq = self._seq
         self._seq += 1
         entry = self.journal.entries.get(seq)
-        if (entry is not None and (entry["kind"], entry["name"], entry["digest"]) != (kind, name, args_digest)
-                and not (rehash is not None and (entry["kind"], entry["name"]) == (kind, name)
-                         and rehash(entry) == args_digest)):
+        if (
+            entry is not None
+            and (entry["kind"], entry["name"], entry["digest"]) != (kind, name, args_digest)
+            and not (
+                rehash is not None
+                and (entry["kind"], entry["name"]) == (kind, name)
+                and rehash(entry) == args_digest
+            )
+        ):
             raise NonDeterminism(
                 f"workflow {self.journal.header['workflow']!r} v{self.journal.header['version']} "
                 f"instance {self.journal.id!r}: call #{seq} is now {kind} {name!r} but the journal "
                 f"recorded {entry['kind']} {entry['name']!r}"
-                + (" with other arguments" if (entry['kind'], entry['name']) == (kind, name) else "")
-                + "; ship changed workflow code as a new version (@app.workflow(version=N+1))")
+                + (
+                    " with other arguments"
+                    if (entry["kind"], entry["name"]) == (kind, name)
+                    else ""
+                )
+                + "; ship changed workflow code as a new version (@app.workflow(version=N+1))"
+            )
         return seq, entry
 
     # -- steps -----------------------------------------------------------------------------------
@@ -121,18 +142,25 @@ class WorkflowContext:
         """
         sdef = self._step_def("ctx.step", step)
         plain = _packed_args(f"ctx.step({sdef.name}, ...)", sdef, args)
-        seq, entry = self._next("step", sdef.name, args_digest(sdef.name, sdef.args, plain),
-                                _rehash_args(sdef) if sdef.args else None)
+        seq, entry = self._next(
+            "step",
+            sdef.name,
+            args_digest(sdef.name, sdef.args, plain),
+            _rehash_args(sdef) if sdef.args else None,
+        )
         if entry is None:
             self.effects.start_step(self.journal, seq, sdef, plain)
         result_type = return_type(sdef.fn)
 
         def convert(entry: dict) -> Any:
             if entry["status"] == "failed":
-                raise step_exception(sdef.name, StepError.from_json(entry["error"]),
-                                     entry["attempt"])
-            return rebuild(result_type, unpack(sdef.result, entry.get("result"),
-                                               f"the result of step {sdef.name!r}"))
+                raise step_exception(
+                    sdef.name, StepError.from_json(entry["error"]), entry["attempt"]
+                )
+            return rebuild(
+                result_type,
+                unpack(sdef.result, entry.get("result"), f"the result of step {sdef.name!r}"),
+            )
 
         return _Call(self, seq, convert)
 
@@ -144,11 +172,20 @@ class WorkflowContext:
         sdef = self._step_def("ctx.compensate", step)
         plain = _packed_args(f"ctx.compensate({sdef.name}, ...)", sdef, args)
         call_digest = args_digest(sdef.name, sdef.args, plain)
-        seq, entry = self._next("compensate", sdef.name, call_digest,
-                                _rehash_args(sdef) if sdef.args else None)
+        seq, entry = self._next(
+            "compensate", sdef.name, call_digest, _rehash_args(sdef) if sdef.args else None
+        )
         if entry is None:
-            self.journal.put_entry({"seq": seq, "kind": "compensate", "name": sdef.name,
-                                    "digest": call_digest, "status": "done", "args": plain})
+            self.journal.put_entry(
+                {
+                    "seq": seq,
+                    "kind": "compensate",
+                    "name": sdef.name,
+                    "digest": call_digest,
+                    "status": "done",
+                    "args": plain,
+                }
+            )
 
     def _step_def(self, call: str, step: Any) -> StepDef:
         sdef = None
@@ -157,8 +194,10 @@ class WorkflowContext:
         except TypeError:  # unhashable
             pass
         if sdef is None:
-            raise TypeError(f"{call}(step, ...): {step!r} is not a registered step; pass a "
-                            "function decorated with @app.step")
+            raise TypeError(
+                f"{call}(step, ...): {step!r} is not a registered step; pass a "
+                "function decorated with @app.step"
+            )
         return sdef
 
     # -- time, randomness, ids -------------------------------------------------------------------
@@ -166,8 +205,16 @@ class WorkflowContext:
     def _recorded(self, kind: str, make: Callable[[], Any]) -> Any:
         seq, entry = self._next(kind, kind, "")
         if entry is None:
-            entry = self.journal.put_entry({"seq": seq, "kind": kind, "name": kind, "digest": "",
-                                            "status": "done", "result": make()})
+            entry = self.journal.put_entry(
+                {
+                    "seq": seq,
+                    "kind": kind,
+                    "name": kind,
+                    "digest": "",
+                    "status": "done",
+                    "result": make(),
+                }
+            )
         return entry["result"]
 
     def now(self) -> datetime:
@@ -193,8 +240,9 @@ class WorkflowContext:
 
     def sleep_until(self, when: datetime) -> _Call:
         if not isinstance(when, datetime):
-            raise TypeError(f"ctx.sleep_until(when): expected a datetime, got "
-                            f"{type(when).__name__} {when!r}")
+            raise TypeError(
+                f"ctx.sleep_until(when): expected a datetime, got {type(when).__name__} {when!r}"
+            )
         due = int(when.timestamp() * 1000)
         seq, entry = self._next("sleep", "sleep_until", str(due))
         if entry is None:
@@ -204,9 +252,13 @@ class WorkflowContext:
     def wait_signal(self, name: str, timeout: timedelta | float | None = None) -> _Call:
         """Wait for signal ``name``; a signal sent before the wait is kept and returned at once."""
         if not isinstance(name, str) or not name:
-            raise TypeError(f"ctx.wait_signal(name): expected a signal name (str), got "
-                            f"{type(name).__name__} {name!r}")
-        timeout_ms = None if timeout is None else _milliseconds("ctx.wait_signal", "timeout", timeout)
+            raise TypeError(
+                f"ctx.wait_signal(name): expected a signal name (str), got "
+                f"{type(name).__name__} {name!r}"
+            )
+        timeout_ms = (
+            None if timeout is None else _milliseconds("ctx.wait_signal", "timeout", timeout)
+        )
         seq, entry = self._next("signal", name, str(timeout_ms))
         if entry is None:
             self.effects.wait_signal(self.journal, seq, name, timeout_ms)
@@ -228,8 +280,10 @@ class WorkflowContext:
         if isinstance(topic, TopicSpec):
             topic = topic.name
         elif not isinstance(topic, str):
-            raise TypeError(f"ctx.emit(topic, key, value): topic must be what app.topic(...) "
-                            f"returned or a topic name, got {type(topic).__name__} {topic!r}")
+            raise TypeError(
+                f"ctx.emit(topic, key, value): topic must be what app.topic(...) "
+                f"returned or a topic name, got {type(topic).__name__} {topic!r}"
+            )
         serdes = self.effects.avro_serdes(topic)
         if not any(serdes):
             try:
@@ -239,27 +293,45 @@ class WorkflowContext:
             seq, entry = self._next("emit", topic, digest(topic, plain))
             if entry is None:
                 self.effects.emit(topic, key, value)
-                self.journal.put_entry({"seq": seq, "kind": "emit", "name": topic,
-                                        "digest": digest(topic, plain), "status": "done"})
+                self.journal.put_entry(
+                    {
+                        "seq": seq,
+                        "kind": "emit",
+                        "name": topic,
+                        "digest": digest(topic, plain),
+                        "status": "done",
+                    }
+                )
             return
         # An Avro topic: the record is journaled packed, so a replay under a newer schema
         # compares it as that schema reads it (see ``_next``).
         packed = pack_args(serdes, [key, value])
         call_digest = args_digest(topic, serdes, packed)
-        seq, entry = self._next("emit", topic, call_digest,
-                                lambda e: args_digest(topic, serdes, e.get("args", ())))
+        seq, entry = self._next(
+            "emit", topic, call_digest, lambda e: args_digest(topic, serdes, e.get("args", ()))
+        )
         if entry is None:
             self.effects.emit(topic, key, value)
-            self.journal.put_entry({"seq": seq, "kind": "emit", "name": topic,
-                                    "digest": call_digest, "status": "done", "args": packed})
+            self.journal.put_entry(
+                {
+                    "seq": seq,
+                    "kind": "emit",
+                    "name": topic,
+                    "digest": call_digest,
+                    "status": "done",
+                    "args": packed,
+                }
+            )
 
     def continue_as_new(self, input: Any) -> None:  # noqa: A002
         """End this run and start a fresh journal with ``input`` under the same id."""
         try:
             packed = pack(self._workflow.input if self._workflow else None, input)
         except Exception as exc:  # noqa: BLE001 - name the call
-            raise TypeError(f"ctx.continue_as_new(input): the input ({type(input).__name__}) "
-                            f"cannot be journaled: {exc}") from None
+            raise TypeError(
+                f"ctx.continue_as_new(input): the input ({type(input).__name__}) "
+                f"cannot be journaled: {exc}"
+            ) from None
         raise ContinueAsNew(packed)
 
 
@@ -268,25 +340,28 @@ def _milliseconds(call: str, argument: str, value: Any) -> int:
         return int(value.total_seconds() * 1000)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return int(value * 1000)
-    raise TypeError(f"{call}({argument}): expected a timedelta or seconds, got "
-                    f"{type(value).__name__} {value!r}")
+    raise TypeError(
+        f"{call}({argument}): expected a timedelta or seconds, got {type(value).__name__} {value!r}"
+    )
 
 
 def _packed_args(call: str, sdef: StepDef, args: Sequence[Any]) -> list[Any]:
     """The call's arguments as they are sent and journaled; a value that cannot travel fails
     the call with a message naming the call and the argument."""
     if sdef.is_entity and (not args or args[0] is None):
-        raise TypeError(f"{call}: entity step {sdef.name!r} needs the entity key as its first "
-                        "argument")
+        raise TypeError(
+            f"{call}: entity step {sdef.name!r} needs the entity key as its first argument"
+        )
     try:
         return pack_args(sdef.args, args)
     except Exception:  # noqa: BLE001 - find which argument, then say so
         for i, arg in enumerate(args):
             try:
-                pack_args(sdef.args[i:i + 1], [arg])
+                pack_args(sdef.args[i : i + 1], [arg])
             except Exception as exc:  # noqa: BLE001
-                raise TypeError(f"{call}: argument {i} ({type(arg).__name__}) cannot be sent to "
-                                f"the step: {exc}") from None
+                raise TypeError(
+                    f"{call}: argument {i} ({type(arg).__name__}) cannot be sent to the step: {exc}"
+                ) from None
         raise
 
 

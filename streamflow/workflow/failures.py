@@ -39,9 +39,15 @@ def _combined(module: str | None, qualname: str | None) -> type[StepFailed]:
 
 def _combine(original: type[Exception]) -> type[StepFailed]:
     try:
-        return type(original.__name__, (original, StepFailed),
-                    {"__module__": original.__module__, "__qualname__": original.__qualname__,
-                     "__str__": StepFailed.__str__})
+        return type(
+            original.__name__,
+            (original, StepFailed),
+            {
+                "__module__": original.__module__,
+                "__qualname__": original.__qualname__,
+                "__str__": StepFailed.__str__,
+            },
+        )
     except TypeError:  # a layout that cannot be combined (some C exception types): fall back
         return StepFailed
 

@@ -81,6 +81,8 @@ class Journal:
 
     def compensations(self) -> list[dict[str, Any]]:
         """Registered compensations, in registration order."""
-        return [e for s, e in sorted(self.entries.items())
-                if e["kind"] == "compensate" and s < COMPENSATION_BASE]
-
+        return [
+            e
+            for s, e in sorted(self.entries.items())
+            if e["kind"] == "compensate" and s < COMPENSATION_BASE
+        ]

@@ -27,8 +27,9 @@ from streamflow.errors import SerializationError
 
 def dumps(value: Any) -> bytes:
     """JSON for messages and journal entries: sorted keys, so equal messages are equal bytes."""
-    return orjson.dumps(value, default=_json_default,
-                        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(
+        value, default=_json_default, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    )
 
 
 def _json_default(value: Any) -> Any:
@@ -94,8 +95,12 @@ class StepError:
     @classmethod
     def from_json(cls, raw: Any) -> StepError:
         raw = raw if isinstance(raw, dict) else {}
-        return cls(str(raw.get("type", "Error")), str(raw.get("message", "")),
-                   raw.get("module"), raw.get("qualname"))
+        return cls(
+            str(raw.get("type", "Error")),
+            str(raw.get("message", "")),
+            raw.get("module"),
+            raw.get("qualname"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +112,14 @@ class StepResult:
     run: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "step_result", "id": self.id, "seq": self.seq, "attempt": self.attempt,
-                "result": self.result, "run": self.run}
+        return {
+            "type": "step_result",
+            "id": self.id,
+            "seq": self.seq,
+            "attempt": self.attempt,
+            "result": self.result,
+            "run": self.run,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +132,15 @@ class StepFailure:
     run: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "step_failed", "id": self.id, "seq": self.seq, "attempt": self.attempt,
-                "retryable": self.retryable, "error": self.error.to_json(), "run": self.run}
+        return {
+            "type": "step_failed",
+            "id": self.id,
+            "seq": self.seq,
+            "attempt": self.attempt,
+            "retryable": self.retryable,
+            "error": self.error.to_json(),
+            "run": self.run,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +153,13 @@ class TimerFired:
     run: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "timer", "id": self.id, "seq": self.seq, "timer": self.timer,
-                "run": self.run}
+        return {
+            "type": "timer",
+            "id": self.id,
+            "seq": self.seq,
+            "timer": self.timer,
+            "run": self.run,
+        }
 
 
 Event = Start | Signal | Cancel | StepResult | StepFailure | TimerFired
@@ -159,17 +182,24 @@ def decode_event(raw: Any, key: str | None = None) -> Event:
         if kind == "cancel":
             return Cancel(instance_id)
         if kind == "step_result":
-            return StepResult(instance_id, int(raw["seq"]), int(raw["attempt"]),
-                              raw.get("result"), raw.get("run"))
+            return StepResult(
+                instance_id, int(raw["seq"]), int(raw["attempt"]), raw.get("result"), raw.get("run")
+            )
         if kind == "step_failed":
-            return StepFailure(instance_id, int(raw["seq"]), int(raw["attempt"]),
-                               StepError.from_json(raw.get("error")),
-                               bool(raw.get("retryable", True)), raw.get("run"))
+            return StepFailure(
+                instance_id,
+                int(raw["seq"]),
+                int(raw["attempt"]),
+                StepError.from_json(raw.get("error")),
+                bool(raw.get("retryable", True)),
+                raw.get("run"),
+            )
         if kind == "timer":
             return TimerFired(instance_id, int(raw["seq"]), str(raw["timer"]), raw.get("run"))
     except (KeyError, TypeError, ValueError) as exc:
-        raise SerializationError(f"workflow event {kind!r} for {instance_id!r} is malformed: "
-                                 f"{type(exc).__name__}: {exc}") from None
+        raise SerializationError(
+            f"workflow event {kind!r} for {instance_id!r} is malformed: {type(exc).__name__}: {exc}"
+        ) from None
     raise SerializationError(f"unknown workflow event type {kind!r} for {instance_id!r}")
 
 
@@ -196,14 +226,24 @@ class StepCommand:
         return f"{self.id}:{self.seq}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"wf": self.workflow, "id": self.id, "seq": self.seq, "attempt": self.attempt,
-                "args": self.args, "reply": self.reply, "rp": self.reply_partition,
-                "ikey": self.idempotency_key, "run": self.run}
+        return {
+            "wf": self.workflow,
+            "id": self.id,
+            "seq": self.seq,
+            "attempt": self.attempt,
+            "args": self.args,
+            "reply": self.reply,
+            "rp": self.reply_partition,
+            "ikey": self.idempotency_key,
+            "run": self.run,
+        }
 
     @classmethod
     def from_json(cls, raw: Any) -> StepCommand:
         if not isinstance(raw, dict):
-            raise SerializationError(f"step command must be a JSON object, got {type(raw).__name__}")
+            raise SerializationError(
+                f"step command must be a JSON object, got {type(raw).__name__}"
+            )
         try:
             args = raw.get("args") or []
             if not isinstance(args, list):
@@ -215,10 +255,20 @@ class StepCommand:
                 raise TypeError(f"rp is {rp!r}, not a partition number")
             if run is not None and type(run) is not int:
                 raise TypeError(f"run is {run!r}, not a run number")
-            return cls(str(raw.get("wf", "")), str(raw["id"]), int(raw["seq"]),
-                       int(raw["attempt"]), args, reply, rp, run)
+            return cls(
+                str(raw.get("wf", "")),
+                str(raw["id"]),
+                int(raw["seq"]),
+                int(raw["attempt"]),
+                args,
+                reply,
+                rp,
+                run,
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise SerializationError(f"step command is malformed: {type(exc).__name__}: {exc}") from None
+            raise SerializationError(
+                f"step command is malformed: {type(exc).__name__}: {exc}"
+            ) from None
 
     def result(self, value: Any) -> StepResult:
         return StepResult(self.id, self.seq, self.attempt, value, self.run)

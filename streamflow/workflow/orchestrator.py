@@ -60,8 +60,9 @@ class Orchestrator:
         self.node, self.rt = node, rt
         self.store = rt.store(node.instances.name)
         self.timers = TimerStore(rt.store(node.timers.name))
-        self.machine = WorkflowMachine(node.workflow, node.versions, node.steps, node.topics,
-                                       node.events.name, rt.partition)
+        self.machine = WorkflowMachine(
+            node.workflow, node.versions, node.steps, node.topics, node.events.name, rt.partition
+        )
         self.journals: OrderedDict[str, Journal] = OrderedDict()
         rt.schedule(self.timers.due, self.fire)
         rt.on_abort(self.forget)
@@ -89,9 +90,14 @@ class Orchestrator:
         was encoded by the transition), so an outcome is applied whole."""
         journal = outcome.journal
         assert journal is not None
-        commands = [(self.node.step_topics[sdef.name],
-                     (str(cmd.args[0]) if sdef.is_entity else cmd.id).encode(),
-                     dumps(cmd.to_json())) for sdef, cmd in outcome.commands]
+        commands = [
+            (
+                self.node.step_topics[sdef.name],
+                (str(cmd.args[0]) if sdef.is_entity else cmd.id).encode(),
+                dumps(cmd.to_json()),
+            )
+            for sdef, cmd in outcome.commands
+        ]
         for seq in outcome.dropped_entries:
             self.store.delete(entry_key(journal.id, seq))
         journal.save(self.store)
@@ -140,6 +146,11 @@ class Orchestrator:
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - one bad timer must not stop the others
-                self.rt.dead_letter_record(self.node.events.name, event.id.encode(),
-                                           dumps(event.to_json()), exc, "timer",
-                                           f"{self.node.kind}:{self.node.name}")
+                self.rt.dead_letter_record(
+                    self.node.events.name,
+                    event.id.encode(),
+                    dumps(event.to_json()),
+                    exc,
+                    "timer",
+                    f"{self.node.kind}:{self.node.name}",
+                )

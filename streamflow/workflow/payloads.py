@@ -138,7 +138,8 @@ def unpack(serde: AvroSerde | None, stored: Any, what: str = "payload") -> Any:
     if serde is None:
         raise SerializationError(
             f"{what} was written as Avro but the code declares no Avro type for it; declare "
-            "it again (payloads of running instances must stay readable)")
+            "it again (payloads of running instances must stay readable)"
+        )
     return serde.deserialize(base64.b64decode(stored[AVRO]))
 
 
@@ -160,5 +161,6 @@ def args_digest(name: str, serdes: Sequence[AvroSerde | None], packed: Sequence[
     """
     if not any(is_packed(a) for a in packed):
         return digest(name, list(packed))
-    return digest(name, [canonical(serdes[i] if i < len(serdes) else None, a)
-                         for i, a in enumerate(packed)])
+    return digest(
+        name, [canonical(serdes[i] if i < len(serdes) else None, a) for i, a in enumerate(packed)]
+    )

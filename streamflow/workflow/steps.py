@@ -55,11 +55,20 @@ class StepTimedOut(TimeoutError):
 class StepContext:
     """What a step function receives as ``ctx``."""
 
-    __slots__ = ("workflow_id", "idempotency_key", "attempt", "step", "entity", "_state",
-                 "_original", "_assigned", "_read", "closed")
+    __slots__ = (
+        "workflow_id",
+        "idempotency_key",
+        "attempt",
+        "step",
+        "entity",
+        "_state",
+        "_original",
+        "_assigned",
+        "_read",
+        "closed",
+    )
 
-    def __init__(self, step: StepDef, command: StepCommand, entity: str | None,
-                 state: Any) -> None:
+    def __init__(self, step: StepDef, command: StepCommand, entity: str | None, state: Any) -> None:
         self.step = step.name
         self.workflow_id: str = command.id
         self.idempotency_key: str = command.idempotency_key
@@ -76,8 +85,10 @@ class StepContext:
     def state(self) -> Any:
         """Entity steps: a copy of the entity's current value (None when it has none yet)."""
         if self.entity is None:
-            raise TypeError(f"step {self.step!r}: ctx.state is only available in entity steps "
-                            "(@app.step(entity=...))")
+            raise TypeError(
+                f"step {self.step!r}: ctx.state is only available in entity steps "
+                "(@app.step(entity=...))"
+            )
         if self._state is _UNSET:
             original = self._original
             self._state = original if isinstance(original, _IMMUTABLE) else copy.deepcopy(original)
@@ -87,11 +98,15 @@ class StepContext:
     @state.setter
     def state(self, value: Any) -> None:
         if self.entity is None:
-            raise TypeError(f"step {self.step!r}: ctx.state is only available in entity steps "
-                            "(@app.step(entity=...))")
+            raise TypeError(
+                f"step {self.step!r}: ctx.state is only available in entity steps "
+                "(@app.step(entity=...))"
+            )
         if self.closed:
-            raise StepTimedOut(f"step {self.step!r} attempt {self.idempotency_key}#{self.attempt} "
-                               "timed out; its state write is rejected")
+            raise StepTimedOut(
+                f"step {self.step!r} attempt {self.idempotency_key}#{self.attempt} "
+                "timed out; its state write is rejected"
+            )
         self._state = value
         self._assigned = True
 
@@ -114,7 +129,9 @@ class StepNode(Node):
 
     def detail(self) -> str:
         extra = f", entity store {self.entity_store.name}" if self.entity_store else ""
-        limit = f", at most {self.step.max_concurrency} at once" if self.step.max_concurrency else ""
+        limit = (
+            f", at most {self.step.max_concurrency} at once" if self.step.max_concurrency else ""
+        )
         return f"retry {self.step.retry.attempts}x{limit}{extra}"
 
     def stores(self) -> list[StoreSpec]:
@@ -222,8 +239,9 @@ class StepRunner:
         entity = None
         if self.store is not None:
             if not command.args or command.args[0] is None:
-                raise SerializationError(f"entity step {self.sdef.name!r}: command for "
-                                         f"{command.id!r} has no entity key")
+                raise SerializationError(
+                    f"entity step {self.sdef.name!r}: command for {command.id!r} has no entity key"
+                )
             entity = str(command.args[0])
         pending = _Pending(self, offset, command, args, entity)
         self.offsets.admit(offset)
@@ -267,18 +285,27 @@ class StepRunner:
             return
 
     def _dead_letter(self, pending: _Pending, exc: BaseException, stage: str) -> None:
-        self.rt.dead_letter_record(self.node.topic, (pending.entity or pending.command.id).encode(),
-                                   dumps(pending.command.to_json()), exc, stage,
-                                   f"{self.node.kind}:{self.node.name}")
+        self.rt.dead_letter_record(
+            self.node.topic,
+            (pending.entity or pending.command.id).encode(),
+            dumps(pending.command.to_json()),
+            exc,
+            stage,
+            f"{self.node.kind}:{self.node.name}",
+        )
 
     def _arguments(self, command: StepCommand) -> list[Any]:
         declared = self.sdef.args
-        received = [unpack(declared[i], a, f"argument {i} of step {self.sdef.name!r}")
-                    if i < len(declared) else a for i, a in enumerate(command.args)]
+        received = [
+            unpack(declared[i], a, f"argument {i} of step {self.sdef.name!r}")
+            if i < len(declared)
+            else a
+            for i, a in enumerate(command.args)
+        ]
         if self.plain_args:
             return received
         args = [rebuild(t, a) for t, a in zip(self.types, received, strict=False)]
-        return args + received[len(self.types):]
+        return args + received[len(self.types) :]
 
     def _start(self, pending: _Pending) -> None:
         """``pending`` holds its entity key (if any): submit it to the step's lane, and stop
@@ -297,8 +324,15 @@ class StepRunner:
         if pending.entity is not None:
             state = self.store.get(pending.entity)  # type: ignore[union-attr]
         ctx = StepContext(self.sdef, pending.command, pending.entity, state)
-        attempt = Attempt(self.lane, self, self.sdef.fn, ctx, pending.args, self.timeout,
-                          (pending, self.generation))
+        attempt = Attempt(
+            self.lane,
+            self,
+            self.sdef.fn,
+            ctx,
+            pending.args,
+            self.timeout,
+            (pending, self.generation),
+        )
         self.attempts.add(attempt)
         self.executor.submit(attempt)
 
@@ -318,8 +352,9 @@ class StepRunner:
         pending, generation = attempt.token
         if generation != self.generation or self.closed:
             return
-        attempt.error = StepTimedOut(f"step {self.sdef.name!r} took longer than "
-                                     f"{attempt.timeout:g} s")
+        attempt.error = StepTimedOut(
+            f"step {self.sdef.name!r} took longer than {attempt.timeout:g} s"
+        )
         self._complete_guarded(pending, attempt)
 
     def _complete_guarded(self, pending: _Pending, attempt: Attempt) -> None:
@@ -333,8 +368,10 @@ class StepRunner:
 
     def describe(self, attempt: Attempt) -> str:
         command = attempt.token[0].command
-        return (f"step {self.sdef.name!r} attempt {command.attempt} of instance {command.id!r} "
-                f"(seq {command.seq})")
+        return (
+            f"step {self.sdef.name!r} attempt {command.attempt} of instance {command.id!r} "
+            f"(seq {command.seq})"
+        )
 
     def _complete(self, pending: _Pending, ctx: StepContext, attempt: Attempt) -> None:
         """The attempt finished (worker thread, inside the open cycle): reply, state, offset."""
@@ -349,11 +386,16 @@ class StepRunner:
                 else:
                     store.put(pending.entity, new_state)  # encodes, or raises and writes nothing
             except SerializationError as bad:
-                reply = self._failure(command, attempt, SerializationError(
-                    f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} to a value "
-                    f"store {store.name!r} cannot serialize: {bad}"), retryable=False)
-        self.rt.send(command.reply, command.id.encode(), reply, command.reply_partition,
-                     None, None)
+                reply = self._failure(
+                    command,
+                    attempt,
+                    SerializationError(
+                        f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} to a value "
+                        f"store {store.name!r} cannot serialize: {bad}"
+                    ),
+                    retryable=False,
+                )
+        self.rt.send(command.reply, command.id.encode(), reply, command.reply_partition, None, None)
         self.offsets.finish(pending.offset)
         self.fresh_done.append(pending.offset)
         if pending.entity is not None:
@@ -373,14 +415,16 @@ class StepRunner:
             except Exception as bad:  # noqa: BLE001
                 exc = SerializationError(
                     f"step {self.sdef.name!r} returned a value that cannot be serialized "
-                    f"for the workflow: {type(bad).__name__}: {bad}")
+                    f"for the workflow: {type(bad).__name__}: {bad}"
+                )
             return self._failure(command, attempt, exc, retryable=False), _UNSET
         if not isinstance(exc, Exception):  # cancelled, or SystemExit in a step
             exc = RuntimeError(f"{type(exc).__name__}: {exc}")
         return self._failure(command, attempt, exc, not isinstance(exc, self.non_retryable)), _UNSET
 
-    def _failure(self, command: StepCommand, attempt: Attempt, exc: BaseException,
-                 retryable: bool) -> bytes:
+    def _failure(
+        self, command: StepCommand, attempt: Attempt, exc: BaseException, retryable: bool
+    ) -> bytes:
         remember(type(exc))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s failed: %r", self.describe(attempt), exc)

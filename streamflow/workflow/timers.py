@@ -54,8 +54,9 @@ class TimerStore:
     def add(self, timer: Timer) -> None:
         self._store.put(timer.key(), timer.value())
         if self._known:
-            self._next_due = timer.due_ms if self._next_due is None else min(self._next_due,
-                                                                             timer.due_ms)
+            self._next_due = (
+                timer.due_ms if self._next_due is None else min(self._next_due, timer.due_ms)
+            )
 
     def delete(self, timer: Timer) -> None:
         self._store.delete(timer.key())
@@ -78,8 +79,12 @@ class TimerStore:
             due_ms = int.from_bytes(key[:8], "big")
             if due_ms > now_ms or len(fired) >= MAX_FIRED_PER_PUNCTUATION:
                 break
-            fired.append((key, Timer(due_ms, value["id"], int(value["seq"]), value["timer"],
-                                     value.get("run"))))
+            fired.append(
+                (
+                    key,
+                    Timer(due_ms, value["id"], int(value["seq"]), value["timer"], value.get("run")),
+                )
+            )
         self._known = False
         for key, timer in fired:
             self._store.delete(key)

@@ -83,9 +83,15 @@ class WorkflowMachine:
     partition holding the journal whatever partitioner started the instance.
     """
 
-    def __init__(self, workflow: str, versions: Mapping[int, WorkflowDef],
-                 steps: Mapping[Any, StepDef], topics: Mapping[str, TopicSpec],
-                 reply_topic: str, reply_partition: int | None) -> None:
+    def __init__(
+        self,
+        workflow: str,
+        versions: Mapping[int, WorkflowDef],
+        steps: Mapping[Any, StepDef],
+        topics: Mapping[str, TopicSpec],
+        reply_topic: str,
+        reply_partition: int | None,
+    ) -> None:
         self.workflow = workflow
         self.versions = versions
         self.steps = steps
@@ -107,8 +113,10 @@ class WorkflowMachine:
             journal = self._start(event, now_ms)
             out.journal = journal
         elif journal is None:
-            raise LookupError(f"no instance {event.id!r} of workflow {self.workflow!r} "
-                              f"(event {type(event).__name__})")
+            raise LookupError(
+                f"no instance {event.id!r} of workflow {self.workflow!r} "
+                f"(event {type(event).__name__})"
+            )
         else:
             out.journal = journal
             if not self._fold(journal, event, out):
@@ -127,14 +135,25 @@ class WorkflowMachine:
         version = event.version or max(self.versions)
         wdef = self.versions.get(version)
         # An Avro input is journaled packed with the code's schema (a JSON client sent it plain).
-        header = {"id": event.id, "workflow": self.workflow, "version": version, "run": 1,
-                  "status": RUNNING, "started_ms": now_ms,
-                  "input": pack(wdef.input, event.input) if wdef else event.input,
-                  "signals": {}}
+        header = {
+            "id": event.id,
+            "workflow": self.workflow,
+            "version": version,
+            "run": 1,
+            "status": RUNNING,
+            "started_ms": now_ms,
+            "input": pack(wdef.input, event.input) if wdef else event.input,
+            "signals": {},
+        }
         journal = Journal(event.id, header, header_dirty=True)
         if wdef is None:
-            journal.set(status=FAILED, error={"type": "UnknownVersion", "message":
-                        f"version {version} of {self.workflow!r} is not registered"})
+            journal.set(
+                status=FAILED,
+                error={
+                    "type": "UnknownVersion",
+                    "message": f"version {version} of {self.workflow!r} is not registered",
+                },
+            )
         return journal
 
     def _fold(self, journal: Journal, event: Event, out: _Transition) -> bool:
@@ -148,8 +167,13 @@ class WorkflowMachine:
             return journal.status == COMPENSATING
         assert isinstance(event, (StepResult, StepFailure, TimerFired))
         if event.run is not None and event.run != journal.header.get("run", 1):
-            log.debug("%s of run %s dropped: instance %s is in run %s", type(event).__name__,
-                      event.run, journal.id, journal.header.get("run"))
+            log.debug(
+                "%s of run %s dropped: instance %s is in run %s",
+                type(event).__name__,
+                event.run,
+                journal.id,
+                journal.header.get("run"),
+            )
             return False
         entry = journal.entries.get(event.seq)
         if entry is None or entry["status"] != "pending":
@@ -163,8 +187,10 @@ class WorkflowMachine:
         else:
             sdef = self.steps.get(entry["name"])
             if sdef is None:
-                raise LookupError(f"instance {journal.id!r}: step {entry['name']!r} failed but "
-                                  "is not registered on this worker, so its retry policy is unknown")
+                raise LookupError(
+                    f"instance {journal.id!r}: step {entry['name']!r} failed but "
+                    "is not registered on this worker, so its retry policy is unknown"
+                )
             attempt = entry["attempt"]
             if event.retryable and attempt < sdef.retry.attempts:
                 # Retries wait on a durable timer, never in the worker: other instances go on.
@@ -181,8 +207,11 @@ class WorkflowMachine:
         wdef = self.versions.get(journal.header["version"])
         serde = wdef.signal_serde(event.name) if wdef is not None else None
         payload = pack(serde, event.payload) if serde is not None else event.payload
-        waiting = [e for s, e in sorted(journal.entries.items())
-                   if e["kind"] == "signal" and e["name"] == event.name and e["status"] == "pending"]
+        waiting = [
+            e
+            for s, e in sorted(journal.entries.items())
+            if e["kind"] == "signal" and e["name"] == event.name and e["status"] == "pending"
+        ]
         if waiting:
             entry = waiting[0]
             entry.update(status="done", result=payload)
@@ -199,9 +228,11 @@ class WorkflowMachine:
         if timer == RETRY:
             sdef = self.steps.get(entry["name"])
             if sdef is None:
-                raise LookupError(f"instance {journal.id!r}: the retry of step {entry['name']!r} "
-                                  "is due but that step is not registered on this worker; "
-                                  "register it again to let the instance go on")
+                raise LookupError(
+                    f"instance {journal.id!r}: the retry of step {entry['name']!r} "
+                    "is due but that step is not registered on this worker; "
+                    "register it again to let the instance go on"
+                )
             out.command(journal, entry["seq"], sdef, entry["args"], entry["attempt"])
             journal.touch(entry["seq"])
             return False
@@ -222,9 +253,13 @@ class WorkflowMachine:
             return
         wdef = self.versions.get(journal.header["version"])
         if wdef is None:
-            log.error("instance %s runs %s v%s, which this worker does not register; keep old "
-                      "versions registered until their instances finish", journal.id,
-                      self.workflow, journal.header["version"])
+            log.error(
+                "instance %s runs %s v%s, which this worker does not register; keep old "
+                "versions registered until their instances finish",
+                journal.id,
+                self.workflow,
+                journal.header["version"],
+            )
             return
         live = self.live.get(journal.id)
         if live is not None and live.ctx.journal is not journal:
@@ -233,8 +268,16 @@ class WorkflowMachine:
         if live is None:
             ctx = WorkflowContext(journal, out, self.steps, wdef)
             types = parameter_types(wdef.fn)
-            arg = rebuild(types[0], unpack(wdef.input, journal.header["input"],
-                                           f"the input of instance {journal.id!r}")) if types else None
+            arg = (
+                rebuild(
+                    types[0],
+                    unpack(
+                        wdef.input, journal.header["input"], f"the input of instance {journal.id!r}"
+                    ),
+                )
+                if types
+                else None
+            )
             coroutine = wdef.fn(ctx, arg) if types else wdef.fn(ctx)
             live = _Live(coroutine, ctx)
         else:
@@ -244,8 +287,9 @@ class WorkflowMachine:
             yielded = live.coroutine.send(None)
         except StopIteration as done:
             self.live.pop(journal.id, None)
-            journal.set(status=COMPLETED, result=pack(wdef.result, done.value),
-                        finished_ms=out.now_ms)
+            journal.set(
+                status=COMPLETED, result=pack(wdef.result, done.value), finished_ms=out.now_ms
+            )
             return
         except ContinueAsNew as new_run:
             self.live.pop(journal.id, None)
@@ -263,16 +307,21 @@ class WorkflowMachine:
         if yielded is not SUSPEND:
             _close(live)
             self.live.pop(journal.id, None)
-            self._fail(journal, TypeError(
-                f"workflow awaited {yielded!r}; workflows may only await ctx calls"), out,
-                compensate=True)
+            self._fail(
+                journal,
+                TypeError(f"workflow awaited {yielded!r}; workflows may only await ctx calls"),
+                out,
+                compensate=True,
+            )
             return
         self.live[journal.id] = live
         while len(self.live) > CACHE_SIZE:
             _, evicted = self.live.popitem(last=False)
             _close(evicted)
 
-    def _fail(self, journal: Journal, exc: BaseException, out: _Transition, compensate: bool) -> None:
+    def _fail(
+        self, journal: Journal, exc: BaseException, out: _Transition, compensate: bool
+    ) -> None:
         self.drop_live(journal.id)
         error = StepError.of(exc).to_json()
         if compensate and journal.compensations():
@@ -289,17 +338,24 @@ class WorkflowMachine:
             if entry is None:
                 sdef = self.steps.get(comp["name"])
                 if sdef is None:
-                    raise LookupError(f"instance {journal.id!r}: compensation step "
-                                      f"{comp['name']!r} is not registered on this worker")
+                    raise LookupError(
+                        f"instance {journal.id!r}: compensation step "
+                        f"{comp['name']!r} is not registered on this worker"
+                    )
                 out.start_step(journal, seq, sdef, comp["args"])
                 return
             if entry["status"] == "pending":
                 return
             if entry["status"] == "failed":
-                journal.set(status=FAILED, finished_ms=out.now_ms, error={
-                    "type": "CompensationFailed",
-                    "message": f"compensation {comp['name']!r} failed: {entry['error']}; "
-                               "the instance needs an operator"})
+                journal.set(
+                    status=FAILED,
+                    finished_ms=out.now_ms,
+                    error={
+                        "type": "CompensationFailed",
+                        "message": f"compensation {comp['name']!r} failed: {entry['error']}; "
+                        "the instance needs an operator",
+                    },
+                )
                 return
         done = CANCELLED if journal.header.get("cancel_requested") else COMPENSATED
         journal.set(status=done, finished_ms=out.now_ms)
@@ -315,8 +371,12 @@ class WorkflowMachine:
             out.outcome.dropped_entries.append(seq)
         journal.entries.clear()
         journal.dirty.clear()
-        journal.set(run=journal.header.get("run", 1) + 1, input=new_input, status=RUNNING,
-                    signals=journal.header.get("signals", {}))
+        journal.set(
+            run=journal.header.get("run", 1) + 1,
+            input=new_input,
+            status=RUNNING,
+            signals=journal.header.get("signals", {}),
+        )
         self._advance(journal, out)
 
     def drop_live(self, instance_id: str) -> None:
@@ -354,15 +414,32 @@ class _Transition:
     def journal(self, journal: Journal) -> None:
         self.outcome.journal = journal
 
-    def command(self, journal: Journal, seq: int, sdef: StepDef, args: list[Any], attempt: int) -> None:
+    def command(
+        self, journal: Journal, seq: int, sdef: StepDef, args: list[Any], attempt: int
+    ) -> None:
         m = self.machine
-        self.outcome.commands.append((sdef, StepCommand(
-            journal.header["workflow"], journal.id, seq, attempt, args, m.reply_topic,
-            m.reply_partition, journal.header.get("run", 1))))
+        self.outcome.commands.append(
+            (
+                sdef,
+                StepCommand(
+                    journal.header["workflow"],
+                    journal.id,
+                    seq,
+                    attempt,
+                    args,
+                    m.reply_topic,
+                    m.reply_partition,
+                    journal.header.get("run", 1),
+                ),
+            )
+        )
 
     def set_timer(self, journal: Journal, timer: Timer) -> None:
-        self.outcome.timers.append(Timer(timer.due_ms, timer.instance_id, timer.seq, timer.kind,
-                                         journal.header.get("run", 1)))
+        self.outcome.timers.append(
+            Timer(
+                timer.due_ms, timer.instance_id, timer.seq, timer.kind, journal.header.get("run", 1)
+            )
+        )
 
     def cancel_timer(self, journal: Journal, entry: dict[str, Any], kind: str) -> None:
         due = entry.pop("timer_due", None)
@@ -372,19 +449,44 @@ class _Transition:
     # -- Effects ---------------------------------------------------------------------------------
 
     def start_step(self, journal: Journal, seq: int, sdef: StepDef, args: list[Any]) -> None:
-        journal.put_entry({"seq": seq, "kind": "step", "name": sdef.name,
-                           "digest": args_digest(sdef.name, sdef.args, args), "status": "pending",
-                           "attempt": 1, "args": args, "started_ms": self.now_ms})
+        journal.put_entry(
+            {
+                "seq": seq,
+                "kind": "step",
+                "name": sdef.name,
+                "digest": args_digest(sdef.name, sdef.args, args),
+                "status": "pending",
+                "attempt": 1,
+                "args": args,
+                "started_ms": self.now_ms,
+            }
+        )
         self.command(journal, seq, sdef, args, 1)
 
     def start_timer(self, journal: Journal, seq: int, kind: str, due_ms: int, what: str) -> None:
-        journal.put_entry({"seq": seq, "kind": "sleep", "name": kind, "digest": what,
-                           "status": "pending", "due_ms": due_ms, "timer_due": due_ms})
+        journal.put_entry(
+            {
+                "seq": seq,
+                "kind": "sleep",
+                "name": kind,
+                "digest": what,
+                "status": "pending",
+                "due_ms": due_ms,
+                "timer_due": due_ms,
+            }
+        )
         self.set_timer(journal, Timer(due_ms, journal.id, seq, SLEEP))
 
     def wait_signal(self, journal: Journal, seq: int, name: str, timeout_ms: int | None) -> None:
-        entry = journal.put_entry({"seq": seq, "kind": "signal", "name": name,
-                                   "digest": str(timeout_ms), "status": "pending"})
+        entry = journal.put_entry(
+            {
+                "seq": seq,
+                "kind": "signal",
+                "name": name,
+                "digest": str(timeout_ms),
+                "status": "pending",
+            }
+        )
         inbox = journal.header.setdefault("signals", {}).get(name)
         if inbox:
             # Signals sent before the wait are kept in the inbox, oldest first.
@@ -401,17 +503,23 @@ class _Transition:
         if spec is None:
             return None, None
         key, value = spec.key_serde, spec.value_serde
-        return (key if key.carries_schema else None,  # type: ignore[return-value]
-                value if value.carries_schema else None)
+        return (
+            key if key.carries_schema else None,  # type: ignore[return-value]
+            value if value.carries_schema else None,
+        )
 
     def emit(self, topic: str, key: Any, value: Any) -> None:
         spec = self.machine.topics.get(topic)
         if spec is None:
-            raise KeyError(f"ctx.emit: topic {topic!r} is not declared; call app.topic({topic!r}, ...)")
+            raise KeyError(
+                f"ctx.emit: topic {topic!r} is not declared; call app.topic({topic!r}, ...)"
+            )
         try:
             kb = None if key is None else spec.key_serde.serialize(key)
             vb = None if value is None else spec.value_serde.serialize(value)
         except Exception as exc:  # noqa: BLE001 - name the call and the topic
-            raise TypeError(f"ctx.emit({topic!r}, key, value): cannot serialize with the "
-                            f"topic's serdes: {type(exc).__name__}: {exc}") from None
+            raise TypeError(
+                f"ctx.emit({topic!r}, key, value): cannot serialize with the "
+                f"topic's serdes: {type(exc).__name__}: {exc}"
+            ) from None
         self.outcome.emits.append((topic, kb, vb))

@@ -20,7 +20,9 @@ def add(acc: dict, event: dict) -> dict:
     return {"count": acc["count"] + 1, "sum": acc["sum"] + event["seq"]}
 
 
-(app.stream(source)
+(
+    app.stream(source)
     .key_by(lambda event: event["key"], name="by-key")
     .aggregate("totals", initial=lambda: {"count": 0, "sum": 0}, fn=add)
-    .to(sink))
+    .to(sink)
+)

@@ -12,8 +12,12 @@ NAME = os.environ["SF_TEST_APP"]
 app = App(NAME, partitions=1)
 source = app.topic(f"in-{NAME}", partitions=1, config={"max.message.bytes": str(8 * 1024 * 1024)})
 sink = app.topic(f"out-{NAME}", partitions=1)
-RAISES = {"ValueError": ValueError, "KeyError": KeyError, "RecursionError": RecursionError,
-          "SystemExit": SystemExit}
+RAISES = {
+    "ValueError": ValueError,
+    "KeyError": KeyError,
+    "RecursionError": RecursionError,
+    "SystemExit": SystemExit,
+}
 
 
 def check(value: object) -> object:

@@ -9,8 +9,11 @@ import os
 
 from streamflow import App
 
-app = App(os.environ["SF_TEST_APP"], guarantee=os.environ.get("SF_TEST_GUARANTEE", "exactly_once"),
-          commit_interval=float(os.environ.get("SF_TEST_COMMIT_INTERVAL", "0.1")))
+app = App(
+    os.environ["SF_TEST_APP"],
+    guarantee=os.environ.get("SF_TEST_GUARANTEE", "exactly_once"),
+    commit_interval=float(os.environ.get("SF_TEST_COMMIT_INTERVAL", "0.1")),
+)
 source = app.topic(os.environ["SF_TEST_INPUT"])
 counts = app.topic(os.environ["SF_TEST_OUTPUT"])
 

@@ -64,6 +64,7 @@ async def versioned_v1(ctx, _: None) -> str:
 
 
 if VARIANT == "b":
+
     @app.workflow(name="versioned", version=2)
     async def versioned_v2(ctx, _: None) -> str:
         await ctx.wait_signal("go")

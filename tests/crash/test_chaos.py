@@ -74,11 +74,16 @@ class _Watcher:
         self.times: list[float] = []
         self.arrivals: dict[tuple[str, int], list[float]] = defaultdict(list)
         self._stop = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                                   "auto.offset.reset": "earliest",
-                                   # the workers create the topics after it subscribes
-                                   "topic.metadata.refresh.interval.ms": 1000,
-                                   "isolation.level": "read_committed"})
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": uuid.uuid4().hex,
+                "auto.offset.reset": "earliest",
+                # the workers create the topics after it subscribes
+                "topic.metadata.refresh.interval.ms": 1000,
+                "isolation.level": "read_committed",
+            }
+        )
         self._consumer.subscribe(topics)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -110,8 +115,9 @@ class _Watcher:
         self._consumer.close()
 
 
-def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
-                                                     tmp_path: Path) -> None:
+def test_chaos_every_input_takes_effect_exactly_once(
+    three_brokers: LocalKafka, tmp_path: Path
+) -> None:
     cluster = three_brokers
     bootstrap = cluster.bootstrap
     run = uuid.uuid4().hex[:6]
@@ -121,15 +127,21 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for topic, parts in ((f"in-{s_name}", 6), (f"out-{s_name}", 6)):
         admin.create_topics([NewTopic(topic, parts, 3, config={"min.insync.replicas": "2"})])[
-            topic].result(30)
-    stream_app, flow_app = REPO / "tests" / "apps" / "chaos_stream.py", REPO / "tests" / "apps" / "chaos_workflows.py"
+            topic
+        ].result(30)
+    stream_app, flow_app = (
+        REPO / "tests" / "apps" / "chaos_stream.py",
+        REPO / "tests" / "apps" / "chaos_workflows.py",
+    )
     proxies = cluster.proxies()  # s1 and f1 reach the brokers only through these: one "host"
     via = {0: bootstrap, 1: cluster.proxied_bootstrap}
-    workers = (
-        [WorkerProcess(stream_app, via[i], tmp_path / f"s{i}", stream_env, tmp_path / f"s{i}.log")
-         for i in range(2)]
-        + [WorkerProcess(flow_app, via[i], tmp_path / f"f{i}", flow_env, tmp_path / f"f{i}.log")
-           for i in range(2)])
+    workers = [
+        WorkerProcess(stream_app, via[i], tmp_path / f"s{i}", stream_env, tmp_path / f"s{i}.log")
+        for i in range(2)
+    ] + [
+        WorkerProcess(flow_app, via[i], tmp_path / f"f{i}", flow_env, tmp_path / f"f{i}.log")
+        for i in range(2)
+    ]
     names = ["s0", "s1", "f0", "f1"]
     watcher = _Watcher(bootstrap, [f"out-{s_name}", f"done-{w_name}"])
     faults: list[tuple[str, str, float, float]] = []
@@ -140,8 +152,14 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
     stop = threading.Event()
 
     def feed() -> None:
-        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                             "linger.ms": 5, "partitioner": "murmur2_random"})
+        producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "partitioner": "murmur2_random",
+            }
+        )
         seqs: Counter[str] = Counter()
         rng = random.Random(7)
         started = time.monotonic()
@@ -163,10 +181,13 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
                     producer.poll(0.05)
             if i % (RECORDS // WORKFLOWS) == 0 and i // (RECORDS // WORKFLOWS) < WORKFLOWS:
                 wid = f"t{i // (RECORDS // WORKFLOWS)}"  # spread over the feed, so over the faults
-                producer.produce(f"{w_name}.tick.events",
-                                 orjson.dumps({"type": "start", "id": wid,
-                                               "input": i // (RECORDS // WORKFLOWS)}),
-                                 wid.encode())
+                producer.produce(
+                    f"{w_name}.tick.events",
+                    orjson.dumps(
+                        {"type": "start", "id": wid, "input": i // (RECORDS // WORKFLOWS)}
+                    ),
+                    wid.encode(),
+                )
             if i % 500 == 499:  # a steady stream over the fault period
                 producer.flush(60)
                 ahead = (i + 1) / (RECORDS / FEED_SECONDS) - (time.monotonic() - started)
@@ -201,8 +222,14 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
             if wipe:
                 shutil.rmtree(victim.state_dir, ignore_errors=True)
             at = time.monotonic()
-            faults.append((f"worker SIGKILL{' + state dir' if wipe else ''}",
-                           f"SIGKILL {names[index]}{' + state dir' if wipe else ''}", at, at))
+            faults.append(
+                (
+                    f"worker SIGKILL{' + state dir' if wipe else ''}",
+                    f"SIGKILL {names[index]}{' + state dir' if wipe else ''}",
+                    at,
+                    at,
+                )
+            )
             victim.start()
             if kills == 3 and once("stop"):
                 paused = workers[2]  # a workflow worker: its timers come due while it sleeps
@@ -211,8 +238,14 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
                 at = time.monotonic()
                 time.sleep(15)
                 paused.proc.send_signal(signal.SIGCONT)
-                faults.append(("worker SIGSTOP", "SIGSTOP f0 15 s (past session timeout)", at,
-                               time.monotonic()))
+                faults.append(
+                    (
+                        "worker SIGSTOP",
+                        "SIGSTOP f0 15 s (past session timeout)",
+                        at,
+                        time.monotonic(),
+                    )
+                )
             if kills == 5 and once("coordinator"):
                 worker_id = (tmp_path / "f1" / w_name / "worker.id").read_text().strip()
                 broker = _coordinator_broker(bootstrap, f"{w_name}-{worker_id}")
@@ -220,8 +253,14 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
                 at = time.monotonic()
                 time.sleep(5)
                 cluster.restart_broker(broker)
-                faults.append(("broker SIGKILL", f"SIGKILL broker {broker} (f1's coordinator) 5 s", at,
-                               time.monotonic()))
+                faults.append(
+                    (
+                        "broker SIGKILL",
+                        f"SIGKILL broker {broker} (f1's coordinator) 5 s",
+                        at,
+                        time.monotonic(),
+                    )
+                )
             if kills == 2 and once("cut"):
                 for w in (workers[1], workers[3]):  # cut workers that serve, not ones starting
                     _wait_serving(w)
@@ -229,7 +268,9 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
                 at = time.monotonic()
                 time.sleep(20)
                 proxies.restore()
-                faults.append(("connections cut", "s1+f1 connections cut 20 s", at, time.monotonic()))
+                faults.append(
+                    ("connections cut", "s1+f1 connections cut 20 s", at, time.monotonic())
+                )
             if FULL and kills == 9 and once("freeze"):
                 for w in (workers[1], workers[3]):
                     _wait_serving(w)
@@ -242,16 +283,19 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
                 at = time.monotonic()
                 cluster.stop()
                 cluster.start()
-                faults.append(("cluster restart", "whole cluster stopped and started", at,
-                               time.monotonic()))
+                faults.append(
+                    ("cluster restart", "whole cluster stopped and started", at, time.monotonic())
+                )
         feeder.join()
         stop.set()
         deadline = time.monotonic() + 300
         while True:
             totals = _latest(read_topic(bootstrap, f"out-{s_name}", timeout=120))
             finished = read_topic(bootstrap, f"done-{w_name}", timeout=60)
-            if ((sum(v["count"] for v in totals.values()) >= sum(truth_count.values())
-                 and len({m.key() for m in finished}) >= WORKFLOWS)):
+            if (
+                sum(v["count"] for v in totals.values()) >= sum(truth_count.values())
+                and len({m.key() for m in finished}) >= WORKFLOWS
+            ):
                 break
             if time.monotonic() > deadline:
                 for w in workers:  # incomplete: each worker's stacks go to its log
@@ -272,30 +316,40 @@ def test_chaos_every_input_takes_effect_exactly_once(three_brokers: LocalKafka,
     for m in outputs:
         per_key[m.key().decode()].append(orjson.loads(m.value())["count"])
     lost = sum(max(0, truth_count[k] - (max(v) if v else 0)) for k, v in per_key.items()) + sum(
-        truth_count[k] for k in truth_count if k not in per_key)
+        truth_count[k] for k in truth_count if k not in per_key
+    )
     doubled = sum(len(v) - len(set(v)) for v in per_key.values())
     dead = {orjson.loads(m.value())["id"] for m in read_topic(bootstrap, f"{s_name}.dlq")}
     done = Counter(m.key().decode() for m in finished)
-    counters = {k: v[-1] for k, v in _by_key(read_topic(
-        bootstrap, f"{w_name}-counters-changelog")).items()}
+    counters = {
+        k: v[-1] for k, v in _by_key(read_topic(bootstrap, f"{w_name}-counters-changelog")).items()
+    }
     expected_counters = Counter(f"c{n % 20}" for n in range(WORKFLOWS))
 
     kinds = Counter(kind for kind, _, _, _ in faults)
-    print(f"\nchaos: {RECORDS:,} stream records, {WORKFLOWS:,} workflows, {len(faults)} faults: "
-          + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
+    print(
+        f"\nchaos: {RECORDS:,} stream records, {WORKFLOWS:,} workflows, {len(faults)} faults: "
+        + ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    )
     print(f"{'fault':<42} {'lasted':>7} {'stream resumed':>15} {'workflows resumed':>18}")
     for _, what, start, end in faults:
-        waits = [watcher.resumed_after(topic, start, end)
-                 for topic in (f"out-{s_name}", f"done-{w_name}")]
+        waits = [
+            watcher.resumed_after(topic, start, end)
+            for topic in (f"out-{s_name}", f"done-{w_name}")
+        ]
         cells = ["—" if x is None else f"{x:.1f} s" for x in waits]
         print(f"{what:<42} {end - start:>6.1f}s {cells[0]:>15} {cells[1]:>18}")
     for topic in (f"out-{s_name}", f"done-{w_name}"):
         seen = {p: len(t) for (name, p), t in watcher.arrivals.items() if name == topic}
         print(f"watched {topic}: {sum(seen.values())} outputs on partitions {sorted(seen)}")
-    print("(resumed: from the end of the fault until every output partition that was flowing "
-          "has output again; faults 2-5 s apart overlap)")
-    print(f"lost {lost}, doubled {doubled}, dead letters {len(dead)} of {len(poison)} poison, "
-          f"workflows finished {len(done)} (twice: {sum(c > 1 for c in done.values())})")
+    print(
+        "(resumed: from the end of the fault until every output partition that was flowing "
+        "has output again; faults 2-5 s apart overlap)"
+    )
+    print(
+        f"lost {lost}, doubled {doubled}, dead letters {len(dead)} of {len(poison)} poison, "
+        f"workflows finished {len(done)} (twice: {sum(c > 1 for c in done.values())})"
+    )
 
     assert all(alive), "no worker crash-loops"
     assert lost == 0 and doubled == 0

@@ -46,7 +46,9 @@ def _events(n: int, keys: int, seed: int) -> list[tuple[str, dict]]:
 def _committed_total(bootstrap: str, group: str, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        offsets = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+        offsets = consumer.committed(
+            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
+        )
     finally:
         consumer.close()
     return sum(max(tp.offset, 0) for tp in offsets)
@@ -59,7 +61,9 @@ class _NoOutput:
     send_tracked = send
 
 
-def restored_store(bootstrap: str, app_file: Path, state_dir: Path, partition: int, env: dict) -> dict:
+def restored_store(
+    bootstrap: str, app_file: Path, state_dir: Path, partition: int, env: dict
+) -> dict:
     """Open a worker's (possibly stale) store for ``partition``, catch it up from its checkpoint."""
     app = load_app_with_env(app_file, env)
     sub = app.topology.sub_topologies()[0]
@@ -78,18 +82,26 @@ def restored_store(bootstrap: str, app_file: Path, state_dir: Path, partition: i
         task.close()
 
 
-def test_sigkill_random_workers_loses_and_duplicates_no_update(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_sigkill_random_workers_loses_and_duplicates_no_update(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     run = uuid.uuid4().hex[:8]
-    env = {"SF_TEST_APP": f"crash-{run}", "SF_TEST_INPUT": f"crash-in-{run}",
-           "SF_TEST_OUTPUT": f"crash-out-{run}"}
+    env = {
+        "SF_TEST_APP": f"crash-{run}",
+        "SF_TEST_INPUT": f"crash-in-{run}",
+        "SF_TEST_OUTPUT": f"crash-out-{run}",
+    }
     create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], PARTITIONS)
     create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], PARTITIONS)
     events = _events(200_000, keys=500, seed=7)
 
-    workers = [WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", env, tmp_path / f"w{i}.log")
-               for i in range(3)]
-    producer = threading.Thread(target=produce_events,
-                                args=(kafka_bootstrap, env["SF_TEST_INPUT"], events, 8_000))
+    workers = [
+        WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", env, tmp_path / f"w{i}.log")
+        for i in range(3)
+    ]
+    producer = threading.Thread(
+        target=produce_events, args=(kafka_bootstrap, env["SF_TEST_INPUT"], events, 8_000)
+    )
     producer.start()
     rng = random.Random(11)
     kills = wipes = 0
@@ -104,9 +116,15 @@ def test_sigkill_random_workers_loses_and_duplicates_no_update(kafka_bootstrap: 
                 wipes += 1
             victim.start()
         producer.join()
-        wait_for(lambda: _committed_total(kafka_bootstrap, env["SF_TEST_APP"],
-                                          env["SF_TEST_INPUT"]) == len(events),
-                 timeout=240, interval=2, what="all input committed")
+        wait_for(
+            lambda: (
+                _committed_total(kafka_bootstrap, env["SF_TEST_APP"], env["SF_TEST_INPUT"])
+                == len(events)
+            ),
+            timeout=240,
+            interval=2,
+            what="all input committed",
+        )
     finally:
         for w in workers[1:]:
             w.terminate()
@@ -129,7 +147,10 @@ def test_sigkill_random_workers_loses_and_duplicates_no_update(kafka_bootstrap: 
             if not (worker.state_dir / env["SF_TEST_APP"] / f"0_{partition}").exists():
                 continue
             store = restored_store(kafka_bootstrap, APP_FILE, worker.state_dir, partition, env)
-            expected = {k: v for k, v in truth_store.items()
-                        if partition_for(k.encode(), PARTITIONS) == partition}
+            expected = {
+                k: v
+                for k, v in truth_store.items()
+                if partition_for(k.encode(), PARTITIONS) == partition
+            }
             assert store == expected, f"{worker.state_dir.name} partition {partition}"
     assert kills >= 6 and wipes >= 2

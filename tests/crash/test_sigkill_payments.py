@@ -45,41 +45,74 @@ def _send(producer: Producer, topic: str, instance_id: str, event: dict) -> None
 
 
 def test_sigkill_during_transfers_conserves_money_and_moves_it_once(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     run = uuid.uuid4().hex[:8]
-    env = {"PAYMENTS_APP": f"pay-{run}", "PAYMENTS_FAILURE_RATE": "0.1",
-           "PAYMENTS_LEDGER_LATENCY": "0.02", "PAYMENTS_SCORING_LATENCY": "0.05"}
+    env = {
+        "PAYMENTS_APP": f"pay-{run}",
+        "PAYMENTS_FAILURE_RATE": "0.1",
+        "PAYMENTS_LEDGER_LATENCY": "0.02",
+        "PAYMENTS_SCORING_LATENCY": "0.05",
+    }
     app = load_app_with_env(APP_FILE, env)
     client = app.client(kafka_bootstrap)
     events = lambda wf: app.workflows.events_topic(wf)  # noqa: E731
-    workers = [WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", env, tmp_path / f"w{i}.log")
-               for i in range(2)]
+    workers = [
+        WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", env, tmp_path / f"w{i}.log")
+        for i in range(2)
+    ]
     try:
-        producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random",
-                             "linger.ms": 5, "enable.idempotence": True})
+        producer = Producer(
+            {
+                "bootstrap.servers": kafka_bootstrap,
+                "partitioner": "murmur2_random",
+                "linger.ms": 5,
+                "enable.idempotence": True,
+            }
+        )
         accounts = [f"acct-{i:03d}" for i in range(ACCOUNTS)]
         for account in accounts:
-            _send(producer, events("open_account"), f"open-{account}",
-                  {"type": "start", "id": f"open-{account}",
-                   "input": {"account": account, "deposit": OPENING}})
+            _send(
+                producer,
+                events("open_account"),
+                f"open-{account}",
+                {
+                    "type": "start",
+                    "id": f"open-{account}",
+                    "input": {"account": account, "deposit": OPENING},
+                },
+            )
         producer.flush(30)
 
         rng = random.Random(42)
         transfers = []
         for i in range(TRANSFERS):
             source, target = rng.sample(accounts, 2)
-            amount = rng.choice([rng.randrange(1, 3_000), rng.randrange(1, 3_000),
-                                 rng.randrange(10_001, 15_000)])  # a third need approval
-            transfers.append({"id": f"t-{i:05d}", "source": source, "target": target, "amount": amount})
+            amount = rng.choice(
+                [rng.randrange(1, 3_000), rng.randrange(1, 3_000), rng.randrange(10_001, 15_000)]
+            )  # a third need approval
+            transfers.append(
+                {"id": f"t-{i:05d}", "source": source, "target": target, "amount": amount}
+            )
 
         def produce_transfers() -> None:
-            p = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random",
-                          "linger.ms": 5, "enable.idempotence": True})
+            p = Producer(
+                {
+                    "bootstrap.servers": kafka_bootstrap,
+                    "partitioner": "murmur2_random",
+                    "linger.ms": 5,
+                    "enable.idempotence": True,
+                }
+            )
             for n, t in enumerate(transfers):
                 _send(p, events("transfer"), t["id"], {"type": "start", "id": t["id"], "input": t})
                 if t["amount"] > 10_000:  # approval, often before the workflow waits for it
-                    _send(p, events("transfer"), t["id"],
-                          {"type": "signal", "id": t["id"], "name": "approved", "payload": None})
+                    _send(
+                        p,
+                        events("transfer"),
+                        t["id"],
+                        {"type": "signal", "id": t["id"], "name": "approved", "payload": None},
+                    )
                 if n % (TRANSFERS // 20) == TRANSFERS // 20 - 1:
                     p.flush(30)
                     time.sleep(0.5)
@@ -125,11 +158,16 @@ def test_sigkill_during_transfers_conserves_money_and_moves_it_once(
         else:  # compensated (short funds) or failed before moving money: no net effect
             assert view.status != "failed" or not any(
                 e["kind"] == "step" and e["name"] in ("debit", "credit") and e["status"] == "done"
-                for e in view.entries), f"{t['id']} failed after moving money"
+                for e in view.entries
+            ), f"{t['id']} failed after moving money"
     expected["fees"] = fees
 
-    balances = {k: v[-1] for k, v in decoded_by_key(
-        read_topic(kafka_bootstrap, f"{env['PAYMENTS_APP']}-accounts-changelog")).items()}
+    balances = {
+        k: v[-1]
+        for k, v in decoded_by_key(
+            read_topic(kafka_bootstrap, f"{env['PAYMENTS_APP']}-accounts-changelog")
+        ).items()
+    }
     assert sum(balances.values()) == ACCOUNTS * OPENING, "money is conserved"
     assert min(balances.values()) >= 0, "no balance goes negative"
     assert balances == expected, "each transfer moved money exactly once, or not at all"

@@ -34,21 +34,48 @@ def _cases(events: str) -> list[tuple[str, str, bytes | None, bytes | None, str]
         ("KeyError", "in", b"k", b'{"raise": "KeyError"}', "KeyError"),
         ("RecursionError", "in", b"k", b'{"raise": "RecursionError"}', "RecursionError"),
         ("SystemExit", "in", b"k", b'{"raise": "SystemExit"}', "SystemExit"),
-        ("a workflow input that does not fit its dataclass", events, b"w-bad",
-         orjson.dumps({"type": "start", "id": "w-bad", "input": {"id": "x", "oops": 1}}),
-         "TypeError"),
-        ("a signal for an unknown instance", events, b"nobody",
-         orjson.dumps({"type": "signal", "id": "nobody", "name": "go"}), "no instance"),
-        ("a step reply for an unknown step", events, b"w-ok",
-         orjson.dumps({"type": "step_failed", "id": "w-ok", "seq": 7, "attempt": 1,
-                       "error": {"type": "X", "message": "x"}}), ""),
-        ("an event of no known type", events, b"w-ok",
-         orjson.dumps({"type": "teleport", "id": "w-ok"}), "unknown workflow event type"),
+        (
+            "a workflow input that does not fit its dataclass",
+            events,
+            b"w-bad",
+            orjson.dumps({"type": "start", "id": "w-bad", "input": {"id": "x", "oops": 1}}),
+            "TypeError",
+        ),
+        (
+            "a signal for an unknown instance",
+            events,
+            b"nobody",
+            orjson.dumps({"type": "signal", "id": "nobody", "name": "go"}),
+            "no instance",
+        ),
+        (
+            "a step reply for an unknown step",
+            events,
+            b"w-ok",
+            orjson.dumps(
+                {
+                    "type": "step_failed",
+                    "id": "w-ok",
+                    "seq": 7,
+                    "attempt": 1,
+                    "error": {"type": "X", "message": "x"},
+                }
+            ),
+            "",
+        ),
+        (
+            "an event of no known type",
+            events,
+            b"w-ok",
+            orjson.dumps({"type": "teleport", "id": "w-ok"}),
+            "unknown workflow event type",
+        ),
     ]
 
 
 def test_every_bad_input_lands_in_the_dead_letter_topic_and_nothing_else_is_lost(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     name = f"corpus-{uuid.uuid4().hex[:8]}"
     env = {"SF_TEST_APP": name}
     app = load_app_with_env(APP_FILE, env)
@@ -68,8 +95,8 @@ def test_every_bad_input_lands_in_the_dead_letter_topic_and_nothing_else_is_lost
             topic = f"in-{name}" if topic == "in" else topic
             producer.produce(topic, value, key)
             producer.produce(f"in-{name}", orjson.dumps({"good": i}), b"good")  # after each case
-        producer.produce(f"in-{name}", None, b"null-value")   # null value: a tombstone, mapped
-        producer.produce(f"in-{name}", b'{"null": "key"}', None)   # null key: mapped
+        producer.produce(f"in-{name}", None, b"null-value")  # null value: a tombstone, mapped
+        producer.produce(f"in-{name}", b'{"null": "key"}', None)  # null key: mapped
         assert producer.flush(30) == 0
         deadline = time.monotonic() + 90
         while True:
@@ -92,9 +119,12 @@ def test_every_bad_input_lands_in_the_dead_letter_topic_and_nothing_else_is_lost
     assert len(dead) == len(expected), [r[HEADER_ERROR][:80] for r in reasons]
     # Records of the two source topics reach the dead-letter topic in either order.
     for case, _, key, _, word in expected:
-        match = [r for r, m in zip(reasons, dead, strict=True)
-                 if word.encode() in r[HEADER_ERROR] and m.key() == (key if len(key or b"") < 100
-                                                                      else m.key())]
+        match = [
+            r
+            for r, m in zip(reasons, dead, strict=True)
+            if word.encode() in r[HEADER_ERROR]
+            and m.key() == (key if len(key or b"") < 100 else m.key())
+        ]
         assert match, f"{case}: no dead letter says {word!r}"
         if case == "a 5 MB value":
             assert HEADER_TRUNCATED in match[0]

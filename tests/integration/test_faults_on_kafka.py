@@ -32,7 +32,8 @@ def _check_exactly_once(bootstrap: str, name: str, expected: int, timeout: float
 
 
 def test_a_batch_slower_than_the_transaction_timeout_commits_in_time(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     name = f"slowbatch-{uuid.uuid4().hex[:8]}"
     env = {"SF_TEST_APP": name, "SF_MAP_SLEEP": "0.005", "SF_TEST_PARTITIONS": "1"}
     create_topic(kafka_bootstrap, f"in-{name}", 1)
@@ -49,25 +50,30 @@ def test_a_batch_slower_than_the_transaction_timeout_commits_in_time(
 
 
 def test_a_worker_paused_past_its_timeouts_is_fenced_recovers_and_doubles_nothing(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     name = f"paused-{uuid.uuid4().hex[:8]}"
     env = {"SF_TEST_APP": name, "SF_MAP_SLEEP": "0.002", "SF_TEST_PARTITIONS": "4"}
     create_topic(kafka_bootstrap, f"in-{name}", 4)
     total = 12_000
-    workers = [WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", env,
-                             tmp_path / f"w{i}.log") for i in range(2)]
+    workers = [
+        WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", env, tmp_path / f"w{i}.log")
+        for i in range(2)
+    ]
     try:
         produce_events(kafka_bootstrap, f"in-{name}", [(f"k{i}", {"n": i}) for i in range(4000)])
         time.sleep(8)  # both in the group, processing
         victim = workers[0]
         assert victim.proc is not None
         victim.proc.send_signal(signal.SIGSTOP)  # mid-transaction: 2 ms a record, always busy
-        produce_events(kafka_bootstrap, f"in-{name}",
-                       [(f"k{i}", {"n": i}) for i in range(4000, 8000)])
+        produce_events(
+            kafka_bootstrap, f"in-{name}", [(f"k{i}", {"n": i}) for i in range(4000, 8000)]
+        )
         time.sleep(16)  # past session.timeout.ms and transaction.timeout.ms (10 s each)
         victim.proc.send_signal(signal.SIGCONT)
-        produce_events(kafka_bootstrap, f"in-{name}",
-                       [(f"k{i}", {"n": i}) for i in range(8000, total)])
+        produce_events(
+            kafka_bootstrap, f"in-{name}", [(f"k{i}", {"n": i}) for i in range(8000, total)]
+        )
         _check_exactly_once(kafka_bootstrap, name, total, timeout=120)
         assert all(w.alive() for w in workers), "the paused worker recovers instead of exiting"
     finally:
@@ -77,10 +83,14 @@ def test_a_worker_paused_past_its_timeouts_is_fenced_recovers_and_doubles_nothin
 
 
 def test_a_worker_stopping_on_an_error_mid_batch_commits_nothing_it_did_not_process(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     name = f"unclean-{uuid.uuid4().hex[:8]}"
-    env = {"SF_TEST_APP": name, "SF_INTERRUPT_MARKER": str(tmp_path / "marker"),
-           "SF_INTERRUPT_AT": "50"}
+    env = {
+        "SF_TEST_APP": name,
+        "SF_INTERRUPT_MARKER": str(tmp_path / "marker"),
+        "SF_INTERRUPT_AT": "50",
+    }
     app_file = REPO / "tests" / "apps" / "interrupted.py"
     create_topic(kafka_bootstrap, f"in-{name}", 1)
     produce_events(kafka_bootstrap, f"in-{name}", [(f"k{i}", {"n": i}) for i in range(200)])
@@ -92,12 +102,15 @@ def test_a_worker_stopping_on_an_error_mid_batch_commits_nothing_it_did_not_proc
         _check_exactly_once(kafka_bootstrap, name, 200, timeout=90)
     finally:
         assert worker.terminate() == 0
-    assert "aborting commit cycle (the worker is stopping on an error)" in worker.log_file.read_text(
-        errors="replace")
+    assert (
+        "aborting commit cycle (the worker is stopping on an error)"
+        in worker.log_file.read_text(errors="replace")
+    )
 
 
 def test_a_fenced_producer_is_replaced_and_the_worker_goes_on_exactly_once(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """Another producer takes the worker's transactional ids (what a zombie's successor does):
     the worker's next transaction call is fenced, a fatal error. It must close its tasks dirty,
     start new producers (which fence the intruder back) and rejoin, losing and doubling nothing;
@@ -119,10 +132,12 @@ def test_a_fenced_producer_is_replaced_and_the_worker_goes_on_exactly_once(
         time.sleep(2)  # mid-stream: 1 ms a record
         worker_id = id_file.read_text().strip()
         for tid in (f"{name}-{worker_id}", f"{name}-{worker_id}-2"):
-            Producer({"bootstrap.servers": kafka_bootstrap,
-                      "transactional.id": tid}).init_transactions(30)
-        produce_events(kafka_bootstrap, f"in-{name}",
-                       [(f"k{i}", {"n": i}) for i in range(4000, total)])
+            Producer(
+                {"bootstrap.servers": kafka_bootstrap, "transactional.id": tid}
+            ).init_transactions(30)
+        produce_events(
+            kafka_bootstrap, f"in-{name}", [(f"k{i}", {"n": i}) for i in range(4000, total)]
+        )
         _check_exactly_once(kafka_bootstrap, name, total, timeout=120)
         assert worker.alive(), "a fenced producer is survivable"
     finally:

@@ -34,35 +34,56 @@ from tests.engine_helpers import RunningWorker, create_topic, read_topic, wait_f
 
 pytestmark = pytest.mark.kafka
 
-STATUS = {"type": "enum", "name": "Status", "namespace": "acme", "symbols": ["OK", "FAIL"],
-          "default": "OK"}
-READING = {"type": "record", "name": "Reading", "namespace": "acme", "fields": [
-    {"name": "sensor", "type": "string"},
-    {"name": "value", "type": "int"},
-    {"name": "status", "type": "acme.Status"},
-    {"name": "firmware", "type": "string", "default": "1.0"},
-]}
-STATS = {"type": "record", "name": "Stats", "namespace": "acme", "fields": [
-    {"name": "count", "type": "long"},
-    {"name": "max_value", "type": "long"},
-    {"name": "last_status", "type": "acme.Status"},
-    {"name": "source", "type": "string", "default": "v1"},
-]}
-V1 = [STATUS, READING, STATS]
-V2 = [  # every change compatible: int→long, a symbol, a field added, a field removed
-    {**STATUS, "symbols": ["OK", "FAIL", "DEGRADED"]},
-    {**READING, "fields": [
+STATUS = {
+    "type": "enum",
+    "name": "Status",
+    "namespace": "acme",
+    "symbols": ["OK", "FAIL"],
+    "default": "OK",
+}
+READING = {
+    "type": "record",
+    "name": "Reading",
+    "namespace": "acme",
+    "fields": [
         {"name": "sensor", "type": "string"},
-        {"name": "value", "type": "long"},
+        {"name": "value", "type": "int"},
         {"name": "status", "type": "acme.Status"},
-        {"name": "unit", "type": "string", "default": "celsius"},
-    ]},
-    {**STATS, "fields": [
+        {"name": "firmware", "type": "string", "default": "1.0"},
+    ],
+}
+STATS = {
+    "type": "record",
+    "name": "Stats",
+    "namespace": "acme",
+    "fields": [
         {"name": "count", "type": "long"},
         {"name": "max_value", "type": "long"},
         {"name": "last_status", "type": "acme.Status"},
-        {"name": "mean", "type": "double", "default": 0.0},
-    ]},
+        {"name": "source", "type": "string", "default": "v1"},
+    ],
+}
+V1 = [STATUS, READING, STATS]
+V2 = [  # every change compatible: int→long, a symbol, a field added, a field removed
+    {**STATUS, "symbols": ["OK", "FAIL", "DEGRADED"]},
+    {
+        **READING,
+        "fields": [
+            {"name": "sensor", "type": "string"},
+            {"name": "value", "type": "long"},
+            {"name": "status", "type": "acme.Status"},
+            {"name": "unit", "type": "string", "default": "celsius"},
+        ],
+    },
+    {
+        **STATS,
+        "fields": [
+            {"name": "count", "type": "long"},
+            {"name": "max_value", "type": "long"},
+            {"name": "last_status", "type": "acme.Status"},
+            {"name": "mean", "type": "double", "default": 0.0},
+        ],
+    },
 ]
 V3 = [V2[0], V2[1], {**V2[2], "fields": [*V2[2]["fields"], {"name": "median", "type": "double"}]}]
 
@@ -76,8 +97,11 @@ def write_schemas(directory: Path, schemas: list[dict[str, Any]]) -> Path:
 
 def fold(stats: dict[str, Any], reading: dict[str, Any]) -> dict[str, Any]:
     count = stats["count"] + 1
-    out = {"count": count, "max_value": max(stats["max_value"], reading["value"]),
-           "last_status": reading["status"]}
+    out = {
+        "count": count,
+        "max_value": max(stats["max_value"], reading["value"]),
+        "last_status": reading["status"],
+    }
     if "mean" in stats:  # v2 code: the field it added
         out["mean"] = stats["mean"] + (reading["value"] - stats["mean"]) / count
     return out
@@ -87,13 +111,15 @@ def stats_app(names: dict[str, str], schemas: Path, state_dir: Path, bootstrap: 
     app = App(names["app"], bootstrap=bootstrap, state_dir=state_dir)
     readings = app.topic(names["input"], value=avro("acme.Reading", schema_dir=schemas))
     out = app.topic(names["output"], value=avro("acme.Stats", schema_dir=schemas))
-    has_mean = any(f["name"] == "mean" for f in json.loads((schemas / "stats.avsc").read_text())
-                   ["fields"])
+    has_mean = any(
+        f["name"] == "mean" for f in json.loads((schemas / "stats.avsc").read_text())["fields"]
+    )
     zero: dict[str, Any] = {"count": 0, "max_value": -(2**62), "last_status": "OK"}
     if has_mean:
         zero["mean"] = 0.0
-    app.stream(readings).aggregate("stats", initial=lambda: dict(zero), fn=fold,
-                                   value=avro("acme.Stats", schema_dir=schemas)).to(out)
+    app.stream(readings).aggregate(
+        "stats", initial=lambda: dict(zero), fn=fold, value=avro("acme.Stats", schema_dir=schemas)
+    ).to(out)
     return app
 
 
@@ -108,8 +134,10 @@ def producer_serde(bootstrap: str, schemas: Path, subject: str) -> AvroSerde:
     """What an upstream service with that schema version writes with."""
     serde = avro("acme.Reading", schema_dir=schemas)
     registry = KafkaSchemaRegistry(bootstrap)
-    serde.bind(registry, registry.register(subject, serde.schema_text,
-                                           default_mode=CompatibilityMode.BACKWARD).id)
+    serde.bind(
+        registry,
+        registry.register(subject, serde.schema_text, default_mode=CompatibilityMode.BACKWARD).id,
+    )
     return serde
 
 
@@ -119,15 +147,17 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
         ends = {}
         for topic in topics:
             for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                                  timeout=10)[1]
+                ends[(topic, p)] = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=10
+                )[1]
         return ends
     finally:
         consumer.close()
 
 
 def test_v1_state_and_records_read_under_v2_and_an_incompatible_store_is_refused(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     run = uuid.uuid4().hex[:8]
     names = {"app": f"evolve-{run}", "input": f"readings-{run}", "output": f"stats-{run}"}
     create_topic(kafka_bootstrap, names["input"], 2)
@@ -136,20 +166,30 @@ def test_v1_state_and_records_read_under_v2_and_an_incompatible_store_is_refused
     state = tmp_path / "state"
     subject = f"{names['input']}-value"
     sensors = [f"s{i}" for i in range(6)]
-    phase1 = [{"sensor": s, "value": 10 * i + j, "status": ["OK", "FAIL"][j % 2],
-               "firmware": "1.0"} for i, s in enumerate(sensors) for j in range(5)]
-    old_later = [{"sensor": s, "value": -i, "status": "FAIL", "firmware": "1.2"}
-                 for i, s in enumerate(sensors)]
-    new_later = [{"sensor": s, "value": 2**40 + i, "status": "DEGRADED", "unit": "kelvin"}
-                 for i, s in enumerate(sensors)]
+    phase1 = [
+        {"sensor": s, "value": 10 * i + j, "status": ["OK", "FAIL"][j % 2], "firmware": "1.0"}
+        for i, s in enumerate(sensors)
+        for j in range(5)
+    ]
+    old_later = [
+        {"sensor": s, "value": -i, "status": "FAIL", "firmware": "1.2"}
+        for i, s in enumerate(sensors)
+    ]
+    new_later = [
+        {"sensor": s, "value": 2**40 + i, "status": "DEGRADED", "unit": "kelvin"}
+        for i, s in enumerate(sensors)
+    ]
 
     # -- v1 ------------------------------------------------------------------------------------
     old_producer = producer_serde(kafka_bootstrap, v1, subject)
     produce(kafka_bootstrap, names["input"], old_producer, phase1)
     worker = RunningWorker(stats_app(names, v1, state, kafka_bootstrap))
     try:
-        wait_for(lambda: len(read_topic(kafka_bootstrap, names["output"], timeout=10))
-                 == len(phase1), 90, what="v1 aggregates")
+        wait_for(
+            lambda: len(read_topic(kafka_bootstrap, names["output"], timeout=10)) == len(phase1),
+            90,
+            what="v1 aggregates",
+        )
     finally:
         worker.stop()
     v1_outputs = read_topic(kafka_bootstrap, names["output"])
@@ -161,11 +201,15 @@ def test_v1_state_and_records_read_under_v2_and_an_incompatible_store_is_refused
     worker = RunningWorker(app2)
     try:
         produce(kafka_bootstrap, names["input"], old_producer, old_later)
-        produce(kafka_bootstrap, names["input"], producer_serde(kafka_bootstrap, v2, subject),
-                new_later)
+        produce(
+            kafka_bootstrap, names["input"], producer_serde(kafka_bootstrap, v2, subject), new_later
+        )
         total = len(phase1) + len(old_later) + len(new_later)
-        wait_for(lambda: len(read_topic(kafka_bootstrap, names["output"], timeout=10)) == total,
-                 90, what="v2 aggregates")
+        wait_for(
+            lambda: len(read_topic(kafka_bootstrap, names["output"], timeout=10)) == total,
+            90,
+            what="v2 aggregates",
+        )
     finally:
         worker.stop()
     outputs = read_topic(kafka_bootstrap, names["output"])
@@ -179,8 +223,10 @@ def test_v1_state_and_records_read_under_v2_and_an_incompatible_store_is_refused
     # "mean", which v2 reads as its default 0.0 from the restored state.
     truth: dict[str, dict[str, Any]] = {}
     for reading in phase1:
-        truth[reading["sensor"]] = fold(truth.get(reading["sensor"], {
-            "count": 0, "max_value": -(2**62), "last_status": "OK"}), reading)
+        truth[reading["sensor"]] = fold(
+            truth.get(reading["sensor"], {"count": 0, "max_value": -(2**62), "last_status": "OK"}),
+            reading,
+        )
     for stats in truth.values():
         stats["mean"] = 0.0
     for reading in old_later + new_later:
@@ -199,11 +245,15 @@ def test_v1_state_and_records_read_under_v2_and_an_incompatible_store_is_refused
     app3 = stats_app(names, v3, state, kafka_bootstrap)
     with pytest.raises(SchemaIncompatible) as refused:
         Worker(app3.topology, app3.config, app3.dead_letter_topic).run(
-            install_signal_handlers=False)
+            install_signal_handlers=False
+        )
     message = str(refused.value)
     assert f"store 'stats' value (acme.Stats, subject '{names['app']}-stats-value')" in message
     assert "READER_FIELD_MISSING_DEFAULT_VALUE /fields/median" in message
-    assert end_offsets(kafka_bootstrap, [names["output"],
-                                         f"{names['app']}-stats-changelog"]) == before
-    assert KafkaSchemaRegistry(kafka_bootstrap).versions(
-        f"{names['app']}-stats-value") == versions_before
+    assert (
+        end_offsets(kafka_bootstrap, [names["output"], f"{names['app']}-stats-changelog"]) == before
+    )
+    assert (
+        KafkaSchemaRegistry(kafka_bootstrap).versions(f"{names['app']}-stats-value")
+        == versions_before
+    )

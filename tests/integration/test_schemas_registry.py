@@ -22,8 +22,12 @@ NONE = CompatibilityMode.NONE
 
 
 def schema(n: int) -> dict[str, Any]:
-    return {"type": "record", "name": f"R{n}", "namespace": "it",
-            "fields": [{"name": "x", "type": "int"}]}
+    return {
+        "type": "record",
+        "name": f"R{n}",
+        "namespace": "it",
+        "fields": [{"name": "x", "type": "int"}],
+    }
 
 
 @pytest.fixture
@@ -34,7 +38,8 @@ def registry_topic(kafka_admin: AdminClient) -> Iterator[str]:
 
 
 def test_concurrent_registrants_never_give_one_id_or_version_twice(
-        kafka_bootstrap: str, registry_topic: str) -> None:
+    kafka_bootstrap: str, registry_topic: str
+) -> None:
     results: dict[int, list[RegisteredSchema]] = {}
     errors: list[BaseException] = []
 
@@ -69,7 +74,8 @@ def test_concurrent_registrants_never_give_one_id_or_version_twice(
 
 
 def test_registration_is_idempotent_checked_and_survives_a_fresh_reader(
-        kafka_bootstrap: str, registry_topic: str) -> None:
+    kafka_bootstrap: str, registry_topic: str
+) -> None:
     registry = KafkaSchemaRegistry(kafka_bootstrap, topic=registry_topic)
     backward = CompatibilityMode.BACKWARD
     v1 = registry.register("users-value", schema(1), default_mode=backward)

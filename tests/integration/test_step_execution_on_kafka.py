@@ -23,13 +23,20 @@ APP_FILE = REPO / "tests" / "apps" / "slow_steps.py"
 
 
 def _start_all(bootstrap: str, topic: str, ids: list[str]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "partitioner": "murmur2_random", "enable.idempotence": True})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+        }
+    )
     for n, wid in enumerate(ids):
         while True:
             try:
-                producer.produce(topic, orjson.dumps({"type": "start", "id": wid, "input": n}),
-                                 wid.encode())
+                producer.produce(
+                    topic, orjson.dumps({"type": "start", "id": wid, "input": n}), wid.encode()
+                )
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -54,7 +61,8 @@ def _ready(worker: WorkerProcess, timeout: float = 60) -> None:
 
 
 def test_2000_sync_and_2000_async_io_bound_workflows_on_one_worker_complete_once_each(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     env = {"SF_TEST_APP": f"io-{uuid.uuid4().hex[:8]}", "SF_STEP_SLEEP": "0.05"}
     app = load_app_with_env(APP_FILE, env)
     worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
@@ -78,9 +86,13 @@ def test_2000_sync_and_2000_async_io_bound_workflows_on_one_worker_complete_once
 
 
 def test_a_step_three_times_the_transaction_timeout_completes_while_others_are_served(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
-    env = {"SF_TEST_APP": f"long-{uuid.uuid4().hex[:8]}", "SF_STEP_SLEEP": "0.01",
-           "SF_LONG_STEP": "30"}
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = {
+        "SF_TEST_APP": f"long-{uuid.uuid4().hex[:8]}",
+        "SF_STEP_SLEEP": "0.01",
+        "SF_LONG_STEP": "30",
+    }
     app = load_app_with_env(APP_FILE, env)
     assert app.config.transaction_timeout_ms == 10_000
     client = app.client(kafka_bootstrap)
@@ -110,7 +122,8 @@ def test_a_step_three_times_the_transaction_timeout_completes_while_others_are_s
 
 
 def test_sigterm_during_a_long_step_leaves_after_the_grace_and_the_next_worker_runs_it_once(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     env = {"SF_TEST_APP": f"term-{uuid.uuid4().hex[:8]}", "SF_LONG_STEP": "120"}
     app = load_app_with_env(APP_FILE, env)
     client = app.client(kafka_bootstrap)

@@ -32,14 +32,21 @@ pytestmark = pytest.mark.kafka
 SLEEP = timedelta(seconds=30)
 
 
-def payments(app_name: str, receipts: str, schemas: Path, state_dir: Path,
-             bootstrap: str) -> App:
-    return settle_app(schemas, app_name=app_name, receipts=receipts, sleep=SLEEP, partitions=2,
-                      bootstrap=bootstrap, state_dir=state_dir)
+def payments(app_name: str, receipts: str, schemas: Path, state_dir: Path, bootstrap: str) -> App:
+    return settle_app(
+        schemas,
+        app_name=app_name,
+        receipts=receipts,
+        sleep=SLEEP,
+        partitions=2,
+        bootstrap=bootstrap,
+        state_dir=state_dir,
+    )
 
 
 def test_a_workflow_sleeping_under_v1_wakes_under_v2_reading_its_journal_and_writing_v2(
-        kafka_bootstrap: str, tmp_path: Path) -> None:
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     run = uuid.uuid4().hex[:8]
     app_name, receipts = f"wfevolve-{run}", f"receipts-{run}"
     create_topic(kafka_bootstrap, receipts, 2)
@@ -71,16 +78,25 @@ def test_a_workflow_sleeping_under_v1_wakes_under_v2_reading_its_journal_and_wri
 
     # -- v2: relax the journal subjects (stop-the-world int→long), restart with v2 code --------
     registry = KafkaSchemaRegistry(kafka_bootstrap)
-    for subject in (f"{app_name}.settle-input", f"{app_name}.settle-result",
-                    f"{app_name}.step.charge-arg0", f"{app_name}.step.charge-result"):
+    for subject in (
+        f"{app_name}.settle-input",
+        f"{app_name}.settle-result",
+        f"{app_name}.step.charge-arg0",
+        f"{app_name}.step.charge-result",
+    ):
         registry.set_mode(subject, CompatibilityMode.BACKWARD_TRANSITIVE)
     app2 = payments(app_name, receipts, v2, state, kafka_bootstrap)
     worker = RunningWorker(app2)
     try:
         client = app2.client()
         client.start("settle", id="t2", input=new_input)
-        wait_for(lambda: all((v := client.get("settle", i)) is not None and v.done
-                             for i in ("t1", "t2")), 120, what="both instances done under v2")
+        wait_for(
+            lambda: all(
+                (v := client.get("settle", i)) is not None and v.done for i in ("t1", "t2")
+            ),
+            120,
+            what="both instances done under v2",
+        )
     finally:
         worker.stop()
 
@@ -96,7 +112,8 @@ def test_a_workflow_sleeping_under_v1_wakes_under_v2_reading_its_journal_and_wri
     wdef = app2.workflows.node_of("settle").versions[1]
     assert wdef.result.schema_id != v1_input_id
     assert {schema_id_of(_bytes(v.header["result"])) for v in views.values()} == {
-        wdef.result.schema_id}
+        wdef.result.schema_id
+    }
     spec = app2.topology.topics[receipts]
     out_id = spec.value_serde.schema_id  # type: ignore[attr-defined]
     records = read_topic(kafka_bootstrap, receipts)

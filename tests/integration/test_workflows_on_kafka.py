@@ -27,8 +27,9 @@ def _wait(client, workflow: str, instance_id: str, status: str, timeout: float =
         if view is not None and view.status == status:
             return view
         time.sleep(0.3)
-    raise AssertionError(f"{workflow} {instance_id} not {status}: "
-                         f"{view.header if view else 'not started'}")
+    raise AssertionError(
+        f"{workflow} {instance_id} not {status}: {view.header if view else 'not started'}"
+    )
 
 
 @pytest.fixture()
@@ -36,15 +37,17 @@ def env() -> dict[str, str]:
     return {"SF_TEST_APP": f"wf-{uuid.uuid4().hex[:8]}", "SF_WF_VARIANT": "a"}
 
 
-def test_sleep_across_a_sigkill_wakes_exactly_once(kafka_bootstrap: str, tmp_path: Path, env) -> None:
+def test_sleep_across_a_sigkill_wakes_exactly_once(
+    kafka_bootstrap: str, tmp_path: Path, env
+) -> None:
     _, client = _client(env, kafka_bootstrap)
     worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
     try:
         time.sleep(3)
         client.start("sleeper", id="nap", input=4.0)
         _wait(client, "sleeper", "nap", "running")
-        worker.kill()           # the timer lives in the store and its changelog, not in memory
-        time.sleep(5)           # it falls due while no worker runs
+        worker.kill()  # the timer lives in the store and its changelog, not in memory
+        time.sleep(5)  # it falls due while no worker runs
         worker.start()
         view = _wait(client, "sleeper", "nap", "completed", timeout=90)
         assert view.result == "woke"
@@ -72,7 +75,8 @@ def test_signal_sent_before_the_wait_is_seen(kafka_bootstrap: str, tmp_path: Pat
 
 
 def test_changed_body_without_new_version_is_reported_non_deterministic(
-        kafka_bootstrap: str, tmp_path: Path, env) -> None:
+    kafka_bootstrap: str, tmp_path: Path, env
+) -> None:
     _, client = _client(env, kafka_bootstrap)
     worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
     try:
@@ -82,14 +86,19 @@ def test_changed_body_without_new_version_is_reported_non_deterministic(
     finally:
         assert worker.terminate() == 0
     redeployed = {**env, "SF_WF_VARIANT": "b"}
-    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", redeployed, tmp_path / "w2.log")
+    worker = WorkerProcess(
+        APP_FILE, kafka_bootstrap, tmp_path / "w", redeployed, tmp_path / "w2.log"
+    )
     try:
         client.signal("changing", "c1", "next")
         view = _wait(client, "changing", "c1", "failed", timeout=90)
     finally:
         worker.terminate()
     assert view.header["error"]["type"] == "NonDeterminism"
-    assert "'other'" in view.header["error"]["message"] and "'record'" in view.header["error"]["message"]
+    assert (
+        "'other'" in view.header["error"]["message"]
+        and "'record'" in view.header["error"]["message"]
+    )
 
 
 def test_two_versions_run_side_by_side(kafka_bootstrap: str, tmp_path: Path, env) -> None:

@@ -70,8 +70,7 @@ def test_bytes_flow_both_ways_through_the_proxy(proxy: TcpProxy) -> None:
     assert proxy.connections == 1
 
 
-def test_a_cut_resets_open_connections_and_refuses_new_ones_until_restored(
-        proxy: TcpProxy) -> None:
+def test_a_cut_resets_open_connections_and_refuses_new_ones_until_restored(proxy: TcpProxy) -> None:
     sock = _connect(proxy)
     assert _echo(sock, b"before") == b"before"
     proxy.cut()
@@ -94,7 +93,8 @@ def test_a_cut_resets_open_connections_and_refuses_new_ones_until_restored(
 
 
 def test_a_freeze_holds_bytes_without_closing_and_delivers_them_once_restored(
-        proxy: TcpProxy) -> None:
+    proxy: TcpProxy,
+) -> None:
     with _connect(proxy) as sock:
         assert _echo(sock, b"warm") == b"warm"
         proxy.freeze()

@@ -22,7 +22,9 @@ def _reasons(driver: TestDriver) -> list[str]:
     return [dict(m.headers())[HEADER_ERROR].decode() for m in driver.dead_letters()]
 
 
-@pytest.mark.parametrize("bad", [{13: 5}, Decimal("1.5"), 2**70], ids=["int-key", "decimal", "big-int"])
+@pytest.mark.parametrize(
+    "bad", [{13: 5}, Decimal("1.5"), 2**70], ids=["int-key", "decimal", "big-int"]
+)
 def test_an_aggregate_that_cannot_be_serialized_dead_letters_its_record_only(bad) -> None:
     app = App("bad-agg")
     app.topic("in")
@@ -53,8 +55,8 @@ def test_an_aggregate_that_mutates_its_accumulator_and_raises_leaves_the_store_a
 
     app.stream("in").aggregate("totals", initial=lambda: {"n": 0}, fn=add)
     with TestDriver(app) as driver:
-        driver.pipe("in", "k", {"by": 5})          # committed before the poison
-        driver.pipe("in", "k", {"by": -100})       # mutates the committed value, then raises
+        driver.pipe("in", "k", {"by": 5})  # committed before the poison
+        driver.pipe("in", "k", {"by": -100})  # mutates the committed value, then raises
         assert driver.store("totals") == {"k": {"n": 5, "seen": [5]}}
         driver.pipe("in", "k", {"by": 1})
         assert driver.store("totals") == {"k": {"n": 6, "seen": [5, 1]}}
@@ -82,8 +84,11 @@ def test_mutation_then_raise_within_one_cycle_does_not_reach_the_commit() -> Non
         assert driver.store("s") == {"k": {"items": ["a", "b"]}}
 
 
-@pytest.mark.parametrize("raised", [ValueError("v"), KeyError("k"), RecursionError("deep"),
-                                    SystemExit(3)], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "raised",
+    [ValueError("v"), KeyError("k"), RecursionError("deep"), SystemExit(3)],
+    ids=lambda e: type(e).__name__,
+)
 def test_a_processor_raising_anything_but_an_interrupt_dead_letters_and_goes_on(raised) -> None:
     app = App("raises")
     app.topic("in")
@@ -106,12 +111,15 @@ def test_a_processor_raising_anything_but_an_interrupt_dead_letters_and_goes_on(
 
 def test_a_poison_record_too_large_for_the_dead_letter_topic_is_cut_with_a_header() -> None:
     key, value = b"k" * 10, b"v" * (DEAD_LETTER_MAX_BYTES + 50_000)
-    headers = [(HEADER_ERROR, b"ValueError: too big"), ("streamflow.error.trace", b"t" * 9000),
-               ("user-header", b"u" * 100_000)]
+    headers = [
+        (HEADER_ERROR, b"ValueError: too big"),
+        ("streamflow.error.trace", b"t" * 9000),
+        ("user-header", b"u" * 100_000),
+    ]
     k, v, h = fit_dead_letter(key, value, headers)
     size = len(k or b"") + len(v or b"") + sum(len(a) + len(b) + 16 for a, b in h)
     assert size <= DEAD_LETTER_MAX_BYTES
     assert dict(h)[HEADER_TRUNCATED] == f"10,{len(value)}".encode()
     assert dict(h)[HEADER_ERROR] == b"ValueError: too big" and k == key
-    assert v == value[:len(v)] and len(v) > DEAD_LETTER_MAX_BYTES - 20_000
+    assert v == value[: len(v)] and len(v) > DEAD_LETTER_MAX_BYTES - 20_000
     assert fit_dead_letter(b"k", b"small", headers[:1]) == (b"k", b"small", headers[:1])

@@ -21,8 +21,9 @@ def test_results_and_errors_come_back_from_the_helper_thread() -> None:
         calls.close()
 
 
-def test_a_call_that_never_returns_is_abandoned_as_a_fatal_error_and_the_next_gets_a_thread(
-        ) -> None:
+def test_a_call_that_never_returns_is_abandoned_as_a_fatal_error_and_the_next_gets_a_thread() -> (
+    None
+):
     calls = BoundedCalls("t")
     release = threading.Event()
     started = time.monotonic()
@@ -30,7 +31,9 @@ def test_a_call_that_never_returns_is_abandoned_as_a_fatal_error_and_the_next_ge
         with pytest.raises(KafkaException) as info:
             calls.call(release.wait, limit=0.2, what="send_offsets_to_transaction")
         err = info.value.args[0]
-        assert err.fatal() and "send_offsets_to_transaction did not return within 0.2 s" in err.str()
+        assert (
+            err.fatal() and "send_offsets_to_transaction did not return within 0.2 s" in err.str()
+        )
         assert time.monotonic() - started < 5
         assert calls.abandoned == 1
         assert calls.call(lambda: "next", limit=5, what="next") == "next"  # not queued behind it

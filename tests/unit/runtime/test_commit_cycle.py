@@ -31,8 +31,9 @@ class RecordingProducer:
     def commit_transaction(self, timeout: float) -> None:
         if self.fail_commit:
             self.fail_commit = False
-            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "commit lost",
-                                            txn_requires_abort=True))
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, "commit lost", txn_requires_abort=True)
+            )
         self._record("commit")
 
     def abort_transaction(self, timeout: float) -> None:
@@ -79,7 +80,9 @@ class OneTask:
         self.outcomes.append("aborted")
 
 
-def _cycle(producers: list[RecordingProducer], eos: bool = True) -> tuple[CommitCycle, KafkaCollector, RecordingConsumer]:
+def _cycle(
+    producers: list[RecordingProducer], eos: bool = True
+) -> tuple[CommitCycle, KafkaCollector, RecordingConsumer]:
     consumer = RecordingConsumer()
     collector = KafkaCollector(producers[0])
     cycle = CommitCycle(eos)
@@ -151,7 +154,9 @@ class UndeliveredProducer(RecordingProducer):
         return self.left
 
 
-def _undelivered(left: int, report: KafkaError | None) -> tuple[list[Any], OneTask, RecordingConsumer]:
+def _undelivered(
+    left: int, report: KafkaError | None
+) -> tuple[list[Any], OneTask, RecordingConsumer]:
     calls: list[tuple[str, str]] = []
     producer = UndeliveredProducer(calls, left, report)
     cycle, collector, consumer = _cycle([producer], eos=False)

@@ -22,8 +22,11 @@ from test_compatibility_fastavro import writer_schemas
 from streamflow.serde.avro_codec import CompiledCodec, compile_codec
 
 HEADER = b"\x00\x00\x00\x00\x2a"
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 class Failed(Exception):
@@ -79,15 +82,19 @@ def test_compiled_codec_writes_and_reads_exactly_what_fastavro_does(
 
 
 TEN_FIELDS = {
-    "type": "record", "name": "Order", "namespace": "com.acme",
+    "type": "record",
+    "name": "Order",
+    "namespace": "com.acme",
     "fields": [
         {"name": "order_id", "type": "string"},
         {"name": "amount", "type": "long"},
         {"name": "quantity", "type": "int"},
         {"name": "price", "type": "double"},
         {"name": "ratio", "type": "float"},
-        {"name": "currency", "type": {"type": "enum", "name": "Currency",
-                                      "symbols": ["EUR", "USD", "GBP"]}},
+        {
+            "name": "currency",
+            "type": {"type": "enum", "name": "Currency", "symbols": ["EUR", "USD", "GBP"]},
+        },
         {"name": "paid", "type": "boolean"},
         {"name": "note", "type": ["null", "string"], "default": None},
         {"name": "blob", "type": "bytes"},
@@ -95,25 +102,29 @@ TEN_FIELDS = {
     ],
 }
 
-ten_field_values = st.fixed_dictionaries({
-    "order_id": st.text(),
-    "amount": st.integers(-(2**63), 2**63 - 1),
-    "quantity": st.integers(-(2**31), 2**31 - 1),
-    "price": st.floats(allow_nan=False),
-    "ratio": st.floats(width=32, allow_nan=False),
-    "currency": st.sampled_from(["EUR", "USD", "GBP"]),
-    "paid": st.booleans(),
-    "note": st.none() | st.text(max_size=300),
-    "blob": st.binary(max_size=20_000),
-    "tags": st.dictionaries(st.text(max_size=3),
-                            st.lists(st.integers(-(2**63), 2**63 - 1), max_size=70), max_size=3),
-})
+ten_field_values = st.fixed_dictionaries(
+    {
+        "order_id": st.text(),
+        "amount": st.integers(-(2**63), 2**63 - 1),
+        "quantity": st.integers(-(2**31), 2**31 - 1),
+        "price": st.floats(allow_nan=False),
+        "ratio": st.floats(width=32, allow_nan=False),
+        "currency": st.sampled_from(["EUR", "USD", "GBP"]),
+        "paid": st.booleans(),
+        "note": st.none() | st.text(max_size=300),
+        "blob": st.binary(max_size=20_000),
+        "tags": st.dictionaries(
+            st.text(max_size=3), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=70), max_size=3
+        ),
+    }
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(ten_field_values)
 def test_every_long_and_length_round_trips_including_multi_byte_varints(
-        value: dict[str, Any]) -> None:
+    value: dict[str, Any],
+) -> None:
     parsed = fastavro.parse_schema(TEN_FIELDS)
     codec = compiled(parsed)
     assert codec is not None
@@ -123,10 +134,16 @@ def test_every_long_and_length_round_trips_including_multi_byte_varints(
 
 
 def test_a_missing_field_with_a_default_is_written_as_the_default_like_fastavro() -> None:
-    parsed = fastavro.parse_schema({"type": "record", "name": "R", "fields": [
-        {"name": "a", "type": "int", "default": 7},
-        {"name": "b", "type": ["null", "string"]},
-    ]})
+    parsed = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [
+                {"name": "a", "type": "int", "default": 7},
+                {"name": "b", "type": ["null", "string"]},
+            ],
+        }
+    )
     codec = compiled(parsed)
     assert codec is not None
     assert codec.encode({}) == HEADER + fastavro_bytes(parsed, {})
@@ -156,38 +173,61 @@ def test_logical_types_convert_as_fastavro_converts_them() -> None:
     import decimal
     import uuid
 
-    parsed = fastavro.parse_schema({"type": "record", "name": "L", "fields": [
-        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
-        {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9,
-                                   "scale": 2}},
-        {"name": "id", "type": {"type": "string", "logicalType": "uuid"}},
-    ]})
+    parsed = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "L",
+            "fields": [
+                {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+                {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+                {
+                    "name": "price",
+                    "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2},
+                },
+                {"name": "id", "type": {"type": "string", "logicalType": "uuid"}},
+            ],
+        }
+    )
     codec = compiled(parsed)
     assert codec is not None
-    value = {"ts": datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone.utc),
-             "day": datetime.date(2024, 5, 1), "price": decimal.Decimal("12.34"),
-             "id": uuid.UUID(int=42)}
+    value = {
+        "ts": datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone.utc),
+        "day": datetime.date(2024, 5, 1),
+        "price": decimal.Decimal("12.34"),
+        "id": uuid.UUID(int=42),
+    }
     wire = codec.encode(value)
     assert wire == HEADER + fastavro_bytes(parsed, value)
     assert codec.decode(wire) == fastavro_value(parsed, wire[5:]) == value
 
 
-@pytest.mark.parametrize("schema", [
-    [{"type": "record", "name": "A", "fields": []}, {"type": "record", "name": "B", "fields": []}],
-    [{"type": "record", "name": "A", "fields": []}, {"type": "map", "values": "int"}],
-    [{"type": "array", "items": "int"}, {"type": "array", "items": "string"}],
-    ["null", {"type": "long", "logicalType": "timestamp-millis"}],
-])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        [
+            {"type": "record", "name": "A", "fields": []},
+            {"type": "record", "name": "B", "fields": []},
+        ],
+        [{"type": "record", "name": "A", "fields": []}, {"type": "map", "values": "int"}],
+        [{"type": "array", "items": "int"}, {"type": "array", "items": "string"}],
+        ["null", {"type": "long", "logicalType": "timestamp-millis"}],
+    ],
+)
 def test_unions_that_need_fastavros_deep_validation_are_left_to_fastavro(schema: Any) -> None:
     assert compile_codec(fastavro.parse_schema(schema)) is None
 
 
 def test_recursive_records_compile() -> None:
-    parsed = fastavro.parse_schema({"type": "record", "name": "Node", "fields": [
-        {"name": "value", "type": "int"},
-        {"name": "next", "type": ["null", "Node"], "default": None},
-    ]})
+    parsed = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "Node",
+            "fields": [
+                {"name": "value", "type": "int"},
+                {"name": "next", "type": ["null", "Node"], "default": None},
+            ],
+        }
+    )
     codec = compiled(parsed)
     assert codec is not None
     value = {"value": 1, "next": {"value": 2, "next": {"value": 3, "next": None}}}
@@ -201,13 +241,16 @@ def test_another_header_goes_to_the_slow_path_untouched() -> None:
     assert codec.decode(b"\x00\x00\x00\x00\x07\x02a") == ("other", b"\x00\x00\x00\x00\x07\x02a")
 
 
-@pytest.mark.parametrize("body", [
-    b"",                      # nothing at all
-    b"\x06ab",                # string shorter than its length
-    b"\x05abc",               # negative length
-    b"\x02a\x00",             # a byte after the end of the record
-    b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",  # an endless varint
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # nothing at all
+        b"\x06ab",  # string shorter than its length
+        b"\x05abc",  # negative length
+        b"\x02a\x00",  # a byte after the end of the record
+        b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",  # an endless varint
+    ],
+)
 def test_corrupt_bodies_fail_instead_of_reading_garbage(body: bytes) -> None:
     codec = compiled(fastavro.parse_schema("string"))
     assert codec is not None

@@ -20,11 +20,18 @@ from streamflow.serde.registry import InMemorySchemaRegistry
 from streamflow.serde.wire_format import header, schema_id_of, split
 from streamflow.testing import TestDriver
 
-STATUS_V1 = {"type": "enum", "name": "Status", "namespace": "acme", "symbols": ["OK", "FAIL"],
-             "default": "OK"}
+STATUS_V1 = {
+    "type": "enum",
+    "name": "Status",
+    "namespace": "acme",
+    "symbols": ["OK", "FAIL"],
+    "default": "OK",
+}
 STATUS_V2 = {**STATUS_V1, "symbols": ["OK", "FAIL", "DEGRADED"]}
 READING_V1 = {
-    "type": "record", "name": "Reading", "namespace": "acme",
+    "type": "record",
+    "name": "Reading",
+    "namespace": "acme",
     "fields": [
         {"name": "sensor", "type": "string"},
         {"name": "value", "type": "int"},
@@ -33,7 +40,9 @@ READING_V1 = {
     ],
 }
 READING_V2 = {  # int→long, a symbol added, a field with a default added, one with a default gone
-    "type": "record", "name": "Reading", "namespace": "acme",
+    "type": "record",
+    "name": "Reading",
+    "namespace": "acme",
     "fields": [
         {"name": "sensor", "type": "string"},
         {"name": "value", "type": "long"},
@@ -61,12 +70,17 @@ def v2(tmp_path: Path) -> Path:
     return schema_dir(tmp_path, "v2", STATUS_V2, READING_V2, STATS_V2)
 
 
-def bound(serde: AvroSerde, registry: InMemorySchemaRegistry, subject: str = "readings-value",
-          ) -> AvroSerde:
+def bound(
+    serde: AvroSerde,
+    registry: InMemorySchemaRegistry,
+    subject: str = "readings-value",
+) -> AvroSerde:
     from streamflow.serde.compatibility import CompatibilityMode
 
-    serde.bind(registry, registry.register(subject, serde.schema_text,
-                                           default_mode=CompatibilityMode.BACKWARD).id)
+    serde.bind(
+        registry,
+        registry.register(subject, serde.schema_text, default_mode=CompatibilityMode.BACKWARD).id,
+    )
     return serde
 
 
@@ -78,7 +92,8 @@ def test_declaring_a_type_the_schema_directory_lacks_fails_at_declaration(v1: Pa
 
 
 def test_the_schema_directory_defaults_to_the_environment(
-        v1: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    v1: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("STREAMFLOW_SCHEMA_DIR", str(v1))
     assert avro("acme.Reading").schema_name == "acme.Reading"
 
@@ -106,11 +121,15 @@ def test_the_header_round_trips_every_schema_id(schema_id: int) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(sensor=st.text(), value=st.integers(-(2**31), 2**31 - 1),
-       status=st.sampled_from(["OK", "FAIL"]), firmware=st.text())
+@given(
+    sensor=st.text(),
+    value=st.integers(-(2**31), 2**31 - 1),
+    status=st.sampled_from(["OK", "FAIL"]),
+    firmware=st.text(),
+)
 def test_wire_format_round_trips_every_value(
-        tmp_path_factory: pytest.TempPathFactory, sensor: str, value: int, status: str,
-        firmware: str) -> None:
+    tmp_path_factory: pytest.TempPathFactory, sensor: str, value: int, status: str, firmware: str
+) -> None:
     serde = _shared_v1(tmp_path_factory)
     record = {"sensor": sensor, "value": value, "status": status, "firmware": firmware}
     assert serde.deserialize(serde.serialize(record)) == record
@@ -122,15 +141,20 @@ _V1_SERDE: list[AvroSerde] = []
 def _shared_v1(factory: pytest.TempPathFactory) -> AvroSerde:
     if not _V1_SERDE:
         directory = schema_dir(factory.mktemp("shared"), "v1", STATUS_V1, READING_V1)
-        _V1_SERDE.append(bound(avro("acme.Reading", schema_dir=directory),
-                               InMemorySchemaRegistry()))
+        _V1_SERDE.append(
+            bound(avro("acme.Reading", schema_dir=directory), InMemorySchemaRegistry())
+        )
     return _V1_SERDE[0]
 
 
 def expected_under_v2(old: dict[str, Any]) -> dict[str, Any]:
     """The specification's resolution, by hand: firmware dropped, unit defaulted."""
-    return {"sensor": old["sensor"], "value": old["value"], "status": old["status"],
-            "unit": "celsius"}
+    return {
+        "sensor": old["sensor"],
+        "value": old["value"],
+        "status": old["status"],
+        "unit": "celsius",
+    }
 
 
 def test_records_written_with_v1_read_under_v2_by_the_resolution_rules(v1: Path, v2: Path) -> None:
@@ -138,8 +162,10 @@ def test_records_written_with_v1_read_under_v2_by_the_resolution_rules(v1: Path,
     old_serde = bound(avro("acme.Reading", schema_dir=v1), registry)
     new_serde = bound(avro("acme.Reading", schema_dir=v2), registry)
     assert new_serde.schema_id != old_serde.schema_id
-    olds = [{"sensor": f"s{i}", "value": i * 1000, "status": ["OK", "FAIL"][i % 2],
-             "firmware": "2.1"} for i in range(5)]
+    olds = [
+        {"sensor": f"s{i}", "value": i * 1000, "status": ["OK", "FAIL"][i % 2], "firmware": "2.1"}
+        for i in range(5)
+    ]
     for old in olds:
         assert new_serde.deserialize(old_serde.serialize(old)) == expected_under_v2(old)
     # ...and the new code's own records still take the fast path, with v2's id.
@@ -150,26 +176,39 @@ def test_records_written_with_v1_read_under_v2_by_the_resolution_rules(v1: Path,
 
 
 def test_a_new_enum_symbol_reads_as_the_enum_default_under_the_old_schema(
-        tmp_path: Path, v1: Path) -> None:
-    int_v2 = {**READING_V2, "fields": [dict(f, type="int") if f["name"] == "value" else f
-                                       for f in READING_V2["fields"]]}
+    tmp_path: Path, v1: Path
+) -> None:
+    int_v2 = {
+        **READING_V2,
+        "fields": [
+            dict(f, type="int") if f["name"] == "value" else f for f in READING_V2["fields"]
+        ],
+    }
     registry = InMemorySchemaRegistry()
     old_serde = bound(avro("acme.Reading", schema_dir=v1), registry)
-    new_serde = bound(avro("acme.Reading", schema_dir=schema_dir(tmp_path, "v2i", STATUS_V2,
-                                                                 int_v2)), registry)
+    new_serde = bound(
+        avro("acme.Reading", schema_dir=schema_dir(tmp_path, "v2i", STATUS_V2, int_v2)), registry
+    )
     data = new_serde.serialize({"sensor": "s", "value": 3, "status": "DEGRADED"})
-    assert old_serde.deserialize(data) == {"sensor": "s", "value": 3, "status": "OK",
-                                           "firmware": "1.0"}
+    assert old_serde.deserialize(data) == {
+        "sensor": "s",
+        "value": 3,
+        "status": "OK",
+        "firmware": "1.0",
+    }
 
 
 def test_a_writer_schema_the_reader_cannot_resolve_is_named_in_the_error(
-        v1: Path, v2: Path) -> None:
+    v1: Path, v2: Path
+) -> None:
     registry = InMemorySchemaRegistry()
     old_serde = bound(avro("acme.Reading", schema_dir=v1), registry)
     new_serde = bound(avro("acme.Reading", schema_dir=v2), registry)
     data = new_serde.serialize({"sensor": "s", "value": 3, "status": "OK"})
-    with pytest.raises(SerializationError, match=f"schema id {new_serde.schema_id}.*cannot be "
-                       "resolved.*long is not int"):
+    with pytest.raises(
+        SerializationError,
+        match=f"schema id {new_serde.schema_id}.*cannot be resolved.*long is not int",
+    ):
         old_serde.deserialize(data)  # long → int is no promotion
 
 
@@ -181,13 +220,17 @@ def test_an_unknown_schema_id_is_a_serialization_error_naming_the_id(v1: Path) -
         serde.deserialize(header(4242) + b"\x02s\x02\x00\x00")  # not asked again at once
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (b'{"sensor": "s"}', "unknown magic byte 123"),
-    (b"\x01\x00\x00\x00\x01\x02s", "unknown magic byte 1"),
-    (b"\x00\x00", "too short"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"sensor": "s"}', "unknown magic byte 123"),
+        (b"\x01\x00\x00\x00\x01\x02s", "unknown magic byte 1"),
+        (b"\x00\x00", "too short"),
+    ],
+)
 def test_a_record_not_in_the_wire_format_is_a_serialization_error(
-        v1: Path, data: bytes, reason: str) -> None:
+    v1: Path, data: bytes, reason: str
+) -> None:
     serde = bound(avro("acme.Reading", schema_dir=v1), InMemorySchemaRegistry())
     with pytest.raises(SerializationError, match=reason):
         serde.deserialize(data)
@@ -207,7 +250,9 @@ def test_a_value_that_does_not_fit_the_schema_names_the_field(v1: Path) -> None:
 
 
 STATS_V1 = {  # the store's value
-    "type": "record", "name": "Stats", "namespace": "acme",
+    "type": "record",
+    "name": "Stats",
+    "namespace": "acme",
     "fields": [
         {"name": "count", "type": "long"},
         {"name": "max_value", "type": "long"},
@@ -216,7 +261,9 @@ STATS_V1 = {  # the store's value
     ],
 }
 STATS_V2 = {  # FULL compatible: a field with a default added, one with a default removed
-    "type": "record", "name": "Stats", "namespace": "acme",
+    "type": "record",
+    "name": "Stats",
+    "namespace": "acme",
     "fields": [
         {"name": "count", "type": "long"},
         {"name": "max_value", "type": "long"},
@@ -228,8 +275,11 @@ STATS_V2 = {  # FULL compatible: a field with a default added, one with a defaul
 
 def fold(stats: dict[str, Any], reading: dict[str, Any]) -> dict[str, Any]:
     count = stats["count"] + 1
-    out = {"count": count, "max_value": max(stats["max_value"], reading["value"]),
-           "last_status": reading["status"]}
+    out = {
+        "count": count,
+        "max_value": max(stats["max_value"], reading["value"]),
+        "last_status": reading["status"],
+    }
     if "mean" in stats:
         out["mean"] = stats["mean"] + (reading["value"] - stats["mean"]) / count
     return out
@@ -243,8 +293,9 @@ def reading_app(name: str, directory: Path) -> App:
     fields = json.loads((directory / "stats.avsc").read_text())["fields"]
     if any(f["name"] == "mean" for f in fields):
         zero["mean"] = 0.0
-    app.stream(readings).aggregate("stats", initial=lambda: dict(zero), fn=fold,
-                                   value=avro("acme.Stats", schema_dir=directory)).to(stats)
+    app.stream(readings).aggregate(
+        "stats", initial=lambda: dict(zero), fn=fold, value=avro("acme.Stats", schema_dir=directory)
+    ).to(stats)
     return app
 
 
@@ -257,19 +308,22 @@ def test_poison_records_go_to_the_dead_letter_topic_with_the_reason(v1: Path) ->
         assert [h[HEADER_STAGE] for h in dead] == [b"deserialize", b"deserialize"]
         assert b"unknown magic byte" in dead[0][HEADER_ERROR]
         assert b"unknown schema id 777" in dead[1][HEADER_ERROR]
-        assert driver.read("stats") == [("k", {"count": 1, "max_value": 1, "last_status": "OK",
-                                               "source": "v1"})]
+        assert driver.read("stats") == [
+            ("k", {"count": 1, "max_value": 1, "last_status": "OK", "source": "v1"})
+        ]
 
 
 def test_state_and_input_written_under_v1_are_read_by_the_v2_topology(
-        tmp_path: Path, v1: Path, v2: Path) -> None:
+    tmp_path: Path, v1: Path, v2: Path
+) -> None:
     registry = InMemorySchemaRegistry()
     state = tmp_path / "state"
-    olds = [{"sensor": "a", "value": 1, "status": "OK", "firmware": "1.0"},
-            {"sensor": "a", "value": 5, "status": "FAIL", "firmware": "1.1"},
-            {"sensor": "b", "value": 2, "status": "FAIL", "firmware": "1.1"}]
-    with TestDriver(reading_app("evolve", v1), state_dir=state,
-                    schema_registry=registry) as driver:
+    olds = [
+        {"sensor": "a", "value": 1, "status": "OK", "firmware": "1.0"},
+        {"sensor": "a", "value": 5, "status": "FAIL", "firmware": "1.1"},
+        {"sensor": "b", "value": 2, "status": "FAIL", "firmware": "1.1"},
+    ]
+    with TestDriver(reading_app("evolve", v1), state_dir=state, schema_registry=registry) as driver:
         for old in olds:
             driver.pipe("readings", old["sensor"], old)
         old_input = [(m.key(), m.value()) for m in driver.messages("readings")]
@@ -278,7 +332,8 @@ def test_state_and_input_written_under_v1_are_read_by_the_v2_topology(
         # The store holds v1 bytes, read under v2: "source" dropped, "mean" defaulted.
         assert driver.store("stats") == {
             "a": {"count": 2, "max_value": 5, "last_status": "FAIL", "mean": 0.0},
-            "b": {"count": 1, "max_value": 2, "last_status": "FAIL", "mean": 0.0}}
+            "b": {"count": 1, "max_value": 2, "last_status": "FAIL", "mean": 0.0},
+        }
         # Old input records (replayed) are read under v2 too, new ones beside them.
         for key, value in old_input[:1]:
             driver.pipe_raw("readings", key, value)

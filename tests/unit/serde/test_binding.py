@@ -25,8 +25,9 @@ def record(name: str, *fields: dict[str, Any]) -> dict[str, Any]:
 EVENT = record("Event", {"name": "id", "type": "string"}, {"name": "amount", "type": "int"})
 TOTAL = record("Total", {"name": "sum", "type": "int"})
 TOTAL_LONG = record("Total", {"name": "sum", "type": "long"})  # backward, but not forward
-TOTAL_NEW_FIELD = record("Total", {"name": "sum", "type": "int"},
-                         {"name": "count", "type": "int"})  # no default: not backward
+TOTAL_NEW_FIELD = record(
+    "Total", {"name": "sum", "type": "int"}, {"name": "count", "type": "int"}
+)  # no default: not backward
 EVENT_LONG = record("Event", {"name": "id", "type": "string"}, {"name": "amount", "type": "long"})
 
 
@@ -43,8 +44,11 @@ def totals_app(directory: Path, name: str = "shop") -> App:
     events = app.topic("events", value=avro("acme.Event", schema_dir=directory))
     totals = app.topic("totals", value=avro("acme.Total", schema_dir=directory))
     app.stream(events).aggregate(
-        "sums", initial=lambda: {"sum": 0}, fn=lambda t, e: {"sum": t["sum"] + e["amount"]},
-        value=avro("acme.Total", schema_dir=directory)).to(totals)
+        "sums",
+        initial=lambda: {"sum": 0},
+        fn=lambda t, e: {"sum": t["sum"] + e["amount"]},
+        value=avro("acme.Total", schema_dir=directory),
+    ).to(totals)
     return app
 
 
@@ -73,7 +77,8 @@ def test_binding_registers_each_subject_with_its_default_mode(tmp_path: Path) ->
 
 
 def test_a_store_schema_changed_incompatibly_refuses_to_start_naming_store_and_reason(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     registry = InMemorySchemaRegistry()
     v1 = totals_app(schema_dir(tmp_path, EVENT, TOTAL))
     bind_schemas(v1.topology, v1.config, registry)
@@ -119,8 +124,9 @@ def test_the_test_driver_refuses_an_incompatible_store_like_a_worker(tmp_path: P
     registry = InMemorySchemaRegistry()
     TestDriver(totals_app(schema_dir(tmp_path, EVENT, TOTAL)), schema_registry=registry).close()
     with pytest.raises(SchemaIncompatible, match="store 'sums'"):
-        TestDriver(totals_app(schema_dir(tmp_path, EVENT_LONG, TOTAL_LONG)),
-                   schema_registry=registry)
+        TestDriver(
+            totals_app(schema_dir(tmp_path, EVENT_LONG, TOTAL_LONG)), schema_registry=registry
+        )
 
 
 def test_a_topology_without_avro_needs_no_registry() -> None:

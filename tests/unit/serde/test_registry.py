@@ -18,16 +18,24 @@ from streamflow.serde.kafka_registry import KafkaSchemaRegistry, config_key, sch
 from streamflow.serde.registry import InMemorySchemaRegistry, RegisteredSchema, canonical_schema
 
 BACKWARD = CompatibilityMode.BACKWARD
-V1 = {"type": "record", "name": "User", "namespace": "acme",
-      "fields": [{"name": "id", "type": "string"}]}
-V2 = {**V1, "fields": [*V1["fields"], {"name": "email", "type": ["null", "string"],
-                                       "default": None}]}
+V1 = {
+    "type": "record",
+    "name": "User",
+    "namespace": "acme",
+    "fields": [{"name": "id", "type": "string"}],
+}
+V2 = {
+    **V1,
+    "fields": [*V1["fields"], {"name": "email", "type": ["null", "string"], "default": None}],
+}
 V3_BAD = {**V1, "fields": [*V1["fields"], {"name": "age", "type": "int"}]}
 
 
 def test_canonical_text_ignores_whitespace_and_key_order_but_not_defaults() -> None:
-    shuffled = '{ "fields": [{"type": "string", "name": "id"}],\n "namespace": "acme", ' \
-               '"name": "User", "type": "record" }'
+    shuffled = (
+        '{ "fields": [{"type": "string", "name": "id"}],\n "namespace": "acme", '
+        '"name": "User", "type": "record" }'
+    )
     assert canonical_schema(shuffled) == canonical_schema(V1) == canonical_schema(json.dumps(V1))
     with_default = {**V1, "fields": [{"name": "id", "type": "string", "default": ""}]}
     assert canonical_schema(with_default) != canonical_schema(V1)
@@ -56,7 +64,8 @@ def test_an_incompatible_version_is_refused_with_its_reasons() -> None:
     registry = InMemorySchemaRegistry()
     registry.register("s", V1, default_mode=BACKWARD)
     assert [p.kind for p in registry.check("s", V3_BAD, default_mode=BACKWARD)] == [
-        "READER_FIELD_MISSING_DEFAULT_VALUE"]
+        "READER_FIELD_MISSING_DEFAULT_VALUE"
+    ]
     with pytest.raises(SchemaIncompatible, match="(?s)subject 's'.*BACKWARD.*/fields/age"):
         registry.register("s", V3_BAD, default_mode=BACKWARD)
     assert len(registry.versions("s")) == 1
@@ -83,11 +92,13 @@ def test_an_unknown_id_is_a_schema_error() -> None:
 def test_log_keys_are_canonical_bytes(subject: str, version: int) -> None:
     # Compaction keeps the last record per exact key bytes: one fact, one spelling.
     key = schema_key(subject, version)
-    assert key == orjson.dumps(dict(reversed(list(orjson.loads(key).items()))),
-                               option=orjson.OPT_SORT_KEYS)
+    assert key == orjson.dumps(
+        dict(reversed(list(orjson.loads(key).items()))), option=orjson.OPT_SORT_KEYS
+    )
     assert key.startswith(b'{"keytype":"SCHEMA","subject":')
-    assert config_key(subject) == orjson.dumps({"keytype": "CONFIG", "subject": subject},
-                                               option=orjson.OPT_SORT_KEYS)
+    assert config_key(subject) == orjson.dumps(
+        {"keytype": "CONFIG", "subject": subject}, option=orjson.OPT_SORT_KEYS
+    )
 
 
 def test_replaying_the_log_rebuilds_subjects_ids_and_modes_and_skips_what_it_cannot_read() -> None:
@@ -95,16 +106,24 @@ def test_replaying_the_log_rebuilds_subjects_ids_and_modes_and_skips_what_it_can
     text1, text2 = canonical_schema(V1), canonical_schema(V2)
     records: list[tuple[bytes | None, bytes | None]] = [
         (config_key("s"), orjson.dumps({"compatibility": "FULL_TRANSITIVE"})),
-        (schema_key("s", 1), orjson.dumps({"subject": "s", "version": 1, "id": 1,
-                                           "schema": text1})),
+        (
+            schema_key("s", 1),
+            orjson.dumps({"subject": "s", "version": 1, "id": 1, "schema": text1}),
+        ),
         (b"not json", b"{}"),
         (orjson.dumps({"keytype": "FROM_THE_FUTURE"}), b"{}"),
-        (schema_key("t", 1), orjson.dumps({"subject": "t", "version": 1, "id": 1,
-                                           "schema": text1})),
-        (schema_key("s", 2), orjson.dumps({"subject": "s", "version": 2, "id": 2,
-                                           "schema": text2})),
-        (schema_key("s", 2), orjson.dumps({"subject": "s", "version": 2, "id": 2,
-                                           "schema": text2})),  # re-read: idempotent
+        (
+            schema_key("t", 1),
+            orjson.dumps({"subject": "t", "version": 1, "id": 1, "schema": text1}),
+        ),
+        (
+            schema_key("s", 2),
+            orjson.dumps({"subject": "s", "version": 2, "id": 2, "schema": text2}),
+        ),
+        (
+            schema_key("s", 2),
+            orjson.dumps({"subject": "s", "version": 2, "id": 2, "schema": text2}),
+        ),  # re-read: idempotent
         (config_key("t"), orjson.dumps({"compatibility": "NONE"})),
         (config_key("t"), None),  # tombstone: back to the default
     ]
@@ -165,8 +184,9 @@ class StubClient:
     def lookup_schema(self, subject_name: str, schema: StubSchema) -> StubRegistered:
         for number, schema_id in enumerate(self.subjects.get(subject_name, []), start=1):
             if self.schemas[schema_id] == schema.schema_str:
-                return StubRegistered(schema_id, StubSchema(schema.schema_str), subject_name,
-                                      number)
+                return StubRegistered(
+                    schema_id, StubSchema(schema.schema_str), subject_name, number
+                )
         raise StubRegistryError(404, 40403)
 
     def get_schema(self, schema_id: int) -> StubSchema:
@@ -184,8 +204,7 @@ class StubClient:
 
     def get_version(self, subject_name: str, version: int) -> StubRegistered:
         schema_id = self.subjects[subject_name][version - 1]
-        return StubRegistered(schema_id, StubSchema(self.schemas[schema_id]), subject_name,
-                              version)
+        return StubRegistered(schema_id, StubSchema(self.schemas[schema_id]), subject_name, version)
 
     def get_compatibility(self, subject_name: str) -> str:
         if subject_name not in self.compat:
@@ -205,8 +224,9 @@ def confluent(client: StubClient) -> ConfluentSchemaRegistry:
 def test_confluent_adapter_sets_a_new_subjects_mode_then_registers() -> None:
     client = StubClient()
     registry = confluent(client)
-    registered = registry.register("shop-sums-value", V1,
-                                   default_mode=CompatibilityMode.FULL_TRANSITIVE)
+    registered = registry.register(
+        "shop-sums-value", V1, default_mode=CompatibilityMode.FULL_TRANSITIVE
+    )
     assert client.calls == ["compat shop-sums-value FULL_TRANSITIVE", "register shop-sums-value"]
     assert (registered.version, registered.id) == (1, 100)
     assert registry.schema(100) == canonical_schema(V1)

@@ -21,14 +21,24 @@ from streamflow.serde.binding import bind_schemas
 from streamflow.serde.compatibility import CompatibilityMode
 from streamflow.serde.registry import InMemorySchemaRegistry
 
-USER = {"type": "record", "name": "User", "namespace": "acme", "doc": "A user",
-        "fields": [{"name": "id", "type": "string"},
-                   {"name": "tier", "type": {"type": "enum", "name": "Tier",
-                                             "symbols": ["FREE", "PRO"], "default": "FREE"}},
-                   {"name": "tags", "type": {"type": "array", "items": "string"},
-                    "default": []}]}
-USER_OK = {**USER, "fields": [*USER["fields"], {"name": "email", "type": ["null", "string"],
-                                                "default": None}]}
+USER = {
+    "type": "record",
+    "name": "User",
+    "namespace": "acme",
+    "doc": "A user",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {
+            "name": "tier",
+            "type": {"type": "enum", "name": "Tier", "symbols": ["FREE", "PRO"], "default": "FREE"},
+        },
+        {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
+    ],
+}
+USER_OK = {
+    **USER,
+    "fields": [*USER["fields"], {"name": "email", "type": ["null", "string"], "default": None}],
+}
 USER_BAD = {**USER, "fields": [*USER["fields"], {"name": "age", "type": "int"}]}
 
 
@@ -52,8 +62,9 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(cli.schemas, list(args))
 
 
-def test_check_passes_a_compatible_directory(tmp_path: Path,
-                                             registry: InMemorySchemaRegistry) -> None:
+def test_check_passes_a_compatible_directory(
+    tmp_path: Path, registry: InMemorySchemaRegistry
+) -> None:
     result = run("check", "--schema-dir", str(write_dir(tmp_path / "s", USER_OK)))
     assert result.exit_code == 0, result.output
     assert "ok users-value (acme.User, BACKWARD, 1 versions)" in result.output
@@ -61,7 +72,8 @@ def test_check_passes_a_compatible_directory(tmp_path: Path,
 
 
 def test_check_fails_an_incompatible_change_with_the_reason_per_subject(
-        tmp_path: Path, registry: InMemorySchemaRegistry) -> None:
+    tmp_path: Path, registry: InMemorySchemaRegistry
+) -> None:
     result = run("check", "--schema-dir", str(write_dir(tmp_path / "s", USER_BAD)))
     assert result.exit_code == 1
     assert "INCOMPATIBLE users-value (acme.User, BACKWARD):" in result.output
@@ -70,7 +82,8 @@ def test_check_fails_an_incompatible_change_with_the_reason_per_subject(
 
 
 def test_check_with_an_app_checks_exactly_its_subjects(
-        tmp_path: Path, registry: InMemorySchemaRegistry) -> None:
+    tmp_path: Path, registry: InMemorySchemaRegistry
+) -> None:
     directory = write_dir(tmp_path / "s", USER_BAD)
     app_file = tmp_path / "profiles.py"
     app_file.write_text(
@@ -78,16 +91,19 @@ def test_check_with_an_app_checks_exactly_its_subjects(
         "from streamflow.serde.avro import avro\n"
         "app = App('app')\n"
         f"user = avro('acme.User', schema_dir={str(directory)!r})\n"
-        "app.stream(app.topic('signups', value=user)).reduce('profiles', lambda a, b: b)\n")
+        "app.stream(app.topic('signups', value=user)).reduce('profiles', lambda a, b: b)\n"
+    )
     result = run("check", "--app", str(app_file), "--bootstrap", "unused:1")
     assert result.exit_code == 1, result.output
-    assert ("INCOMPATIBLE app-profiles-value (store 'profiles' value: acme.User, "
-            "FULL_TRANSITIVE)") in result.output
+    assert (
+        "INCOMPATIBLE app-profiles-value (store 'profiles' value: acme.User, FULL_TRANSITIVE)"
+    ) in result.output
     assert "ok signups-value (topic 'signups' value: acme.User, BACKWARD)" in result.output
 
 
-def test_check_without_a_registry_address_is_bad_input(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_without_a_registry_address_is_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("STREAMFLOW_BOOTSTRAP", raising=False)
     monkeypatch.delenv("STREAMFLOW_SCHEMA_REGISTRY_URL", raising=False)
     result = run("check", "--schema-dir", str(write_dir(tmp_path / "s", USER)))
@@ -96,12 +112,23 @@ def test_check_without_a_registry_address_is_bad_input(tmp_path: Path,
 
 
 def test_register_adds_a_version_and_refuses_an_incompatible_one(
-        tmp_path: Path, registry: InMemorySchemaRegistry) -> None:
-    ok = run("register", "users-value", "acme.User", "--schema-dir",
-             str(write_dir(tmp_path / "ok", USER_OK)))
+    tmp_path: Path, registry: InMemorySchemaRegistry
+) -> None:
+    ok = run(
+        "register",
+        "users-value",
+        "acme.User",
+        "--schema-dir",
+        str(write_dir(tmp_path / "ok", USER_OK)),
+    )
     assert ok.exit_code == 0 and "users-value version 2: schema id 2" in ok.output
-    bad = run("register", "users-value", "acme.User", "--schema-dir",
-              str(write_dir(tmp_path / "bad", USER_BAD)))
+    bad = run(
+        "register",
+        "users-value",
+        "acme.User",
+        "--schema-dir",
+        str(write_dir(tmp_path / "bad", USER_BAD)),
+    )
     assert bad.exit_code == 1 and "/fields/age" in bad.output
     unknown = run("register", "users-value", "acme.Nope", "--schema-dir", str(tmp_path / "ok"))
     assert unknown.exit_code == 2 and "acme.User" in unknown.output
@@ -125,7 +152,8 @@ def test_list_show_and_mode(registry: InMemorySchemaRegistry) -> None:
 
 
 def test_codegen_writes_dataclasses_the_avro_serde_accepts(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     directory = write_dir(tmp_path / "s", USER_OK)
     out = tmp_path / "records_gen.py"
     result = run("codegen", "--schema-dir", str(directory), "-o", str(out))
@@ -149,10 +177,15 @@ def test_codegen_writes_dataclasses_the_avro_serde_accepts(
 
 
 def test_a_generated_class_that_no_longer_matches_its_schema_is_refused(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "stale_gen.py"
-    assert run("codegen", "--schema-dir", str(write_dir(tmp_path / "old", USER)), "-o",
-               str(out)).exit_code == 0
+    assert (
+        run(
+            "codegen", "--schema-dir", str(write_dir(tmp_path / "old", USER)), "-o", str(out)
+        ).exit_code
+        == 0
+    )
     spec = importlib.util.spec_from_file_location("stale_gen", out)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

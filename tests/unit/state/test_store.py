@@ -53,11 +53,21 @@ def test_delete_emits_tombstone(tmp_path: Path) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(committed=st.dictionaries(st.text("abcde", min_size=1, max_size=3), st.integers(-2**63, 2**63 - 1), max_size=15),
-       pending=st.dictionaries(st.text("abcde", min_size=1, max_size=3),
-                               st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)), max_size=15),
-       lo=st.text("abcde", max_size=2), prefix=st.text("abc", max_size=2))
-def test_scans_merge_buffer_and_rocksdb_like_a_dict(tmp_path_factory, committed, pending, lo, prefix) -> None:
+@given(
+    committed=st.dictionaries(
+        st.text("abcde", min_size=1, max_size=3), st.integers(-(2**63), 2**63 - 1), max_size=15
+    ),
+    pending=st.dictionaries(
+        st.text("abcde", min_size=1, max_size=3),
+        st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+        max_size=15,
+    ),
+    lo=st.text("abcde", max_size=2),
+    prefix=st.text("abc", max_size=2),
+)
+def test_scans_merge_buffer_and_rocksdb_like_a_dict(
+    tmp_path_factory, committed, pending, lo, prefix
+) -> None:
     path = tmp_path_factory.mktemp("scan") / "s"
     store = KeyValueStore("s", path, STR, JSON)
     for k, v in committed.items():
@@ -73,9 +83,12 @@ def test_scans_merge_buffer_and_rocksdb_like_a_dict(tmp_path_factory, committed,
             store.put(k, v)
             truth[k] = v
     assert list(store.items()) == sorted(truth.items())
-    assert list(store.items(start=lo or None)) == sorted((k, v) for k, v in truth.items() if k >= lo)
+    assert list(store.items(start=lo or None)) == sorted(
+        (k, v) for k, v in truth.items() if k >= lo
+    )
     assert list(store.prefix_items(prefix.encode())) == sorted(
-        (k, v) for k, v in truth.items() if k.startswith(prefix))
+        (k, v) for k, v in truth.items() if k.startswith(prefix)
+    )
     store.close()
 
 

@@ -15,11 +15,13 @@ def _orders_app() -> App:
     app = App("orders")
     orders = app.topic("orders")
     totals = app.topic("totals")
-    (app.stream(orders)
+    (
+        app.stream(orders)
         .filter(lambda o: o["amount"] > 0)
         .key_by(lambda o: o["customer"], name="by-customer")
         .aggregate("totals", initial=lambda: 0, fn=lambda acc, o: acc + o["amount"])
-        .to(totals))
+        .to(totals)
+    )
     return app
 
 
@@ -79,7 +81,9 @@ def test_stream_table_join_enriches_with_latest_row_and_left_join_keeps_misses()
     orders = app.topic("orders")
     app.stream(orders).join(customers, lambda o, c: {**o, "name": c["name"]}).to(app.topic("inner"))
     app.topic("orders2")
-    app.stream("orders2").join(customers, lambda o, c: c and c["name"], left=True).to(app.topic("left"))
+    app.stream("orders2").join(customers, lambda o, c: c and c["name"], left=True).to(
+        app.topic("left")
+    )
     with TestDriver(app, partitions=3) as driver:
         driver.pipe("customers", "c1", {"name": "Ada"})
         driver.pipe("orders", "c1", {"amount": 3})
@@ -88,8 +92,10 @@ def test_stream_table_join_enriches_with_latest_row_and_left_join_keeps_misses()
         driver.pipe("orders", "c1", {"amount": 5})
         driver.pipe("customers", "c1", None)
         driver.pipe("orders2", "c1", {})
-        assert driver.read("inner") == [("c1", {"amount": 3, "name": "Ada"}),
-                                        ("c1", {"amount": 5, "name": "Ada L."})]
+        assert driver.read("inner") == [
+            ("c1", {"amount": 3, "name": "Ada"}),
+            ("c1", {"amount": 5, "name": "Ada L."}),
+        ]
         assert driver.read("left") == [("c1", None)]
         assert driver.store("customers") == {}
 
@@ -135,7 +141,10 @@ def test_poison_records_go_to_dlq_with_reason_and_processing_continues() -> None
 def test_sub_topologies_split_at_repartition_topics() -> None:
     app = _orders_app()
     subs = app.topology.sub_topologies()
-    assert [[t.name for t in s.sources] for s in subs] == [["orders"], ["orders-by-customer-repartition"]]
+    assert [[t.name for t in s.sources] for s in subs] == [
+        ["orders"],
+        ["orders-by-customer-repartition"],
+    ]
     assert [s.name for s in subs[1].stores] == ["totals"]
     text = app.describe()
     assert "orders-totals-changelog" in text and "Sub-topology 1" in text
@@ -150,8 +159,13 @@ def test_declaring_a_store_twice_is_a_clear_error() -> None:
 
 def test_word_count_equals_counter() -> None:
     app = App("wc")
-    (app.stream(app.topic("text")).flat_map(str.split)
-        .key_by(lambda w: w, name="words").count("counts").to(app.topic("wc-out")))
+    (
+        app.stream(app.topic("text"))
+        .flat_map(str.split)
+        .key_by(lambda w: w, name="words")
+        .count("counts")
+        .to(app.topic("wc-out"))
+    )
     text = ["a b a", "c a b", "d"] * 20
     with TestDriver(app, partitions=3) as driver:
         for i, line in enumerate(text):

@@ -25,8 +25,12 @@ from streamflow.workflow.payloads import AVRO, args_digest, is_packed, pack, unp
 from tests.workflow_schema_versions import V1, V2, V3, settle_app, write_schemas
 
 HOUR_MS = 3_600_000
-PAYLOAD_SUBJECTS = ("wfschemas.settle-input", "wfschemas.settle-result",
-                    "wfschemas.step.charge-arg0", "wfschemas.step.charge-result")
+PAYLOAD_SUBJECTS = (
+    "wfschemas.settle-input",
+    "wfschemas.settle-result",
+    "wfschemas.step.charge-arg0",
+    "wfschemas.step.charge-result",
+)
 
 
 def relax(registry: InMemorySchemaRegistry) -> None:
@@ -40,7 +44,8 @@ def payments(schemas: Path, *, changed_call: bool = False) -> App:
 
 
 def test_a_sleeping_instance_started_under_v1_completes_under_v2_with_its_journal_read_as_v2(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     v1, v2 = write_schemas(tmp_path / "v1", V1), write_schemas(tmp_path / "v2", V2)
     registry = InMemorySchemaRegistry()
     state = tmp_path / "state"
@@ -69,14 +74,26 @@ def test_a_sleeping_instance_started_under_v1_completes_under_v2_with_its_journa
         assert {i: v.status for i, v in done.items()} == {"t1": "completed", "t2": "completed"}
         # The truth, recomputed: v1's step ran on the v1 input (amount doubled, note dropped
         # by v2, charged_by read as v2's default); v2's step on the v2 input.
-        t1_truth = {"account": "acc-1", "amount": 2**31, "channel": "BRANCH",
-                    "charged_by": "unknown"}
-        t2_truth = {"account": "acc-2", "amount": 2**41, "channel": "MOBILE",
-                    "charged_by": "bank-p3"}
+        t1_truth = {
+            "account": "acc-1",
+            "amount": 2**31,
+            "channel": "BRANCH",
+            "charged_by": "unknown",
+        }
+        t2_truth = {
+            "account": "acc-2",
+            "amount": 2**41,
+            "channel": "MOBILE",
+            "charged_by": "bank-p3",
+        }
         assert unpack(wdef.result, done["t1"].header["result"]) == t1_truth
         assert unpack(wdef.result, done["t2"].header["result"]) == t2_truth
         assert unpack(wdef.input, done["t1"].header["input"]) == {
-            "account": "acc-1", "amount": 2**30, "channel": "BRANCH", "priority": 0}
+            "account": "acc-1",
+            "amount": 2**30,
+            "channel": "BRANCH",
+            "priority": 0,
+        }
         # New output uses v2's schema id, for the old instance too.
         out_id = app2.topology.topics["receipts"].value_serde.schema_id  # type: ignore[attr-defined]
         assert out_id != v1_input_id
@@ -86,16 +103,19 @@ def test_a_sleeping_instance_started_under_v1_completes_under_v2_with_its_journa
 
 
 def test_a_changed_avro_argument_is_still_non_deterministic_after_a_schema_change(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     v1, v2 = write_schemas(tmp_path / "v1", V1), write_schemas(tmp_path / "v2", V2)
     registry = InMemorySchemaRegistry()
     state = tmp_path / "state"
     with TestDriver(payments(v1), state_dir=state, schema_registry=registry) as driver:
-        driver.workflows.start("settle", id="t1", input={"account": "a", "amount": 5,
-                                                         "channel": "WEB"})
+        driver.workflows.start(
+            "settle", id="t1", input={"account": "a", "amount": 5, "channel": "WEB"}
+        )
     relax(registry)
-    with TestDriver(payments(v2, changed_call=True), state_dir=state,
-                    schema_registry=registry) as driver:
+    with TestDriver(
+        payments(v2, changed_call=True), state_dir=state, schema_registry=registry
+    ) as driver:
         driver.advance_time(HOUR_MS + 1)
         view = driver.workflows.get("settle", "t1")
         assert view.status == "failed"
@@ -104,7 +124,8 @@ def test_a_changed_avro_argument_is_still_non_deterministic_after_a_schema_chang
 
 
 def test_an_incompatible_payload_schema_refuses_to_start_naming_workflow_and_step(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     registry = InMemorySchemaRegistry()
     with TestDriver(payments(write_schemas(tmp_path / "v1", V1)), schema_registry=registry):
         pass
@@ -116,13 +137,16 @@ def test_an_incompatible_payload_schema_refuses_to_start_naming_workflow_and_ste
         TestDriver(payments(write_schemas(tmp_path / "v3", V3)), schema_registry=registry)
     message = str(refused.value)
     assert "workflow 'settle' v1 input (acme.Transfer, subject 'wfschemas.settle-input')" in message
-    assert "step 'charge' argument 0 (acme.Transfer, subject 'wfschemas.step.charge-arg0')" in message
+    assert (
+        "step 'charge' argument 0 (acme.Transfer, subject 'wfschemas.step.charge-arg0')" in message
+    )
     assert "READER_FIELD_MISSING_DEFAULT_VALUE /fields/currency" in message
     assert {s: registry.versions(s) for s in registry.subjects()} == before
 
 
 def test_payload_subjects_are_full_transitive_so_int_to_long_needs_a_relaxed_mode(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     registry = InMemorySchemaRegistry()
     with TestDriver(payments(write_schemas(tmp_path / "v1", V1)), schema_registry=registry):
         pass
@@ -134,7 +158,8 @@ def test_payload_subjects_are_full_transitive_so_int_to_long_needs_a_relaxed_mod
 
 
 def test_digest_of_avro_arguments_is_the_same_for_v1_and_v2_bytes_of_one_value(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     registry = InMemorySchemaRegistry()
     serdes = {}
     for name, schemas in (("v1", V1), ("v2", V2)):
@@ -146,8 +171,9 @@ def test_digest_of_avro_arguments_is_the_same_for_v1_and_v2_bytes_of_one_value(
     from_v1 = pack(serdes["v1"], {**value, "memo": "kept by v1 only"})
     from_v2 = pack(serdes["v2"], value)
     assert from_v1 != from_v2  # other schema ids, other bytes
-    assert args_digest("charge", [serdes["v2"]], [from_v1]) == \
-        args_digest("charge", [serdes["v2"]], [from_v2])
+    assert args_digest("charge", [serdes["v2"]], [from_v1]) == args_digest(
+        "charge", [serdes["v2"]], [from_v2]
+    )
 
 
 def test_json_payloads_are_journaled_as_plain_json(tmp_path: Path) -> None:
@@ -175,7 +201,8 @@ def _bytes(packed: dict) -> bytes:
 
 
 def test_a_declared_avro_signal_is_journaled_packed_and_read_with_the_codes_schema(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     schemas = write_schemas(tmp_path / "v2", V2)
     app = App("wfsignals", partitions=1)
     transfer = avro("acme.Transfer", schema_dir=schemas)
@@ -195,4 +222,8 @@ def test_a_declared_avro_signal_is_journaled_packed_and_read_with_the_codes_sche
         assert view.status == "completed"
         assert all(is_packed(e["result"]) for e in view.entries if e["kind"] == "signal")
         assert unpack(transfer, view.header["result"]) == {
-            "account": "x", "amount": 2**40 + 1, "channel": "MOBILE", "priority": 2}
+            "account": "x",
+            "amount": 2**40 + 1,
+            "channel": "MOBILE",
+            "priority": 2,
+        }

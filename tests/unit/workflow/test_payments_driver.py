@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _payments():
-    spec = importlib.util.spec_from_file_location("payments_example", ROOT / "topologies" / "payments.py")
+    spec = importlib.util.spec_from_file_location(
+        "payments_example", ROOT / "topologies" / "payments.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["payments_example"] = module
     spec.loader.exec_module(module)
@@ -27,7 +29,11 @@ def payments():
     with TestDriver(module.app, partitions=3) as driver:
         wf = driver.workflows
         for account, deposit in {"alice": 50_000, "bob": 1_000}.items():
-            wf.start(module.open_account, id=f"open-{account}", input={"account": account, "deposit": deposit})
+            wf.start(
+                module.open_account,
+                id=f"open-{account}",
+                input={"account": account, "deposit": deposit},
+            )
         yield module, driver, wf
 
 
@@ -100,5 +106,8 @@ def test_full_replay_from_the_journal_gives_the_same_outcomes(monkeypatch) -> No
         wf.start(m.transfer, id="big", input=m.Transfer("big", "a", "b", 12_000))
         wf.signal(m.transfer, "big", "approved")
         assert [wf.get(m.transfer, i).status for i in ("ok", "short", "big")] == [
-            "completed", "compensated", "compensated"]
+            "completed",
+            "compensated",
+            "compensated",
+        ]
         assert driver.store("accounts") == {"a": 10_000 - 1_010, "b": 1_000, "fees": 10}

@@ -139,7 +139,7 @@ def test_a_failed_attempt_that_mutated_its_state_in_place_leaves_nothing_behind(
     @app.step(entity="carts")
     def add_item(ctx, cart: str, item: str) -> list:
         items = ctx.state if ctx.state is not None else []
-        items.append(item)                  # in place, on what ctx.state returned
+        items.append(item)  # in place, on what ctx.state returned
         if item == "poison":
             raise NonRetryable("refused")
         ctx.state = items
@@ -202,7 +202,7 @@ def test_async_step_past_its_timeout_is_cancelled_and_retried() -> None:
         entry = driver.workflows.get(w, "t").entries[0]
         assert entry["status"] == "pending" and entry["attempt"] == 2
         assert "took longer than 0.05 s" in entry["last_error"]["message"]
-        driver.advance_time(10_000)        # the retry timer
+        driver.advance_time(10_000)  # the retry timer
         assert driver.workflows.get(w, "t").result == 5
     assert cancelled == [1]
 
@@ -238,7 +238,7 @@ def test_sync_step_past_its_timeout_is_failed_and_its_late_write_rejected() -> N
         deadline = time.monotonic() + 10
         while not late and time.monotonic() < deadline:
             time.sleep(0.01)
-        driver.advance_time(1)             # would commit a late write, if one got through
+        driver.advance_time(1)  # would commit a late write, if one got through
         assert driver.store("accounts") == {}
     assert late and "rejected" in late[0]
 
@@ -322,8 +322,10 @@ def test_a_wrong_argument_to_a_ctx_call_names_the_call_and_the_argument() -> Non
     with TestDriver(app) as driver:
         for wf, name in ((sleeps_wrong, "a"), (sends_a_set, "b"), (emits_wrong, "c")):
             driver.workflows.start(wf, id=name)
-        errors = {n: driver.workflows.get(wf, n).header["error"]["message"]
-                  for wf, n in ((sleeps_wrong, "a"), (sends_a_set, "b"), (emits_wrong, "c"))}
+        errors = {
+            n: driver.workflows.get(wf, n).header["error"]["message"]
+            for wf, n in ((sleeps_wrong, "a"), (sends_a_set, "b"), (emits_wrong, "c"))
+        }
     assert "ctx.sleep(duration)" in errors["a"] and "'5s'" in errors["a"]
     assert "ctx.step(store_it, ...): argument 0 (set)" in errors["b"]
     assert "ctx.emit(topic, key, value)" in errors["c"] and "42" in errors["c"]
@@ -338,8 +340,11 @@ def test_a_malformed_step_command_goes_to_the_dead_letter_topic_with_the_reason(
 
     with TestDriver(app) as driver:
         driver.pipe_raw("poison.step.noop", b"k", b'{"id": "x"}')
-        driver.pipe_raw("poison.step.noop", b"k", b'{"id": "x", "seq": 0, "attempt": 1, '
-                                                  b'"reply": "poison.w.events", "rp": "0"}')
+        driver.pipe_raw(
+            "poison.step.noop",
+            b"k",
+            b'{"id": "x", "seq": 0, "attempt": 1, "reply": "poison.w.events", "rp": "0"}',
+        )
         reasons = [dict(d.headers())[HEADER_ERROR].decode() for d in driver.dead_letters()]
     assert all("step command is malformed" in r for r in reasons) and len(reasons) == 2
     assert "KeyError" in reasons[0] and "rp is '0', not a partition number" in reasons[1]
@@ -398,7 +403,7 @@ def test_two_entity_steps_of_one_store_never_run_at_once_for_the_same_key() -> N
     def credit(ctx, account: str, amount: int) -> int:
         peak.enter(account)
         balance = ctx.state or 0
-        time.sleep(0.002)                    # read-modify-write across a thread switch
+        time.sleep(0.002)  # read-modify-write across a thread switch
         ctx.state = balance + amount
         peak.leave(account)
         return ctx.state

@@ -43,13 +43,24 @@ def test_the_transition_returns_commands_and_timers_instead_of_sending_them() ->
     assert journal is not None and journal.status == RUNNING
     [(sdef, command)] = started.commands
     assert (sdef.name, command.id, command.seq, command.attempt, command.args, command.run) == (
-        "charge", "o-1", 0, 1, [250], 1)
+        "charge",
+        "o-1",
+        0,
+        1,
+        [250],
+        1,
+    )
     assert command.idempotency_key == "o-1:0" and not started.timers
 
     replied = machine.apply(journal, StepResult("o-1", 0, 1, "charged 250", run=1), now_ms=2_000)
     assert not replied.commands
     [timer] = replied.timers
-    assert (timer.due_ms, timer.kind, timer.seq, timer.run) == (2_000 + 3_600_000, SIGNAL_TIMEOUT, 1, 1)
+    assert (timer.due_ms, timer.kind, timer.seq, timer.run) == (
+        2_000 + 3_600_000,
+        SIGNAL_TIMEOUT,
+        1,
+        1,
+    )
 
     shipped = machine.apply(journal, Signal("o-1", "shipped"), now_ms=3_000)
     assert shipped.cancelled_timers == [timer.__class__(timer.due_ms, "o-1", 1, SIGNAL_TIMEOUT)]
@@ -76,8 +87,11 @@ def test_a_replay_from_the_journal_alone_gives_the_same_commands() -> None:
 
 def test_events_are_typed_records_with_a_clear_error_for_bad_ones() -> None:
     assert decode_event({"type": "signal", "id": "x", "name": "go"}) == Signal("x", "go")
-    for bad, words in (([1], "JSON object"), ({"type": "nope", "id": "x"}, "unknown workflow event"),
-                       ({"type": "step_result", "id": "x"}, "malformed")):
+    for bad, words in (
+        ([1], "JSON object"),
+        ({"type": "nope", "id": "x"}, "unknown workflow event"),
+        ({"type": "step_result", "id": "x"}, "malformed"),
+    ):
         try:
             decode_event(bad)
         except Exception as exc:  # noqa: BLE001
@@ -93,16 +107,16 @@ def test_timers_of_the_previous_run_do_not_fire_into_the_next_one() -> None:
     @app.workflow
     async def loop(ctx, n: int) -> int:
         if n == 0:
-            ctx.sleep(timedelta(hours=1))        # run 1 arms a timer at seq 0 and moves on
+            ctx.sleep(timedelta(hours=1))  # run 1 arms a timer at seq 0 and moves on
             ctx.continue_as_new(1)
-        await ctx.sleep(timedelta(hours=2))      # run 2: seq 0 sleeps two hours
+        await ctx.sleep(timedelta(hours=2))  # run 2: seq 0 sleeps two hours
         woke.append(n)
         return n
 
     with TestDriver(app) as driver:
         driver.workflows.start(loop, id="l", input=0)
         assert driver.workflows.get(loop, "l").header["run"] == 2
-        driver.advance_time(3_600_001)           # run 1's timer would be due now
+        driver.advance_time(3_600_001)  # run 1's timer would be due now
         view = driver.workflows.get(loop, "l")
         assert view.status == "running" and view.entries[0]["status"] == "pending"
         assert not woke
@@ -139,6 +153,7 @@ def test_a_due_timer_whose_transition_raises_is_dead_lettered_not_swallowed(tmp_
         @app.workflow
         async def w(ctx, _: None) -> None:
             await ctx.step(flaky)
+
         return app
 
     with TestDriver(app_with("flaky"), state_dir=tmp_path) as driver:
@@ -152,7 +167,8 @@ def test_a_due_timer_whose_transition_raises_is_dead_lettered_not_swallowed(tmp_
         assert headers[HEADER_STAGE] == b"timer"
         assert b"flaky" in headers[HEADER_ERROR] and b"not registered" in headers[HEADER_ERROR]
         assert decode_event(__import__("orjson").loads(dead.value())) == TimerFired(
-            "x", 0, "retry", 1)
+            "x", 0, "retry", 1
+        )
 
 
 def test_a_dead_lettered_event_leaves_no_change_for_a_later_transition() -> None:

@@ -62,7 +62,12 @@ def _app() -> App:
         return n
 
     app.retrying, app.catching, app.sleeper, app.waits_twice, app.counter = (  # type: ignore[attr-defined]
-        retrying, catching, sleeper, waits_twice, counter)
+        retrying,
+        catching,
+        sleeper,
+        waits_twice,
+        counter,
+    )
     app.flaky = flaky  # type: ignore[attr-defined]
     return app
 
@@ -73,10 +78,10 @@ def test_step_retries_on_durable_timers_with_backoff_and_one_idempotency_key() -
         driver.workflows.start(app.retrying, id="r1", input=7)
         assert [c[1] for c in CALLS] == [1]
         driver.advance_time(999)
-        assert [c[1] for c in CALLS] == [1]          # backoff 1 s not yet over
+        assert [c[1] for c in CALLS] == [1]  # backoff 1 s not yet over
         driver.advance_time(1)
         assert [c[1] for c in CALLS] == [1, 2]
-        driver.advance_time(2000)                    # exponential: 2 s for the third attempt
+        driver.advance_time(2000)  # exponential: 2 s for the third attempt
         assert [c[1] for c in CALLS] == [1, 2, 3]
         assert {c[2] for c in CALLS} == {"r1:0"}
         view = driver.workflows.get(app.retrying, "r1")
@@ -106,8 +111,11 @@ def test_durable_sleep_wakes_once_and_emit_is_transactional_output() -> None:
 def test_signals_sent_before_the_wait_are_kept_in_order() -> None:
     app = _app()
     with TestDriver(app) as driver:
-        driver.pipe(app.workflows.events_topic(app.waits_twice), "w",
-                    {"type": "start", "id": "w", "input": None})
+        driver.pipe(
+            app.workflows.events_topic(app.waits_twice),
+            "w",
+            {"type": "start", "id": "w", "input": None},
+        )
         driver.workflows.signal(app.waits_twice, "w", "go", 1)
         driver.workflows.signal(app.waits_twice, "w", "go", 2)
         assert driver.workflows.get(app.waits_twice, "w").result == [1, 2]
@@ -216,7 +224,9 @@ def test_unregistered_step_is_a_clear_error_in_the_instance() -> None:
     with TestDriver(app) as driver:
         driver.workflows.start(broken, id="b")
         view = driver.workflows.get(broken, "b")
-        assert view.status == "failed" and "not a registered step" in view.header["error"]["message"]
+        assert (
+            view.status == "failed" and "not a registered step" in view.header["error"]["message"]
+        )
 
 
 @pytest.mark.parametrize("partitions", [1, 4])
