@@ -131,7 +131,7 @@ def measure(row: str, n: int = RECORDS, repeats: int = REPEATS) -> dict[str, Any
 
     values = records(n)
     with tempfile.TemporaryDirectory() as tmp:
-        v1, v0, v1_id, v0_id = _serdes(Path(tmp))
+        v1, v0, _, _ = _serdes(Path(tmp))
     header = v1.serialize(values[0])[:5]
     raw_v1 = {**ORDER_V1, "fields": [*ORDER_V1["fields"]]}
     raw_v1["fields"][5] = {"name": "currency", "type": CURRENCY}  # self-contained, as loaded

@@ -54,7 +54,9 @@ def make_input(bootstrap: str, records: int) -> str:
 
 def _rss_mb() -> float:
     """This process' peak RSS (VmHWM: unlike ru_maxrss it does not inherit the parent's peak)."""
-    for line in open("/proc/self/status"):
+    with open("/proc/self/status") as status:
+        lines = status.read().splitlines()
+    for line in lines:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -118,7 +118,7 @@ def run(
                 str(work / f"w{i}"),
             ],
             env=env,
-            stdout=open(work / f"w{i}.log", "wb"),
+            stdout=open(work / f"w{i}.log", "wb"),  # noqa: SIM115 - the child owns it
             stderr=subprocess.STDOUT,
         )
         for i in range(workers)
@@ -214,7 +214,8 @@ def _print_deciles(started: dict[str, float], done: dict[str, float]) -> None:
     for d in range(10):
         part = [1000 * (done[k] - started[k]) for k in order[d * n // 10 : (d + 1) * n // 10]]
         print(
-            f"decile {d}: p50 {_percentile(part, 0.5):.0f} ms, p99 {_percentile(part, 0.99):.0f} ms",
+            f"decile {d}: p50 {_percentile(part, 0.5):.0f} ms, "
+            f"p99 {_percentile(part, 0.99):.0f} ms",
             file=sys.stderr,
         )
 

@@ -5,8 +5,8 @@ and hands the resulting topology to a worker (``streamflow run``) or the test dr
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,7 @@ class App:
         *,
         name: str | None = None,
         version: int = 1,
-        input: str | Serde | None = None,  # noqa: A002
+        input: str | Serde | None = None,
         result: str | Serde | None = None,
         signals: Mapping[str, str | Serde] | None = None,
     ) -> Any:
@@ -158,7 +158,7 @@ class App:
         partitions: int | None = None,
         config: dict[str, str] | None = None,
     ) -> TopicSpec:
-        """Declare a topic. With ``partitions`` it is created when missing (and checked when not)."""
+        """Declare a topic. With ``partitions`` it is created when missing (checked when not)."""
         spec = TopicSpec(
             name,
             resolve_serde(key),

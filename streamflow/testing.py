@@ -149,7 +149,7 @@ class TestDriver:
         timestamp: int | None = None,
         headers: Headers = None,
     ) -> None:
-        """Produce one record to ``topic`` (encoded with its serdes) and process everything it causes."""
+        """Produce one record to ``topic`` (encoded with its serdes), process all it causes."""
         spec = self.app.topology.topics.get(topic)
         if spec is None:
             raise ConfigError(f"topic {topic!r} is not declared in app {self.app.name!r}")
@@ -300,7 +300,7 @@ class DriverWorkflowClient(WorkflowCommands):
     def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
         self._driver.pipe(self._registry.events_topic(workflow), instance_id, event.to_json())
 
-    def get(self, workflow: Any, id: str) -> InstanceView | None:  # noqa: A002
+    def get(self, workflow: Any, id: str) -> InstanceView | None:
         node = self._registry.node_of(workflow)
         partition = partition_for(id.encode(), self._driver.partitions)
         journal = Journal.load(self._driver.store_of(node.instances.name, partition), id)

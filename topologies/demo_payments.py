@@ -173,8 +173,8 @@ def main() -> int:
     )
     print(f"  compensated        {statuses['compensated']:>8,}   (principal short: fee refunded)")
     print(f"  failed             {statuses['failed']:>8,}")
-    print(f"money conserved      {str(conserved):>8}   ({sum(balances.values()):,} cents)")
-    print(f"balances exact       {str(exact):>8}   (vs. a reference from statuses alone)")
+    print(f"money conserved      {conserved!s:>8}   ({sum(balances.values()):,} cents)")
+    print(f"balances exact       {exact!s:>8}   (vs. a reference from statuses alone)")
     print(f"lowest balance       {min(balances.values()):>8,}")
     print(
         f"time / rate          {elapsed:>8.1f} s   {len(transfers) / elapsed:,.0f} transfers/s "

@@ -7,7 +7,7 @@ changelog. Every update of a customer's totals is published to ``customer-totals
 Run it (a broker from ``streamflow dev kafka start`` or your own):
 
     streamflow run topologies/order_totals.py --state-dir .state/w1
-    streamflow run topologies/order_totals.py --state-dir .state/w2   # a second worker: tasks rebalance
+    streamflow run topologies/order_totals.py --state-dir .state/w2  # a 2nd worker: tasks rebalance
 
 ``make demo`` produces a realistic input, runs two workers and checks the result.
 """

@@ -182,7 +182,7 @@ def main() -> int:
     print(f"customers            {len(truth):>12,}")
     print(f"revenue              {sum(t['cents'] for t in truth.values()) / 100:>15,.2f}")
     print(f"updates published    {updates:>12,}   (exactly one per paid order: {updates == paid})")
-    print(f"totals match truth   {str(got == truth):>12}")
+    print(f"totals match truth   {got == truth!s:>12}")
     print(
         f"time / rate          {elapsed:>10.1f} s   {len(orders) / elapsed:,.0f} orders/s "
         "(2 workers, one SIGKILLed and restarted)"

@@ -1,4 +1,4 @@
-"""`streamflow run` and `streamflow describe`: load an App from a Python file and run or print it."""
+"""`streamflow run` and `streamflow describe`: load an App from a Python file, run or print it."""
 
 from __future__ import annotations
 

@@ -104,9 +104,14 @@ def _describe_entry(entry: dict[str, Any]) -> str:
     if kind == "step":
         what = f"step {name}({', '.join(orjson.dumps(a).decode() for a in entry.get('args', []))})"
         if status == "done":
-            return f"{what} → {orjson.dumps(entry.get('result')).decode()}  (attempt {entry['attempt']})"
+            result = orjson.dumps(entry.get("result")).decode()
+            return f"{what} → {result}  (attempt {entry['attempt']})"
         if status == "failed":
-            return f"{what} FAILED after {entry['attempt']} attempt(s): {entry['error']['type']}: {entry['error']['message']}"
+            error = entry["error"]
+            return (
+                f"{what} FAILED after {entry['attempt']} attempt(s): "
+                f"{error['type']}: {error['message']}"
+            )
         last = entry.get("last_error")
         return f"{what} … attempt {entry['attempt']}" + (
             f" (last error: {last['message']})" if last else ""
@@ -122,7 +127,8 @@ def _describe_entry(entry: dict[str, Any]) -> str:
             else f"signal {name!r} → {orjson.dumps(entry.get('result')).decode()}"
         )
     if kind == "compensate":
-        return f"registered compensation {name}({', '.join(orjson.dumps(a).decode() for a in entry.get('args', []))})"
+        args = ", ".join(orjson.dumps(a).decode() for a in entry.get("args", []))
+        return f"registered compensation {name}({args})"
     if kind == "emit":
         return f"emitted to {name}"
     return f"{kind} → {orjson.dumps(entry.get('result')).decode()}"

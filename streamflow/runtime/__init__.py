@@ -1,1 +1,1 @@
-"""The worker: consumer/producer, tasks, the commit cycle, rebalances and restores (docs/architecture.md)."""
+"""The worker: clients, tasks, the commit cycle, rebalances and restores (docs/architecture.md)."""

@@ -29,7 +29,7 @@ GRACE_SECONDS = 2.0
 
 
 class _Job:
-    __slots__ = ("fn", "args", "done", "result", "error")
+    __slots__ = ("args", "done", "error", "fn", "result")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn = fn

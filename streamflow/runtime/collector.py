@@ -33,7 +33,7 @@ class RecordCollector(Protocol):
 
 
 class KafkaCollector:
-    """Sends through confluent-kafka's producer, waiting on a full local queue instead of failing."""
+    """Sends through confluent-kafka's producer; a full local queue is waited out, not failed."""
 
     def __init__(self, producer: object) -> None:
         self.use(producer)

@@ -13,7 +13,7 @@ from collections import deque
 class CompletionOffsets:
     """Offsets admitted in order, finished in any order; amortized O(1) per record."""
 
-    __slots__ = ("_order", "_finished")
+    __slots__ = ("_finished", "_order")
 
     def __init__(self) -> None:
         self._order: deque[int] = deque()

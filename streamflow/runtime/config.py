@@ -1,7 +1,7 @@
 """Worker settings and the Kafka client configurations derived from them.
 
-The client settings are where the exactly-once promise (docs/architecture.md, "Commit protocol") is made concrete, so they
-live in one place with the reason for each.
+The client settings are where the exactly-once promise (docs/architecture.md, "Commit protocol")
+is made concrete, so they live in one place with the reason for each.
 """
 
 from __future__ import annotations

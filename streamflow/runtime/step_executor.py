@@ -319,7 +319,7 @@ class StepExecutor:
                 # Other steps' slots wait for a thread: go to the back of the line instead of
                 # keeping this thread for as long as this step has work.
                 pool, taken = self._pool, attempt
-                pool.submit(lambda: self._serve_sync(lane, taken))
+                pool.submit(lambda: self._serve_sync(lane, taken))  # noqa: B023 - returns next
                 return
 
     def _wake_loop(self) -> None:

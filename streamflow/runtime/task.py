@@ -44,7 +44,7 @@ def _wall_clock_ms() -> int:
 
 
 class _Source:
-    __slots__ = ("key_deserialize", "value_deserialize", "push", "name")
+    __slots__ = ("key_deserialize", "name", "push", "value_deserialize")
 
     def __init__(self, key_deserialize: Any, value_deserialize: Any, push: Any, name: str) -> None:
         self.key_deserialize, self.value_deserialize = key_deserialize, value_deserialize
@@ -185,7 +185,7 @@ class Task:
             vb = msg.value()
             key = None if kb is None else source.key_deserialize(kb)
             value = None if vb is None else source.value_deserialize(vb)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any undecodable record is poison, not a stop
             self.dead_letter(msg, exc, "deserialize", f"source:{source.name}")
             return
         try:
@@ -197,7 +197,7 @@ class Task:
                 raise  # not this record's fault: the worker recovers its clients
             self.forget_decoded()
             self.dead_letter(msg, exc, "process", failing_processor(exc))
-        except BaseException as exc:  # SystemExit from user code is bad input too, not a stop
+        except BaseException as exc:  # noqa: BLE001 - SystemExit from user code is bad input too
             self.forget_decoded()
             self.dead_letter(msg, exc, "process", failing_processor(exc))
 

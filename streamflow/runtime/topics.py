@@ -1,4 +1,5 @@
-"""Internal and declared topics: resolve partition counts, create what is missing, refuse mismatches.
+"""Internal and declared topics: resolve partition counts, create what is missing, refuse
+mismatches.
 
 Partition counts flow downstream: a sub-topology has as many tasks as its source topics have
 partitions (they must agree: co-partitioning), a repartition topic defaults to the partition

@@ -160,7 +160,7 @@ def compile_codec(schema: Any, classes: Mapping[str, type] | None = None) -> Com
         return None
     env = dict(_BASE_ENV)
     env.update(gen.consts)
-    exec(compile(source, f"<avro codec {_label(schema)}>", "exec"), env)  # noqa: S102
+    exec(compile(source, f"<avro codec {_label(schema)}>", "exec"), env)
     return CompiledCodec(env["encode"], env["decode"], env["decode_unchecked"], env, source)
 
 

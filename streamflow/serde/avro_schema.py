@@ -60,7 +60,9 @@ def _from_text(text: str | bytes, source: str) -> Schema:
     try:
         loaded: Schema = json.loads(text)
     except ValueError as exc:
-        raise SchemaError(f"{source}: not valid JSON ({exc}); an .avsc file holds one JSON schema")
+        raise SchemaError(
+            f"{source}: not valid JSON ({exc}); an .avsc file holds one JSON schema"
+        ) from exc
     return loaded
 
 

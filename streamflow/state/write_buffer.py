@@ -22,7 +22,7 @@ TOMBSTONE: Any = object()
 class WriteBuffer:
     """Uncommitted writes of one store of one task, keyed by the encoded key."""
 
-    __slots__ = ("entries", "encoded")
+    __slots__ = ("encoded", "entries")
 
     def __init__(self) -> None:
         self.entries: dict[bytes, Any] = {}

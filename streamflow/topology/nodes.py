@@ -337,7 +337,7 @@ class JoinNode(Node):
 class ProcessorContext:
     """What a ``process()`` function may do: read/write its stores, forward records."""
 
-    __slots__ = ("_rt", "_nxt", "_allowed")
+    __slots__ = ("_allowed", "_nxt", "_rt")
 
     def __init__(self, rt: ProcessorRuntime, nxt: Push, allowed: set[str]) -> None:
         self._rt, self._nxt, self._allowed = rt, nxt, allowed

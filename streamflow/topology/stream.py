@@ -193,8 +193,8 @@ class Stream:
         self,
         workflow: Any,
         *,
-        id: Callable[[Any], str],  # noqa: A002
-        input: Callable[[Any], Any] | None = None,  # noqa: A002
+        id: Callable[[Any], str],
+        input: Callable[[Any], Any] | None = None,
         name: str | None = None,
     ) -> None:
         """Start one ``workflow`` instance per record, idempotently by ``id(value)``.

@@ -64,7 +64,7 @@ class StepDef:
     retry: Retry
     timeout: timedelta | None
     entity_store: str | None = None
-    """Entity steps: the store holding one value per entity; the first argument is the entity key."""
+    """Entity steps: the store of one value per entity; the first argument is the entity key."""
     args: tuple[AvroSerde | None, ...] = ()
     """Avro types of the arguments by position (None, or past the end: JSON)."""
     result: AvroSerde | None = None

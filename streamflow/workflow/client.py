@@ -17,7 +17,6 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamflow.errors import ConfigError, KafkaUnavailable
-
 from streamflow.serde.avro import AvroSerde
 from streamflow.serde.binding import bind_schemas
 from streamflow.serde.partitioner import partition_for
@@ -76,7 +75,7 @@ class WorkflowCommands:
         workflow: Any,
         *,
         id: str,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         version: int | None = None,
     ) -> str:
         """Start an instance; a second start with the same id leaves the first one running."""
@@ -88,13 +87,13 @@ class WorkflowCommands:
         self._send(workflow, id, Start(id, self._pack(wdef.input, input), version))
         return id
 
-    def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:  # noqa: A002
+    def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:
         # The instance may be pinned to another version: the newest one's declaration is a
         # compatible version of its schema, so the orchestrator reads it either way.
         serde = self._version(workflow, None).signal_serde(name)
         self._send(workflow, id, Signal(id, name, self._pack(serde, payload)))
 
-    def cancel(self, workflow: Any, id: str) -> None:  # noqa: A002
+    def cancel(self, workflow: Any, id: str) -> None:
         self._send(workflow, id, Cancel(id))
 
     def _version(self, workflow: Any, version: int | None) -> Any:
@@ -145,7 +144,7 @@ class WorkflowClient(WorkflowCommands):
         if serde is not None and serde.schema_id is None:
             bind_schemas(self._app.topology, _ClientSettings(self._app.name, self._bootstrap))
 
-    def get(self, workflow: Any, id: str) -> InstanceView | None:  # noqa: A002
+    def get(self, workflow: Any, id: str) -> InstanceView | None:
         node = self._registry.node_of(workflow)
         changelog = node.instances.changelog
         partitions = self._partitions(changelog)
@@ -162,7 +161,7 @@ class WorkflowClient(WorkflowCommands):
             key=lambda v: v.header.get("started_ms", 0),
         )
 
-    def wait(self, workflow: Any, id: str, timeout: float = 30.0) -> InstanceView:  # noqa: A002
+    def wait(self, workflow: Any, id: str, timeout: float = 30.0) -> InstanceView:
         deadline = time.monotonic() + timeout
         while True:
             view = self.get(workflow, id)

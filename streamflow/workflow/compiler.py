@@ -131,7 +131,7 @@ class WorkflowRegistry:
         fn: Callable[..., Any],
         name: str | None,
         version: int,
-        input: str | Serde | None = None,  # noqa: A002
+        input: str | Serde | None = None,
         result: str | Serde | None = None,
         signals: Mapping[str, str | Serde] | None = None,
     ) -> WorkflowDef:

@@ -59,8 +59,8 @@ SUSPEND = object()
 """Yielded through the coroutine to the orchestrator: "nothing more to do until an event"."""
 
 
-class ContinueAsNew(Exception):  # noqa: N818 - a control-flow signal, not an error
-    def __init__(self, input: Any) -> None:  # noqa: A002
+class ContinueAsNew(Exception):
+    def __init__(self, input: Any) -> None:
         super().__init__("continue_as_new")
         self.input = input
 
@@ -68,7 +68,7 @@ class ContinueAsNew(Exception):  # noqa: N818 - a control-flow signal, not an er
 class _Call:
     """An awaitable journal entry (a step, a timer, a signal wait)."""
 
-    __slots__ = ("_ctx", "_seq", "_convert")
+    __slots__ = ("_convert", "_ctx", "_seq")
 
     def __init__(self, ctx: WorkflowContext, seq: int, convert: Callable[[dict], Any]) -> None:
         self._ctx, self._seq, self._convert = ctx, seq, convert
@@ -323,7 +323,7 @@ class WorkflowContext:
                 }
             )
 
-    def continue_as_new(self, input: Any) -> None:  # noqa: A002
+    def continue_as_new(self, input: Any) -> None:
         """End this run and start a fresh journal with ``input`` under the same id."""
         try:
             packed = pack(self._workflow.input if self._workflow else None, input)
@@ -354,7 +354,7 @@ def _packed_args(call: str, sdef: StepDef, args: Sequence[Any]) -> list[Any]:
         )
     try:
         return pack_args(sdef.args, args)
-    except Exception:  # noqa: BLE001 - find which argument, then say so
+    except Exception:
         for i, arg in enumerate(args):
             try:
                 pack_args(sdef.args[i : i + 1], [arg])

@@ -56,23 +56,23 @@ class StepContext:
     """What a step function receives as ``ctx``."""
 
     __slots__ = (
-        "workflow_id",
-        "idempotency_key",
-        "attempt",
-        "step",
-        "entity",
-        "_state",
-        "_original",
         "_assigned",
+        "_original",
         "_read",
+        "_state",
+        "attempt",
         "closed",
+        "entity",
+        "idempotency_key",
+        "step",
+        "workflow_id",
     )
 
     def __init__(self, step: StepDef, command: StepCommand, entity: str | None, state: Any) -> None:
         self.step = step.name
         self.workflow_id: str = command.id
         self.idempotency_key: str = command.idempotency_key
-        """``"<workflow id>:<step seq>"``: the same for every attempt; pass it to the service you call."""
+        """``"<workflow id>:<step seq>"``: the same for every attempt; pass it to what you call."""
         self.attempt: int = command.attempt
         self.entity = entity
         self._original = state
@@ -390,8 +390,8 @@ class StepRunner:
                     command,
                     attempt,
                     SerializationError(
-                        f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} to a value "
-                        f"store {store.name!r} cannot serialize: {bad}"
+                        f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} to a "
+                        f"value store {store.name!r} cannot serialize: {bad}"
                     ),
                     retryable=False,
                 )

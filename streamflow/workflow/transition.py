@@ -300,7 +300,7 @@ class WorkflowMachine:
             self.live.pop(journal.id, None)
             self._fail(journal, exc, out, compensate=False)
             return
-        except (Exception, SystemExit) as exc:  # the workflow raised: it failed for good
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the workflow raised: failed for good
             self.live.pop(journal.id, None)
             self._fail(journal, exc, out, compensate=True)
             return

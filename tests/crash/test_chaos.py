@@ -145,7 +145,7 @@ def test_chaos_every_input_takes_effect_exactly_once(
     names = ["s0", "s1", "f0", "f1"]
     watcher = _Watcher(bootstrap, [f"out-{s_name}", f"done-{w_name}"])
     faults: list[tuple[str, str, float, float]] = []
-    """(kind, what, when it began, when it ended): a kill ends as it begins, a SIGSTOP at SIGCONT."""
+    """(kind, what, began, ended): a kill ends as it begins, a SIGSTOP at its SIGCONT."""
     truth_count: Counter[str] = Counter()
     truth_sum: Counter[str] = Counter()
     poison: set[str] = set()

@@ -7,7 +7,7 @@ covered by tests/integration and the SIGKILL tests.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -63,7 +63,7 @@ class RecordingConsumer:
 
 class OneTask:
     partition = 0
-    stores: dict = {}
+    stores: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         self.pending_offsets: dict[str, int] = {}

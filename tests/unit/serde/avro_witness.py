@@ -66,7 +66,8 @@ def witnesses(t: Any, names: dict[str, Any], depth: int = 0) -> list[Any]:
     per_field = [witnesses(f["type"], names, depth + 1) for f in t["fields"]]
     count = max((len(v) for v in per_field), default=1)
     return [
-        {f["name"]: vs[i % len(vs)] for f, vs in zip(t["fields"], per_field)} for i in range(count)
+        {f["name"]: vs[i % len(vs)] for f, vs in zip(t["fields"], per_field, strict=True)}
+        for i in range(count)
     ]
 
 

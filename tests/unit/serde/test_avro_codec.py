@@ -191,7 +191,7 @@ def test_logical_types_convert_as_fastavro_converts_them() -> None:
     codec = compiled(parsed)
     assert codec is not None
     value = {
-        "ts": datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone.utc),
+        "ts": datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.UTC),
         "day": datetime.date(2024, 5, 1),
         "price": decimal.Decimal("12.34"),
         "id": uuid.UUID(int=42),

@@ -85,7 +85,7 @@ def bound(
 
 
 def test_declaring_a_type_the_schema_directory_lacks_fails_at_declaration(v1: Path) -> None:
-    with pytest.raises(ConfigError, match="no named type 'acme.Nope'.*acme.Reading"):
+    with pytest.raises(ConfigError, match=r"no named type 'acme\.Nope'.*acme\.Reading"):
         avro("acme.Nope", schema_dir=v1)
     with pytest.raises(ConfigError, match="schema directory not found"):
         avro("acme.Reading", schema_dir=v1 / "missing")
@@ -100,7 +100,7 @@ def test_the_schema_directory_defaults_to_the_environment(
 
 def test_an_unbound_serde_refuses_to_write_and_says_how_to_bind(v1: Path) -> None:
     serde = avro("acme.Reading", schema_dir=v1)
-    with pytest.raises(ConfigError, match="not bound.*bind_schemas"):
+    with pytest.raises(ConfigError, match=r"not bound.*bind_schemas"):
         serde.serialize({"sensor": "s", "value": 1, "status": "OK"})
 
 
@@ -216,7 +216,7 @@ def test_an_unknown_schema_id_is_a_serialization_error_naming_the_id(v1: Path) -
     serde = bound(avro("acme.Reading", schema_dir=v1), InMemorySchemaRegistry())
     with pytest.raises(SerializationError, match="unknown schema id 4242"):
         serde.deserialize(header(4242) + b"\x02s\x02\x00\x00")
-    with pytest.raises(SerializationError, match="unknown schema id 4242.*recently"):
+    with pytest.raises(SerializationError, match=r"unknown schema id 4242.*recently"):
         serde.deserialize(header(4242) + b"\x02s\x02\x00\x00")  # not asked again at once
 
 
@@ -245,7 +245,7 @@ def test_bytes_that_do_not_match_their_schema_are_a_serialization_error(v1: Path
 
 def test_a_value_that_does_not_fit_the_schema_names_the_field(v1: Path) -> None:
     serde = bound(avro("acme.Reading", schema_dir=v1), InMemorySchemaRegistry())
-    with pytest.raises(SerializationError, match="acme.Reading.value"):
+    with pytest.raises(SerializationError, match=r"acme\.Reading\.value"):
         serde.serialize({"sensor": "s", "value": "not a number", "status": "OK"})
 
 

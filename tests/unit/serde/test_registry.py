@@ -66,7 +66,7 @@ def test_an_incompatible_version_is_refused_with_its_reasons() -> None:
     assert [p.kind for p in registry.check("s", V3_BAD, default_mode=BACKWARD)] == [
         "READER_FIELD_MISSING_DEFAULT_VALUE"
     ]
-    with pytest.raises(SchemaIncompatible, match="(?s)subject 's'.*BACKWARD.*/fields/age"):
+    with pytest.raises(SchemaIncompatible, match=r"(?s)subject 's'.*BACKWARD.*/fields/age"):
         registry.register("s", V3_BAD, default_mode=BACKWARD)
     assert len(registry.versions("s")) == 1
 
