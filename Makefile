@@ -5,6 +5,7 @@
 #   make unit        tests that need no broker
 #   make kafka       start the local broker (`make kafka-stop` stops it); `make test` reuses it
 #   make chaos       the crash and fault tests at full size (10,000 transfers, 200,000 records)
+#   make lint        ruff (lint + format check) and mypy --strict on streamflow/
 #
 # Kafka comes from Maven Central jars via `mvn` (cached in ~/.cache/streamflow, or
 # $STREAMFLOW_CACHE_DIR). Set STREAMFLOW_BOOTSTRAP=host:port to test against an existing cluster,
@@ -19,14 +20,14 @@ PYTEST_ARGS ?=
 # Re-install only when the package definition changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit chaos clean demo bench
+.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit chaos clean demo bench lint format
 
 venv: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,lint]'
 	touch $@
 
 kafka-jars: venv
@@ -40,6 +41,15 @@ kafka-stop: venv
 
 kafka-status: venv
 	$(SF) dev kafka status --dir $(KAFKA_DIR)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 unit: venv
 	$(PY) -m pytest -m "not kafka" $(PYTEST_ARGS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamflow.app import App, AppConfig
+from streamflow.app import App
 from streamflow.errors import (
     ConfigError,
     NonDeterminism,
@@ -12,6 +12,7 @@ from streamflow.errors import (
     StreamflowError,
     TopologyError,
 )
+from streamflow.runtime.config import AppConfig
 from streamflow.serde.avro import avro
 from streamflow.serde.base import Serde
 from streamflow.topology.nodes import ProcessorContext, Record

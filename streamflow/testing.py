@@ -251,8 +251,8 @@ class TestDriver:
             raise ConfigError(f"topic {topic!r} is not declared in app {self.app.name!r}")
         kd, vd = spec.key_serde.deserialize, spec.value_serde.deserialize
         return [
-            (None if m.key() is None else kd(m.key()), None if m.value() is None else vd(m.value()))
-            for m in self.messages(topic)
+            (None if k is None else kd(k), None if v is None else vd(v))
+            for k, v in ((m.key(), m.value()) for m in self.messages(topic))
         ]
 
     def messages(self, topic: str) -> list[DriverMessage]:

@@ -152,7 +152,9 @@ class Restorer:
         """Restore one slice; returns the tasks that are now caught up."""
         if not self._active:
             return self._finished()
-        messages = self._consumer.consume(self._batch_size, timeout)
+        # Any: records of assigned changelogs, whose topic, partition and offset are never None
+        # (confluent-kafka's stubs allow None for error events, handled below).
+        messages: list[Any] = self._consumer.consume(self._batch_size, timeout)
         touched: set[tuple[str, int]] = set()
         for msg in messages:
             tp = (msg.topic(), msg.partition())

@@ -71,7 +71,7 @@ class Task:
         self.state_dir = state_dir / self.id
         self._collector = collector
         # Processors send straight through the collector: no extra Python frame per output.
-        self.send = self._send = collector.send  # type: ignore[method-assign]
+        self.send = self._send = collector.send
         self._dead_letter_topic = dead_letter_topic
         self.msg: Any = None
         self.now_ms = clock or _wall_clock_ms

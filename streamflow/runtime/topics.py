@@ -62,7 +62,8 @@ def plan_topics(topology: Any, existing: dict[str, int], dead_letter_topic: str)
                 f"topic {spec.name!r} does not exist; create it, or declare "
                 f"app.topic({spec.name!r}, partitions=N) so streamflow creates it"
             )
-        return spec.partitions
+        declared: int = spec.partitions
+        return declared
 
     for sub in subs:  # declaration order: a repartition topic's writer comes first
         counts = {spec.name: count_of(spec) for spec in sub.sources}

@@ -458,7 +458,7 @@ class Worker:
             tp
             for task in {t.id: t for t in tasks}.values()
             if self._tasks.get(task.id) is task
-            for tp in self._task_partitions(task)
+            for tp in self._task_partitions(task)  # type: ignore[arg-type]  # `is task`: not None
         ]
         if not partitions:
             return

@@ -193,6 +193,7 @@ class KeyValueStore:
                 if db_key == buf_key:
                     it.next()
             else:
+                assert db_key is not None  # both None returned above
                 yield kd(db_key), vd(it.value())
                 it.next()
 

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from streamflow.serde.base import Serde
+
+if TYPE_CHECKING:
+    from streamflow.topology.nodes import Node
 
 
 class TopicKind(Enum):
@@ -72,4 +76,4 @@ class SubTopology:
     id: int
     sources: list[TopicSpec] = field(default_factory=list)
     stores: list[StoreSpec] = field(default_factory=list)
-    nodes: list[object] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)

@@ -202,7 +202,7 @@ class Stream:
         The start event is sent in the same transaction as the record's consumption, so a
         record starts its instance exactly once.
         """
-        events = self._topology.workflows.node_of(workflow).events  # type: ignore[attr-defined]
+        events = self._topology.workflows.node_of(workflow).events
         self._then(
             StartWorkflowNode(
                 self._name("start_workflow", name), events=events, id_fn=id, input_fn=input

@@ -37,7 +37,8 @@ class InstanceView:
 
     @property
     def status(self) -> str:
-        return self.header["status"]
+        status: str = self.header["status"]
+        return status
 
     @property
     def result(self) -> Any:
@@ -196,14 +197,18 @@ class WorkflowClient(WorkflowCommands):
         try:
             while len(eof) < len(parts):
                 for msg in consumer.consume(10_000, 1.0):
-                    if msg.error():
-                        if msg.error().code() == KafkaError._PARTITION_EOF:
-                            eof.add(msg.partition())
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            eof.add(msg.partition() or 0)
                         continue
-                    key = msg.key().decode()
+                    raw_key, value = msg.key(), msg.value()
+                    if raw_key is None:
+                        continue  # not an instance record: instances are keyed by workflow id
+                    key = raw_key.decode()
                     if only is not None and not key.startswith(only):
                         continue
-                    latest[key] = None if msg.value() is None else orjson.loads(msg.value())
+                    latest[key] = None if value is None else orjson.loads(value)
         finally:
             consumer.close()
         views: dict[str, InstanceView] = {}

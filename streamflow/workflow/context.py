@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -70,7 +70,9 @@ class _Call:
 
     __slots__ = ("_convert", "_ctx", "_seq")
 
-    def __init__(self, ctx: WorkflowContext, seq: int, convert: Callable[[dict], Any]) -> None:
+    def __init__(
+        self, ctx: WorkflowContext, seq: int, convert: Callable[[dict[str, Any]], Any]
+    ) -> None:
         self._ctx, self._seq, self._convert = ctx, seq, convert
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -86,7 +88,7 @@ class WorkflowContext:
         self,
         journal: Journal,
         effects: Effects,
-        steps: dict[Any, StepDef],
+        steps: Mapping[Any, StepDef],
         workflow: WorkflowDef | None = None,
     ) -> None:
         self.journal = journal
@@ -102,8 +104,12 @@ class WorkflowContext:
     # -- the determinism check -------------------------------------------------------------------
 
     def _next(
-        self, kind: str, name: str, args_digest: str, rehash: Callable[[dict], str] | None = None
-    ) -> tuple[int, dict | None]:
+        self,
+        kind: str,
+        name: str,
+        args_digest: str,
+        rehash: Callable[[dict[str, Any]], str] | None = None,
+    ) -> tuple[int, dict[str, Any] | None]:
         """``rehash`` recomputes a journaled entry's digest under the code's current schemas:
         an entry with Avro arguments written under an older schema version digests differently
         as written, and must not be taken for a changed call."""
@@ -152,7 +158,7 @@ class WorkflowContext:
             self.effects.start_step(self.journal, seq, sdef, plain)
         result_type = return_type(sdef.fn)
 
-        def convert(entry: dict) -> Any:
+        def convert(entry: dict[str, Any]) -> Any:
             if entry["status"] == "failed":
                 raise step_exception(
                     sdef.name, StepError.from_json(entry["error"]), entry["attempt"]
@@ -223,10 +229,12 @@ class WorkflowContext:
         return datetime.fromtimestamp(ms / 1000, UTC)
 
     def random(self) -> float:
-        return self._recorded("random", random.random)
+        value: float = self._recorded("random", random.random)
+        return value
 
     def uuid(self) -> str:
-        return self._recorded("uuid", lambda: str(uuid.uuid4()))
+        value: str = self._recorded("uuid", lambda: str(uuid.uuid4()))
+        return value
 
     # -- timers and signals ----------------------------------------------------------------------
 
@@ -265,7 +273,7 @@ class WorkflowContext:
 
         serde = self._workflow.signal_serde(name) if self._workflow is not None else None
 
-        def convert(entry: dict) -> Any:
+        def convert(entry: dict[str, Any]) -> Any:
             if entry.get("timed_out"):
                 raise SignalTimeout(f"signal {name!r} did not arrive within {timeout_ms} ms")
             return unpack(serde, entry.get("result"), f"signal {name!r}")
@@ -365,5 +373,5 @@ def _packed_args(call: str, sdef: StepDef, args: Sequence[Any]) -> list[Any]:
         raise
 
 
-def _rehash_args(sdef: StepDef) -> Callable[[dict], str]:
+def _rehash_args(sdef: StepDef) -> Callable[[dict[str, Any]], str]:
     return lambda entry: args_digest(sdef.name, sdef.args, entry.get("args", ()))

@@ -77,7 +77,8 @@ class Journal:
 
     @property
     def status(self) -> str:
-        return self.header["status"]
+        status: str = self.header["status"]
+        return status
 
     def compensations(self) -> list[dict[str, Any]]:
         """Registered compensations, in registration order."""

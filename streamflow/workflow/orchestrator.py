@@ -90,7 +90,7 @@ class Orchestrator:
         was encoded by the transition), so an outcome is applied whole."""
         journal = outcome.journal
         assert journal is not None
-        commands = [
+        commands: list[tuple[str, bytes, bytes | None]] = [
             (
                 self.node.step_topics[sdef.name],
                 (str(cmd.args[0]) if sdef.is_entity else cmd.id).encode(),
@@ -108,8 +108,8 @@ class Orchestrator:
         send = self.rt.send
         for topic, kb, vb in commands:
             send(topic, kb, vb, None, None, None)
-        for topic, kb, vb in outcome.emits:
-            send(topic, kb, vb, None, None, None)
+        for topic, key, value in outcome.emits:
+            send(topic, key, value, None, None, None)
         if journal.status in TERMINAL:
             self.journals.pop(journal.id, None)
         else:

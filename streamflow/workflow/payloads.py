@@ -68,7 +68,8 @@ def _build(tp: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
         hints = typing.get_type_hints(tp)
         names = {f.name for f in dataclasses.fields(tp)}
-        return tp(**{k: _build(hints.get(k, Any), v) for k, v in value.items() if k in names})
+        cls: Any = tp  # a dataclass type (is_dataclass also admits instances)
+        return cls(**{k: _build(hints.get(k, Any), v) for k, v in value.items() if k in names})
     return value
 
 

@@ -207,7 +207,10 @@ class StepRunner:
         self.types = parameter_types(sdef.fn)
         self.plain_args = not sdef.args and all(is_plain_type(t) for t in self.types)
         """Every argument arrives as the function takes it (no dataclass to rebuild)."""
-        self.non_retryable = (NonRetryable, *sdef.retry.non_retryable)
+        self.non_retryable: tuple[type[BaseException], ...] = (
+            NonRetryable,
+            *sdef.retry.non_retryable,
+        )
         self.timeout = sdef.timeout.total_seconds() if sdef.timeout else None
         self.offsets = CompletionOffsets()
         self.attempts: set[Attempt] = set()

@@ -74,7 +74,7 @@ class TimerStore:
 
     def take_due(self, now_ms: int) -> Iterator[Timer]:
         """Due timers, oldest first, each deleted as it is taken (in the open transaction)."""
-        fired = []
+        fired: list[tuple[bytes, Timer]] = []
         for key, value in self._store.items():
             due_ms = int.from_bytes(key[:8], "big")
             if due_ms > now_ms or len(fired) >= MAX_FIRED_PER_PUNCTUATION:
