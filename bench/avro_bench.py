@@ -104,9 +104,9 @@ def _rss_mb() -> float:
 def _serdes(directory: Path) -> tuple[Any, Any, int, int]:
     """(v1 serde, v0 serde) bound to one in-memory registry, and their ids."""
     sys.path.insert(0, str(HERE.parent))
-    from streamflow.serde.avro import avro
-    from streamflow.serde.compatibility import CompatibilityMode
-    from streamflow.serde.registry import InMemorySchemaRegistry
+    from streamflow.serde.avro.serde import avro
+    from streamflow.serde.registry.base import InMemorySchemaRegistry
+    from streamflow.serde.registry.compatibility import CompatibilityMode
 
     registry = InMemorySchemaRegistry()
     out = []

@@ -13,7 +13,7 @@ from streamflow.errors import (
     TopologyError,
 )
 from streamflow.runtime.config import AppConfig
-from streamflow.serde.avro import avro
+from streamflow.serde.avro.serde import avro
 from streamflow.serde.base import Serde
 from streamflow.topology.nodes import ProcessorContext, Record
 from streamflow.topology.stream import Stream, Table

@@ -21,11 +21,11 @@ from typing import Any
 from streamflow.app import App
 from streamflow.errors import ConfigError
 from streamflow.runtime.collector import DeliveryCallback, Headers
+from streamflow.runtime.partitioner import partition_for
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
-from streamflow.serde.binding import bind_schemas
-from streamflow.serde.partitioner import partition_for
-from streamflow.serde.registry import InMemorySchemaRegistry, SchemaRegistry
+from streamflow.serde.registry.base import InMemorySchemaRegistry, SchemaRegistry
+from streamflow.serde.registry.binding import bind_schemas
 from streamflow.state.store import KeyValueStore
 from streamflow.workflow.client import InstanceView, WorkflowCommands
 from streamflow.workflow.journal import Journal

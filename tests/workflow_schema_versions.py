@@ -94,7 +94,7 @@ def settle_app(
     schema version has (v1: ``note`` from the memo, v2: ``charged_by``); ``changed_call`` makes
     the workflow ask for something else, as a real code change would."""
     from streamflow import App
-    from streamflow.serde.avro import avro
+    from streamflow.serde.avro.serde import avro
 
     app = App(app_name, partitions=partitions, **app_settings)
     app.topic(receipts, value=avro("acme.Receipt", schema_dir=schemas))

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from streamflow.errors import SchemaError, SchemaIncompatible, StreamflowError
-from streamflow.serde.avro_schema import (
+from streamflow.serde.avro.schema import (
     NAMED_KINDS,
     Schema,
     load_schema_dir,
@@ -28,8 +28,12 @@ from streamflow.serde.avro_schema import (
     named_types,
     resolve,
 )
-from streamflow.serde.compatibility import CompatibilityMode, Incompatibility, check_compatibility
-from streamflow.serde.registry import SchemaRegistry
+from streamflow.serde.registry.base import SchemaRegistry
+from streamflow.serde.registry.compatibility import (
+    CompatibilityMode,
+    Incompatibility,
+    check_compatibility,
+)
 
 _MODES = ", ".join(m.value for m in CompatibilityMode)
 
@@ -217,18 +221,18 @@ def registry_options(fn: Any) -> Any:
 def _registry(bootstrap: str | None, registry_url: str | None) -> SchemaRegistry:
     """The registry a worker with the same settings would use."""
     if registry_url:
-        from streamflow.serde.confluent_registry import ConfluentSchemaRegistry
+        from streamflow.serde.registry.confluent import ConfluentSchemaRegistry
 
         return ConfluentSchemaRegistry.from_url(registry_url)
     if not bootstrap:
         _fail("give --bootstrap (or set STREAMFLOW_BOOTSTRAP), or --registry-url")
-    from streamflow.serde.kafka_registry import KafkaSchemaRegistry
+    from streamflow.serde.registry.kafka import KafkaSchemaRegistry
 
     return KafkaSchemaRegistry(bootstrap, timeout=15.0)
 
 
 def _schema_dir(path: str | None) -> dict[str, Schema]:
-    from streamflow.serde.avro import schema_directory
+    from streamflow.serde.avro.serde import schema_directory
 
     try:
         return load_schema_dir(schema_directory(path))
@@ -303,7 +307,7 @@ def _check_dir(types: Mapping[str, Schema], registry: SchemaRegistry) -> int:
 
 def _check_app(target: str, bootstrap: str | None, registry_url: str | None) -> int:
     from streamflow.cli.engine import load_app
-    from streamflow.serde.binding import schema_uses
+    from streamflow.serde.registry.binding import schema_uses
 
     app = load_app(target)
     registry = _registry(bootstrap or app.config.bootstrap, registry_url)
@@ -480,8 +484,8 @@ def mode(
 def codegen(type_names: tuple[str, ...], schema_dir: str | None, output: str | None) -> None:
     """Generate Python dataclasses for the records of the schema directory (or TYPEs and what
     they use), for `avro(Class)`. Regenerate whenever a schema changes."""
-    from streamflow.serde.avro import schema_directory
-    from streamflow.serde.avro_dataclasses import generate_module
+    from streamflow.serde.avro.python_types import generate_module
+    from streamflow.serde.avro.serde import schema_directory
 
     types = _schema_dir(schema_dir)
     try:

@@ -28,7 +28,7 @@ from streamflow.runtime.restore import Restorer
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
 from streamflow.runtime.topics import ensure_topics, existing_topics, plan_topics
-from streamflow.serde.binding import bind_schemas
+from streamflow.serde.registry.binding import bind_schemas
 
 log = logging.getLogger(__name__)
 

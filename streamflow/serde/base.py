@@ -60,7 +60,7 @@ def resolve_serde(spec: str | Serde) -> Serde:
     if isinstance(spec, Serde):
         return spec
     if spec.startswith("avro:"):  # "avro:com.acme.Order": the schema from the schema directory
-        from streamflow.serde.avro import avro
+        from streamflow.serde.avro.serde import avro
 
         return avro(spec.removeprefix("avro:"))
     try:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from streamflow.errors import StreamflowError
-from streamflow.serde.avro import AvroSerde
+from streamflow.serde.avro.serde import AvroSerde
 
 
 @dataclass(frozen=True)

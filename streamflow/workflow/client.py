@@ -17,9 +17,9 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamflow.errors import ConfigError, KafkaUnavailable
-from streamflow.serde.avro import AvroSerde
-from streamflow.serde.binding import bind_schemas
-from streamflow.serde.partitioner import partition_for
+from streamflow.runtime.partitioner import partition_for
+from streamflow.serde.avro.serde import AvroSerde
+from streamflow.serde.registry.binding import bind_schemas
 from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
 from streamflow.workflow.messages import Cancel, Event, Signal, Start, dumps
 from streamflow.workflow.payloads import pack, unpack

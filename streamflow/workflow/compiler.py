@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from streamflow.errors import TopologyError
-from streamflow.serde.avro import AvroSerde
+from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.base import BYTES, JSON, STR, Serde, resolve_serde
 from streamflow.topology.graph import Topology
 from streamflow.topology.nodes import SourceNode

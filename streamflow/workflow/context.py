@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from streamflow.errors import NonDeterminism
-from streamflow.serde.avro import AvroSerde
+from streamflow.serde.avro.serde import AvroSerde
 from streamflow.topology.specs import TopicSpec
 from streamflow.workflow.api import SignalTimeout, StepDef, WorkflowDef
 from streamflow.workflow.failures import step_exception

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from streamflow.errors import SerializationError
-from streamflow.serde.avro import AvroSerde
+from streamflow.serde.avro.serde import AvroSerde
 from streamflow.workflow.messages import dumps  # payload digests and messages: one JSON encoding
 
 AVRO = "$avro"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamflow.errors import NonDeterminism
-from streamflow.serde.avro import AvroSerde
+from streamflow.serde.avro.serde import AvroSerde
 from streamflow.topology.specs import TopicSpec
 from streamflow.workflow.api import StepDef, WorkflowDef
 from streamflow.workflow.context import SUSPEND, ContinueAsNew, WorkflowContext

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from streamflow.runtime.partitioner import partition_for
 from streamflow.runtime.restore import Restorer
 from streamflow.runtime.task import Task
-from streamflow.serde.partitioner import partition_for
 from tests.engine_helpers import (
     REPO,
     WorkerProcess,

@@ -26,10 +26,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streamflow.app import App
 from streamflow.errors import SchemaIncompatible
 from streamflow.runtime.worker import Worker
-from streamflow.serde.avro import AvroSerde, avro
-from streamflow.serde.compatibility import CompatibilityMode
-from streamflow.serde.kafka_registry import KafkaSchemaRegistry
-from streamflow.serde.wire_format import schema_id_of
+from streamflow.serde.avro.serde import AvroSerde, avro
+from streamflow.serde.avro.wire_format import schema_id_of
+from streamflow.serde.registry.compatibility import CompatibilityMode
+from streamflow.serde.registry.kafka import KafkaSchemaRegistry
 from tests.engine_helpers import RunningWorker, create_topic, read_topic, wait_for
 
 pytestmark = pytest.mark.kafka

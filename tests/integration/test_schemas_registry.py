@@ -11,9 +11,10 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from streamflow.errors import SchemaIncompatible
-from streamflow.serde.compatibility import CompatibilityMode
-from streamflow.serde.kafka_registry import KafkaSchemaRegistry
-from streamflow.serde.registry import RegisteredSchema, canonical_schema
+from streamflow.serde.avro.schema import canonical_schema
+from streamflow.serde.registry.base import RegisteredSchema
+from streamflow.serde.registry.compatibility import CompatibilityMode
+from streamflow.serde.registry.kafka import KafkaSchemaRegistry
 from tests.kafka_helpers import delete_topics, unique_name
 
 pytestmark = pytest.mark.kafka

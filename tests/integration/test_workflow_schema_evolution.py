@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from streamflow import App
-from streamflow.serde.compatibility import CompatibilityMode
-from streamflow.serde.kafka_registry import KafkaSchemaRegistry
-from streamflow.serde.wire_format import schema_id_of
+from streamflow.serde.avro.wire_format import schema_id_of
+from streamflow.serde.registry.compatibility import CompatibilityMode
+from streamflow.serde.registry.kafka import KafkaSchemaRegistry
 from streamflow.workflow.payloads import AVRO, is_packed
 from tests.engine_helpers import RunningWorker, create_topic, read_topic, wait_for
 from tests.workflow_schema_versions import V1, V2, settle_app, write_schemas

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_compatibility_fastavro import writer_schemas
 
-from streamflow.serde.avro_codec import CompiledCodec, compile_codec
+from streamflow.serde.avro.codec import CompiledCodec, compile_codec
 
 HEADER = b"\x00\x00\x00\x00\x2a"
 SETTINGS = settings(

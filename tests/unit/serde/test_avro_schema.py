@@ -11,8 +11,8 @@ import fastavro
 import pytest
 
 from streamflow.errors import SchemaError
-from streamflow.serde.avro_schema import load_schema_dir, load_schema_file, parse
-from streamflow.serde.compatibility import check
+from streamflow.serde.avro.schema import load_schema_dir, load_schema_file, parse
+from streamflow.serde.registry.compatibility import check
 
 FIXTURES = Path(__file__).parent / "schemas"
 

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from streamflow.app import App
 from streamflow.errors import ConfigError, SerializationError
 from streamflow.runtime.dead_letter import HEADER_ERROR, HEADER_STAGE
-from streamflow.serde.avro import AvroSerde, avro
-from streamflow.serde.binding import bind_schemas
-from streamflow.serde.registry import InMemorySchemaRegistry
-from streamflow.serde.wire_format import header, schema_id_of, split
+from streamflow.serde.avro.serde import AvroSerde, avro
+from streamflow.serde.avro.wire_format import header, schema_id_of, split
+from streamflow.serde.registry.base import InMemorySchemaRegistry
+from streamflow.serde.registry.binding import bind_schemas
 from streamflow.testing import TestDriver
 
 STATUS_V1 = {
@@ -75,7 +75,7 @@ def bound(
     registry: InMemorySchemaRegistry,
     subject: str = "readings-value",
 ) -> AvroSerde:
-    from streamflow.serde.compatibility import CompatibilityMode
+    from streamflow.serde.registry.compatibility import CompatibilityMode
 
     serde.bind(
         registry,
@@ -112,6 +112,18 @@ def test_records_carry_magic_byte_zero_and_the_bound_schema_id(v1: Path) -> None
     assert data[0] == 0 and schema_id == serde.schema_id
     assert registry.schema(schema_id) == serde.schema_text
     assert bytes(body) == b"\x02s\x02\x00\x061.0"  # "s", 1, OK, default firmware "1.0"
+
+
+def test_the_codec_switch_makes_fastavro_write_the_same_bytes(
+    v1: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = {"sensor": "s", "value": 1, "status": "OK"}
+    compiled = bound(avro("acme.Reading", schema_dir=v1), InMemorySchemaRegistry())
+    monkeypatch.setenv("STREAMFLOW_AVRO_CODEC", "fastavro")
+    interpreted = bound(avro("acme.Reading", schema_dir=v1), InMemorySchemaRegistry())
+    assert compiled.binding.compiled is not None and interpreted.binding.compiled is None
+    assert interpreted.serialize(value) == compiled.serialize(value)
+    assert interpreted.deserialize(compiled.serialize(value))["sensor"] == "s"
 
 
 @settings(max_examples=200, deadline=None)

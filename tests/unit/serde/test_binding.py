@@ -11,10 +11,10 @@ import pytest
 
 from streamflow.app import App
 from streamflow.errors import SchemaIncompatible
-from streamflow.serde.avro import avro
-from streamflow.serde.binding import bind_schemas, schema_uses
-from streamflow.serde.compatibility import CompatibilityMode
-from streamflow.serde.registry import InMemorySchemaRegistry
+from streamflow.serde.avro.serde import avro
+from streamflow.serde.registry.base import InMemorySchemaRegistry
+from streamflow.serde.registry.binding import bind_schemas, schema_uses
+from streamflow.serde.registry.compatibility import CompatibilityMode
 from streamflow.testing import TestDriver
 
 

@@ -34,8 +34,8 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from streamflow.errors import SchemaError
-from streamflow.serde.avro_schema import parse
-from streamflow.serde.compatibility import CompatibilityMode, check, check_compatibility
+from streamflow.serde.avro.schema import parse
+from streamflow.serde.registry.compatibility import CompatibilityMode, check, check_compatibility
 
 WIDER = {
     "int": ["long", "float", "double"],

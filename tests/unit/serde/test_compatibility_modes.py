@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from streamflow.errors import SchemaError
-from streamflow.serde.compatibility import (
+from streamflow.serde.registry.compatibility import (
     CompatibilityMode,
     IncompatibilityKind,
     check_compatibility,

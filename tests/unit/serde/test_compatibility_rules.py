@@ -13,7 +13,7 @@ import pytest
 from avro_witness import fastavro_failures
 
 from streamflow.errors import SchemaError
-from streamflow.serde.compatibility import Incompatibility, IncompatibilityKind, check
+from streamflow.serde.registry.compatibility import Incompatibility, IncompatibilityKind, check
 
 TYPE = IncompatibilityKind.TYPE_MISMATCH
 NAME = IncompatibilityKind.NAME_MISMATCH

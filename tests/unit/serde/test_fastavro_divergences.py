@@ -14,7 +14,7 @@ import fastavro
 import pytest
 
 from streamflow.errors import SchemaError
-from streamflow.serde.compatibility import check
+from streamflow.serde.registry.compatibility import check
 
 
 def read(writer: Any, reader: Any, datum: Any) -> Any:

@@ -12,10 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamflow.errors import SchemaError, SchemaIncompatible
-from streamflow.serde.compatibility import CompatibilityMode
-from streamflow.serde.confluent_registry import ConfluentSchemaRegistry
-from streamflow.serde.kafka_registry import KafkaSchemaRegistry, config_key, schema_key
-from streamflow.serde.registry import InMemorySchemaRegistry, RegisteredSchema, canonical_schema
+from streamflow.serde.registry.base import (
+    InMemorySchemaRegistry,
+    RegisteredSchema,
+    canonical_schema,
+)
+from streamflow.serde.registry.compatibility import CompatibilityMode
+from streamflow.serde.registry.confluent import ConfluentSchemaRegistry
+from streamflow.serde.registry.kafka import KafkaSchemaRegistry, config_key, schema_key
 
 BACKWARD = CompatibilityMode.BACKWARD
 V1 = {

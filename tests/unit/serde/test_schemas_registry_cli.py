@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from streamflow.cli import schemas as cli
-from streamflow.serde.avro import avro
-from streamflow.serde.binding import bind_schemas
-from streamflow.serde.compatibility import CompatibilityMode
-from streamflow.serde.registry import InMemorySchemaRegistry
+from streamflow.serde.avro.serde import avro
+from streamflow.serde.registry.base import InMemorySchemaRegistry
+from streamflow.serde.registry.binding import bind_schemas
+from streamflow.serde.registry.compatibility import CompatibilityMode
 
 USER = {
     "type": "record",
@@ -88,7 +88,7 @@ def test_check_with_an_app_checks_exactly_its_subjects(
     app_file = tmp_path / "profiles.py"
     app_file.write_text(
         "from streamflow.app import App\n"
-        "from streamflow.serde.avro import avro\n"
+        "from streamflow.serde.avro.serde import avro\n"
         "app = App('app')\n"
         f"user = avro('acme.User', schema_dir={str(directory)!r})\n"
         "app.stream(app.topic('signups', value=user)).reduce('profiles', lambda a, b: b)\n"

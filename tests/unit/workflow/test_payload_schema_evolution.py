@@ -16,10 +16,10 @@ import pytest
 
 from streamflow import App
 from streamflow.errors import SchemaIncompatible
-from streamflow.serde.avro import avro
-from streamflow.serde.compatibility import CompatibilityMode
-from streamflow.serde.registry import InMemorySchemaRegistry
-from streamflow.serde.wire_format import schema_id_of
+from streamflow.serde.avro.serde import avro
+from streamflow.serde.avro.wire_format import schema_id_of
+from streamflow.serde.registry.base import InMemorySchemaRegistry
+from streamflow.serde.registry.compatibility import CompatibilityMode
 from streamflow.testing import TestDriver
 from streamflow.workflow.payloads import AVRO, args_digest, is_packed, pack, unpack
 from tests.workflow_schema_versions import V1, V2, V3, settle_app, write_schemas

@@ -3,9 +3,9 @@
 Three implementations share one protocol (``SchemaRegistry``):
 
 * ``InMemorySchemaRegistry`` (here): for the test driver and unit tests;
-* ``KafkaSchemaRegistry`` (``kafka_registry.py``): the default, a compacted topic on the app's
+* ``KafkaSchemaRegistry`` (``kafka.py``): the default, a compacted topic on the app's
   own cluster, so a streamflow app needs nothing but Kafka;
-* ``ConfluentSchemaRegistry`` (``confluent_registry.py``): an external Confluent-compatible
+* ``ConfluentSchemaRegistry`` (``confluent.py``): an external Confluent-compatible
   Schema Registry, when the user configures one.
 
 The rules live here, once, in ``SubjectLog``: a subject is a list of versions; a schema is known
@@ -18,13 +18,11 @@ schema the subject already has is a no-op that returns the existing version.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import orjson
+from typing import Protocol
 
 from streamflow.errors import SchemaError, SchemaIncompatible
-from streamflow.serde.avro_schema import Schema, parse
-from streamflow.serde.compatibility import (
+from streamflow.serde.avro.schema import Schema, canonical_schema
+from streamflow.serde.registry.compatibility import (
     CompatibilityMode,
     Incompatibility,
     check_compatibility,
@@ -72,30 +70,6 @@ class SchemaRegistry(Protocol):
         ...
 
     def set_mode(self, subject: str, mode: CompatibilityMode) -> None: ...
-
-
-def canonical_schema(schema: Schema | str | bytes) -> str:
-    """The text a registry stores and compares: parsed (full names), fastavro's bookkeeping
-    removed, keys sorted, no whitespace.
-
-    Not the specification's Parsing Canonical Form, which drops defaults, aliases and docs:
-    defaults and aliases change how old data is read, so two schemas that differ in them must
-    not share an id.
-    """
-    parsed = parse(schema, source="schema") if not _is_parsed(schema) else schema
-    return orjson.dumps(_strip(parsed), option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _is_parsed(schema: Any) -> bool:
-    return isinstance(schema, dict) and "__fastavro_parsed" in schema
-
-
-def _strip(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _strip(v) for k, v in node.items() if not k.startswith("__")}
-    if isinstance(node, list):
-        return [_strip(v) for v in node]
-    return node
 
 
 @dataclass

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from streamflow.errors import ConfigError, SchemaError, SchemaIncompatible
-from streamflow.serde.avro_schema import Schema
-from streamflow.serde.compatibility import (
+from streamflow.serde.avro.schema import Schema, canonical_schema
+from streamflow.serde.registry.base import RegisteredSchema, incompatible_error
+from streamflow.serde.registry.compatibility import (
     CompatibilityMode,
     Incompatibility,
     check_compatibility,
 )
-from streamflow.serde.registry import RegisteredSchema, canonical_schema, incompatible_error
 
 USER_INFO_ENV = "STREAMFLOW_SCHEMA_REGISTRY_USER_INFO"
 """``user:password`` for HTTP basic authentication, if the registry needs it."""

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streamflow.errors import SchemaIncompatible
-from streamflow.serde.avro import AvroSerde
-from streamflow.serde.compatibility import CompatibilityMode, Incompatibility
-from streamflow.serde.registry import FIX_HINT, SchemaRegistry, incompatibility_report
+from streamflow.serde.avro.serde import AvroSerde
+from streamflow.serde.registry.base import FIX_HINT, SchemaRegistry, incompatibility_report
+from streamflow.serde.registry.compatibility import CompatibilityMode, Incompatibility
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,10 @@ def registry_from_config(config: AppSettings) -> SchemaRegistry:
     on the app's own cluster."""
     url = os.environ.get(REGISTRY_URL_ENV)
     if url:
-        from streamflow.serde.confluent_registry import ConfluentSchemaRegistry
+        from streamflow.serde.registry.confluent import ConfluentSchemaRegistry
 
         return ConfluentSchemaRegistry.from_url(url)
-    from streamflow.serde.kafka_registry import KafkaSchemaRegistry
+    from streamflow.serde.registry.kafka import KafkaSchemaRegistry
 
     return KafkaSchemaRegistry(config.bootstrap)
 

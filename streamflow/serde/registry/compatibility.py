@@ -11,6 +11,14 @@ Where the specification leaves room, the checker takes the strict reading that r
 a writer union is compatible only if *every* branch can be read, and an enum that loses symbols is
 compatible only if the reader declares a default symbol. Logical types are ignored, as in the
 specification (they resolve as their underlying type).
+
+Why not the Apache ``avro`` package's checker: what matters is whether *fastavro*, the reader
+that actually reads our records, can read old data, and the Apache package is a second Avro
+implementation (its own parser and name resolution) pulled in for one function. This checker
+works on the schemas fastavro parsed, and its verdicts are cross-checked against fastavro's own
+resolution: ``tests/unit/serde/test_compatibility_fastavro.py`` writes witness values with one
+schema and reads them with the other, and the two must agree (the known, deliberate
+differences are pinned in ``test_fastavro_divergences.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from streamflow.errors import SchemaError
-from streamflow.serde.avro_schema import NAMED_KINDS, Schema, named_types, parse, resolve
+from streamflow.serde.avro.schema import NAMED_KINDS, Schema, named_types, parse, resolve
 
 # The specification's promotions: the writer's type (key) may be read as any of these.
 PROMOTIONS: dict[str, frozenset[str]] = {

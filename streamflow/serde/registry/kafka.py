@@ -42,9 +42,9 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamflow.errors import ConfigError, KafkaUnavailable, SchemaError
-from streamflow.serde.avro_schema import Schema
-from streamflow.serde.compatibility import CompatibilityMode, Incompatibility
-from streamflow.serde.registry import RegisteredSchema, SubjectLog, canonical_schema
+from streamflow.serde.avro.schema import Schema, canonical_schema
+from streamflow.serde.registry.base import RegisteredSchema, SubjectLog
+from streamflow.serde.registry.compatibility import CompatibilityMode, Incompatibility
 
 log = logging.getLogger(__name__)
 

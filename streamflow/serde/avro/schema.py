@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro.schema
+import orjson
 
 from streamflow.errors import SchemaError
 
@@ -323,3 +324,27 @@ def self_contained(fullname: str, names: Mapping[str, Any]) -> Schema:
         return node
 
     return expand(fullname)  # type: ignore[no-any-return]
+
+
+def canonical_schema(schema: Schema | str | bytes) -> str:
+    """The text a registry stores and compares: parsed (full names), fastavro's bookkeeping
+    removed, keys sorted, no whitespace.
+
+    Not the specification's Parsing Canonical Form, which drops defaults, aliases and docs:
+    defaults and aliases change how old data is read, so two schemas that differ in them must
+    not share an id.
+    """
+    parsed = parse(schema, source="schema") if not _is_parsed(schema) else schema
+    return orjson.dumps(_strip(parsed), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _is_parsed(schema: Any) -> bool:
+    return isinstance(schema, dict) and "__fastavro_parsed" in schema
+
+
+def _strip(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip(v) for k, v in node.items() if not k.startswith("__")}
+    if isinstance(node, list):
+        return [_strip(v) for v in node]
+    return node

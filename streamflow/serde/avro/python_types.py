@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streamflow.errors import SchemaError
-from streamflow.serde.avro_schema import PRIMITIVES, Schema, named_types
+from streamflow.serde.avro.schema import PRIMITIVES, Schema, named_types
 
 _PY = {
     "null": "None",

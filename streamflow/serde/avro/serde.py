@@ -31,17 +31,26 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import validate
 
 from streamflow.errors import ConfigError, SchemaError, SerializationError
-from streamflow.serde.avro_codec import CompiledCodec, compile_codec
-from streamflow.serde.avro_schema import NAMED_KINDS, Schema, load_schema_dir, named_types, parse
+from streamflow.serde.avro.codec import CompiledCodec, compile_codec
+from streamflow.serde.avro.schema import (
+    NAMED_KINDS,
+    Schema,
+    canonical_schema,
+    load_schema_dir,
+    named_types,
+    parse,
+)
+from streamflow.serde.avro.wire_format import HEADER_SIZE, header, schema_id_of
 from streamflow.serde.base import Serde
-from streamflow.serde.registry import SchemaRegistry, canonical_schema
-from streamflow.serde.wire_format import HEADER_SIZE, header, schema_id_of
+
+if TYPE_CHECKING:  # the registry package imports this one; only its type is needed here
+    from streamflow.serde.registry.base import SchemaRegistry
 
 log = logging.getLogger(__name__)
 

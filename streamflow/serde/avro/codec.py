@@ -10,7 +10,7 @@ fastavro's speed with a pre-parsed schema (``bench/avro_bench.py``).
 
 The generated code handles only the *writer schema == reader schema* case, which is every record
 written by the running code. Records written with another schema version go through fastavro's
-resolving reader (``streamflow.serde.avro``), so the specification's resolution rules come from
+resolving reader (``serde.avro.serde``), so the specification's resolution rules come from
 one implementation. Where fastavro's behaviour is a choice rather than the encoding, this module
 copies it: a union value is written as the first branch it fits, in branch order (as fastavro's
 validation decides it); a missing field with a default is written as the default; a missing
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import os
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ from fastavro.read import LOGICAL_READERS
 from fastavro.write import LOGICAL_WRITERS
 
 from streamflow.errors import SchemaError
-from streamflow.serde.avro_schema import PRIMITIVES, named_types
-from streamflow.serde.wire_format import HEADER_SIZE
+from streamflow.serde.avro.schema import PRIMITIVES, named_types
+from streamflow.serde.avro.wire_format import HEADER_SIZE
 
 _SMALL = 16384
 """Varints of values below this (2 bytes or less) come from a table: lengths, counts, enums and
@@ -146,13 +147,22 @@ class _Unsupported(Exception):
     """A schema shape left to fastavro (see the module docstring)."""
 
 
+CODEC_SWITCH = "STREAMFLOW_AVRO_CODEC"
+"""``fastavro`` makes every schema use fastavro instead of compiled code: the way out should the
+generated code ever disagree with fastavro on some schema (report it; the suite cross-checks
+the two byte for byte)."""
+
+
 def compile_codec(schema: Any, classes: Mapping[str, type] | None = None) -> CompiledCodec | None:
-    """Compile a fastavro-parsed schema; None when its shape is left to fastavro.
+    """Compile a fastavro-parsed schema; None when its shape is left to fastavro (or when
+    ``STREAMFLOW_AVRO_CODEC=fastavro`` asks for fastavro everywhere).
 
     ``classes`` maps record full names to dataclasses whose fields are the record's fields in
     schema order (``streamflow schemas codegen`` writes them): such records are encoded from
     attributes and decoded into instances; other records are dicts.
     """
+    if os.environ.get(CODEC_SWITCH, "compiled") == "fastavro":
+        return None
     gen = _Generator(named_types(schema), dict(classes or {}))
     try:
         source = gen.module(schema)
