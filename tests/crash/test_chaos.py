@@ -271,7 +271,7 @@ def test_chaos_every_input_takes_effect_exactly_once(
                 faults.append(
                     ("connections cut", "s1+f1 connections cut 20 s", at, time.monotonic())
                 )
-            if FULL and kills == 9 and once("freeze"):
+            if FULL and kills == 8 and once("freeze"):
                 for w in (workers[1], workers[3]):
                     _wait_serving(w)
                 proxies.freeze()  # s1 and f1: a partition, nothing closes
@@ -279,7 +279,7 @@ def test_chaos_every_input_takes_effect_exactly_once(
                 time.sleep(20)
                 proxies.restore()
                 faults.append(("network partition", "s1+f1 partitioned 20 s", at, time.monotonic()))
-            if FULL and kills == 11 and once("cluster"):
+            if FULL and kills == 9 and once("cluster"):
                 at = time.monotonic()
                 cluster.stop()
                 cluster.start()
