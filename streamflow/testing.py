@@ -236,7 +236,7 @@ class TestDriver:
             for source in task.sub.sources:  # step tasks: the offset logic of a worker's commit
                 log = self._logs.get(source.name)
                 if log is not None and task.partition < len(log.offsets):
-                    task.committable_offset(source.name, log.offsets[task.partition])
+                    task.offsets.committable(source.name, log.offsets[task.partition])
         for task in self._all_tasks:
             task.prepare_commit()
         for task in self._all_tasks:

@@ -22,32 +22,56 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Generic, Protocol, TypeVar, cast
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamflow.runtime.bounded_calls import GRACE_SECONDS, BoundedCalls
+from streamflow.runtime.collector import KafkaCollector
+from streamflow.runtime.input_offsets import InputOffsets
 
 log = logging.getLogger(__name__)
 
 
-class CommitCycle:
+class CycleTask(Protocol):
+    """What the cycle needs of a task (``runtime.task.Task``)."""
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offsets(self) -> InputOffsets: ...
+
+    def prepare_commit(self) -> None: ...
+
+    def committed(self) -> None: ...
+
+    def aborted(self) -> None: ...
+
+
+TaskT = TypeVar("TaskT", bound=CycleTask)
+
+
+class CommitCycle(Generic[TaskT]):
+    """One Kafka transaction (or, at-least-once, one flush-then-commit) at a time."""
+
     def __init__(self, exactly_once: bool, timeout: float = 30.0) -> None:
-        self._producers: list[Any] = []
-        self._producer: Any = None
+        self._producers: list[Producer] = []
+        self._producer: Producer = cast(Producer, None)  # set by attach, before any cycle
         self._turn = 0
-        self._consumer: Any = None
-        self._collector: Any = None
+        self._consumer: Consumer = cast(Consumer, None)
+        self._collector: KafkaCollector = cast(KafkaCollector, None)
         self._eos = exactly_once
         self._timeout = timeout
         self._calls = BoundedCalls("txn")
         """Transaction calls with a deadline librdkafka cannot miss (see bounded_calls)."""
         self.open = False
-        self.unrewound: list[Any] = []
+        self.unrewound: list[TaskT] = []
         """Tasks an abort could not rewind; the worker restarts them (see _abort)."""
         self.opened_at = 0.0
         self.records = 0
-        self.delivery_error: Any = None
+        self.delivery_error: KafkaError | None = None
         self.commits = 0
         self.aborts = 0
         self.commit_seconds = 0.0
@@ -59,7 +83,9 @@ class CommitCycle:
         """Stop the helper thread of the transaction calls (its producers are being dropped)."""
         self._calls.close()
 
-    def attach(self, producers: list[Any], consumer: Any, collector: Any) -> None:
+    def attach(
+        self, producers: list[Producer], consumer: Consumer, collector: KafkaCollector
+    ) -> None:
         """Bind the clients; the cycle exists first because an at-least-once producer is
         created with the cycle's delivery callback. Each cycle takes the next producer in
         turn and points the collector at it."""
@@ -80,12 +106,12 @@ class CommitCycle:
         self.open = True
         self.opened_at = time.monotonic()
 
-    def on_delivery(self, err: Any, _msg: Any) -> None:
+    def on_delivery(self, err: KafkaError | None, _msg: Message | None) -> None:
         """At-least-once: remember a failed delivery so the cycle rewinds instead of committing."""
         if err is not None:
             self.delivery_error = err
 
-    def commit(self, tasks: list[Any]) -> bool:
+    def commit(self, tasks: Sequence[TaskT]) -> bool:
         """Commit the open cycle for ``tasks``; False when it had to abort (input rewound)."""
         if not self.open:
             return True
@@ -93,9 +119,9 @@ class CommitCycle:
         for task in tasks:
             task.prepare_commit()
         offsets = [
-            TopicPartition(topic, task.partition, offset + 1)
+            TopicPartition(topic, task.partition, offset)
             for task in tasks
-            for topic, offset in task.pending_offsets.items()
+            for topic, offset in task.offsets.staged()
         ]
         try:
             if self._eos:
@@ -127,8 +153,7 @@ class CommitCycle:
         # these writes and restore replays them; RocksDB never sees aborted data.
         for task in tasks:
             task.committed()
-            task.positions.update({t: o + 1 for t, o in task.pending_offsets.items()})
-            task.pending_offsets.clear()
+            task.offsets.commit_staged()
         self.open = False
         self.records = 0
         self.commits += 1
@@ -177,11 +202,11 @@ class CommitCycle:
                     continue  # librdkafka documents commit as safe to retry on retriable errors
                 raise
 
-    def abort(self, tasks: list[Any], reason: str) -> None:
+    def abort(self, tasks: Sequence[TaskT], reason: str) -> None:
         if self.open:
             self._abort(tasks, reason)
 
-    def _abort(self, tasks: list[Any], reason: str) -> None:
+    def _abort(self, tasks: Sequence[TaskT], reason: str) -> None:
         log.warning(
             "aborting commit cycle (%s): rewinding input to the last committed offsets", reason
         )
@@ -195,11 +220,9 @@ class CommitCycle:
         self.delivery_error = None
         for task in tasks:
             task.aborted()
-            for topic in task.pending_offsets:
+            for topic, committed in task.offsets.drop_staged():
                 try:
-                    self._consumer.seek(
-                        TopicPartition(topic, task.partition, task.positions[topic])
-                    )
+                    self._consumer.seek(TopicPartition(topic, task.partition, committed))
                 except KafkaException as exc:
                     # Lost or revoked meanwhile, or the seek failed: a task that goes on from
                     # where the consumer is would skip what the aborted cycle processed. The
@@ -211,7 +234,6 @@ class CommitCycle:
                         exc.args[0].str(),
                     )
                     self.unrewound.append(task)
-            task.pending_offsets.clear()
         self.open = False
         self.records = 0
         self.aborts += 1

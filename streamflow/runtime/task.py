@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from streamflow.runtime.collector import Headers, RecordCollector
 from streamflow.runtime.dead_letter import dead_letter_headers, failing_processor, fit_dead_letter
+from streamflow.runtime.input_offsets import Committable, InputOffsets
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.state.store import KeyValueStore
 
@@ -81,10 +82,8 @@ class Task:
         self.dead_lettered = 0
         self.rewind_on_start = False
         """Restarted on a partition the consumer kept: seek to the committed offset first."""
-        # Input bookkeeping for the commit cycle: last processed offset per source topic in the
-        # open cycle, and the committed position to rewind to when the cycle aborts.
-        self.pending_offsets: dict[str, int] = {}
-        self.positions: dict[str, int] = {}
+        self.offsets = InputOffsets()
+        """Committed and staged offsets of the source partitions (the one owner of them)."""
         self.stores: dict[str, KeyValueStore] = {}
         self._store_specs = {s.name: s for s in sub.stores}
         # Changelog offsets learnt from delivery reports of this cycle, applied as checkpoints.
@@ -96,10 +95,8 @@ class Task:
         # (now dropped) write buffer must forget it.
         self._abort_hooks: list[Any] = []
         self._close_hooks: list[Any] = []
-        # Where step attempts run (the worker's), and the processor that decides the offset to
-        # commit when records finish out of order (a step task): position → next offset.
+        # Where step attempts run (the worker's).
         self.step_executor = step_executor or StepExecutor()
-        self._offset_holds: dict[str, Any] = {}
         self._locals: dict[str, Any] = {}
         self.pause_input: Any = _no_flow_control
         """Stop fetching this task's input (set by the worker; a step task with no free slot)."""
@@ -146,17 +143,10 @@ class Task:
         """``hook()`` runs when the task closes (revoked, lost, or the worker stops)."""
         self._close_hooks.append(hook)
 
-    def hold_offsets(self, topic: str, committable: Any) -> None:
+    def hold_offsets(self, topic: str, committable: Committable) -> None:
         """Records of ``topic`` finish out of order: ``committable(position)`` says which
         offset may be committed when the consumer's position is ``position``."""
-        if topic in self._offset_holds:
-            raise RuntimeError(f"task {self.id}: offsets of {topic!r} are held twice")
-        self._offset_holds[topic] = committable
-
-    def committable_offset(self, topic: str, position: int) -> int:
-        """The next offset to commit for ``topic``, given the consumer's position in it."""
-        hold = self._offset_holds.get(topic)
-        return position if hold is None else hold(position)
+        self.offsets.hold(topic, committable)
 
     def local(self, name: str, make: Any) -> Any:
         """One object per task under ``name``, made by ``make()`` on first use: what several

@@ -16,7 +16,7 @@ import signal
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streamflow.errors import KafkaUnavailable
@@ -193,7 +193,7 @@ class Worker:
         eos = cfg.exactly_once
         # Waiting on a transaction call longer than the transaction may live is pointless: by
         # then the coordinator has aborted it.
-        self.cycle = CommitCycle(eos, timeout=cfg.transaction_timeout_ms / 1000)
+        self.cycle: CommitCycle[Task] = CommitCycle(eos, timeout=cfg.transaction_timeout_ms / 1000)
         if eos:
             # Two transactional ids, used in turn by consecutive cycles (see commit_cycle).
             ids = [f"{cfg.name}-{worker_id}", f"{cfg.name}-{worker_id}-2"]
@@ -458,7 +458,7 @@ class Worker:
             tp
             for task in {t.id: t for t in tasks}.values()
             if self._tasks.get(task.id) is task
-            for tp in self._task_partitions(task)  # type: ignore[arg-type]  # `is task`: not None
+            for tp in self._task_partitions(task)
         ]
         if not partitions:
             return
@@ -492,15 +492,10 @@ class Worker:
                 position = tp.offset
                 if stop_at is not None:
                     position = min(position, stop_at.get((tp.topic, tp.partition), position))
-                if position < 0:  # nothing fetched since assignment: the committed offset
-                    committed = task.positions.get(tp.topic, -1)
-                    if committed < 0:
-                        continue
-                    task.pending_offsets[tp.topic] = committed - 1
-                    continue
-                # A step task commits only up to its lowest unfinished command.
-                task.pending_offsets[tp.topic] = task.committable_offset(tp.topic, position) - 1
-        return [t for t in self._tasks.values() if t.pending_offsets or t.stores]
+                # Negative: nothing fetched since assignment (the committed offset stays); a
+                # step task commits only up to its lowest unfinished command.
+                task.offsets.stage(tp.topic, position)
+        return [t for t in self._tasks.values() if t.offsets.has_staged or t.stores]
 
     def _route_of(self, task: Task) -> bool:
         return self._route[task.sub.sources[0].name][task.partition] is task
@@ -530,7 +525,7 @@ class Worker:
                 continue  # revoked while waiting
             for tp in self._task_partitions(task):
                 offset = by_tp.get((tp.topic, tp.partition), -1)
-                task.positions[tp.topic] = offset if offset >= 0 else OFFSET_BEGINNING
+                task.offsets.start_at(tp.topic, offset)
             if task.sub.stores:
                 try:
                     self.restorer.add(task)
@@ -552,7 +547,9 @@ class Worker:
     def _start_processing(self, task: Task) -> None:
         if task.rewind_on_start:
             for tp in self._task_partitions(task):
-                self.consumer.seek(TopicPartition(tp.topic, tp.partition, task.positions[tp.topic]))
+                self.consumer.seek(
+                    TopicPartition(tp.topic, tp.partition, task.offsets.committed(tp.topic))
+                )
         for tp in self._task_partitions(task):
             self._route[tp.topic][tp.partition] = task
         self.consumer.resume(self._task_partitions(task))

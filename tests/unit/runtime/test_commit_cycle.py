@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.commit_cycle import CommitCycle
+from streamflow.runtime.input_offsets import InputOffsets
 
 
 class RecordingProducer:
@@ -66,8 +67,8 @@ class OneTask:
     stores: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
-        self.pending_offsets: dict[str, int] = {}
-        self.positions: dict[str, int] = {"in": 0}
+        self.offsets = InputOffsets()
+        self.offsets.start_at("in", 0)
         self.outcomes: list[str] = []
 
     def prepare_commit(self) -> None:
@@ -93,7 +94,7 @@ def _cycle(
 def _one_cycle(cycle: CommitCycle, collector: KafkaCollector, task: OneTask, offset: int) -> bool:
     cycle.begin()
     collector.send("out", b"k", b"v", None, None, None)
-    task.pending_offsets["in"] = offset
+    task.offsets.stage("in", offset + 1)  # processed ``offset``: the consumer is past it
     return cycle.commit([task])
 
 
@@ -109,7 +110,7 @@ def test_consecutive_cycles_alternate_transactional_producers() -> None:
     for name in ("b", "a", "b", "a"):
         expected += [(name, "begin"), (name, "produce out"), (name, "offsets"), (name, "commit")]
     assert calls == expected
-    assert task.positions == {"in": 4} and task.outcomes == ["committed"] * 4
+    assert task.offsets.committed("in") == 4 and task.outcomes == ["committed"] * 4
 
 
 def test_an_aborted_cycle_rewinds_and_the_next_cycle_uses_the_other_producer() -> None:
@@ -122,7 +123,7 @@ def test_an_aborted_cycle_rewinds_and_the_next_cycle_uses_the_other_producer() -
     assert consumer.seeks == [("in", 0, 0)] and task.outcomes == ["aborted"]
     assert _one_cycle(cycle, collector, task, 9)
     assert calls[-4:] == [("a", "begin"), ("a", "produce out"), ("a", "offsets"), ("a", "commit")]
-    assert task.positions == {"in": 10}
+    assert task.offsets.committed("in") == 10
 
 
 def test_at_least_once_keeps_its_single_producer_and_flushes() -> None:
@@ -172,7 +173,7 @@ def test_at_least_once_commits_no_offset_when_the_flush_times_out() -> None:
     commits, task, consumer = _undelivered(left=1, report=None)
     assert commits == [], "offsets would cover an output the cluster never acknowledged"
     assert task.outcomes == ["aborted"], "the store must not apply the cycle's writes"
-    assert consumer.seeks == [("in", 0, 0)] and task.positions == {"in": 0}
+    assert consumer.seeks == [("in", 0, 0)] and task.offsets.committed("in") == 0
 
 
 def test_at_least_once_commits_no_offset_after_a_failed_delivery() -> None:
