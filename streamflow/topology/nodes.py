@@ -111,9 +111,9 @@ class Node:
         raise NotImplementedError
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class SourceNode(Node):
-    topic: TopicSpec = None  # type: ignore[assignment]
+    topic: TopicSpec
     kind: str = field(default="source", init=False)
 
     def detail(self) -> str:
@@ -123,9 +123,9 @@ class SourceNode(Node):
         return _fanout(downstream)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class MapNode(Node):
-    fn: Callable[[Any], Any] = None  # type: ignore[assignment]
+    fn: Callable[[Any], Any]
     kind: str = field(default="map", init=False)
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
@@ -137,9 +137,9 @@ class MapNode(Node):
         return push
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class FilterNode(Node):
-    predicate: Callable[[Any], bool] = None  # type: ignore[assignment]
+    predicate: Callable[[Any], bool]
     kind: str = field(default="filter", init=False)
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
@@ -152,9 +152,9 @@ class FilterNode(Node):
         return push
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class FlatMapNode(Node):
-    fn: Callable[[Any], Iterable[Any]] = None  # type: ignore[assignment]
+    fn: Callable[[Any], Iterable[Any]]
     kind: str = field(default="flat_map", init=False)
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
@@ -167,7 +167,7 @@ class FlatMapNode(Node):
         return push
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class BranchNode(Node):
     """Routes each record to the first branch whose predicate holds (Kafka Streams' rule)."""
 
@@ -190,11 +190,11 @@ class BranchNode(Node):
         return push
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class KeyByNode(Node):
     """Re-keys a record and writes it to a repartition topic, so equal keys meet in one task."""
 
-    fn: Callable[[Any], Any] = None  # type: ignore[assignment]
+    fn: Callable[[Any], Any]
     kind: str = field(default="key_by", init=False)
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
@@ -206,9 +206,9 @@ class KeyByNode(Node):
         return push
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class SinkNode(Node):
-    topic: TopicSpec = None  # type: ignore[assignment]
+    topic: TopicSpec
     kind: str = field(default="sink", init=False)
 
     def detail(self) -> str:
@@ -240,13 +240,13 @@ class SinkNode(Node):
 _UNSET: Any = object()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class AggregateNode(Node):
     """Folds each key's records into a store and forwards every new aggregate downstream."""
 
-    store: StoreSpec = None  # type: ignore[assignment]
+    store: StoreSpec
     initial: Callable[[], Any] | None = None
-    fn: Callable[[Any, Any], Any] = None  # type: ignore[assignment]
+    fn: Callable[[Any, Any], Any]
     kind: str = field(default="aggregate", init=False)
 
     def detail(self) -> str:
@@ -278,12 +278,12 @@ class AggregateNode(Node):
         return push
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class TableSourceNode(Node):
     """Materializes a (compacted) topic into a store: last value per key, None deletes."""
 
-    topic: TopicSpec = None  # type: ignore[assignment]
-    store: StoreSpec = None  # type: ignore[assignment]
+    topic: TopicSpec
+    store: StoreSpec
     kind: str = field(default="table", init=False)
 
     def detail(self) -> str:
@@ -306,12 +306,12 @@ class TableSourceNode(Node):
         return push
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class JoinNode(Node):
     """Stream-table join: looks the record's key up in the table's store of the same task."""
 
-    table_store: StoreSpec = None  # type: ignore[assignment]
-    joiner: Callable[[Any, Any], Any] = None  # type: ignore[assignment]
+    table_store: StoreSpec
+    joiner: Callable[[Any, Any], Any]
     inner: bool = True
     kind: str = field(default="join", init=False)
 
@@ -367,11 +367,11 @@ class ProcessorContext:
             rt.timestamp_override, rt.headers_override = saved
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class ProcessNode(Node):
     """The escape hatch: a function that sees the whole record and its stores."""
 
-    fn: Callable[[Record, ProcessorContext], None] = None  # type: ignore[assignment]
+    fn: Callable[[Record, ProcessorContext], None]
     store_specs: list[StoreSpec] = field(default_factory=list)
     kind: str = field(default="process", init=False)
 
@@ -407,11 +407,11 @@ class ProcessNode(Node):
         return push
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class ForeachNode(Node):
     """A terminal side effect per record (at-least-once: it may run again after a failure)."""
 
-    fn: Callable[[Any, Any], None] = None  # type: ignore[assignment]
+    fn: Callable[[Any, Any], None]
     kind: str = field(default="foreach", init=False)
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
@@ -423,12 +423,12 @@ class ForeachNode(Node):
         return push
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class StartWorkflowNode(Node):
     """Sends a workflow ``start`` event per record, in the same transaction as its consumption."""
 
-    events: TopicSpec = None  # type: ignore[assignment]
-    id_fn: Callable[[Any], str] = None  # type: ignore[assignment]
+    events: TopicSpec
+    id_fn: Callable[[Any], str]
     input_fn: Callable[[Any], Any] | None = None
     kind: str = field(default="start_workflow", init=False)
 
