@@ -163,10 +163,8 @@ class WorkflowContext:
                 raise step_exception(
                     sdef.name, StepError.from_json(entry["error"]), entry["attempt"]
                 )
-            return rebuild(
-                result_type,
-                unpack(sdef.result, entry.get("result"), f"the result of step {sdef.name!r}"),
-            )
+            what = f"the result of step {sdef.name!r}"
+            return rebuild(result_type, unpack(sdef.result, entry.get("result"), what), what)
 
         return _Call(self, seq, convert)
 

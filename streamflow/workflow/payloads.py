@@ -20,7 +20,6 @@ instance look non-deterministic.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import functools
 import hashlib
 import inspect
@@ -32,6 +31,7 @@ import orjson
 
 from streamflow.errors import SerializationError
 from streamflow.serde.avro.serde import AvroSerde
+from streamflow.serde.typed import from_plain
 from streamflow.workflow.messages import dumps  # payload digests and messages: one JSON encoding
 
 AVRO = "$avro"
@@ -48,36 +48,12 @@ def digest(name: str, args: Any) -> str:
     return hashlib.blake2b(dumps([name, args]), digest_size=8).hexdigest()
 
 
-def _build(tp: Any, value: Any) -> Any:
-    if value is None or tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                continue
-            try:
-                return _build(arg, value)
-            except (TypeError, ValueError):
-                continue
-        return value
-    if origin in (list, tuple) and isinstance(value, list):
-        (item,) = typing.get_args(tp)[:1] or (Any,)
-        items = [_build(item, v) for v in value]
-        return items if origin is list else tuple(items)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        cls: Any = tp  # a dataclass type (is_dataclass also admits instances)
-        return cls(**{k: _build(hints.get(k, Any), v) for k, v in value.items() if k in names})
-    return value
-
-
-def rebuild(tp: Any, value: Any) -> Any:
-    """``value`` (plain JSON) as an instance of ``tp`` where ``tp`` names a dataclass."""
+def rebuild(tp: Any, value: Any, where: str = "value") -> Any:
+    """``value`` (plain JSON) as an instance of ``tp`` where ``tp`` names a dataclass; a value
+    that does not fit raises ``ValueMismatch`` naming the field (``serde/typed.py``)."""
     if tp in _PLAIN:
         return value
-    return _build(tp, value)
+    return from_plain(tp, value, where)
 
 
 _PLAIN = (Any, int, float, str, bool, type(None), dict, list, object)

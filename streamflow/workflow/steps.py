@@ -307,7 +307,11 @@ class StepRunner:
         ]
         if self.plain_args:
             return received
-        args = [rebuild(t, a) for t, a in zip(self.types, received, strict=False)]
+        name = self.sdef.name
+        args = [
+            rebuild(t, a, f"argument {i + 1} of step {name!r}")
+            for i, (t, a) in enumerate(zip(self.types, received, strict=False))
+        ]
         return args + received[len(self.types) :]
 
     def _start(self, pending: _Pending) -> None:

@@ -268,12 +268,12 @@ class WorkflowMachine:
         if live is None:
             ctx = WorkflowContext(journal, out, self.steps, wdef)
             types = parameter_types(wdef.fn)
+            what = f"the input of {wdef.name} instance {journal.id!r}"
             arg = (
                 rebuild(
                     types[0],
-                    unpack(
-                        wdef.input, journal.header["input"], f"the input of instance {journal.id!r}"
-                    ),
+                    unpack(wdef.input, journal.header["input"], what),
+                    what,
                 )
                 if types
                 else None

@@ -39,7 +39,7 @@ def _cases(events: str) -> list[tuple[str, str, bytes | None, bytes | None, str]
             events,
             b"w-bad",
             orjson.dumps({"type": "start", "id": "w-bad", "input": {"id": "x", "oops": 1}}),
-            "TypeError",
+            "does not fit Order (missing 'cents')",
         ),
         (
             "a signal for an unknown instance",

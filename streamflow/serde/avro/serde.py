@@ -23,6 +23,7 @@ evolving a key schema moves every key to a new partition and a new store entry.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -48,6 +49,7 @@ from streamflow.serde.avro.schema import (
 )
 from streamflow.serde.avro.wire_format import HEADER_SIZE, header, schema_id_of
 from streamflow.serde.base import Serde
+from streamflow.serde.typed import from_plain
 
 if TYPE_CHECKING:  # the registry package imports this one; only its type is needed here
     from streamflow.serde.registry.base import SchemaRegistry
@@ -168,7 +170,7 @@ class SchemaBinding:
         self._readers: dict[int, Callable[[bytes], Any]] = {}
         self._unknown: dict[int, float] = {}
         self._to_dict: Callable[[Any], Any] = _to_dict if classes else _same
-        self._from_dict = _converter(schema, named_types(schema), self.classes)
+        self._from_dict = _converter(name, schema, named_types(schema), self.classes)
         self.compiled: CompiledCodec | None = compile_codec(schema, self.classes)
         if self.compiled is not None:
             self.compiled.env.update(
@@ -322,74 +324,60 @@ def _to_dict(value: Any) -> Any:
 
 
 def _converter(
-    schema: Any, names: Mapping[str, Any], classes: Mapping[str, type]
+    name: str, schema: Any, names: Mapping[str, Any], classes: Mapping[str, type]
 ) -> Callable[[Any], Any] | None:
-    """A function turning fastavro's dicts into the generated dataclasses (None: dicts wanted)."""
-    if not classes:
+    """A function turning fastavro's dicts into the generated dataclasses (None: dicts wanted).
+
+    The conversion is ``serde.typed.from_plain``, driven by the classes' annotations (the one
+    converter of the package); what only the schema can tell is checked here, once."""
+    cls = classes.get(name)
+    if cls is None:
         return None
-    records: dict[str, Callable[[Any], Any]] = {}
+    _check_unions(schema, names)
+    return functools.partial(from_plain, cls, where=name)
 
-    def record(node: dict[str, Any]) -> Callable[[Any], Any]:
-        name = node["name"]
-        if name not in records:
-            records[name] = _same  # replaced below; a recursive field looks it up when called
-            fields = [(f["name"], make(f["type"])) for f in node["fields"]]
-            cls = classes.get(name)
 
-            def convert(value: dict[str, Any]) -> Any:
-                values = {field: fn(value[field]) for field, fn in fields}
-                return cls(**values) if cls is not None else values
+def _check_unions(schema: Any, names: Mapping[str, Any]) -> None:
+    """fastavro returns a union's record as a plain dict with exactly the reader's fields, so
+    the field names are what tells the records of a union apart: two with the same fields
+    cannot be read back as classes."""
+    seen: set[str] = set()
 
-            records[name] = convert
-        return lambda value: records[name](value)
-
-    def union(branches: list[Any]) -> Callable[[Any], Any]:
-        # fastavro returns a union's record as a plain dict with exactly the reader's fields:
-        # the field names tell which record it is.
-        by_fields: dict[frozenset[str], Callable[[Any], Any]] = {}
-        for branch in branches:
-            node = names.get(branch, branch) if isinstance(branch, str) else branch
-            if isinstance(node, dict) and node.get("type") in ("record", "error"):
-                fields = frozenset(f["name"] for f in node["fields"])
-                if fields in by_fields:
-                    raise SchemaError(
-                        f"union {[_name(b) for b in branches]} has two records with the same "
-                        "fields, which read back as dicts cannot be told apart; use dict values "
-                        "(avro('<full name>')) for this schema"
-                    )
-                by_fields[fields] = record(node)
-        if not by_fields:
-            return _same
-
-        def convert(value: Any) -> Any:
-            if isinstance(value, dict):
-                fn = by_fields.get(frozenset(value))
-                return value if fn is None else fn(value)
-            return value
-
-        return convert
-
-    def make(node: Any) -> Callable[[Any], Any]:
+    def walk(node: Any) -> None:
         if isinstance(node, str):
-            if node not in names:
-                return _same  # a primitive
-            node = names[node]
+            if node in names and node not in seen:
+                seen.add(node)
+                walk(names[node])
+            return
         if isinstance(node, list):
-            return union(node)
-        kind = node["type"]
+            shapes: dict[frozenset[str], Any] = {}
+            for branch in node:
+                record = names.get(branch, branch) if isinstance(branch, str) else branch
+                if isinstance(record, dict) and record.get("type") in ("record", "error"):
+                    fields = frozenset(f["name"] for f in record["fields"])
+                    if fields in shapes:
+                        raise SchemaError(
+                            f"union {[_name(b) for b in node]} has two records with the same "
+                            "fields, which read back as dicts cannot be told apart; use dict "
+                            "values (avro('<full name>')) for this schema"
+                        )
+                    shapes[fields] = record
+                walk(branch)
+            return
+        kind = node.get("type")
         if kind in ("record", "error"):
-            return record(node)
-        if kind == "array":
-            item = make(node["items"])
-            return _same if item is _same else lambda value: [item(x) for x in value]
-        if kind == "map":
-            val = make(node["values"])
-            return _same if val is _same else lambda value: {k: val(x) for k, x in value.items()}
-        if isinstance(kind, (dict, list)) or kind in names:
-            return make(kind)
-        return _same
+            if node.get("name") in seen and node is not names.get(node.get("name")):
+                return
+            for field in node["fields"]:
+                walk(field["type"])
+        elif kind == "array":
+            walk(node["items"])
+        elif kind == "map":
+            walk(node["values"])
+        elif isinstance(kind, (dict, list)):
+            walk(kind)
 
-    return make(schema)
+    walk(schema)
 
 
 def _name(node: Any) -> str:
