@@ -7,6 +7,9 @@ be reached, so a pipeline can tell "this change breaks readers" from "this job i
 
 The registry is the Kafka-native one on `--bootstrap` (topic `_streamflow_schemas`), or an
 external Confluent-compatible one with `--registry-url`, the same choice a worker makes.
+
+Size: one click group, one module: each command is short, and they share the registry and
+schema-directory options, which splitting would repeat.
 """
 
 from __future__ import annotations

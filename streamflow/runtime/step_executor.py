@@ -17,6 +17,9 @@ has as many attempts waiting as it has slots pauses its partition instead of fet
 A sync attempt that overruns its timeout cannot be interrupted (Python threads cannot be
 killed): it is reported timed out at once, its late result and state writes are rejected, and
 its thread stays counted until the function returns, which the log says.
+
+Size: the lanes, the thread pool and the asyncio loop are one lock-free protocol (who may touch
+which deque from which thread); kept together so that protocol is read in one place.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ cycle is open), process it, and commit when the batch did not fill up (we are ke
 the input), when ``commit_interval`` has passed or when ``commit_every`` records are in the
 cycle. So a saturated worker commits every ~100 ms with large transactions, and a lightly
 loaded one commits after every batch — a workflow hop waits for no timer.
+
+Size: the worker loop, the task lifecycle on rebalance and the recovery from fatal errors
+share the consumer, the producers and the task table; the single-purpose pieces they use are
+their own modules (commit_cycle, input_offsets, restore, step_executor, bounded_calls, topics).
 """
 
 from __future__ import annotations

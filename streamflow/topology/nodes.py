@@ -4,6 +4,9 @@ A task builds its sub-topology once, child first, so every node holds a direct r
 next callable: a record crosses the pipeline as nested function calls with no dispatch, no
 per-record objects and no queue. Every closure keeps its node in a local named ``_sf_node`` so
 the task can name the failing processor in a dead-letter record without a per-node ``try``.
+
+Size: one module on purpose. Every node is small, and together they are the processor vocabulary
+a reader wants side by side (how map, aggregate and join differ is the point of reading them).
 """
 
 from __future__ import annotations

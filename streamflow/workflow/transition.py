@@ -10,6 +10,9 @@ commands instead of calling out).
 The journal is changed in place (its ``dirty`` marks say what to save). A transition that
 raises leaves a journal the caller must throw away: the orchestrator evicts it and its live
 coroutine, so the next event reloads the last saved state.
+
+Size: one pure function, ``(journal, event, now) → Outcome``, with a case per event type; a
+reader checking determinism wants every case in one file.
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ caller falls back to fastavro for that schema, correct and slower.
 Generated functions take their constants from one namespace dict (``CompiledCodec.env``).
 ``_H`` (the header, None until the serde is bound to a registry), ``_other`` (what decode does
 with another header) and the two error builders are set there by the caller.
+
+Size: a code generator is one recursive walk over the schema with a case per Avro type for
+each direction; splitting encode from decode would separate the two halves that must agree
+byte for byte.
 """
 
 from __future__ import annotations
