@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -20,7 +21,10 @@ from streamflow.runtime.dead_letter import dead_letter_headers, failing_processo
 from streamflow.runtime.input_offsets import Committable, InputOffsets
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.state.store import KeyValueStore
+from streamflow.topology.nodes import Node, Push, SourceMessage, SourceNode
+from streamflow.topology.specs import SubTopology
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -57,13 +61,13 @@ class Task:
 
     def __init__(
         self,
-        sub: Any,
-        source_nodes: dict[str, Any],
+        sub: SubTopology,
+        source_nodes: Mapping[str, SourceNode],
         partition: int,
         state_dir: Path,
         collector: RecordCollector,
         dead_letter_topic: str,
-        clock: Any = None,
+        clock: Callable[[], int] | None = None,
         step_executor: StepExecutor | None = None,
     ) -> None:
         self.id = f"{sub.id}_{partition}"
@@ -74,7 +78,7 @@ class Task:
         # Processors send straight through the collector: no extra Python frame per output.
         self.send = self._send = collector.send
         self._dead_letter_topic = dead_letter_topic
-        self.msg: Any = None
+        self.msg: SourceMessage = cast(SourceMessage, None)  # set per record, before any push
         self.now_ms = clock or _wall_clock_ms
         """Milliseconds of the wall clock timers run on (the test driver's hand-moved clock)."""
         self.timestamp_override: int | None = None
@@ -90,17 +94,17 @@ class Task:
         self._changelog_next: dict[str, int] = {}
         self.sources: dict[str, _Source] = {}
         # Wall-clock punctuators (durable timers): each returns True when it did work.
-        self.punctuators: list[Any] = []
+        self.punctuators: list[tuple[Callable[[int], bool], Callable[[int], None]]] = []
         # Called when a cycle aborts: processors holding in-memory state derived from the
         # (now dropped) write buffer must forget it.
-        self._abort_hooks: list[Any] = []
-        self._close_hooks: list[Any] = []
+        self._abort_hooks: list[Callable[[], None]] = []
+        self._close_hooks: list[Callable[[], None]] = []
         # Where step attempts run (the worker's).
         self.step_executor = step_executor or StepExecutor()
         self._locals: dict[str, Any] = {}
-        self.pause_input: Any = _no_flow_control
+        self.pause_input: Callable[[], None] = _no_flow_control
         """Stop fetching this task's input (set by the worker; a step task with no free slot)."""
-        self.resume_input: Any = _no_flow_control
+        self.resume_input: Callable[[], None] = _no_flow_control
         try:
             for topic, node in source_nodes.items():
                 push = self._build(node)
@@ -114,7 +118,7 @@ class Task:
         # Most sub-topologies read one topic: skip the per-record lookup by topic for them.
         self._only_source = next(iter(self.sources.values())) if len(self.sources) == 1 else None
 
-    def _build(self, node: Any) -> Any:
+    def _build(self, node: Node) -> Push:
         return node.build(self, [self._build(child) for child in node.children])
 
     # -- ProcessorRuntime ------------------------------------------------------------------------
@@ -131,15 +135,15 @@ class Task:
             self.stores[name] = store
         return store
 
-    def schedule(self, due: Any, fire: Any) -> None:
+    def schedule(self, due: Callable[[int], bool], fire: Callable[[int], None]) -> None:
         """Register a wall-clock punctuator: ``due(now_ms)`` is a cheap check (no transaction is
         opened unless something is due); ``fire(now_ms)`` runs inside the commit cycle."""
         self.punctuators.append((due, fire))
 
-    def on_abort(self, hook: Any) -> None:
+    def on_abort(self, hook: Callable[[], None]) -> None:
         self._abort_hooks.append(hook)
 
-    def on_close(self, hook: Any) -> None:
+    def on_close(self, hook: Callable[[], None]) -> None:
         """``hook()`` runs when the task closes (revoked, lost, or the worker stops)."""
         self._close_hooks.append(hook)
 
@@ -148,13 +152,13 @@ class Task:
         offset may be committed when the consumer's position is ``position``."""
         self.offsets.hold(topic, committable)
 
-    def local(self, name: str, make: Any) -> Any:
+    def local(self, name: str, make: Callable[[], T]) -> T:
         """One object per task under ``name``, made by ``make()`` on first use: what several
         processors of the task share (entity steps of one store share its key locks)."""
         value = self._locals.get(name)
         if value is None:
             value = self._locals[name] = make()
-        return value
+        return cast(T, value)
 
     def due(self, now_ms: int) -> bool:
         return any(due(now_ms) for due, _ in self.punctuators)
@@ -166,7 +170,7 @@ class Task:
 
     # -- processing ------------------------------------------------------------------------------
 
-    def process(self, msg: Any) -> None:
+    def process(self, msg: SourceMessage) -> None:
         """One record in; effects out. A failure goes to the DLQ and the task carries on."""
         self.msg = msg
         source = self._only_source or self.sources[msg.topic()]
@@ -191,7 +195,9 @@ class Task:
             self.forget_decoded()
             self.dead_letter(msg, exc, "process", failing_processor(exc))
 
-    def dead_letter(self, msg: Any, exc: BaseException, stage: str, processor: str) -> None:
+    def dead_letter(
+        self, msg: SourceMessage, exc: BaseException, stage: str, processor: str
+    ) -> None:
         """Send the original record to ``<app>.dlq`` inside the same transaction as the rest."""
         self.dead_lettered += 1
         # A flood of poison records must not become a flood of log lines: the first few are
@@ -266,7 +272,7 @@ class Task:
                 spec.changelog, kb, vb, self.partition, self._checkpoint_setter(name)
             )
 
-    def _checkpoint_setter(self, name: str) -> Any:
+    def _checkpoint_setter(self, name: str) -> Callable[[int], None]:
         def delivered(offset: int) -> None:
             self._changelog_next[name] = offset + 1
 

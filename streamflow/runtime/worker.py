@@ -13,6 +13,7 @@ their own modules (commit_cycle, input_offsets, restore, step_executor, bounded_
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -589,13 +590,16 @@ class Worker:
                 step_executor=self.executor,
             )
             parts = self._task_partitions(task)
-            task.pause_input = lambda parts=parts: self.consumer.pause(parts)
-            task.resume_input = lambda parts=parts: self._resume_if_running(parts)
+            task.pause_input = functools.partial(self._pause, parts)
+            task.resume_input = functools.partial(self._resume_if_running, parts)
             self._tasks[task_id] = task
             self._initializing.append(task)
             created.append(task_id)
         if created:
             log.info("assigned tasks %s", ", ".join(sorted(created)))
+
+    def _pause(self, parts: list[TopicPartition]) -> None:
+        self.consumer.pause(parts)  # the consumer of now: it is replaced on recovery
 
     def _resume_if_running(self, parts: list[TopicPartition]) -> None:
         if all(self._route[tp.topic][tp.partition] is not None for tp in parts):

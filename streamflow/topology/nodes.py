@@ -13,22 +13,48 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from streamflow.topology.specs import StoreSpec, TopicSpec
 
+if TYPE_CHECKING:  # the runtime implements what these describe; only their types are needed
+    from streamflow.runtime.step_executor import StepExecutor
+    from streamflow.state.store import KeyValueStore
+
+T = TypeVar("T")
+
 Push = Callable[[Any, Any], None]
+
+
+class SourceMessage(Protocol):
+    """The record being processed, as confluent-kafka's ``Message`` (or the test driver's)
+    presents it. Never an error event (the worker handles those), so topic, partition and
+    offset are always there; confluent-kafka's own stubs allow None for error events."""
+
+    def key(self) -> bytes | None: ...
+
+    def value(self) -> bytes | None: ...
+
+    def topic(self) -> str: ...
+
+    def partition(self) -> int: ...
+
+    def offset(self) -> int: ...
+
+    def timestamp(self) -> tuple[int, int]: ...
+
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
 
 
 class ProcessorRuntime(Protocol):
     """What a node needs from the task running it (implemented by ``runtime.task.Task``)."""
 
-    msg: Any
+    msg: SourceMessage
     partition: int
     timestamp_override: int | None
     headers_override: list[tuple[str, bytes]] | None
 
-    def store(self, name: str) -> Any: ...
+    def store(self, name: str) -> KeyValueStore: ...
 
     def schedule(self, due: Callable[[int], bool], fire: Callable[[int], None]) -> None: ...
 
@@ -47,11 +73,11 @@ class ProcessorRuntime(Protocol):
     ) -> None: ...
 
     # Step tasks: attempts run on the worker's executor and finish out of order.
-    step_executor: Any
+    step_executor: StepExecutor
 
     def hold_offsets(self, topic: str, committable: Callable[[int], int]) -> None: ...
 
-    def local(self, name: str, make: Callable[[], Any]) -> Any: ...
+    def local(self, name: str, make: Callable[[], T]) -> T: ...
 
     def on_close(self, hook: Callable[[], None]) -> None: ...
 
