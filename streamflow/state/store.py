@@ -36,6 +36,9 @@ _CHECKPOINT_KEY = b"changelog_next_offset"
 _CHECKPOINT_TIME_KEY = b"changelog_checkpoint_ms"
 
 ChangelogRecord = tuple[bytes, bytes | None]
+UndoLog = list[Any]
+"""Flat triples (store, encoded key, what the write buffer held for it before the write), one
+per write: flat, so a write allocates no tuple."""
 
 
 def _options() -> Options:
@@ -60,6 +63,9 @@ class KeyValueStore:
         # committed bytes enter it and bytes cannot be mutated, so an abort keeps it.
         self._cache: dict[bytes, bytes] = {}
         self._pending: list[ChangelogRecord] = []
+        self.undo: UndoLog = []
+        """Where each write notes what it replaced; the task shares one log among its stores
+        and rolls a failed record's writes back with it (a savepoint is the log's length)."""
         self._db = self._open(path)
         self._meta = self._db.get_column_family_handle(_META_CF)
         self._meta_cf = self._db.get_column_family(_META_CF)
@@ -140,13 +146,26 @@ class KeyValueStore:
                 f"store {self.name!r}: the value for key {key if key is not None else kb!r} "
                 f"cannot be serialized: {type(exc).__name__}: {exc}"
             ) from None
-        self.buffer.encoded[kb] = vb
+        encoded = self.buffer.encoded
+        self.undo += (self, kb, encoded.get(kb, _MISSING))
+        encoded[kb] = vb
         self.buffer.entries[kb] = value
 
     def delete(self, key: Any) -> None:
         kb = self._key_serialize(key)
-        self.buffer.encoded[kb] = None
+        encoded = self.buffer.encoded
+        self.undo += (self, kb, encoded.get(kb, _MISSING))
+        encoded[kb] = None
         self.buffer.entries[kb] = TOMBSTONE
+
+    def undo_write(self, kb: bytes, before: Any) -> None:
+        """Put back what the buffer held for ``kb`` before a write (``_MISSING``: nothing):
+        how a task rolls a failed record's writes back (``Task.rollback``)."""
+        if before is _MISSING:
+            self.buffer.encoded.pop(kb, None)
+        else:
+            self.buffer.encoded[kb] = before
+        self.buffer.entries.pop(kb, None)
 
     def forget_decoded(self) -> None:
         """A record failed: drop decoded objects it may have mutated in place; the writes of
@@ -231,12 +250,14 @@ class KeyValueStore:
         self._db.write(batch)
         self._pending = []
         self.buffer.clear()
+        self.undo.clear()
 
     def abort(self) -> None:
         """Forget the open cycle: its writes never happened (the cache holds committed bytes
         only, so it stays)."""
         self._pending = []
         self.buffer.clear()
+        self.undo.clear()
 
     # -- restore ---------------------------------------------------------------------------------
 

@@ -123,3 +123,52 @@ def test_a_poison_record_too_large_for_the_dead_letter_topic_is_cut_with_a_heade
     assert dict(h)[HEADER_ERROR] == b"ValueError: too big" and k == key
     assert v == value[: len(v)] and len(v) > DEAD_LETTER_MAX_BYTES - 20_000
     assert fit_dead_letter(b"k", b"small", headers[:1]) == (b"k", b"small", headers[:1])
+
+
+def test_a_failed_record_leaves_every_store_as_it_was_before_it() -> None:
+    """Writes made before the raise are rolled back too, in every store, newest first: the
+    record goes to the DLQ whole, not half applied."""
+    app = App("rollback")
+    app.topic("in")
+    app.store("a")
+    app.store("b")
+
+    def proc(record, ctx) -> None:
+        ctx.store("a").put(record.key, record.value["n"])
+        ctx.store("a").put(record.key, record.value["n"] * 10)  # the same key twice
+        ctx.store("b").put(record.key, "seen")
+        if record.value.get("poison"):
+            raise ValueError("after three writes")
+
+    app.stream("in").process(proc, stores=["a", "b"])
+    with TestDriver(app) as driver:
+        driver.pipe("in", "k", {"n": 1})
+        driver.pipe("in", "k", {"n": 2, "poison": True})
+        driver.pipe("in", "j", {"n": 3, "poison": True})
+        assert driver.store("a") == {"k": 10} and driver.store("b") == {"k": "seen"}
+        assert len(driver.dead_letters()) == 2
+
+
+def test_a_failed_record_keeps_what_earlier_records_of_its_cycle_wrote() -> None:
+    """One input fans out through a repartition topic: the driver processes the three records
+    it causes in one cycle, and only the failing one's writes are undone."""
+    app = App("rollback-cycle")
+    app.topic("in")
+    app.store("counts")
+
+    def count(record, ctx) -> None:
+        store = ctx.store("counts")
+        store.put(record.key, (store.get(record.key) or 0) + 1)
+        if record.value == "bad":
+            raise ValueError("bad item")
+
+    (
+        app.stream("in")
+        .flat_map(lambda value: value["items"])
+        .key_by(lambda value: "all", name="by-all")
+        .process(count, stores=["counts"])
+    )
+    with TestDriver(app) as driver:
+        driver.pipe("in", "k", {"items": ["x", "bad", "y"]})
+        assert driver.store("counts") == {"all": 2}
+        assert len(driver.dead_letters()) == 1
