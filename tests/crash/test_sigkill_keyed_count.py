@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamflow.runtime.partitioner import partition_for
 from streamflow.runtime.restore import Restorer
@@ -44,11 +44,19 @@ def _events(n: int, keys: int, seed: int) -> list[tuple[str, dict]]:
 
 
 def _committed_total(bootstrap: str, group: str, topic: str) -> int:
+    """Input offsets the group committed; -1 while the broker cannot say yet. OffsetFetch waits
+    for offsets still pending in open transactions (KIP-447), and a SIGKILLed worker's stay
+    pending until its successor fences it or the transaction times out: a timeout here means
+    "not yet", not a failure."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         offsets = consumer.committed(
-            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
+            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=30
         )
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._TIMED_OUT:
+            raise
+        return -1
     finally:
         consumer.close()
     return sum(max(tp.offset, 0) for tp in offsets)
