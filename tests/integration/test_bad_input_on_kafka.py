@@ -21,6 +21,53 @@ APP_FILE = REPO / "tests" / "apps" / "corpus.py"
 NESTED = b"[" * 10_000 + b"]" * 10_000
 
 
+AVRO_CASES = [
+    ("truncated Avro", b"avro-truncated", "cannot read a record"),
+    ("a bad magic byte", b"avro-magic", "unknown magic byte 7"),
+    ("an unknown schema id", b"avro-unknown-id", "unknown schema id 999999"),
+    ("a schema id of another subject", b"avro-other-subject", "cannot be resolved"),
+]
+"""(case, key, a word the DLQ reason must contain) of the Avro topic's bad records."""
+
+
+def _avro_cases(bootstrap: str, name: str) -> list[tuple[bytes, bytes]]:
+    """The good Avro record and the bad ones, written against the registry the worker bound:
+    its schema id for corpus.Reading, and the id of a schema registered under another subject."""
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    from streamflow.serde.avro.wire_format import header
+    from streamflow.serde.registry.compatibility import CompatibilityMode
+    from streamflow.serde.registry.kafka import KafkaSchemaRegistry
+
+    registry = KafkaSchemaRegistry(bootstrap)
+    [bound] = registry.versions(f"avro-{name}-value")
+    other_schema = {
+        "type": "record",
+        "name": "Other",
+        "namespace": "corpus",
+        "fields": [{"name": "x", "type": "int"}],
+    }
+    other = registry.register(
+        f"corpus-other-{name}-value", other_schema, default_mode=CompatibilityMode.BACKWARD
+    )
+
+    def body(schema: dict, value: dict) -> bytes:
+        buf = io.BytesIO()
+        schemaless_writer(buf, parse_schema(schema), value)
+        return buf.getvalue()
+
+    reading = body(orjson.loads(bound.schema), {"sensor": "s1", "value": 1.5})
+    return [
+        (b"avro-good", header(bound.id) + reading),
+        (b"avro-truncated", header(bound.id) + reading[:-3]),
+        (b"avro-magic", b"\x07" + header(bound.id)[1:] + reading),
+        (b"avro-unknown-id", header(999_999) + reading),
+        (b"avro-other-subject", header(other.id) + body(other_schema, {"x": 1})),
+    ]
+
+
 def _cases(events: str) -> list[tuple[str, str, bytes | None, bytes | None, str]]:
     """(case, topic, key, value, a word the DLQ reason must contain)."""
     return [
@@ -95,26 +142,33 @@ def test_every_bad_input_lands_in_the_dead_letter_topic_and_nothing_else_is_lost
             topic = f"in-{name}" if topic == "in" else topic
             producer.produce(topic, value, key)
             producer.produce(f"in-{name}", orjson.dumps({"good": i}), b"good")  # after each case
+        for key, value in _avro_cases(kafka_bootstrap, name):
+            producer.produce(f"avro-{name}", value, key)
         producer.produce(f"in-{name}", None, b"null-value")  # null value: a tombstone, mapped
         producer.produce(f"in-{name}", b'{"null": "key"}', None)  # null key: mapped
         assert producer.flush(30) == 0
         deadline = time.monotonic() + 90
         while True:
             out = read_topic(kafka_bootstrap, f"out-{name}")
-            if len(out) >= len(cases) + 2 or time.monotonic() > deadline:
+            if len(out) >= len(cases) + 3 or time.monotonic() > deadline:
                 break
             time.sleep(1)
         dead = read_topic(kafka_bootstrap, f"{name}.dlq")
         assert worker.alive()
     finally:
         assert worker.terminate() == 0
-    goods = [orjson.loads(m.value())["good"] for m in out if m.value() and b"good" in m.value()]
+    values = [orjson.loads(m.value()) for m in out if m.value() and b"good" in m.value()]
+    goods = [v["good"] for v in values if isinstance(v["good"], int)]
     assert goods == list(range(len(cases))), "every good record once, in order"
     assert any(m.key() == b"null-value" and m.value() is None for m in out)
+    avro_out = [orjson.loads(m.value()) for m in out if m.value() and b'"avro"' in m.value()]
+    assert avro_out == [{"good": "avro", "sensor": "s1"}], "the good Avro record, once"
     assert any(m.key() is None for m in out)
     # The stale step reply is ignored (a reply for a call the journal does not have), not
     # dead-lettered: the orchestrator drops duplicate and stale replies by design.
-    expected = [c for c in cases if c[4]]
+    expected = [c for c in cases if c[4]] + [
+        (case, "avro", key, None, word) for case, key, word in AVRO_CASES
+    ]
     reasons = [dict(m.headers()) for m in dead]
     assert len(dead) == len(expected), [r[HEADER_ERROR][:80] for r in reasons]
     # Records of the two source topics reach the dead-letter topic in either order.
