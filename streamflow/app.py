@@ -12,6 +12,7 @@ from typing import Any
 
 from streamflow.errors import ConfigError
 from streamflow.runtime.config import AppConfig, Guarantee
+from streamflow.runtime.kafka_settings import resolve as resolve_kafka
 from streamflow.runtime.step_executor import DEFAULT_ASYNC_STEP_CONCURRENCY, DEFAULT_STEP_THREADS
 from streamflow.serde.base import Serde, resolve_serde
 from streamflow.topology.describe import describe
@@ -39,6 +40,7 @@ class App:
         partitions: int = 6,
         step_threads: int = DEFAULT_STEP_THREADS,
         async_step_concurrency: int = DEFAULT_ASYNC_STEP_CONCURRENCY,
+        kafka: Mapping[str, object] | None = None,
     ) -> None:
         if not name or any(c in name for c in " /\\"):
             raise ConfigError(
@@ -62,15 +64,21 @@ class App:
             else float(commit_interval)
         )
         self.name = name
+        settings = resolve_kafka(app=kafka)
         self.config = AppConfig(
             name=name,
-            bootstrap=bootstrap or os.environ.get("STREAMFLOW_BOOTSTRAP", "127.0.0.1:9092"),
+            bootstrap=bootstrap
+            or settings.values.get("bootstrap.servers")
+            or os.environ.get("STREAMFLOW_BOOTSTRAP", "127.0.0.1:9092"),
             state_dir=Path(state_dir or os.environ.get("STREAMFLOW_STATE_DIR", ".state")),
             guarantee=guarantee,
             commit_interval=interval,
             commit_every=commit_every,
             step_threads=step_threads,
             async_step_concurrency=async_step_concurrency,
+            # Settings every client gets; `streamflow run --config/--kafka` resolves again.
+            kafka=settings,
+            kafka_from_app=tuple((str(k), str(v)) for k, v in (kafka or {}).items()),
         )
         self.topology = Topology(name)
         self.workflows = WorkflowRegistry(self.topology, partitions)

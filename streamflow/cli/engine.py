@@ -13,6 +13,7 @@ import click
 from confluent_kafka import KafkaException
 
 from streamflow.app import App
+from streamflow.cli.kafka_options import kafka_options, kafka_settings
 from streamflow.errors import StreamflowError
 
 
@@ -61,6 +62,7 @@ def _configure_logging(verbose: int) -> None:
 @click.option("--commit-interval", type=float, help="Seconds between commits under load.")
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
+@kafka_options
 def run(
     target: str,
     bootstrap: str | None,
@@ -78,11 +80,17 @@ def run(
     _configure_logging(-1 if quiet else verbose)
     # `kill -USR1 <pid>` prints every thread's stack to stderr: how a worker that seems stuck
     # shows where, without stopping it.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (OSError, ValueError):  # stderr is no file (an embedding test runner): no dump
+        pass
     app = load_app(target)
-    changes: dict[str, object] = {}
+    settings = kafka_settings(dict(app.config.kafka_from_app))
+    changes: dict[str, object] = {"kafka": settings}
     if bootstrap:
         changes["bootstrap"] = bootstrap
+    elif "bootstrap.servers" in settings.values:
+        changes["bootstrap"] = settings.values["bootstrap.servers"]
     if state_dir:
         changes["state_dir"] = state_dir
     if guarantee:

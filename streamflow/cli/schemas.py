@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import click
 
+from streamflow.cli.kafka_options import kafka_options, kafka_settings
 from streamflow.errors import SchemaError, SchemaIncompatible, StreamflowError
 from streamflow.serde.avro.schema import (
     NAMED_KINDS,
@@ -209,6 +210,7 @@ _SCHEMA_DIR_HELP = "Directory of the .avsc files (default: $STREAMFLOW_SCHEMA_DI
 
 
 def registry_options(fn: Any) -> Any:
+    fn = kafka_options(fn)
     fn = click.option(
         "--registry-url",
         envvar="STREAMFLOW_SCHEMA_REGISTRY_URL",
@@ -231,7 +233,7 @@ def _registry(bootstrap: str | None, registry_url: str | None) -> SchemaRegistry
         _fail("give --bootstrap (or set STREAMFLOW_BOOTSTRAP), or --registry-url")
     from streamflow.serde.registry.kafka import KafkaSchemaRegistry
 
-    return KafkaSchemaRegistry(bootstrap, timeout=15.0)
+    return KafkaSchemaRegistry(bootstrap, timeout=15.0, client_config=kafka_settings().values)
 
 
 def _schema_dir(path: str | None) -> dict[str, Schema]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,15 +10,22 @@ import click
 import orjson
 
 from streamflow.cli.engine import load_app
+from streamflow.cli.kafka_options import kafka_options, kafka_settings
 
-_bootstrap = click.option(
-    "--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers."
-)
+
+def _bootstrap(fn: Any) -> Any:
+    """``--bootstrap`` with ``--config`` / ``--kafka``: what every command here needs."""
+    fn = kafka_options(fn)
+    return click.option(
+        "--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers."
+    )(fn)
 
 
 def _client(target: str, bootstrap: str | None) -> tuple[Any, Any]:
     app = load_app(target)
-    return app, app.client(bootstrap)
+    settings = kafka_settings(dict(app.config.kafka_from_app))
+    app.config = replace(app.config, kafka=settings)
+    return app, app.client(bootstrap or settings.values.get("bootstrap.servers"))
 
 
 def _json(text: str | None) -> Any:

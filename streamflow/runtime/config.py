@@ -6,9 +6,11 @@ is made concrete, so they live in one place with the reason for each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from streamflow.runtime.kafka_settings import KafkaSettings
 
 Guarantee = Literal["exactly_once", "at_least_once"]
 
@@ -38,6 +40,11 @@ class AppConfig:
     transaction_timeout_ms: int = 10_000
     consumer: tuple[tuple[str, str], ...] = ()
     producer: tuple[tuple[str, str], ...] = ()
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    """Settings every client gets (security, timeouts...): see ``kafka_settings``."""
+    kafka_from_app: tuple[tuple[str, str], ...] = ()
+    """What ``App(kafka=...)`` said, kept so ``streamflow run`` can resolve again with its
+    ``--config`` and ``--kafka`` options on top."""
 
     @property
     def exactly_once(self) -> bool:
@@ -70,6 +77,7 @@ def consumer_config(config: AppConfig, assignment_strategy: str) -> dict[str, An
         "queued.max.messages.kbytes": 128 * 1024,
         "fetch.queue.backoff.ms": 10,
     }
+    conf.update(config.kafka.client(config.bootstrap))  # never a protected key (refused)
     conf.update(dict(config.consumer))
     return conf
 
@@ -98,5 +106,11 @@ def producer_config(config: AppConfig, transactional_id: str | None) -> dict[str
     if transactional_id is not None:
         conf["transactional.id"] = transactional_id
         conf["transaction.timeout.ms"] = config.transaction_timeout_ms
+    conf.update(config.kafka.client(config.bootstrap))
     conf.update(dict(config.producer))
     return conf
+
+
+def admin_config(config: AppConfig) -> dict[str, Any]:
+    """The admin client's settings: the cluster's address and the shared client settings."""
+    return dict(config.kafka.client(config.bootstrap))

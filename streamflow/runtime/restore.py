@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +38,17 @@ class _Progress:
 class Restorer:
     """One restore consumer per worker, outside the consumer group."""
 
-    def __init__(self, bootstrap: str, app_name: str, batch_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        app_name: str,
+        settings: Mapping[str, str] | None = None,
+        batch_size: int = 10_000,
+    ) -> None:
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
+                **(settings or {}),  # security and the like; never what the restore relies on
                 "group.id": f"{app_name}-restore",  # required by librdkafka; never joins or commits
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",

@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 from streamflow.errors import KafkaUnavailable
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.commit_cycle import CommitCycle
-from streamflow.runtime.config import AppConfig, consumer_config, producer_config
+from streamflow.runtime.config import AppConfig, admin_config, consumer_config, producer_config
 from streamflow.runtime.identity import WorkerIdentity
 from streamflow.runtime.restore import Restorer
 from streamflow.runtime.step_executor import StepExecutor
@@ -169,7 +169,7 @@ class Worker:
         self._running = False
 
     def _setup_topics(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.config.bootstrap})
+        admin = AdminClient(admin_config(self.config))
         existing = self._wait_for_kafka(admin)
         self.plan = plan_topics(self.topology, existing, self.dead_letter_topic)
         ensure_topics(admin, self.topology, self.plan, existing)
@@ -226,7 +226,7 @@ class Worker:
         self.consumer = Consumer(consumer_config(cfg, strategy))
         self.collector = KafkaCollector(self.producers[0])
         self.cycle.attach(self.producers, self.consumer, self.collector)
-        self.restorer = Restorer(cfg.bootstrap, cfg.name)
+        self.restorer = Restorer(cfg.bootstrap, cfg.name, cfg.kafka.values)
         self.consumer.subscribe(
             list(self._route),
             on_assign=self._on_assign,

@@ -17,6 +17,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamflow.errors import ConfigError, KafkaUnavailable
+from streamflow.runtime.kafka_settings import KafkaSettings
 from streamflow.runtime.partitioner import partition_for
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.binding import bind_schemas
@@ -115,12 +116,14 @@ class WorkflowClient(WorkflowCommands):
     def __init__(self, app: Any, bootstrap: str | None = None) -> None:
         super().__init__(app)
         self._bootstrap = bootstrap or app.config.bootstrap
+        self._settings: dict[str, str] = dict(app.config.kafka.values)
         self._producer = Producer(
             {
                 "bootstrap.servers": self._bootstrap,
                 "linger.ms": 1,
                 "enable.idempotence": True,
                 "partitioner": "murmur2_random",
+                **self._settings,
             }
         )
 
@@ -143,7 +146,10 @@ class WorkflowClient(WorkflowCommands):
 
     def _bind(self, serde: AvroSerde | None) -> None:
         if serde is not None and serde.schema_id is None:
-            bind_schemas(self._app.topology, _ClientSettings(self._app.name, self._bootstrap))
+            bind_schemas(
+                self._app.topology,
+                _ClientSettings(self._app.name, self._bootstrap, self._app.config.kafka),
+            )
 
     def get(self, workflow: Any, id: str) -> InstanceView | None:
         node = self._registry.node_of(workflow)
@@ -183,6 +189,7 @@ class WorkflowClient(WorkflowCommands):
         consumer = Consumer(
             {
                 "bootstrap.servers": self._bootstrap,
+                **self._settings,
                 "group.id": f"streamflow-query-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
@@ -232,3 +239,4 @@ class _ClientSettings:
 
     name: str
     bootstrap: str
+    kafka: KafkaSettings

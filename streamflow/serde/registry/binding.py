@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +41,13 @@ TOPIC_MODE = CompatibilityMode.BACKWARD
 INTERNAL_MODE = CompatibilityMode.FULL_TRANSITIVE
 
 
+class ClientSettings(Protocol):
+    """The Kafka client settings every client gets (``runtime.kafka_settings.KafkaSettings``)."""
+
+    @property
+    def values(self) -> Mapping[str, str]: ...
+
+
 class AppSettings(Protocol):
     """What binding needs of an app's config (``runtime.config.AppConfig`` has it; serde sits
     below runtime and does not import it)."""
@@ -49,6 +57,9 @@ class AppSettings(Protocol):
 
     @property
     def bootstrap(self) -> str: ...
+
+    @property
+    def kafka(self) -> ClientSettings: ...
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,7 @@ def registry_from_config(config: AppSettings) -> SchemaRegistry:
         return ConfluentSchemaRegistry.from_url(url)
     from streamflow.serde.registry.kafka import KafkaSchemaRegistry
 
-    return KafkaSchemaRegistry(config.bootstrap)
+    return KafkaSchemaRegistry(config.bootstrap, client_config=config.kafka.values)
 
 
 def bind_schemas(

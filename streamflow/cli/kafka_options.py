@@ -1,0 +1,58 @@
+"""``--config`` and ``--kafka key=value``, the same on every command that talks to Kafka.
+
+The options store what they were given in the click context instead of becoming parameters,
+so a command opts in with one decorator and reads the resolved settings with
+``kafka_settings()`` (``runtime/kafka_settings.py`` has the order of the sources).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import click
+
+from streamflow.errors import ConfigError
+from streamflow.runtime.kafka_settings import CONFIG_ENV, KafkaSettings, resolve
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_FILE = "streamflow.kafka.config"
+_PAIRS = "streamflow.kafka.pairs"
+
+
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def store(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value:
+            ctx.meta[key] = value
+
+    return store
+
+
+def kafka_options(fn: F) -> F:
+    """Add ``--config`` and ``--kafka`` to a command."""
+    fn = click.option(
+        "--kafka",
+        multiple=True,
+        metavar="KEY=VALUE",
+        expose_value=False,
+        callback=_remember(_PAIRS),
+        help="A librdkafka setting for every client (repeatable), e.g. security.protocol=SSL.",
+    )(fn)
+    return click.option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        envvar=CONFIG_ENV,
+        expose_value=False,
+        callback=_remember(_FILE),
+        help="Client settings: a streamflow.toml ([kafka] table) or a librdkafka .properties file.",
+    )(fn)
+
+
+def kafka_settings(app_kafka: Mapping[str, object] | None = None) -> KafkaSettings:
+    """The settings of this invocation: App(kafka=...), --config, --kafka, environment."""
+    meta = click.get_current_context().meta
+    try:
+        return resolve(app=app_kafka, config_file=meta.get(_FILE), cli=meta.get(_PAIRS, ()))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
