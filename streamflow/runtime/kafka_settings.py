@@ -30,6 +30,9 @@ from streamflow.errors import ConfigError
 
 ENV_PREFIX = "STREAMFLOW_KAFKA_"
 CONFIG_ENV = "STREAMFLOW_CONFIG"
+OWN_VARIABLES = frozenset({"STREAMFLOW_KAFKA_DIR"})
+"""streamflow's own variables under the prefix (the local cluster's run dir): not settings.
+The fault suite found this one: every worker handed librdkafka a ``dir`` property."""
 
 PROTECTED: dict[str, str] = {
     "isolation.level": "consumers must read committed data only (read_committed)",
@@ -106,7 +109,7 @@ def resolve(
     from_env = {
         name[len(ENV_PREFIX) :].lower().replace("_", "."): value
         for name, value in environ.items()
-        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX)
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX) and name not in OWN_VARIABLES
     }
     if from_env:
         take(from_env, f"{ENV_PREFIX}* environment variables")

@@ -37,6 +37,11 @@ def test_later_sources_win_key_by_key(tmp_path: Path) -> None:
     assert settings.sources["sasl.mechanism"] == "--kafka"
 
 
+def test_streamflows_own_variables_under_the_prefix_are_not_settings() -> None:
+    env = {"STREAMFLOW_KAFKA_DIR": "/tmp/run", "STREAMFLOW_KAFKA_CLIENT_ID": "w"}
+    assert resolve(environ=env).values == {"client.id": "w"}
+
+
 def test_a_toml_file_gives_its_kafka_table_nested_tables_as_dotted_keys(tmp_path: Path) -> None:
     toml = tmp_path / "streamflow.toml"
     toml.write_text(
