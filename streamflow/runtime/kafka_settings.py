@@ -25,6 +25,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streamflow.errors import ConfigError
 
@@ -67,6 +68,23 @@ class KafkaSettings:
         conf = {"bootstrap.servers": bootstrap}
         conf.update(self.values)
         return conf
+
+    def check(self, bootstrap: str) -> None:
+        """Let librdkafka judge the settings before anything runs: an unknown key or a bad value
+        becomes a ``ConfigError`` naming the key and the source it came from (constructing a
+        client validates its configuration; nothing is sent before it is used)."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            AdminClient(dict[str, Any](self.client(bootstrap)))
+        except KafkaException as exc:
+            text = exc.args[0].str()
+            named = [k for k in self.values if f'"{k}"' in text or f" {k} " in f" {text} "]
+            where = "; ".join(f"{k!r} comes from {self.sources.get(k, '?')}" for k in named)
+            raise ConfigError(
+                f"Kafka client settings refused: {text}" + (f" ({where})" if where else "")
+            ) from None
 
     def redacted(self) -> dict[str, str]:
         """What may be logged or printed: secret values replaced."""

@@ -87,6 +87,7 @@ class Worker:
         clean = False
         self.worker_id = identity.worker_id
         try:
+            cfg.kafka.check(cfg.bootstrap)
             self._setup_topics()
             self._start_clients(identity.worker_id)
             if install_signal_handlers:

@@ -107,3 +107,10 @@ def test_the_cli_refuses_a_protected_override_with_one_line(tmp_path: Path) -> N
     assert result.exit_code != 0
     assert "'enable.auto.commit' (from --kafka) cannot be overridden" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_setting_librdkafka_does_not_know_is_named_with_its_source() -> None:
+    settings = resolve(cli=["sasl.mechanisms=PLAIN", "no.such.thing=1"], environ={})
+    with pytest.raises(ConfigError, match=r"'no\.such\.thing' comes from --kafka"):
+        settings.check("127.0.0.1:1")  # nothing listens there: only the configuration is judged
+    resolve(cli=["client.id=w1"], environ={}).check("127.0.0.1:1")
