@@ -13,8 +13,9 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so the group modules stay independent of each other.
-    from streamflow.cli import dev, engine, schemas, workflows
+    from streamflow.cli import acls, dev, engine, schemas, workflows
 
+    main.add_command(acls.acls)
     main.add_command(dev.dev)
     main.add_command(schemas.schemas)
     main.add_command(workflows.workflows)
