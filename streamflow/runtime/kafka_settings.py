@@ -25,9 +25,12 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
 
 ENV_PREFIX = "STREAMFLOW_KAFKA_"
 CONFIG_ENV = "STREAMFLOW_CONFIG"
@@ -69,15 +72,16 @@ class KafkaSettings:
         conf.update(self.values)
         return conf
 
-    def check(self, bootstrap: str) -> None:
+    def check(self, bootstrap: str) -> AdminClient:
         """Let librdkafka judge the settings before anything runs: an unknown key or a bad value
         becomes a ``ConfigError`` naming the key and the source it came from (constructing a
-        client validates its configuration; nothing is sent before it is used)."""
+        client validates its configuration). Returns that admin client, for the caller to use
+        rather than build a second one."""
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         try:
-            AdminClient(dict[str, Any](self.client(bootstrap)))
+            return AdminClient(dict[str, Any](self.client(bootstrap)))
         except KafkaException as exc:
             text = exc.args[0].str()
             named = [k for k in self.values if f'"{k}"' in text or f" {k} " in f" {text} "]

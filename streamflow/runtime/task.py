@@ -258,10 +258,6 @@ class Task:
         )
         self._send(self._dead_letter_topic, key, value, None, None, headers)
 
-    def savepoint(self) -> int:
-        """A mark to roll the stores back to: every write after it can be undone."""
-        return len(self._undo)
-
     def rollback(self, savepoint: int) -> None:
         """Undo every store write made since ``savepoint``, newest first: a record that fails
         leaves its stores as they were before it (its outputs cannot be unsent; the record

@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 from streamflow.errors import KafkaUnavailable
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.commit_cycle import CommitCycle
-from streamflow.runtime.config import AppConfig, admin_config, consumer_config, producer_config
+from streamflow.runtime.config import AppConfig, consumer_config, producer_config
 from streamflow.runtime.identity import WorkerIdentity
 from streamflow.runtime.restore import Restorer
 from streamflow.runtime.step_executor import StepExecutor
@@ -87,8 +87,7 @@ class Worker:
         clean = False
         self.worker_id = identity.worker_id
         try:
-            cfg.kafka.check(cfg.bootstrap)
-            self._setup_topics()
+            self._setup_topics(cfg.kafka.check(cfg.bootstrap))
             self._start_clients(identity.worker_id)
             if install_signal_handlers:
                 signal.signal(signal.SIGTERM, self._stop_signal)
@@ -169,8 +168,7 @@ class Worker:
         log.info("signal %d: draining and leaving the group", signum)
         self._running = False
 
-    def _setup_topics(self) -> None:
-        admin = AdminClient(admin_config(self.config))
+    def _setup_topics(self, admin: AdminClient) -> None:
         existing = self._wait_for_kafka(admin)
         self.plan = plan_topics(self.topology, existing, self.dead_letter_topic)
         ensure_topics(admin, self.topology, self.plan, existing)
