@@ -45,3 +45,23 @@ class KafkaUnavailable(ConfigError):
 
 class DevKafkaError(StreamflowError):
     """The local development broker could not be provisioned, started or stopped."""
+
+
+class ClusterAccessError(ConfigError):
+    """The cluster refused who we are or what we asked: credentials, certificates or ACLs.
+
+    Never retried: another attempt with the same settings gets the same answer, so the worker
+    stops with one line that says which setting or which ACL to fix.
+    """
+
+
+class AuthenticationFailed(ClusterAccessError):
+    """The broker did not accept the client's credentials (SASL)."""
+
+
+class TlsFailure(ClusterAccessError):
+    """The TLS handshake failed: an untrusted or mismatched certificate, a missing client one."""
+
+
+class AuthorizationFailed(ClusterAccessError):
+    """An ACL is missing: the message names the operation, the resource and the principal."""

@@ -29,7 +29,7 @@ class NodeSpec:
 
     node_id: int
     port: int
-    """Client (PLAINTEXT) listener: what goes into the bootstrap address."""
+    """Client listener (PLAINTEXT; SASL_SSL when secured): what goes into the bootstrap."""
     controller_port: int
     directory_id: str
     """KRaft metadata directory id, needed by `format --initial-controllers` (several nodes)."""
@@ -39,6 +39,11 @@ class NodeSpec:
     """What ``PROXIED`` advertises: where the proxy in front of ``proxied_port`` listens. A
     client that bootstraps there gets these ports in metadata, so all its traffic stays on the
     proxies and a test can cut it off without touching the brokers."""
+    internal_port: int | None = None
+    """Secured clusters only: the brokers' own listener (``INTERNAL``, mutual TLS), so that the
+    client listener can require SCRAM from everyone else."""
+    mtls_port: int | None = None
+    """Secured clusters only: a client listener (``MTLS``) that authenticates by certificate."""
 
     @property
     def controller_endpoint(self) -> str:
@@ -52,10 +57,17 @@ class ClusterSpec:
     cluster_id: str
     nodes: tuple[NodeSpec, ...]
     extra_properties: Mapping[str, str] = field(default_factory=dict)
+    secure: bool = False
+    """TLS everywhere, SCRAM on the client listener, an authorizer (see `dev.security`)."""
 
     @property
     def bootstrap(self) -> str:
         return ",".join(f"{HOST}:{node.port}" for node in self.nodes)
+
+    @property
+    def mtls_bootstrap(self) -> str:
+        """The bootstrap address of the certificate-authenticated listener (secured only)."""
+        return ",".join(f"{HOST}:{node.mtls_port}" for node in self.nodes if node.mtls_port)
 
     @property
     def proxied_bootstrap(self) -> str:
@@ -97,11 +109,15 @@ def cluster_spec(
     cluster_id: str | None = None,
     extra_properties: Mapping[str, str] | None = None,
     proxied: bool = False,
+    secure: bool = False,
 ) -> ClusterSpec:
     """A cluster with one node per (client port, controller port) pair, node ids 1..N;
-    ``proxied`` gives each node a ``PROXIED`` listener and a port for a proxy in front of it."""
+    ``proxied`` gives each node a ``PROXIED`` listener and a port for a proxy in front of it;
+    ``secure`` gives each an ``INTERNAL`` and an ``MTLS`` listener as well."""
     pairs = list(ports)
-    extra = allocate_ports(2 * len(pairs)) if proxied else []
+    if proxied and secure:
+        raise DevKafkaError("a local cluster is either proxied (fault tests) or secured, not both")
+    extra = allocate_ports(2 * len(pairs)) if (proxied or secure) else []
     nodes = tuple(
         NodeSpec(
             node_id=i,
@@ -110,6 +126,8 @@ def cluster_spec(
             directory_id=random_kafka_uuid(),
             proxied_port=extra[2 * i - 2] if proxied else None,
             proxy_port=extra[2 * i - 1] if proxied else None,
+            internal_port=extra[2 * i - 2] if secure else None,
+            mtls_port=extra[2 * i - 1] if secure else None,
         )
         for i, (port, ctl) in enumerate(pairs, start=1)
     )
@@ -119,6 +137,7 @@ def cluster_spec(
         cluster_id=cluster_id or random_kafka_uuid(),
         nodes=nodes,
         extra_properties=dict(extra_properties or {}),
+        secure=secure,
     )
 
 
@@ -139,6 +158,16 @@ def broker_properties(cluster: ClusterSpec, node: NodeSpec, data_dir: Path) -> d
         listeners += f",PROXIED://{HOST}:{node.proxied_port}"
         advertised += f",PROXIED://{HOST}:{node.proxy_port}"
         protocols += ",PROXIED:PLAINTEXT"
+    inter_broker = "PLAINTEXT"
+    if cluster.secure:
+        # What each listener is for is in `dev.security`, which adds the TLS/SASL settings.
+        listeners = (
+            f"CLIENT://{HOST}:{node.port},INTERNAL://{HOST}:{node.internal_port},"
+            f"MTLS://{HOST}:{node.mtls_port},CONTROLLER://{node.controller_endpoint}"
+        )
+        advertised = listeners
+        protocols = "CLIENT:SASL_SSL,INTERNAL:SSL,MTLS:SSL,CONTROLLER:SSL"
+        inter_broker = "INTERNAL"
     props: dict[str, str] = {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
@@ -148,7 +177,7 @@ def broker_properties(cluster: ClusterSpec, node: NodeSpec, data_dir: Path) -> d
         "listeners": listeners,
         "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
+        "inter.broker.listener.name": inter_broker,
         "listener.security.protocol.map": protocols,
         "log.dirs": str(data_dir.resolve()),
         "num.partitions": "1",

@@ -26,9 +26,16 @@ def _log_flags(paths: NodePaths) -> list[str]:
     ]
 
 
-def format_command(java: str, classpath: str, cluster: ClusterSpec, paths: NodePaths) -> list[str]:
+def format_command(
+    java: str,
+    classpath: str,
+    cluster: ClusterSpec,
+    paths: NodePaths,
+    extra_args: list[str] | None = None,
+) -> list[str]:
     """`StorageTool format` for one node: `--standalone` for a single node (it derives the one
-    voter from its controller listener), `--initial-controllers` with every voter otherwise."""
+    voter from its controller listener), `--initial-controllers` with every voter otherwise;
+    `extra_args` such as `--add-scram` users."""
     quorum = (
         ["--standalone"]
         if len(cluster.nodes) == 1
@@ -49,6 +56,7 @@ def format_command(java: str, classpath: str, cluster: ClusterSpec, paths: NodeP
         str(paths.properties_file),
         "-g",
         *quorum,
+        *(extra_args or []),
     ]
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from streamflow.dev import broker_process
+from streamflow.dev import broker_process, security
 from streamflow.dev.broker_config import (
     HOST,
     ClusterSpec,
@@ -97,6 +97,7 @@ class LocalKafka:
         extra_properties: Mapping[str, str] | None = None,
         startup_timeout: float = 120.0,
         proxied: bool = False,
+        secure: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir or default_run_dir()).expanduser().resolve()
         self.brokers = brokers
@@ -107,6 +108,8 @@ class LocalKafka:
         self.startup_timeout = startup_timeout
         self.proxied = proxied
         """A new cluster gets ``PROXIED`` listeners for `tcp_proxy` (fault tests)."""
+        self.secure = secure
+        """A new cluster gets TLS, SCRAM users and an authorizer (`dev.security`)."""
         self._dir = RunDir(self.run_dir)
         # Brokers this process launched: polling them also reaps them (no zombies in pytest).
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -130,6 +133,26 @@ class LocalKafka:
     @property
     def proxied_bootstrap(self) -> str:
         return self._dir.require().cluster.proxied_bootstrap
+
+    @property
+    def security_files(self) -> security.SecurityFiles:
+        return security.SecurityFiles(self._dir.security_dir)
+
+    def client_settings(self, user: str = security.ADMIN_USER) -> dict[str, str]:
+        """librdkafka settings that reach this cluster as ``user``, ``bootstrap.servers``
+        included: nothing but the bootstrap for a plain cluster; SASL_SSL with SCRAM for a
+        secured one (``admin`` is a super user, ``app`` needs ACLs)."""
+        cluster = self._dir.require().cluster
+        if not cluster.secure:
+            return {"bootstrap.servers": cluster.bootstrap}
+        return security.scram_settings(self.security_files, cluster, user)
+
+    def mtls_settings(self) -> dict[str, str]:
+        """librdkafka settings for the ``app`` client certificate (secured clusters only)."""
+        cluster = self._dir.require().cluster
+        if not cluster.secure:
+            raise DevKafkaError(f"the cluster in {self.run_dir} is not secured (--secure)")
+        return security.mtls_settings(self.security_files, cluster)
 
     def is_running(self) -> bool:
         """Every node of the cluster in the run dir is alive."""
@@ -184,6 +207,7 @@ class LocalKafka:
                     plan_ports(self.brokers or 1, self.port),
                     extra_properties=self.extra_properties,
                     proxied=self.proxied,
+                    secure=self.secure,
                 )
                 state = RunState(self.jars.version, cluster)
             self._prepare(state)
@@ -235,6 +259,11 @@ class LocalKafka:
     def _check_matches(self, cluster: ClusterSpec, what: str) -> None:
         same_size = self.brokers is None or len(cluster.nodes) == self.brokers
         same_port = self.port is None or cluster.nodes[0].port == self.port
+        if self.secure and not cluster.secure:
+            raise DevKafkaError(
+                f"{self.run_dir} {what} without security; start again with --secure --clean, "
+                "or use another --dir"
+            )
         if same_size and same_port:
             return
         asked = f"{self.brokers or len(cluster.nodes)} broker(s)" + (
@@ -251,15 +280,27 @@ class LocalKafka:
         java, classpath = self._runtime()
         log4j = resources.files("streamflow.dev").joinpath("log4j2.xml").read_text()
         formats = []
+        files = self.security_files
+        secured: dict[str, str] = {}
+        scram_users: list[str] = []
+        if state.cluster.secure:
+            if not files.exists():
+                security.create(files, state.cluster)
+            security.write_settings_files(files, state.cluster)
+            secured = security.broker_properties(files)
+            scram_users = security.format_arguments(files)
         for node in state.cluster.nodes:
             paths = self._dir.node(node.node_id)
             paths.logs_dir.mkdir(parents=True, exist_ok=True)
             paths.data_dir.mkdir(parents=True, exist_ok=True)
             paths.log4j_file.write_text(log4j)
             props = broker_properties(state.cluster, node, paths.data_dir)
+            props.update(secured)
             paths.properties_file.write_text(render_properties(props))
             if not paths.is_formatted():
-                command = broker_process.format_command(java, classpath, state.cluster, paths)
+                command = broker_process.format_command(
+                    java, classpath, state.cluster, paths, scram_users
+                )
                 formats.append((node, paths, command))
         broker_process.run_formats(formats)
         self._dir.save(state)
@@ -297,7 +338,12 @@ class LocalKafka:
                         f"{self.startup_timeout:.0f} s. "
                         + broker_process.log_tail(self._dir.node(node.node_id))
                     )
-            wait_for_cluster(state.cluster, deadline, check)
+            admin = (
+                security.scram_settings(self.security_files, state.cluster, security.ADMIN_USER)
+                if state.cluster.secure
+                else {}
+            )
+            wait_for_cluster(state.cluster, deadline, check, admin)
         except BaseException:
             # Never leave a half-started broker behind (also on Ctrl-C).
             for node in nodes:

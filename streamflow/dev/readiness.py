@@ -11,7 +11,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from streamflow.dev.broker_config import HOST, ClusterSpec
 from streamflow.errors import DevKafkaError
@@ -35,11 +35,17 @@ def wait_listening(port: int, deadline: float, check_alive: Callable[[], None]) 
     return False
 
 
-def wait_for_cluster(spec: ClusterSpec, deadline: float, check_alive: Callable[[], None]) -> None:
+def wait_for_cluster(
+    spec: ClusterSpec,
+    deadline: float,
+    check_alive: Callable[[], None],
+    client_settings: Mapping[str, str] | None = None,
+) -> None:
     """Every node registered as a broker, then a transaction and a group coordinator answer.
 
     `check_alive` raises if a node died meanwhile, so a crash is reported at once with its log
-    instead of after the timeout.
+    instead of after the timeout. `client_settings` log the probes in (a secured cluster's
+    admin user).
     """
     # Imported here: `streamflow dev kafka status/stop` should not pay for loading librdkafka.
     from confluent_kafka import KafkaError, KafkaException, Producer
@@ -50,6 +56,7 @@ def wait_for_cluster(spec: ClusterSpec, deadline: float, check_alive: Callable[[
         "log_level": 0,  # the probes retry by design; librdkafka's warnings would only alarm
         "reconnect.backoff.ms": 50,
         "reconnect.backoff.max.ms": 500,
+        **(client_settings or {}),
     }
     last_error = "no answer yet"
 

@@ -6,6 +6,7 @@
 <run dir>/node-<id>/server.properties, log4j2.xml, kafka.pid
 <run dir>/node-<id>/data/      KRaft metadata and topic partitions
 <run dir>/node-<id>/logs/server.log, stdout.log
+<run dir>/security/            secured clusters: CA, certificates, SCRAM users, client settings
 ```
 
 The state file is the only link between the shell that ran `start` and the one that runs
@@ -86,6 +87,10 @@ class RunDir:
         return NodePaths(self.path / f"node-{node_id}")
 
     @property
+    def security_dir(self) -> Path:
+        return self.path / "security"
+
+    @property
     def lock_file(self) -> Path:
         return self.path / ".lock"
 
@@ -113,6 +118,8 @@ class RunDir:
                     directory_id=str(n["directory_id"]),
                     proxied_port=int(n["proxied_port"]) if n.get("proxied_port") else None,
                     proxy_port=int(n["proxy_port"]) if n.get("proxy_port") else None,
+                    internal_port=int(n["internal_port"]) if n.get("internal_port") else None,
+                    mtls_port=int(n["mtls_port"]) if n.get("mtls_port") else None,
                 )
                 for n in raw["nodes"]
             )
@@ -125,6 +132,7 @@ class RunDir:
                 extra_properties={
                     str(k): str(v) for k, v in raw.get("extra_properties", {}).items()
                 },
+                secure=bool(raw.get("secure", False)),
             )
             return RunState(kafka_version=str(raw["kafka_version"]), cluster=cluster, pids=pids)
         except (KeyError, TypeError, ValueError) as exc:
@@ -145,6 +153,7 @@ class RunDir:
             "cluster_id": state.cluster.cluster_id,
             "bootstrap": state.cluster.bootstrap,
             "extra_properties": dict(state.cluster.extra_properties),
+            "secure": state.cluster.secure,
             "nodes": [
                 {
                     "node_id": node.node_id,
@@ -153,6 +162,8 @@ class RunDir:
                     "directory_id": node.directory_id,
                     "proxied_port": node.proxied_port,
                     "proxy_port": node.proxy_port,
+                    "internal_port": node.internal_port,
+                    "mtls_port": node.mtls_port,
                     "pid": state.pids.get(node.node_id),
                     "log_file": str(self.node(node.node_id).log_file),
                 }
@@ -169,4 +180,5 @@ class RunDir:
         """Forget the cluster: state file and every node's data and logs."""
         for child in self.path.glob("node-*"):
             shutil.rmtree(child, ignore_errors=True)
+        shutil.rmtree(self.security_dir, ignore_errors=True)
         (self.path / _STATE_FILE).unlink(missing_ok=True)

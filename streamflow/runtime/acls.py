@@ -8,21 +8,26 @@ worker's errors one at a time is slow. So the app says what it touches:
   WRITE and DESCRIBE, plus CREATE where the app declares partitions (it creates them if missing);
 - its internal topics, by prefix ``<app>-`` (changelogs, repartition topics) and ``<app>.``
   (dead letters, workflow events, step commands): CREATE, DESCRIBE, DESCRIBE_CONFIGS, READ, WRITE;
-- its consumer group ``<app>``: READ and DESCRIBE (membership, offsets sent in transactions);
+- its consumer group ``<app>``: READ and DESCRIBE (membership, offsets sent in transactions),
+  and DESCRIBE on groups ``<app>-*`` (consumers that only assign partitions still need one);
 - its transactional ids, by prefix ``<app>-`` (``<app>-<worker id>`` and ``…-2``): WRITE, DESCRIBE;
 - the Kafka-native schema registry, when the app has Avro topics: its topic
   ``_streamflow_schemas`` (CREATE, DESCRIBE, READ, WRITE) and its writer's transactional id.
 
-Printed as ``kafka-acls`` command lines and as JSON (``streamflow acls FILE``).
+Printed as ``kafka-acls`` command lines and as JSON (``streamflow acls FILE``), or granted
+with an administrator's settings (``--apply``). The worker checks the same list at start-up
+(`access`), so what is printed is exactly what is checked.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import asdict, dataclass
+from typing import Any
 
+from streamflow.serde.registry.kafka import READER_GROUP, WRITER_TRANSACTIONAL_ID
 from streamflow.serde.registry.kafka import TOPIC as REGISTRY_TOPIC
-from streamflow.serde.registry.kafka import WRITER_TRANSACTIONAL_ID
 from streamflow.topology.graph import Topology
 from streamflow.topology.specs import TopicKind
 
@@ -60,10 +65,42 @@ class Acl:
             parts += ["--resource-pattern-type", "prefixed"]
         return shlex.join(parts)
 
+    def bindings(self) -> list[Any]:
+        """This rule as confluent-kafka ``AclBinding`` objects (one per operation), for
+        ``AdminClient.create_acls``."""
+        from confluent_kafka.admin import (
+            AclBinding,
+            AclOperation,
+            AclPermissionType,
+            ResourcePatternType,
+            ResourceType,
+        )
+
+        return [
+            AclBinding(
+                ResourceType[self.resource_type],
+                self.name,
+                ResourcePatternType[self.pattern_type],
+                self.principal,
+                "*",
+                AclOperation[op],
+                AclPermissionType.ALLOW,
+            )
+            for op in self.operations
+        ]
+
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
         data["operations"] = list(self.operations)
         return data
+
+
+def uses_kafka_registry(topology: Topology) -> bool:
+    """Whether the app's workers use the Kafka-native schema registry (Avro topics and no
+    external registry configured)."""
+    from streamflow.serde.registry.binding import REGISTRY_URL_ENV, schema_uses
+
+    return bool(schema_uses(topology)) and not os.environ.get(REGISTRY_URL_ENV)
 
 
 def app_acls(topology: Topology, principal: str, uses_registry: bool) -> list[Acl]:
@@ -127,6 +164,17 @@ def app_acls(topology: Topology, principal: str, uses_registry: bool) -> list[Ac
     acls.append(
         Acl(
             principal,
+            "GROUP",
+            "PREFIXED",
+            f"{app}-",
+            ("DESCRIBE",),
+            "groups that never join (the store restorer, workflow client queries): librdkafka "
+            "still looks up their coordinator",
+        )
+    )
+    acls.append(
+        Acl(
+            principal,
             "TRANSACTIONAL_ID",
             "PREFIXED",
             f"{app}-",
@@ -143,6 +191,16 @@ def app_acls(topology: Topology, principal: str, uses_registry: bool) -> list[Ac
                 REGISTRY_TOPIC,
                 ("CREATE", "DESCRIBE", "READ", "WRITE"),
                 "the Kafka-native schema registry",
+            )
+        )
+        acls.append(
+            Acl(
+                principal,
+                "GROUP",
+                "LITERAL",
+                READER_GROUP,
+                ("DESCRIBE",),
+                "the schema registry's reader (never joins)",
             )
         )
         acls.append(

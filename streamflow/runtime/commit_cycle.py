@@ -27,6 +27,7 @@ from typing import Generic, Protocol, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from streamflow.runtime.access import AUTHORIZATION_CODES
 from streamflow.runtime.bounded_calls import GRACE_SECONDS, BoundedCalls
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.input_offsets import InputOffsets
@@ -148,6 +149,8 @@ class CommitCycle(Generic[TaskT]):
             if self._eos and (fatal or not err.txn_requires_abort()):
                 raise  # fenced or broken producer: the worker closes its tasks dirty and rejoins
             self._abort(tasks, f"commit failed: {err}")
+            if err.code() in AUTHORIZATION_CODES:
+                raise  # an ACL is missing: every retry would abort the same way
             return False
         # Apply the buffers only now: if we crash before this line the changelog already holds
         # these writes and restore replays them; RocksDB never sees aborted data.

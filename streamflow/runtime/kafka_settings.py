@@ -72,16 +72,16 @@ class KafkaSettings:
         conf.update(self.values)
         return conf
 
-    def check(self, bootstrap: str) -> AdminClient:
+    def check(self, bootstrap: str, extra: Mapping[str, Any] | None = None) -> AdminClient:
         """Let librdkafka judge the settings before anything runs: an unknown key or a bad value
         becomes a ``ConfigError`` naming the key and the source it came from (constructing a
         client validates its configuration). Returns that admin client, for the caller to use
-        rather than build a second one."""
+        rather than build a second one. ``extra``: callbacks and such, not settings."""
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         try:
-            return AdminClient(dict[str, Any](self.client(bootstrap)))
+            return AdminClient({**self.client(bootstrap), **(extra or {})})
         except KafkaException as exc:
             text = exc.args[0].str()
             named = [k for k in self.values if f'"{k}"' in text or f" {k} " in f" {text} "]

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from streamflow.runtime.access import AUTHORIZATION_CODES
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,8 @@ class Restorer:
                 if err.code() == KafkaError._PARTITION_EOF:
                     self._flush(progress, msg.offset())
                     progress.done = True
+                elif err.code() in AUTHORIZATION_CODES:
+                    raise KafkaException(err)  # a missing ACL: the worker says which and stops
                 else:
                     log.warning("restore of %s[%d]: %s", tp[0], tp[1], err)
                 continue

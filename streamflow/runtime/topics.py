@@ -17,6 +17,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamflow.errors import ConfigError, KafkaUnavailable, TopologyError
+from streamflow.runtime.access import AdminConnection, denied
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ class TopicPlan:
     """Sub-topology id → number of tasks."""
 
 
-def existing_topics(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:
+def existing_topics(admin: AdminClient | AdminConnection, timeout: float = 10.0) -> dict[str, int]:
+    """Topic → partition count of every topic this client may see; an `AdminConnection`
+    raises a credential or certificate problem at once instead of timing out."""
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -89,6 +92,7 @@ def ensure_topics(
     plan: TopicPlan,
     existing: dict[str, int],
     replication_factor: int = -1,
+    principal: str = "this client",
 ) -> None:
     """Create missing topics; an internal topic with the wrong partition count is an error."""
     configs = {spec.name: dict(spec.config) for spec in topology.topics.values()}
@@ -120,4 +124,7 @@ def ensure_topics(
         except KafkaException as exc:
             if exc.args[0].code() == exc.args[0].TOPIC_ALREADY_EXISTS:
                 continue  # another worker won the race; the count check above still holds
+            refusal = denied(exc.args[0], "CREATE", "topic", name, principal)
+            if refusal is not None:
+                raise refusal from None
             raise ConfigError(f"cannot create topic {name!r}: {exc.args[0].str()}") from exc

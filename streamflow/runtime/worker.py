@@ -21,10 +21,11 @@ import signal
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamflow.errors import KafkaUnavailable
+from streamflow.runtime import access
+from streamflow.runtime.access import AdminConnection
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.commit_cycle import CommitCycle
 from streamflow.runtime.config import AppConfig, consumer_config, producer_config
@@ -73,6 +74,8 @@ class Worker:
         self._dirty = False
         """Leaving on an error, or recovering: revocation must not commit."""
         self._next_punctuation = 0.0
+        self._principal = access.principal_of(config.kafka.values)
+        """Who the cluster sees: named by every authorization error."""
         self.executor = StepExecutor(config.step_threads, config.async_step_concurrency)
         self.max_cycle_seconds = min(
             config.transaction_timeout_ms / 3000, max(1.0, 10 * config.commit_interval)
@@ -87,7 +90,7 @@ class Worker:
         clean = False
         self.worker_id = identity.worker_id
         try:
-            self._setup_topics(cfg.kafka.check(cfg.bootstrap))
+            self._setup_topics(AdminConnection(cfg.kafka, cfg.bootstrap))
             self._start_clients(identity.worker_id)
             if install_signal_handlers:
                 signal.signal(signal.SIGTERM, self._stop_signal)
@@ -103,6 +106,8 @@ class Worker:
                     self._loop()
                     break
                 except (KafkaException, KafkaUnavailable) as exc:
+                    if isinstance(exc, KafkaException):
+                        self._raise_if_denied(exc, "WRITE or READ", "topic", None)
                     if not self._may_recover(exc):
                         raise
                     self._recover(exc)
@@ -168,17 +173,29 @@ class Worker:
         log.info("signal %d: draining and leaving the group", signum)
         self._running = False
 
-    def _setup_topics(self, admin: AdminClient) -> None:
-        existing = self._wait_for_kafka(admin)
+    def _raise_if_denied(
+        self, exc: KafkaException, operation: str, resource: str, name: str | None
+    ) -> None:
+        """A missing ACL is not survivable: stop with the error that names it."""
+        refusal = access.denied(exc.args[0], operation, resource, name, self._principal)
+        if refusal is not None:
+            raise refusal from None
+
+    def _setup_topics(self, connection: AdminConnection) -> None:
+        """Topics created, access checked (`access`), schemas bound: all before any client."""
+        admin = connection.admin
+        existing = self._wait_for_kafka(connection)
+        access.check_app(admin, self.topology, existing, self._principal, before_plan=True)
         self.plan = plan_topics(self.topology, existing, self.dead_letter_topic)
-        ensure_topics(admin, self.topology, self.plan, existing)
+        ensure_topics(admin, self.topology, self.plan, existing, principal=self._principal)
+        access.check_app(admin, self.topology, self.plan.partitions, self._principal)
         # Before any client starts: an incompatible schema change refuses to start here.
         bind_schemas(self.topology, self.config)
         for sub in self.subs:
             for t in sub.sources:
                 self._route[t.name] = [None] * self.plan.sub_partitions[sub.id]
 
-    def _wait_for_kafka(self, admin: AdminClient) -> dict[str, int]:
+    def _wait_for_kafka(self, admin: AdminConnection) -> dict[str, int]:
         """A worker restarted while its cluster restarts waits for it (a broker that is down
         for a minute is an outage, not a misconfiguration); after STARTUP_WAIT it gives up
         with the error that says what to check."""
@@ -202,12 +219,13 @@ class Worker:
             # Two transactional ids, used in turn by consecutive cycles (see commit_cycle).
             ids = [f"{cfg.name}-{worker_id}", f"{cfg.name}-{worker_id}-2"]
             self.producers = [Producer(producer_config(cfg, tid)) for tid in ids]
-            for producer in self.producers:
+            for tid, producer in zip(ids, self.producers, strict=True):
                 try:
                     # Fences a previous incarnation with the same transactional id and aborts
                     # its open transaction, so its half-done cycle can never commit.
                     producer.init_transactions(60)
                 except KafkaException as exc:
+                    self._raise_if_denied(exc, "WRITE", "transactional id", tid)
                     raise KafkaUnavailable(
                         f"cannot initialize transactions on {cfg.bootstrap}: {exc.args[0].str()}; "
                         "a single broker needs transaction.state.log.replication.factor=1 and "
@@ -445,6 +463,17 @@ class Worker:
 
     def _consumer_error(self, msg: Any) -> None:
         err = msg.error()
+        topic = msg.topic()
+        on_topic = bool(topic) and err.code() != KafkaError.GROUP_AUTHORIZATION_FAILED
+        refusal = access.denied(
+            err,
+            "READ",
+            "topic" if on_topic else "group",
+            topic if on_topic else self.config.name,
+            self._principal,
+        )
+        if refusal is not None:
+            raise refusal
         if err.fatal():
             raise KafkaUnavailable(f"consumer fatal error: {err.str()}")
         log.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err.str())

@@ -190,7 +190,8 @@ class WorkflowClient(WorkflowCommands):
             {
                 "bootstrap.servers": self._bootstrap,
                 **self._settings,
-                "group.id": f"streamflow-query-{uuid.uuid4().hex}",
+                # Never joins (partitions are assigned); under the app's prefix for its ACLs.
+                "group.id": f"{self._app.name}-query-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,

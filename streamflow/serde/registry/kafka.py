@@ -49,6 +49,8 @@ from streamflow.serde.registry.compatibility import CompatibilityMode, Incompati
 log = logging.getLogger(__name__)
 
 TOPIC = "_streamflow_schemas"
+READER_GROUP = f"{TOPIC}-reader"
+"""Its consumers' group id: librdkafka requires one, and ACLs must name it."""
 WRITER_TRANSACTIONAL_ID = "_streamflow_schemas-writer"
 TOPIC_CONFIG = {
     "cleanup.policy": "compact",
@@ -198,7 +200,7 @@ class KafkaSchemaRegistry:
         return Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
-                "group.id": f"{self.topic}-reader",  # never joins: partitions are assigned
+                "group.id": READER_GROUP,  # never joins: partitions are assigned
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,  # "read to the end" must know where the end is
                 "fetch.wait.max.ms": 10,  # at the end, a fetch would otherwise idle 500 ms
@@ -224,6 +226,7 @@ class KafkaSchemaRegistry:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     return
+                self._raise_if_denied(error, "READ", "topic", self.topic)
                 if error.fatal() or not error.retriable():
                     raise KafkaUnavailable(
                         f"schema registry: cannot read topic {self.topic!r}: {error.str()}"
@@ -323,6 +326,7 @@ class KafkaSchemaRegistry:
             return facts
         except KafkaException as exc:
             error = exc.args[0]
+            self._raise_if_denied(error, "WRITE", "transactional id", WRITER_TRANSACTIONAL_ID)
             if not (error.retriable() or error.txn_requires_abort() or error.fatal()):
                 raise KafkaUnavailable(
                     f"schema registry: cannot write to topic {self.topic!r} on "
@@ -333,6 +337,14 @@ class KafkaSchemaRegistry:
             with contextlib.suppress(KafkaException):
                 producer.purge()
             return None
+
+    def _raise_if_denied(self, error: KafkaError, operation: str, kind: str, name: str) -> None:
+        """A missing ACL is said as such, at once: retrying cannot grant it."""
+        from streamflow.runtime.access import denied, principal_of
+
+        refusal = denied(error, operation, kind, name, principal_of(self._client_config))
+        if refusal is not None:
+            raise refusal from None
 
     # -- the topic -------------------------------------------------------------------------------
 
@@ -346,6 +358,8 @@ class KafkaSchemaRegistry:
                 "running and the bootstrap address right?"
             ) from exc
         topic = metadata.topics.get(self.topic)
+        if topic is not None and topic.error is not None:
+            self._raise_if_denied(topic.error, "DESCRIBE", "topic", self.topic)
         if topic is None or topic.error is not None:
             return False
         if len(topic.partitions) != 1:
@@ -369,6 +383,7 @@ class KafkaSchemaRegistry:
             log.info("created schema registry topic %s", self.topic)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                self._raise_if_denied(exc.args[0], "CREATE", "topic", self.topic)
                 raise ConfigError(
                     f"cannot create schema registry topic {self.topic!r}: {exc.args[0].str()}"
                 ) from exc
