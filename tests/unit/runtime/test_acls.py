@@ -33,6 +33,7 @@ def test_each_topic_gets_what_the_app_does_with_it_and_internals_go_by_prefix() 
     assert "READ" in rules[("TOPIC", "PREFIXED", "shop-")].operations
     assert rules[("TOPIC", "PREFIXED", "shop.")].operations  # the DLQ, workflow topics
     assert rules[("GROUP", "LITERAL", "shop")].operations == ("DESCRIBE", "READ")
+    assert rules[("GROUP", "PREFIXED", "shop-")].operations == ("DESCRIBE",)  # restorer, queries
     assert rules[("TRANSACTIONAL_ID", "PREFIXED", "shop-")].operations == ("DESCRIBE", "WRITE")
     assert not any(r[2] == "_streamflow_schemas" for r in rules), "no Avro: no registry"
 
@@ -51,4 +52,12 @@ def test_the_command_prints_kafka_acls_lines_and_json(tmp_path) -> None:
     ) in lines.output
     assert "--transactional-id shop- --resource-pattern-type prefixed" in lines.output
     data = orjson.loads(CliRunner().invoke(main, ["acls", str(app_file), "--json"]).output)
-    assert {"resource_type": "GROUP", "name": "shop"}.items() <= data[-2].items()
+    groups = {
+        (d["pattern_type"], d["name"]): d["operations"]
+        for d in data
+        if d["resource_type"] == "GROUP"
+    }
+    assert groups == {
+        ("LITERAL", "shop"): ["DESCRIBE", "READ"],
+        ("PREFIXED", "shop-"): ["DESCRIBE"],
+    }
