@@ -22,13 +22,17 @@ from streamflow.cli.engine import load_app
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of kafka-acls lines.")
 def acls(target: str, principal: str | None, bootstrap: str, as_json: bool) -> None:
     """Print the ACLs TARGET (FILE[:APP]) needs on a cluster with an authorizer."""
-    import os
-
+    from streamflow.errors import ConfigError
     from streamflow.runtime.acls import app_acls
-    from streamflow.serde.registry.binding import REGISTRY_URL_ENV, schema_uses
+    from streamflow.serde.registry.binding import schema_uses
+    from streamflow.serde.registry.settings import resolve as resolve_registry_settings
 
     app = load_app(target)
-    uses_registry = bool(schema_uses(app.topology)) and not os.environ.get(REGISTRY_URL_ENV)
+    try:
+        external = resolve_registry_settings().url is not None  # then no registry topic
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    uses_registry = bool(schema_uses(app.topology)) and not external
     rules = app_acls(app.topology, principal or f"User:{app.name}", uses_registry)
     if as_json:
         click.echo(orjson.dumps([r.to_json() for r in rules], option=orjson.OPT_INDENT_2))
