@@ -7,7 +7,8 @@ import click
 import orjson
 
 from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import kafka_options, kafka_settings
+from streamflow.cli.kafka_options import kafka_options, kafka_settings, registry_settings
+from streamflow.errors import ConfigError
 from streamflow.runtime.acls import Acl
 
 
@@ -38,7 +39,10 @@ def acls(
     from streamflow.runtime.acls import app_acls, uses_kafka_registry
 
     app = load_app(target)
-    uses_registry = uses_kafka_registry(app.topology)
+    try:
+        uses_registry = uses_kafka_registry(app.topology, registry_settings())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     rules = app_acls(app.topology, principal or f"User:{app.name}", uses_registry)
     if apply:
         _apply(rules, bootstrap)

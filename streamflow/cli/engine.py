@@ -13,7 +13,7 @@ import click
 from confluent_kafka import KafkaException
 
 from streamflow.app import App
-from streamflow.cli.kafka_options import kafka_options, kafka_settings
+from streamflow.cli.kafka_options import kafka_options, kafka_settings, registry_settings
 from streamflow.errors import StreamflowError
 
 
@@ -86,7 +86,7 @@ def run(
         pass
     app = load_app(target)
     settings = kafka_settings(dict(app.config.kafka_from_app))
-    changes: dict[str, object] = {"kafka": settings}
+    changes: dict[str, object] = {"kafka": settings, "schema_registry": registry_settings()}
     if bootstrap:
         changes["bootstrap"] = bootstrap
     elif "bootstrap.servers" in settings.values:

@@ -14,6 +14,8 @@ import click
 
 from streamflow.errors import ConfigError
 from streamflow.runtime.kafka_settings import CONFIG_ENV, KafkaSettings, resolve
+from streamflow.serde.registry.settings import RegistrySettings
+from streamflow.serde.registry.settings import resolve as resolve_registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,5 +56,15 @@ def kafka_settings(app_kafka: Mapping[str, object] | None = None) -> KafkaSettin
     meta = click.get_current_context().meta
     try:
         return resolve(app=app_kafka, config_file=meta.get(_FILE), cli=meta.get(_PAIRS, ()))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def registry_settings(url: str | None = None) -> RegistrySettings:
+    """The external Schema Registry's settings of this invocation: the ``[schema_registry]``
+    table of ``--config``, ``--registry-url`` (``url``), environment."""
+    meta = click.get_current_context().meta
+    try:
+        return resolve_registry(config_file=meta.get(_FILE), cli={"url": url})
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -6,7 +6,10 @@ Made for CI: `compat` and `check` exit 0 when the new versions are compatible, 1
 be reached, so a pipeline can tell "this change breaks readers" from "this job is misconfigured".
 
 The registry is the Kafka-native one on `--bootstrap` (topic `_streamflow_schemas`), or an
-external Confluent-compatible one with `--registry-url`, the same choice a worker makes.
+external Confluent-compatible one when its url is configured (`--registry-url`,
+`$STREAMFLOW_SCHEMA_REGISTRY_URL`, or the `[schema_registry]` table of `--config`, which also
+holds its credentials and TLS files: `serde/registry/settings.py`), the same choice a worker
+makes.
 
 Size: one click group, one module: each command is short, and they share the registry and
 schema-directory options, which splitting would repeat.
@@ -22,7 +25,7 @@ from typing import Any, NoReturn
 
 import click
 
-from streamflow.cli.kafka_options import kafka_options, kafka_settings
+from streamflow.cli.kafka_options import kafka_options, kafka_settings, registry_settings
 from streamflow.errors import SchemaError, SchemaIncompatible, StreamflowError
 from streamflow.serde.avro.schema import (
     NAMED_KINDS,
@@ -213,8 +216,8 @@ def registry_options(fn: Any) -> Any:
     fn = kafka_options(fn)
     fn = click.option(
         "--registry-url",
-        envvar="STREAMFLOW_SCHEMA_REGISTRY_URL",
-        help="An external Confluent-compatible Schema Registry instead of Kafka's.",
+        help="An external Confluent-compatible Schema Registry instead of Kafka's (also "
+        "$STREAMFLOW_SCHEMA_REGISTRY_URL, or url in the [schema_registry] table of --config).",
     )(fn)
     return click.option(
         "--bootstrap",
@@ -225,10 +228,14 @@ def registry_options(fn: Any) -> Any:
 
 def _registry(bootstrap: str | None, registry_url: str | None) -> SchemaRegistry:
     """The registry a worker with the same settings would use."""
-    if registry_url:
+    try:
+        settings = registry_settings(registry_url)
+    except click.ClickException as exc:  # exit 2, not 1: `check` exits 1 for "incompatible"
+        _fail(exc.message)
+    if settings.url:
         from streamflow.serde.registry.confluent import ConfluentSchemaRegistry
 
-        return ConfluentSchemaRegistry.from_url(registry_url)
+        return ConfluentSchemaRegistry.from_settings(settings)
     if not bootstrap:
         _fail("give --bootstrap (or set STREAMFLOW_BOOTSTRAP), or --registry-url")
     from streamflow.serde.registry.kafka import KafkaSchemaRegistry

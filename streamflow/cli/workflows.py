@@ -10,7 +10,7 @@ import click
 import orjson
 
 from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import kafka_options, kafka_settings
+from streamflow.cli.kafka_options import kafka_options, kafka_settings, registry_settings
 
 
 def _bootstrap(fn: Any) -> Any:
@@ -24,7 +24,7 @@ def _bootstrap(fn: Any) -> Any:
 def _client(target: str, bootstrap: str | None) -> tuple[Any, Any]:
     app = load_app(target)
     settings = kafka_settings(dict(app.config.kafka_from_app))
-    app.config = replace(app.config, kafka=settings)
+    app.config = replace(app.config, kafka=settings, schema_registry=registry_settings())
     return app, app.client(bootstrap or settings.values.get("bootstrap.servers"))
 
 

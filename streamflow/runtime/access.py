@@ -34,6 +34,7 @@ from streamflow.errors import (
 )
 from streamflow.runtime.acls import Acl, app_acls, uses_kafka_registry
 from streamflow.runtime.kafka_settings import KafkaSettings
+from streamflow.serde.registry.settings import RegistrySettings
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient, ClusterMetadata
@@ -221,6 +222,7 @@ def check_app(
     principal: str,
     *,
     before_plan: bool = False,
+    registry: RegistrySettings | None = None,
 ) -> None:
     """Raise `AuthorizationFailed` for the first ACL the app lacks on a topic or its group.
 
@@ -229,7 +231,7 @@ def check_app(
     reported as that rather than as "does not exist". Otherwise ``topics`` are every topic the
     app uses, after their creation.
     """
-    uses_registry = uses_kafka_registry(topology)
+    uses_registry = uses_kafka_registry(topology, registry)
     rules = app_acls(topology, principal, uses_registry)
     if before_plan:
         seen = set(topics)

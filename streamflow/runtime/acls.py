@@ -21,13 +21,13 @@ with an administrator's settings (``--apply``). The worker checks the same list 
 
 from __future__ import annotations
 
-import os
 import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from streamflow.serde.registry.kafka import READER_GROUP, WRITER_TRANSACTIONAL_ID
 from streamflow.serde.registry.kafka import TOPIC as REGISTRY_TOPIC
+from streamflow.serde.registry.settings import RegistrySettings
 from streamflow.topology.graph import Topology
 from streamflow.topology.specs import TopicKind
 
@@ -95,12 +95,15 @@ class Acl:
         return data
 
 
-def uses_kafka_registry(topology: Topology) -> bool:
-    """Whether the app's workers use the Kafka-native schema registry (Avro topics and no
-    external registry configured)."""
-    from streamflow.serde.registry.binding import REGISTRY_URL_ENV, schema_uses
+def uses_kafka_registry(topology: Topology, registry: RegistrySettings | None = None) -> bool:
+    """Whether the app's workers use the Kafka-native schema registry: Avro topics, and no
+    external registry configured (``registry``: resolved settings, else the environment's)."""
+    from streamflow.serde.registry.binding import schema_uses
+    from streamflow.serde.registry.settings import resolve as resolve_registry_settings
 
-    return bool(schema_uses(topology)) and not os.environ.get(REGISTRY_URL_ENV)
+    if not schema_uses(topology):
+        return False
+    return (registry or resolve_registry_settings()).url is None
 
 
 def app_acls(topology: Topology, principal: str, uses_registry: bool) -> list[Acl]:

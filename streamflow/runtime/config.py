@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from streamflow.runtime.kafka_settings import KafkaSettings
+from streamflow.serde.registry.settings import RegistrySettings
 
 Guarantee = Literal["exactly_once", "at_least_once"]
 
@@ -43,6 +44,9 @@ class AppConfig:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     """Settings every client gets (security, timeouts...): see ``kafka_settings``."""
     kafka_from_app: tuple[tuple[str, str], ...] = ()
+    schema_registry: RegistrySettings | None = None
+    """The external Schema Registry's client settings, as ``streamflow run --config`` resolved
+    them; None: resolved from the environment when a schema is bound (``serde/registry``)."""
     """What ``App(kafka=...)`` said, kept so ``streamflow run`` can resolve again with its
     ``--config`` and ``--kafka`` options on top."""
 

@@ -185,10 +185,15 @@ class Worker:
         """Topics created, access checked (`access`), schemas bound: all before any client."""
         admin = connection.admin
         existing = self._wait_for_kafka(connection)
-        access.check_app(admin, self.topology, existing, self._principal, before_plan=True)
+        registry = self.config.schema_registry
+        access.check_app(
+            admin, self.topology, existing, self._principal, before_plan=True, registry=registry
+        )
         self.plan = plan_topics(self.topology, existing, self.dead_letter_topic)
         ensure_topics(admin, self.topology, self.plan, existing, principal=self._principal)
-        access.check_app(admin, self.topology, self.plan.partitions, self._principal)
+        access.check_app(
+            admin, self.topology, self.plan.partitions, self._principal, registry=registry
+        )
         # Before any client starts: an incompatible schema change refuses to start here.
         bind_schemas(self.topology, self.config)
         for sub in self.subs:

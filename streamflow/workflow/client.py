@@ -21,6 +21,7 @@ from streamflow.runtime.kafka_settings import KafkaSettings
 from streamflow.runtime.partitioner import partition_for
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.binding import bind_schemas
+from streamflow.serde.registry.settings import RegistrySettings
 from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
 from streamflow.workflow.messages import Cancel, Event, Signal, Start, dumps
 from streamflow.workflow.payloads import pack, unpack
@@ -148,7 +149,12 @@ class WorkflowClient(WorkflowCommands):
         if serde is not None and serde.schema_id is None:
             bind_schemas(
                 self._app.topology,
-                _ClientSettings(self._app.name, self._bootstrap, self._app.config.kafka),
+                _ClientSettings(
+                    self._app.name,
+                    self._bootstrap,
+                    self._app.config.kafka,
+                    self._app.config.schema_registry,
+                ),
             )
 
     def get(self, workflow: Any, id: str) -> InstanceView | None:
@@ -241,3 +247,4 @@ class _ClientSettings:
     name: str
     bootstrap: str
     kafka: KafkaSettings
+    schema_registry: RegistrySettings | None = None

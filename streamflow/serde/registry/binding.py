@@ -24,7 +24,6 @@ each other's writes.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,10 +32,10 @@ from streamflow.errors import SchemaIncompatible
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.base import FIX_HINT, SchemaRegistry, incompatibility_report
 from streamflow.serde.registry.compatibility import CompatibilityMode, Incompatibility
+from streamflow.serde.registry.settings import resolve as resolve_registry_settings
 
 log = logging.getLogger(__name__)
 
-REGISTRY_URL_ENV = "STREAMFLOW_SCHEMA_REGISTRY_URL"
 TOPIC_MODE = CompatibilityMode.BACKWARD
 INTERNAL_MODE = CompatibilityMode.FULL_TRANSITIVE
 
@@ -108,13 +107,18 @@ def schema_uses(topology: Any) -> list[SchemaUse]:
 
 
 def registry_from_config(config: AppSettings) -> SchemaRegistry:
-    """An external registry when ``$STREAMFLOW_SCHEMA_REGISTRY_URL`` is set, else the Kafka one
-    on the app's own cluster."""
-    url = os.environ.get(REGISTRY_URL_ENV)
-    if url:
+    """An external registry when its url is configured (``registry/settings.py``: the config
+    file's ``[schema_registry]`` table, ``$STREAMFLOW_SCHEMA_REGISTRY_URL``...), else the Kafka
+    one on the app's own cluster.
+
+    ``config.schema_registry`` is what ``streamflow run --config`` resolved; a config without
+    one (an ``App`` embedded in a program, the workflow client) resolves from the environment.
+    """
+    settings = getattr(config, "schema_registry", None) or resolve_registry_settings()
+    if settings.url:
         from streamflow.serde.registry.confluent import ConfluentSchemaRegistry
 
-        return ConfluentSchemaRegistry.from_url(url)
+        return ConfluentSchemaRegistry.from_settings(settings)
     from streamflow.serde.registry.kafka import KafkaSchemaRegistry
 
     return KafkaSchemaRegistry(config.bootstrap, client_config=config.kafka.values)
