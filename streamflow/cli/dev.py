@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from streamflow.errors import DevKafkaError
+
+if TYPE_CHECKING:
+    from streamflow.dev import LocalKafka
 
 _DIR_HELP = "Run directory holding the cluster's state, config, data and logs."
 _DIR_DEFAULT_HELP = "[default: $STREAMFLOW_KAFKA_DIR or ./.cache/kafka-run]"
@@ -58,6 +62,12 @@ def _dir_option(fn: click.decorators.FC) -> click.decorators.FC:
 )
 @click.option("--clean", is_flag=True, help="Discard the data of a previous cluster in --dir.")
 @click.option(
+    "--secure",
+    is_flag=True,
+    help="TLS everywhere, SCRAM users (admin, app), a client-certificate listener and an "
+    "authorizer that allows nothing without an ACL; prints the client settings files.",
+)
+@click.option(
     "--heap", default=None, help="JVM heap per node, e.g. 768m. [default: 768m, 512m for 3]"
 )
 @click.option(
@@ -79,6 +89,7 @@ def start(
     brokers: int | None,
     port: int | None,
     clean: bool,
+    secure: bool,
     heap: str | None,
     overrides: tuple[str, ...],
     timeout: float,
@@ -99,6 +110,7 @@ def start(
             heap=heap,
             extra_properties=parse_property_overrides(overrides),
             startup_timeout=timeout,
+            secure=secure,
         )
         bootstrap = cluster.start(clean=clean)
         status = cluster.status()
@@ -106,7 +118,37 @@ def start(
         raise click.ClickException(str(exc)) from exc
     for node in status.nodes:
         click.echo(f"node {node.node_id}: pid {node.pid}, log {node.log_file}")
+    if status.secure:
+        _print_secure_settings(cluster)
     click.echo(f"bootstrap={bootstrap}")
+
+
+def _print_secure_settings(cluster: LocalKafka) -> None:
+    """Where the client settings are, and what they say (passwords stay in the files)."""
+    from streamflow.dev.security import ADMIN_USER, APP_USER
+    from streamflow.runtime.kafka_settings import is_secret
+
+    files = cluster.security_files
+    click.echo(
+        f"secured: SASL_SSL with SCRAM on the bootstrap port, mutual TLS on "
+        f"{_mtls_bootstrap(cluster)}; CA {files.ca_file}"
+    )
+    for name, why in (
+        (ADMIN_USER, "super user: setup, and granting ACLs"),
+        (
+            APP_USER,
+            "no ACLs yet: streamflow acls APP_FILE --principal User:app --apply "
+            f"--config {files.settings_file(ADMIN_USER)}",
+        ),
+        (f"{APP_USER}-mtls", "the same principal User:app, by client certificate"),
+    ):
+        click.echo(f"  --config {files.settings_file(name)}   # {why}")
+    for key, value in cluster.client_settings(APP_USER).items():
+        click.echo(f"    {key}={'*** (in the file)' if is_secret(key) else value}")
+
+
+def _mtls_bootstrap(cluster: LocalKafka) -> str:
+    return cluster.mtls_settings()["bootstrap.servers"]
 
 
 @kafka.command()

@@ -70,6 +70,7 @@ class ClusterStatus:
     """None when the run dir has never held a cluster."""
     kafka_version: str | None
     nodes: tuple[NodeStatus, ...]
+    secure: bool = False
 
     @property
     def running(self) -> bool:
@@ -173,7 +174,9 @@ class LocalKafka:
             )
             for node in state.cluster.nodes
         )
-        return ClusterStatus(self.run_dir, state.cluster.bootstrap, state.kafka_version, nodes)
+        return ClusterStatus(
+            self.run_dir, state.cluster.bootstrap, state.kafka_version, nodes, state.cluster.secure
+        )
 
     def log_file(self, node_id: int = 1) -> Path:
         return self._dir.node(node_id).log_file

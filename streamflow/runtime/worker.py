@@ -291,7 +291,12 @@ class Worker:
             self.restorer.close()
         self.executor.close()
         for producer in getattr(self, "producers", []):
-            producer.flush(10)
+            try:
+                producer.flush(10)
+            except KafkaException as exc:
+                # A producer in a fatal state (fenced, refused its transactional id) has nothing
+                # to deliver; the error that stopped the worker is the one to report.
+                log.info("producer not flushed: %s", exc.args[0].str())
         cycle = getattr(self, "cycle", None)
         if cycle is not None:
             cycle.close()

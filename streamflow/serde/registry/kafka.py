@@ -226,6 +226,8 @@ class KafkaSchemaRegistry:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     return
+                if error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                    self._raise_if_denied(error, "DESCRIBE", "group", READER_GROUP)
                 self._raise_if_denied(error, "READ", "topic", self.topic)
                 if error.fatal() or not error.retriable():
                     raise KafkaUnavailable(
