@@ -117,7 +117,11 @@ def cluster_spec(
     pairs = list(ports)
     if proxied and secure:
         raise DevKafkaError("a local cluster is either proxied (fault tests) or secured, not both")
-    extra = allocate_ports(2 * len(pairs)) if (proxied or secure) else []
+    taken = {port for pair in pairs for port in pair}
+    extra: list[int] = []
+    while (proxied or secure) and len(extra) < 2 * len(pairs):
+        # The planned ports are free again by now: never hand one of them out twice.
+        extra = [p for p in allocate_ports(2 * len(pairs)) if p not in taken][: 2 * len(pairs)]
     nodes = tuple(
         NodeSpec(
             node_id=i,

@@ -167,7 +167,8 @@ def _authentication(reason: str, where: str, settings: KafkaSettings) -> Authent
     who = f"user {user!r}" if user else "the client"
     reason = reason.removeprefix("SASL authentication error: ")
     if "mechanism" in reason.lower() and "unsupported" in reason.lower():
-        check = ["sasl.mechanism"]
+        # librdkafka takes the plural spelling too: name the key the user actually set.
+        check = ["sasl.mechanisms" if "sasl.mechanisms" in values else "sasl.mechanism"]
     elif mechanism.upper() == "OAUTHBEARER":
         check = sorted(k for k in values if k.startswith("sasl.oauthbearer")) or [
             "sasl.oauthbearer.*"
