@@ -117,7 +117,7 @@ def resolve(
                     f"Kafka setting {key!r} (from {source}) cannot be overridden: "
                     f"{PROTECTED[key]}; remove it"
                 )
-            values[key] = _text(value)
+            values[key] = setting_text(value)
             sources[key] = source
 
     if app:
@@ -145,14 +145,7 @@ def read_config_file(path: Path) -> dict[str, str]:
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
     if path.suffix == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        table = data.get("kafka", {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"config file {path}: [kafka] must be a table of settings")
-        return {str(k): _text(v) for k, v in _flatten(table).items()}
+        return {str(k): setting_text(v) for k, v in toml_table(path, text, "kafka").items()}
     result: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -176,6 +169,19 @@ def parse_pairs(items: Iterable[str]) -> dict[str, str]:
     return result
 
 
+def toml_table(path: Path, text: str, name: str) -> dict[str, object]:
+    """Table ``[name]`` of the TOML ``text`` read from ``path``, nested tables as dotted keys
+    (the Kafka settings' ``[kafka]``, the registry's ``[schema_registry]``)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [{name}] must be a table of settings")
+    return _flatten(table)
+
+
 def _flatten(table: Mapping[str, object], prefix: str = "") -> dict[str, object]:
     """TOML's nested tables (``[kafka.sasl]`` ``mechanism = …``) as dotted keys."""
     flat: dict[str, object] = {}
@@ -188,7 +194,8 @@ def _flatten(table: Mapping[str, object], prefix: str = "") -> dict[str, object]
     return flat
 
 
-def _text(value: object) -> str:
+def setting_text(value: object) -> str:
+    """A TOML value as librdkafka wants it: booleans lower-case, everything else ``str``."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -25,7 +25,6 @@ TOML helpers it shares with ``kafka_settings`` are repeated rather than imported
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from streamflow.errors import ConfigError
+from streamflow.runtime.kafka_settings import setting_text, toml_table
 
 ENV_PREFIX = "STREAMFLOW_SCHEMA_REGISTRY_"
 URL_ENV = "STREAMFLOW_SCHEMA_REGISTRY_URL"
@@ -231,7 +231,7 @@ def resolve(
                 f"unknown schema registry setting {key!r} (from {source}); known settings: "
                 + ", ".join(KEYS)
             )
-        values[key] = _text(value)
+        values[key] = setting_text(value)
         sources[key] = source
 
     path = config_file or environ.get(CONFIG_ENV)
@@ -261,28 +261,4 @@ def read_table(path: Path) -> dict[str, object]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    table = data.get(TABLE, {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"config file {path}: [{TABLE}] must be a table of settings")
-    return _flatten(table)
-
-
-def _flatten(table: Mapping[str, object], prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in table.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    return toml_table(path, text, TABLE)
