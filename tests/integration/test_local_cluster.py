@@ -7,10 +7,12 @@ against STREAMFLOW_BOOTSTRAP or testcontainers.
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
+from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import ConfigResource
 
 from streamflow.dev import LocalKafka
@@ -42,6 +44,23 @@ def _commit(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer.commit_transaction(30)
 
 
+def _topic_config(admin: Any, topic: str, timeout: float = 30.0) -> Any:
+    """The topic's configs. A broker other than the one that answered the metadata may not
+    know a new topic for a moment (metadata reaches the brokers one by one): ask again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        (future,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
+        try:
+            return future.result()
+        except KafkaException as exc:
+            if (
+                exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+                or time.monotonic() > deadline
+            ):
+                raise
+            time.sleep(0.2)
+
+
 def test_three_brokers_commit_transactions_with_min_isr_two_while_one_is_down(
     three_brokers: LocalKafka,
 ) -> None:
@@ -52,8 +71,7 @@ def test_three_brokers_commit_transactions_with_min_isr_two_while_one_is_down(
 
     metadata = admin.list_topics(topic, timeout=10).topics[topic]
     assert all(len(p.replicas) == 3 for p in metadata.partitions.values())
-    (config,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
-    assert config.result()["min.insync.replicas"].value == "2"
+    assert _topic_config(admin, topic)["min.insync.replicas"].value == "2"
 
     before = [f"before-{i}".encode() for i in range(50)]
     during = [f"during-{i}".encode() for i in range(50)]
