@@ -17,6 +17,7 @@ from streamflow.serde.avro.serde import avro
 from streamflow.serde.base import Serde
 from streamflow.topology.nodes import ProcessorContext, Record
 from streamflow.topology.stream import Stream, Table
+from streamflow.topology.windows import Windowed, hopping, tumbling
 from streamflow.workflow.api import (
     Exponential,
     NonRetryable,
@@ -45,5 +46,8 @@ __all__ = [
     "StreamflowError",
     "Table",
     "TopologyError",
+    "Windowed",
     "avro",
+    "hopping",
+    "tumbling",
 ]

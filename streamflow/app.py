@@ -4,6 +4,7 @@ and hands the resulting topology to a worker (``streamflow run``) or the test dr
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
@@ -182,9 +183,15 @@ class App:
         """Declare a store for ``process(..., stores=[name])``."""
         return self.topology.add_store(name, resolve_serde(key), resolve_serde(value))
 
-    def stream(self, topic: TopicSpec | str) -> Stream:
+    def stream(
+        self, topic: TopicSpec | str, *, timestamp: str | Callable[[Any], Any] | None = None
+    ) -> Stream:
+        """Records of ``topic``. ``timestamp`` gives their event time (windows cut by it): a
+        field name of the value, or a function of the value returning epoch ms or an aware
+        datetime; by default the Kafka record's timestamp."""
         spec = self._topic(topic)
-        node = SourceNode(f"source-{spec.name}", topic=spec)
+        extract = operator.itemgetter(timestamp) if isinstance(timestamp, str) else timestamp
+        node = SourceNode(f"source-{spec.name}", topic=spec, timestamp=extract)
         self.topology.add_source(spec, node)
         return Stream(self.topology, node, spec.key_serde, spec.value_serde)
 

@@ -104,6 +104,7 @@ class Task:
         # (now dropped) write buffer must forget it.
         self._abort_hooks: list[Callable[[], None]] = []
         self._close_hooks: list[Callable[[], None]] = []
+        self._prepare_hooks: list[Callable[[], None]] = []
         # Where step attempts run (the worker's).
         self.step_executor = step_executor or StepExecutor()
         self._locals: dict[str, Any] = {}
@@ -148,6 +149,11 @@ class Task:
 
     def on_abort(self, hook: Callable[[], None]) -> None:
         self._abort_hooks.append(hook)
+
+    def on_prepare_commit(self, hook: Callable[[], None]) -> None:
+        """``hook()`` runs as the cycle commits, before the stores' writes go to their
+        changelogs: state kept in memory per record is written once per commit."""
+        self._prepare_hooks.append(hook)
 
     def on_close(self, hook: Callable[[], None]) -> None:
         """``hook()`` runs when the task closes (revoked, lost, or the worker stops)."""
@@ -278,6 +284,8 @@ class Task:
 
     def prepare_commit(self) -> None:
         """Send this cycle's store writes to their changelogs, inside the open transaction."""
+        for hook in self._prepare_hooks:
+            hook()
         for name, store in self.stores.items():
             records = store.prepare_commit()
             if not records:

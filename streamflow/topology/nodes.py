@@ -60,6 +60,12 @@ class ProcessorRuntime(Protocol):
 
     def on_abort(self, hook: Callable[[], None]) -> None: ...
 
+    def on_prepare_commit(self, hook: Callable[[], None]) -> None: ...
+
+    def dead_letter(
+        self, msg: SourceMessage, exc: BaseException, stage: str, processor: str
+    ) -> None: ...
+
     def now_ms(self) -> int: ...
 
     def dead_letter_record(
@@ -143,13 +149,52 @@ class Node:
 @dataclass(eq=False, kw_only=True)
 class SourceNode(Node):
     topic: TopicSpec
+    timestamp: Callable[[Any], Any] | None = None
+    """Event time from the value (ms, or a datetime); None: the record's timestamp."""
     kind: str = field(default="source", init=False)
 
     def detail(self) -> str:
-        return f"{self.topic.name} [{self.topic.key_serde.name}/{self.topic.value_serde.name}]"
+        serdes = f"{self.topic.key_serde.name}/{self.topic.value_serde.name}"
+        when = ", event time from the value" if self.timestamp else ""
+        return f"{self.topic.name} [{serdes}]{when}"
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
-        return _fanout(downstream)
+        nxt, extract = _fanout(downstream), self.timestamp
+        if extract is None:
+            return nxt
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            # The extracted time is the record's event time downstream (windows read it, and
+            # sinks write it as the output's timestamp), for this record only.
+            rt.timestamp_override = event_time_ms(extract(value), self.topic.name)
+            try:
+                nxt(key, value)
+            finally:
+                rt.timestamp_override = None
+
+        return push
+
+
+def event_time_ms(value: Any, topic: str) -> int:
+    """A timestamp extractor's answer as epoch milliseconds; anything else fails the record
+    (to the dead-letter topic) with a message that names the topic."""
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"the timestamp of a record of {topic!r} is {value!r}, not a time")
+    if isinstance(value, int | float):
+        return int(value)
+    timestamp = getattr(value, "timestamp", None)
+    if callable(timestamp):  # a datetime
+        # A naive one would be read in the worker's local zone: results would differ by host.
+        if getattr(value, "tzinfo", None) is None:
+            raise TypeError(
+                f"the timestamp of a record of {topic!r} is a naive datetime ({value!r}); give "
+                "it a timezone, or return epoch milliseconds"
+            )
+        return int(timestamp() * 1000)
+    raise TypeError(
+        f"the timestamp of a record of {topic!r} is a {type(value).__name__} ({value!r}), "
+        "not epoch milliseconds or a datetime"
+    )
 
 
 @dataclass(eq=False, kw_only=True)

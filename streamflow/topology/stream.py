@@ -7,7 +7,8 @@ can fan out into several pipelines. Nothing runs here: the runtime builds tasks 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from streamflow.serde.base import Serde, resolve_serde
 from streamflow.topology.graph import Topology
@@ -27,6 +28,10 @@ from streamflow.topology.nodes import (
     StartWorkflowNode,
 )
 from streamflow.topology.specs import REPARTITION_CONFIG, StoreSpec, TopicKind, TopicSpec
+
+if TYPE_CHECKING:
+    from streamflow.topology.windowed_stream import WindowedStream
+    from streamflow.topology.windows import TimeWindows
 
 
 class Table:
@@ -158,6 +163,21 @@ class Stream:
 
     def count(self, store: str) -> Stream:
         return self.aggregate(store, initial=_zero, fn=_plus_one)
+
+    def window(
+        self,
+        windows: TimeWindows,
+        *,
+        late: str = "dead_letter",
+        idle_close: timedelta | None = None,
+    ) -> WindowedStream:
+        """Cut this keyed stream into time windows by event time (``tumbling``, ``hopping``);
+        follow with ``aggregate``, ``reduce`` or ``count``. Records later than the windows'
+        grace go to the dead-letter topic (``late="drop"``: counted and dropped);
+        ``idle_close`` closes windows of a quiet partition after that much wall-clock time."""
+        from streamflow.topology.windowed_stream import WindowedStream
+
+        return WindowedStream(self, windows, late=late, idle_close=idle_close)
 
     def join(
         self,

@@ -1,0 +1,211 @@
+"""The windowed aggregation processor: fold records into time windows, close them by stream time.
+
+Per task it keeps the stream time (the largest event time seen) and the end of the oldest open
+window. A record updates every window of its event time that is still open; when stream time
+passes a window's ``end + grace`` the window closes: with ``emit="close"`` its final value goes
+downstream then (Kafka Streams' suppression), and either way it is deleted from the store, through
+the changelog, so a restore does not bring it back.
+
+Stream time is state like any other: it is written to a small store of its own once per commit
+(not per record) and read back after a restart or an abort, so a replay decides "late" exactly
+as the first run did. ``idle_close`` lets wall-clock time stand in for event time on a partition
+that has gone quiet: windows close without waiting for the next record (opt-in: it makes results
+depend on when records arrive, not only on their timestamps).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamflow.state.store import KeyValueStore
+from streamflow.topology.nodes import Node, ProcessorRuntime, Push, _fanout
+from streamflow.topology.specs import StoreSpec
+from streamflow.topology.windows import (
+    LateRecord,
+    TimeWindows,
+    Windowed,
+    start_prefix,
+    store_key,
+    store_start,
+)
+
+log = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+_NEVER = float("inf")
+_TIME_KEY = "stream_time"
+
+
+@dataclass(eq=False, kw_only=True)
+class WindowAggregateNode(Node):
+    store: StoreSpec
+    """Windows: key = window start + record key (``windows.store_key``), value = aggregate."""
+    time_store: StoreSpec
+    """The stream time, one entry per task."""
+    windows: TimeWindows
+    key_serializer: Callable[[Any], bytes]
+    key_deserializer: Callable[[bytes], Any]
+    initial: Callable[[], Any] | None
+    fn: Callable[[Any, Any], Any]
+    emit: str = "update"
+    late: str = "dead_letter"
+    idle_close_ms: int | None = None
+    kind: str = field(default="window", init=False)
+
+    def detail(self) -> str:
+        return f"store {self.store.name}, {self.windows.describe()}, emit on {self.emit}"
+
+    def stores(self) -> list[StoreSpec]:
+        return [self.store, self.time_store]
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        state = _WindowTask(self, rt, _fanout(downstream))
+        rt.on_prepare_commit(state.save_time)
+        rt.on_abort(state.forget)
+        if self.idle_close_ms is not None:
+            rt.schedule(state.idle_due, state.idle_fire)
+        return state.push
+
+
+class _WindowTask:
+    """One task's side of a `WindowAggregateNode` (a class: the state is several fields)."""
+
+    def __init__(self, node: WindowAggregateNode, rt: ProcessorRuntime, nxt: Push) -> None:
+        self.node, self.rt, self.nxt = node, rt, nxt
+        w = node.windows
+        self.size, self.grace, self.starts = w.size_ms, w.grace_ms, w.starts
+        self.emit_updates = node.emit == "update"
+        self.store: KeyValueStore = rt.store(node.store.name)
+        self.times: KeyValueStore = rt.store(node.time_store.name)
+        self.loaded = False
+        self.stream_time = -(1 << 62)
+        self.saved_time = self.stream_time
+        self.close_at = _NEVER
+        """When stream time reaches this, the oldest open window closes."""
+        self.last_record_wall = 0
+        self.wall_base = 0
+        self.dropped = 0
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """On first use, after the stores were restored (not at build time: restore comes
+        after the task is built)."""
+        saved = self.times.get(_TIME_KEY)
+        self.stream_time = self.saved_time = self.stream_time if saved is None else int(saved)
+        self._find_close_at()
+        self.last_record_wall = self.wall_base = self.rt.now_ms()
+        self.loaded = True
+
+    def _find_close_at(self) -> None:
+        first = next(iter(self.store.items()), None)
+        self.close_at = _NEVER if first is None else store_start(first[0]) + self.size + self.grace
+
+    def save_time(self) -> None:
+        if self.loaded and self.stream_time != self.saved_time:
+            self.times.put(_TIME_KEY, self.stream_time)
+            self.saved_time = self.stream_time
+
+    def forget(self) -> None:
+        """The cycle aborted: the stores dropped its writes; reload what they now hold."""
+        self.loaded = False
+
+    # -- records -------------------------------------------------------------------------------
+
+    def push(self, key: Any, value: Any) -> None:
+        if not self.loaded:
+            self._load()
+        rt = self.rt
+        ts = rt.timestamp_override
+        if ts is None:
+            ts = rt.msg.timestamp()[1]
+        stream_time = ts if ts > self.stream_time else self.stream_time
+        kb = self.node.key_serializer(key)
+        store, fn, initial = self.store, self.node.fn, self.node.initial
+        size, grace, nxt = self.size, self.grace, self.nxt
+        applied = False
+        for start in self.starts(ts):
+            end = start + size
+            if end + grace <= stream_time:
+                continue  # this window has closed: the record is late for it
+            wk = store_key(start, kb)
+            acc = store.get_encoded(wk, _UNSET)
+            acc = (
+                (value if initial is None else fn(initial(), value))
+                if acc is _UNSET
+                else fn(acc, value)
+            )
+            if acc is None:
+                raise ValueError(
+                    f"window aggregate of store {self.node.store.name!r} returned None for {key!r}"
+                )
+            store.put_encoded(wk, acc, key)
+            applied = True
+            if end + grace < self.close_at:
+                self.close_at = end + grace
+            if self.emit_updates:
+                nxt(Windowed(key, start, end), acc)
+        if not applied:
+            self._late(key, ts, stream_time)
+        # Only now, with every write and output made: a record that raised changes nothing.
+        self.last_record_wall = self.wall_base = rt.now_ms()
+        if stream_time > self.stream_time:
+            self.stream_time = stream_time
+            if stream_time >= self.close_at:
+                self._close(stream_time)
+
+    def _late(self, key: Any, ts: int, stream_time: int) -> None:
+        newest = self.starts(ts)[-1]
+        reason = LateRecord(
+            f"late record for key {key!r}: event time {ts} is in window "
+            f"[{newest}, {newest + self.size}) of store {self.node.store.name!r}, which closed "
+            f"at {newest + self.size + self.grace} (grace {self.grace} ms); stream time is "
+            f"{stream_time}"
+        )
+        if self.node.late == "drop":
+            self.dropped += 1
+            if self.dropped <= 5 or self.dropped % 1000 == 0:
+                log.warning("dropped late record #%d: %s", self.dropped, reason)
+            return
+        self.rt.dead_letter(self.rt.msg, reason, "window", self.node.name)
+
+    def _close(self, stream_time: int) -> None:
+        """Emit (``emit="close"``) and delete every window that ``stream_time`` closes."""
+        # Windows that start at or before this close by now (all share size and grace).
+        last_start = stream_time - self.size - self.grace
+        closing = list(self.store.items(None, start_prefix(last_start + 1)))
+        rt, nxt, kd, emit = self.rt, self.nxt, self.node.key_deserializer, not self.emit_updates
+        saved = rt.timestamp_override
+        try:
+            for wk, acc in closing:
+                start = store_start(wk)
+                if emit:
+                    # A closed window's result carries its last instant as its event time.
+                    rt.timestamp_override = start + self.size - 1
+                    nxt(Windowed(kd(wk[8:]), start, start + self.size), acc)
+                self.store.delete(wk)
+        finally:
+            rt.timestamp_override = saved
+        self._find_close_at()
+
+    # -- partitions gone quiet -----------------------------------------------------------------
+
+    def idle_due(self, now_ms: int) -> bool:
+        idle = self.node.idle_close_ms
+        if idle is None or self.close_at == _NEVER or not self.loaded:
+            return False
+        return (
+            now_ms - self.last_record_wall >= idle
+            and self.stream_time + (now_ms - self.wall_base) >= self.close_at
+        )
+
+    def idle_fire(self, now_ms: int) -> None:
+        """Stream time moves with the wall clock while the partition is quiet."""
+        if not self.idle_due(now_ms):
+            return
+        self.stream_time += now_ms - self.wall_base
+        self.wall_base = now_ms
+        self._close(self.stream_time)

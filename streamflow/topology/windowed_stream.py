@@ -1,0 +1,109 @@
+"""``stream.window(tumbling(timedelta(minutes=5)))``: the DSL of windowed aggregations.
+
+A ``WindowedStream`` is a stream with windows chosen and no aggregation yet; ``aggregate``,
+``reduce`` and ``count`` turn it back into a ``Stream`` whose keys are ``Windowed(key, start,
+end)`` (their serde: the key's bytes, then start and end) and whose values are the aggregates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from streamflow.errors import ConfigError
+from streamflow.serde.base import BYTES, JSON, STR, Serde, resolve_serde
+from streamflow.topology.window_nodes import WindowAggregateNode
+from streamflow.topology.windows import TimeWindows, windowed_serde
+
+if TYPE_CHECKING:
+    from streamflow.topology.stream import Stream
+
+EMITS = ("update", "close")
+LATE = ("dead_letter", "drop")
+
+
+class WindowedStream:
+    """A keyed stream cut into time windows, waiting for its aggregation."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        windows: TimeWindows,
+        *,
+        late: str = "dead_letter",
+        idle_close: timedelta | None = None,
+    ) -> None:
+        if late not in LATE:
+            raise ConfigError(f"late={late!r}: use 'dead_letter' (the default) or 'drop'")
+        if idle_close is not None and idle_close.total_seconds() <= 0:
+            raise ConfigError(f"idle_close must be a positive duration, not {idle_close!r}")
+        self._stream, self.windows, self.late = stream, windows, late
+        self.idle_close_ms = None if idle_close is None else int(idle_close.total_seconds() * 1000)
+
+    def aggregate(
+        self,
+        store: str,
+        *,
+        initial: Callable[[], Any],
+        fn: Callable[[Any, Any], Any],
+        value: str | Serde = "json",
+        emit: str = "update",
+    ) -> Stream:
+        """Fold each window's records with ``fn(acc, value)`` from ``initial()``. ``emit``:
+        every updated aggregate (``"update"``), or each window's final one once it closes
+        (``"close"``)."""
+        return self._build(store, initial, fn, resolve_serde(value), emit)
+
+    def reduce(
+        self,
+        store: str,
+        fn: Callable[[Any, Any], Any],
+        *,
+        value: str | Serde | None = None,
+        emit: str = "update",
+    ) -> Stream:
+        """Like ``aggregate``, the window's first value being its starting aggregate."""
+        serde = self._stream.value_serde if value is None else resolve_serde(value)
+        return self._build(store, None, fn, serde, emit)
+
+    def count(self, store: str, *, emit: str = "update") -> Stream:
+        return self._build(store, _zero, _plus_one, JSON, emit)
+
+    def _build(
+        self,
+        store: str,
+        initial: Callable[[], Any] | None,
+        fn: Callable[[Any, Any], Any],
+        value_serde: Serde,
+        emit: str,
+    ) -> Stream:
+        if emit not in EMITS:
+            raise ConfigError(f"emit={emit!r}: use 'update' (every change) or 'close'")
+        stream = self._stream
+        topology = stream._topology
+        key_serde = stream.key_serde
+        spec = topology.add_store(store, BYTES, value_serde)
+        times = topology.add_store(f"{store}-stream-time", STR, JSON)
+        node = WindowAggregateNode(
+            store,
+            store=spec,
+            time_store=times,
+            windows=self.windows,
+            key_serializer=key_serde.serialize,
+            key_deserializer=key_serde.deserialize,
+            initial=initial,
+            fn=fn,
+            emit=emit,
+            late=self.late,
+            idle_close_ms=self.idle_close_ms,
+        )
+        return stream._then(node, key_serde=windowed_serde(key_serde), value_serde=value_serde)
+
+
+def _zero() -> int:
+    return 0
+
+
+def _plus_one(acc: int, _value: Any) -> int:
+    return acc + 1

@@ -1,0 +1,128 @@
+"""Time windows: which windows a record's event time falls in, and how windows are keyed.
+
+``tumbling(size)`` windows do not overlap: each record is in exactly one. ``hopping(size, every)``
+windows start every ``every`` and last ``size``, so a record is in ``size / every`` of them.
+Windows are aligned to the epoch (a 5-minute window starts at :00, :05, ...), so every worker and
+every replay cuts the same windows.
+
+``grace`` is how long after a window's end a record of it may still arrive out of order: the
+window *closes* once the task's stream time (the largest event time it has seen) passes
+``end + grace``. A record whose every window is closed is late: it goes to the dead-letter topic
+with the reason, or is counted and dropped if the stream says ``late="drop"``.
+
+In a window store the key is the window's start (8 bytes, big-endian, sign-flipped so negative
+times sort first) followed by the record key's bytes: RocksDB then keeps windows in the order
+they close, and closing them is one range scan from the first key.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, NamedTuple
+
+from streamflow.errors import ConfigError, StreamflowError
+from streamflow.serde.base import Serde
+
+_START = struct.Struct(">Q")
+_BOUNDS = struct.Struct(">qq")
+_SIGN = 1 << 63
+
+
+class LateRecord(StreamflowError):
+    """A record arrived after every window it belongs to had closed (its reason in the DLQ)."""
+
+
+class Windowed(NamedTuple):
+    """The key of a windowed result: the record key and the window ``[start, end)`` in ms."""
+
+    key: Any
+    start: int
+    end: int
+
+
+def _ms(value: timedelta | int | float, what: str) -> int:
+    ms = value.total_seconds() * 1000 if isinstance(value, timedelta) else float(value)
+    if ms != int(ms):
+        raise ConfigError(f"window {what} must be a whole number of milliseconds, not {value!r}")
+    return int(ms)
+
+
+@dataclass(frozen=True)
+class TimeWindows:
+    """Fixed-size windows every ``advance_ms`` (``advance_ms == size_ms``: tumbling)."""
+
+    size_ms: int
+    advance_ms: int
+    grace_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0:
+            raise ConfigError(f"a window's size must be positive, not {self.size_ms} ms")
+        if not 0 < self.advance_ms <= self.size_ms:
+            raise ConfigError(
+                f"a hopping window must advance by more than 0 and at most its size "
+                f"({self.size_ms} ms), not {self.advance_ms} ms"
+            )
+        if self.grace_ms < 0:
+            raise ConfigError(f"grace must not be negative, not {self.grace_ms} ms")
+
+    @property
+    def kind(self) -> str:
+        return "tumbling" if self.advance_ms == self.size_ms else "hopping"
+
+    def describe(self) -> str:
+        every = "" if self.kind == "tumbling" else f" every {self.advance_ms} ms"
+        return f"{self.kind} {self.size_ms} ms{every}, grace {self.grace_ms} ms"
+
+    def starts(self, timestamp: int) -> range:
+        """Start of every window that contains ``timestamp``, oldest first."""
+        # Starts are multiples of the advance in (timestamp - size, timestamp]; Python's %
+        # floors, so negative times work too.
+        last = timestamp - timestamp % self.advance_ms
+        lowest = timestamp - self.size_ms + 1
+        first = lowest + (-lowest) % self.advance_ms
+        return range(first, last + 1, self.advance_ms)
+
+
+def tumbling(size: timedelta | int, *, grace: timedelta | int = 0) -> TimeWindows:
+    """Windows of ``size`` (a timedelta, or ms) that do not overlap."""
+    ms = _ms(size, "size")
+    return TimeWindows(ms, ms, _ms(grace, "grace"))
+
+
+def hopping(
+    size: timedelta | int, every: timedelta | int, *, grace: timedelta | int = 0
+) -> TimeWindows:
+    """Windows of ``size`` starting ``every`` (overlapping when ``every < size``)."""
+    return TimeWindows(_ms(size, "size"), _ms(every, "advance"), _ms(grace, "grace"))
+
+
+def store_key(start: int, key_bytes: bytes) -> bytes:
+    """A window store's key: the window start, then the record key."""
+    return _START.pack(start + _SIGN) + key_bytes
+
+
+def store_start(encoded: bytes) -> int:
+    return int(_START.unpack_from(encoded)[0]) - _SIGN
+
+
+def start_prefix(start: int) -> bytes:
+    """The smallest store key of windows that start at ``start`` (a range bound)."""
+    return _START.pack(start + _SIGN)
+
+
+def windowed_serde(inner: Serde) -> Serde:
+    """The serde of windowed results' keys: the key's own bytes, then start and end (16 bytes),
+    so a consumer that knows the key serde can read both."""
+    serialize, deserialize = inner.serialize, inner.deserialize
+
+    def write(windowed: Windowed) -> bytes:
+        return serialize(windowed.key) + _BOUNDS.pack(windowed.start, windowed.end)
+
+    def read(data: bytes) -> Windowed:
+        start, end = _BOUNDS.unpack_from(data, len(data) - 16)
+        return Windowed(deserialize(data[:-16]), start, end)
+
+    return Serde(f"windowed<{inner.name}>", write, read)
