@@ -19,6 +19,7 @@ from streamflow.serde.base import Serde, resolve_serde
 from streamflow.topology.describe import describe
 from streamflow.topology.graph import Topology
 from streamflow.topology.nodes import SourceNode, TableSourceNode
+from streamflow.topology.punctuation import PunctuationContext, PunctuationNode
 from streamflow.topology.specs import StoreSpec, TopicSpec
 from streamflow.topology.stream import Stream, Table
 from streamflow.workflow.api import Retry
@@ -194,6 +195,40 @@ class App:
         node = SourceNode(f"source-{spec.name}", topic=spec, timestamp=extract)
         self.topology.add_source(spec, node)
         return Stream(self.topology, node, spec.key_serde, spec.value_serde)
+
+    def every(
+        self,
+        interval: timedelta,
+        fn: Callable[[PunctuationContext], None],
+        *,
+        stores: Sequence[str],
+        name: str | None = None,
+    ) -> None:
+        """Run ``fn(ctx)`` every ``interval`` of wall-clock time in each task that owns
+        ``stores``: ``ctx.store(name)`` reads and writes them, ``ctx.send(topic, key, value)``
+        writes records, all in the same transaction as that task's records."""
+        ms = int(interval.total_seconds() * 1000)
+        if ms <= 0:
+            raise ConfigError(f"app.every: the interval must be positive, not {interval!r}")
+        if not stores:
+            raise ConfigError(
+                "app.every needs stores=[...]: it runs in the tasks that own those stores"
+            )
+        specs = []
+        for store in stores:
+            spec = self.topology.stores.get(store)
+            if spec is None:
+                raise ConfigError(f"app.every: store {store!r} is not declared")
+            specs.append(spec)
+        self.topology.standalone.append(
+            PunctuationNode(
+                name or self.topology.unique_name("every"),
+                interval_ms=ms,
+                fn=fn,
+                store_specs=specs,
+                topics=self.topology.topics,
+            )
+        )
 
     def table(self, topic: TopicSpec | str, *, store: str | None = None) -> Table:
         """Materialize ``topic`` (last value per key; a null value deletes) into a store."""

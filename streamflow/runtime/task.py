@@ -118,6 +118,9 @@ class Task:
                 self.sources[topic] = _Source(
                     spec.key_serde.deserialize, spec.value_serde.deserialize, push, node.name
                 )
+            for standalone in sub.nodes:
+                if standalone.standalone:
+                    standalone.build(self, [])
         except BaseException:
             self.close()
             raise
@@ -263,6 +266,10 @@ class Task:
             key, value, dead_letter_headers(topic, self.partition, -1, None, exc, stage, processor)
         )
         self._send(self._dead_letter_topic, key, value, None, None, headers)
+
+    def savepoint(self) -> int:
+        """Where the undo log stands: ``rollback(savepoint())`` undoes what follows."""
+        return len(self._undo)
 
     def rollback(self, savepoint: int) -> None:
         """Undo every store write made since ``savepoint``, newest first: a record that fails

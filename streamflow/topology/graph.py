@@ -30,6 +30,8 @@ class Topology:
         self.topics: dict[str, TopicSpec] = {}
         self.stores: dict[str, StoreSpec] = {}
         self.sources: list[SourceNode] = []
+        self.standalone: list[Node] = []
+        """Processors no stream feeds (punctuations), placed by the stores they use."""
         self._names: dict[str, int] = {}
         self.workflows: Any = None  # the App's WorkflowRegistry, when it has one
 
@@ -78,7 +80,7 @@ class Topology:
 
     def nodes(self) -> Iterator[Node]:
         seen: set[int] = set()
-        stack: list[Node] = list(self.sources)
+        stack: list[Node] = [*self.sources, *self.standalone]
         while stack:
             node = stack.pop()
             if id(node) in seen:
@@ -123,7 +125,13 @@ class Topology:
                 order.append(groups[root])
             groups[root].sources.append(source.topic)
         for node in nodes:
-            sub = groups[find(id(node))]
+            sub = groups.get(find(id(node)))
+            if sub is None:
+                names = ", ".join(s.name for s in node.stores()) or "none"
+                raise TopologyError(
+                    f"{node.kind} {node.name!r} uses stores ({names}) that no stream uses; it "
+                    "runs in the tasks that own its stores, so give it a store of a stream"
+                )
             sub.nodes.append(node)
             for store in node.stores():
                 if store not in sub.stores:

@@ -62,6 +62,10 @@ class ProcessorRuntime(Protocol):
 
     def on_prepare_commit(self, hook: Callable[[], None]) -> None: ...
 
+    def savepoint(self) -> int: ...
+
+    def rollback(self, savepoint: int) -> None: ...
+
     def dead_letter(
         self, msg: SourceMessage, exc: BaseException, stage: str, processor: str
     ) -> None: ...
@@ -135,6 +139,8 @@ class Node:
     name: str
     children: list[Node] = field(default_factory=list, init=False)
     kind: str = field(default="node", init=False)
+    standalone: bool = field(default=False, init=False)
+    """A processor no stream feeds (a punctuation): each task builds it on its own."""
 
     def detail(self) -> str:
         return ""

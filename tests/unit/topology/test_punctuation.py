@@ -1,0 +1,84 @@
+"""`app.every`: user code on a wall-clock schedule, in the tasks that own its stores, with the
+stores and topics of its task; a failing run is rolled back and dead-lettered."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from streamflow import App, ConfigError, TopologyError
+from streamflow.runtime.dead_letter import HEADER_STAGE
+from streamflow.testing import TestDriver
+
+
+def _app(fn) -> App:
+    app = App("shop")
+    orders, reports = app.topic("orders"), app.topic("reports")
+    app.stream(orders).aggregate("totals", initial=lambda: 0, fn=lambda acc, o: acc + o["cents"])
+    assert reports.name == "reports"
+    app.every(timedelta(minutes=1), fn, stores=["totals"], name="report")
+    return app
+
+
+def _report_and_reset(ctx) -> None:
+    totals = ctx.store("totals")
+    for key, cents in list(totals.items()):
+        ctx.send("reports", key, {"cents": cents, "partition": ctx.partition})
+        totals.delete(key)
+
+
+def test_runs_every_interval_in_each_task_with_its_store_and_sends_records() -> None:
+    with TestDriver(_app(_report_and_reset), partitions=2) as driver:
+        for i in range(10):
+            driver.pipe("orders", f"c{i % 3}", {"cents": 100 + i})
+        driver.advance_time(30_000)
+        assert driver.read("reports") == []
+        driver.advance_time(30_000)
+        reports = dict(driver.read("reports"))
+        assert {k: v["cents"] for k, v in reports.items()} == {
+            "c0": 100 + 103 + 106 + 109,
+            "c1": 101 + 104 + 107,
+            "c2": 102 + 105 + 108,
+        }
+        assert {v["partition"] for v in reports.values()} <= {0, 1}
+        assert driver.store("totals") == {}  # its deletes committed
+        driver.pipe("orders", "c1", {"cents": 5})
+        driver.advance_time(60_000)
+        assert driver.read("reports")[-1] == (
+            "c1",
+            {"cents": 5, "partition": reports["c1"]["partition"]},
+        )
+
+
+def test_a_failing_punctuation_is_rolled_back_dead_lettered_and_runs_again() -> None:
+    calls: list[int] = []
+
+    def flaky(ctx) -> None:
+        calls.append(ctx.now_ms)
+        ctx.store("totals").put("written-then-undone", 1)
+        if len(calls) == 1:
+            raise RuntimeError("report service down")
+
+    with TestDriver(_app(flaky)) as driver:
+        driver.pipe("orders", "c", {"cents": 7})
+        driver.advance_time(60_000)
+        (dead,) = driver.dead_letters()
+        headers = dict(dead.headers() or [])
+        assert headers[HEADER_STAGE] == b"punctuate"
+        assert b"report service down" in b" ".join(headers.values())
+        assert driver.store("totals") == {"c": 7}  # the failed run's write is undone
+        driver.advance_time(60_000)
+        assert len(calls) == 2 and driver.store("totals") == {"c": 7, "written-then-undone": 1}
+
+
+def test_misuse_is_refused_with_what_to_do() -> None:
+    app = App("x")
+    with pytest.raises(ConfigError, match="needs stores"):
+        app.every(timedelta(seconds=1), lambda ctx: None, stores=[])
+    with pytest.raises(ConfigError, match="store 'nope' is not declared"):
+        app.every(timedelta(seconds=1), lambda ctx: None, stores=["nope"])
+    app.store("lonely")
+    app.every(timedelta(seconds=1), lambda ctx: None, stores=["lonely"])
+    with pytest.raises(TopologyError, match="uses stores \\(lonely\\) that no stream uses"):
+        app.topology.sub_topologies()
