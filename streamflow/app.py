@@ -179,10 +179,16 @@ class App:
         return self.topology.add_topic(spec)
 
     def store(
-        self, name: str, *, key: str | Serde = "str", value: str | Serde = "json"
+        self,
+        name: str,
+        *,
+        key: str | Serde = "str",
+        value: str | Serde = "json",
+        ttl: timedelta | None = None,
     ) -> StoreSpec:
-        """Declare a store for ``process(..., stores=[name])``."""
-        return self.topology.add_store(name, resolve_serde(key), resolve_serde(value))
+        """Declare a store for ``process(..., stores=[name])``; with ``ttl`` a key expires that
+        long (wall clock) after its last write, deleted through the changelog."""
+        return self.topology.add_store(name, resolve_serde(key), resolve_serde(value), ttl)
 
     def stream(
         self, topic: TopicSpec | str, *, timestamp: str | Callable[[Any], Any] | None = None

@@ -21,8 +21,9 @@ from streamflow.runtime.dead_letter import dead_letter_headers, failing_processo
 from streamflow.runtime.input_offsets import Committable, InputOffsets
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.state.store import KeyValueStore, UndoLog
+from streamflow.state.ttl_store import TtlStore
 from streamflow.topology.nodes import Node, Push, SourceMessage, SourceNode
-from streamflow.topology.specs import SubTopology
+from streamflow.topology.specs import StoreSpec, SubTopology
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -140,9 +141,32 @@ class Task:
                 raise KeyError(
                     f"task {self.id}: store {name!r} is not part of sub-topology {self.sub.id}"
                 )
-            store = KeyValueStore(name, self.state_dir / name, spec.key_serde, spec.value_serde)
+            path = self.state_dir / name
+            if spec.ttl_ms is None:
+                store = KeyValueStore(name, path, spec.key_serde, spec.value_serde)
+            else:
+                store = self._ttl_store(spec, path)
             store.undo = self._undo
             self.stores[name] = store
+        return store
+
+    def _ttl_store(self, spec: StoreSpec, path: Path) -> TtlStore:
+        """A store whose keys expire, swept on a timer of this task (inside its cycles)."""
+        assert spec.ttl_ms is not None
+        store = TtlStore(
+            spec.name, path, spec.key_serde, spec.value_serde, spec.ttl_ms, self.now_ms
+        )
+        interval = store.sweep_interval_ms()
+        next_sweep = [self.now_ms() + interval]
+
+        def due(now_ms: int) -> bool:
+            return now_ms >= next_sweep[0]
+
+        def fire(now_ms: int) -> None:
+            next_sweep[0] = now_ms + interval
+            store.sweep()
+
+        self.schedule(due, fire)
         return store
 
     def schedule(self, due: Callable[[int], bool], fire: Callable[[int], None]) -> None:

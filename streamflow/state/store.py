@@ -152,7 +152,9 @@ class KeyValueStore:
         self.buffer.entries[kb] = value
 
     def delete(self, key: Any) -> None:
-        kb = self._key_serialize(key)
+        self.delete_encoded(self._key_serialize(key))
+
+    def delete_encoded(self, kb: bytes) -> None:
         encoded = self.buffer.encoded
         self.undo += (self, kb, encoded.get(kb, _MISSING))
         encoded[kb] = None

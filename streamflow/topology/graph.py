@@ -8,6 +8,7 @@ that cross sub-topologies: that is what lets each part scale by its own partitio
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from streamflow.errors import TopologyError
@@ -47,14 +48,19 @@ class Topology:
         self.topics[spec.name] = spec
         return spec
 
-    def add_store(self, name: str, key_serde: Serde, value_serde: Serde) -> StoreSpec:
+    def add_store(
+        self, name: str, key_serde: Serde, value_serde: Serde, ttl: timedelta | None = None
+    ) -> StoreSpec:
         if name in self.stores:
             raise TopologyError(f"store {name!r} is declared twice; store names are unique per app")
         if not name or any(c in name for c in "/\\ "):
             raise TopologyError(
                 f"store name {name!r} must be non-empty, without '/', '\\' or spaces"
             )
-        spec = StoreSpec(name, key_serde, value_serde, f"{self.app_name}-{name}-changelog")
+        ttl_ms = None if ttl is None else int(ttl.total_seconds() * 1000)
+        if ttl_ms is not None and ttl_ms <= 0:
+            raise TopologyError(f"store {name!r}: ttl must be a positive duration, not {ttl!r}")
+        spec = StoreSpec(name, key_serde, value_serde, f"{self.app_name}-{name}-changelog", ttl_ms)
         self.stores[name] = spec
         self.add_topic(
             TopicSpec(

@@ -50,6 +50,8 @@ class StoreSpec:
     key_serde: Serde
     value_serde: Serde
     changelog: str
+    ttl_ms: int | None = None
+    """Keys expire this long after their last write (``state.ttl_store``); None: never."""
 
     def __str__(self) -> str:
         return self.name

@@ -143,9 +143,11 @@ class Stream:
         initial: Callable[[], Any],
         fn: Callable[[Any, Any], Any],
         value: str | Serde = "json",
+        ttl: timedelta | None = None,
     ) -> Stream:
-        """Fold records per key into ``store``; the result streams every updated aggregate."""
-        spec = self._topology.add_store(store, self.key_serde, resolve_serde(value))
+        """Fold records per key into ``store``; the result streams every updated aggregate.
+        ``ttl``: a key not updated for that long starts again from ``initial()``."""
+        spec = self._topology.add_store(store, self.key_serde, resolve_serde(value), ttl)
         return self._then(
             AggregateNode(store, store=spec, initial=initial, fn=fn), value_serde=spec.value_serde
         )
