@@ -17,7 +17,7 @@ from streamflow.serde.avro.serde import avro
 from streamflow.serde.base import Serde
 from streamflow.topology.nodes import ProcessorContext, Record
 from streamflow.topology.stream import Stream, Table
-from streamflow.topology.windows import Windowed, hopping, tumbling
+from streamflow.topology.windows import Windowed, hopping, session, tumbling
 from streamflow.workflow.api import (
     Exponential,
     NonRetryable,
@@ -49,5 +49,6 @@ __all__ = [
     "Windowed",
     "avro",
     "hopping",
+    "session",
     "tumbling",
 ]

@@ -31,7 +31,7 @@ from streamflow.topology.specs import REPARTITION_CONFIG, StoreSpec, TopicKind, 
 
 if TYPE_CHECKING:
     from streamflow.topology.windowed_stream import WindowedStream
-    from streamflow.topology.windows import TimeWindows
+    from streamflow.topology.windows import SessionWindows, TimeWindows
 
 
 class Table:
@@ -168,12 +168,13 @@ class Stream:
 
     def window(
         self,
-        windows: TimeWindows,
+        windows: TimeWindows | SessionWindows,
         *,
         late: str = "dead_letter",
         idle_close: timedelta | None = None,
     ) -> WindowedStream:
-        """Cut this keyed stream into time windows by event time (``tumbling``, ``hopping``);
+        """Cut this keyed stream into windows by event time (``tumbling``, ``hopping``,
+        ``session``);
         follow with ``aggregate``, ``reduce`` or ``count``. Records later than the windows'
         grace go to the dead-letter topic (``late="drop"``: counted and dropped);
         ``idle_close`` closes windows of a quiet partition after that much wall-clock time."""

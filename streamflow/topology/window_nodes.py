@@ -25,6 +25,7 @@ from streamflow.topology.nodes import Node, ProcessorRuntime, Push, _fanout
 from streamflow.topology.specs import StoreSpec
 from streamflow.topology.windows import (
     LateRecord,
+    SessionWindows,
     TimeWindows,
     Windowed,
     start_prefix,
@@ -45,7 +46,11 @@ class WindowAggregateNode(Node):
     """Windows: key = window start + record key (``windows.store_key``), value = aggregate."""
     time_store: StoreSpec
     """The stream time, one entry per task."""
-    windows: TimeWindows
+    windows: TimeWindows | SessionWindows
+    index_store: StoreSpec | None = None
+    """Sessions only: their keys ordered by end, for closing them by stream time."""
+    merge: Callable[[Any, Any], Any] | None = None
+    """Sessions only: how two sessions' aggregates combine when a record joins them."""
     key_serializer: Callable[[Any], bytes]
     key_deserializer: Callable[[bytes], Any]
     initial: Callable[[], Any] | None
@@ -59,10 +64,16 @@ class WindowAggregateNode(Node):
         return f"store {self.store.name}, {self.windows.describe()}, emit on {self.emit}"
 
     def stores(self) -> list[StoreSpec]:
-        return [self.store, self.time_store]
+        extra = [] if self.index_store is None else [self.index_store]
+        return [self.store, self.time_store, *extra]
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
-        state = _WindowTask(self, rt, _fanout(downstream))
+        if isinstance(self.windows, SessionWindows):
+            from streamflow.topology.session_nodes import SessionTask
+
+            state: _WindowTask = SessionTask(self, rt, _fanout(downstream))
+        else:
+            state = _WindowTask(self, rt, _fanout(downstream))
         rt.on_prepare_commit(state.save_time)
         rt.on_abort(state.forget)
         if self.idle_close_ms is not None:
@@ -76,7 +87,9 @@ class _WindowTask:
     def __init__(self, node: WindowAggregateNode, rt: ProcessorRuntime, nxt: Push) -> None:
         self.node, self.rt, self.nxt = node, rt, nxt
         w = node.windows
-        self.size, self.grace, self.starts = w.size_ms, w.grace_ms, w.starts
+        self.grace = w.grace_ms
+        if isinstance(w, TimeWindows):
+            self.size, self.starts = w.size_ms, w.starts
         self.emit_updates = node.emit == "update"
         self.store: KeyValueStore = rt.store(node.store.name)
         self.times: KeyValueStore = rt.store(node.time_store.name)
@@ -123,6 +136,17 @@ class _WindowTask:
         if ts is None:
             ts = rt.msg.timestamp()[1]
         stream_time = ts if ts > self.stream_time else self.stream_time
+        if not self._apply(key, value, ts, stream_time):
+            self._late(key, ts, stream_time)
+        # Only now, with every write and output made: a record that raised changes nothing.
+        self.last_record_wall = self.wall_base = rt.now_ms()
+        if stream_time > self.stream_time:
+            self.stream_time = stream_time
+            if stream_time >= self.close_at:
+                self._close(stream_time)
+
+    def _apply(self, key: Any, value: Any, ts: int, stream_time: int) -> bool:
+        """Fold the record into each of its windows still open; False: none was (late)."""
         kb = self.node.key_serializer(key)
         store, fn, initial = self.store, self.node.fn, self.node.initial
         size, grace, nxt = self.size, self.grace, self.nxt
@@ -133,37 +157,36 @@ class _WindowTask:
                 continue  # this window has closed: the record is late for it
             wk = store_key(start, kb)
             acc = store.get_encoded(wk, _UNSET)
-            acc = (
-                (value if initial is None else fn(initial(), value))
-                if acc is _UNSET
-                else fn(acc, value)
-            )
-            if acc is None:
-                raise ValueError(
-                    f"window aggregate of store {self.node.store.name!r} returned None for {key!r}"
-                )
+            if acc is _UNSET:
+                acc = value if initial is None else fn(initial(), value)
+            else:
+                acc = fn(acc, value)
+            self._check(acc, key)
             store.put_encoded(wk, acc, key)
             applied = True
             if end + grace < self.close_at:
                 self.close_at = end + grace
             if self.emit_updates:
                 nxt(Windowed(key, start, end), acc)
-        if not applied:
-            self._late(key, ts, stream_time)
-        # Only now, with every write and output made: a record that raised changes nothing.
-        self.last_record_wall = self.wall_base = rt.now_ms()
-        if stream_time > self.stream_time:
-            self.stream_time = stream_time
-            if stream_time >= self.close_at:
-                self._close(stream_time)
+        return applied
+
+    def _check(self, acc: Any, key: Any) -> None:
+        if acc is None:
+            raise ValueError(
+                f"window aggregate of store {self.node.store.name!r} returned None for {key!r}"
+            )
+
+    def _late_window(self, ts: int) -> tuple[str, int]:
+        """The window a late record would have gone to, and when it closed (for the reason)."""
+        newest = self.starts(ts)[-1]
+        return f"window [{newest}, {newest + self.size})", newest + self.size + self.grace
 
     def _late(self, key: Any, ts: int, stream_time: int) -> None:
-        newest = self.starts(ts)[-1]
+        window, closed_at = self._late_window(ts)
         reason = LateRecord(
-            f"late record for key {key!r}: event time {ts} is in window "
-            f"[{newest}, {newest + self.size}) of store {self.node.store.name!r}, which closed "
-            f"at {newest + self.size + self.grace} (grace {self.grace} ms); stream time is "
-            f"{stream_time}"
+            f"late record for key {key!r}: event time {ts} is in {window} of store "
+            f"{self.node.store.name!r}, which closed at {closed_at} (grace {self.grace} ms); "
+            f"stream time is {stream_time}"
         )
         if self.node.late == "drop":
             self.dropped += 1

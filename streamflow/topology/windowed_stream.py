@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from streamflow.errors import ConfigError
 from streamflow.serde.base import BYTES, JSON, STR, Serde, resolve_serde
 from streamflow.topology.window_nodes import WindowAggregateNode
-from streamflow.topology.windows import TimeWindows, windowed_serde
+from streamflow.topology.windows import SessionWindows, TimeWindows, windowed_serde
 
 if TYPE_CHECKING:
     from streamflow.topology.stream import Stream
@@ -29,7 +29,7 @@ class WindowedStream:
     def __init__(
         self,
         stream: Stream,
-        windows: TimeWindows,
+        windows: TimeWindows | SessionWindows,
         *,
         late: str = "dead_letter",
         idle_close: timedelta | None = None,
@@ -49,11 +49,18 @@ class WindowedStream:
         fn: Callable[[Any, Any], Any],
         value: str | Serde = "json",
         emit: str = "update",
+        merge: Callable[[Any, Any], Any] | None = None,
     ) -> Stream:
         """Fold each window's records with ``fn(acc, value)`` from ``initial()``. ``emit``:
         every updated aggregate (``"update"``), or each window's final one once it closes
-        (``"close"``)."""
-        return self._build(store, initial, fn, resolve_serde(value), emit)
+        (``"close"``). Sessions also need ``merge(acc1, acc2)``: a record that fills the gap
+        between two sessions joins them."""
+        if isinstance(self.windows, SessionWindows) and merge is None:
+            raise ConfigError(
+                f"aggregate({store!r}) over session windows needs merge=fn(acc1, acc2): a "
+                "record between two sessions joins them into one"
+            )
+        return self._build(store, initial, fn, resolve_serde(value), emit, merge)
 
     def reduce(
         self,
@@ -65,10 +72,10 @@ class WindowedStream:
     ) -> Stream:
         """Like ``aggregate``, the window's first value being its starting aggregate."""
         serde = self._stream.value_serde if value is None else resolve_serde(value)
-        return self._build(store, None, fn, serde, emit)
+        return self._build(store, None, fn, serde, emit, fn)
 
     def count(self, store: str, *, emit: str = "update") -> Stream:
-        return self._build(store, _zero, _plus_one, JSON, emit)
+        return self._build(store, _zero, _plus_one, JSON, emit, _add)
 
     def _build(
         self,
@@ -77,6 +84,7 @@ class WindowedStream:
         fn: Callable[[Any, Any], Any],
         value_serde: Serde,
         emit: str,
+        merge: Callable[[Any, Any], Any] | None,
     ) -> Stream:
         if emit not in EMITS:
             raise ConfigError(f"emit={emit!r}: use 'update' (every change) or 'close'")
@@ -85,11 +93,16 @@ class WindowedStream:
         key_serde = stream.key_serde
         spec = topology.add_store(store, BYTES, value_serde)
         times = topology.add_store(f"{store}-stream-time", STR, JSON)
+        index = None
+        if isinstance(self.windows, SessionWindows):
+            index = topology.add_store(f"{store}-by-end", BYTES, JSON)
         node = WindowAggregateNode(
             store,
             store=spec,
             time_store=times,
             windows=self.windows,
+            index_store=index,
+            merge=merge,
             key_serializer=key_serde.serialize,
             key_deserializer=key_serde.deserialize,
             initial=initial,
@@ -107,3 +120,7 @@ def _zero() -> int:
 
 def _plus_one(acc: int, _value: Any) -> int:
     return acc + 1
+
+
+def _add(a: int, b: int) -> int:
+    return a + b

@@ -86,6 +86,34 @@ class TimeWindows:
         return range(first, last + 1, self.advance_ms)
 
 
+@dataclass(frozen=True)
+class SessionWindows:
+    """Per key, records no more than ``gap_ms`` apart form one session; a session closes once
+    stream time passes its last record's time + gap + grace."""
+
+    gap_ms: int
+    grace_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.gap_ms <= 0:
+            raise ConfigError(f"a session's inactivity gap must be positive, not {self.gap_ms} ms")
+        if self.grace_ms < 0:
+            raise ConfigError(f"grace must not be negative, not {self.grace_ms} ms")
+
+    @property
+    def kind(self) -> str:
+        return "session"
+
+    def describe(self) -> str:
+        return f"session, gap {self.gap_ms} ms, grace {self.grace_ms} ms"
+
+
+def session(gap: timedelta | int, *, grace: timedelta | int = 0) -> SessionWindows:
+    """Sessions of a key's records separated by less than ``gap``. In results, ``end`` is the
+    time of the session's last record (a session is ``[start, end]``)."""
+    return SessionWindows(_ms(gap, "gap"), _ms(grace, "grace"))
+
+
 def tumbling(size: timedelta | int, *, grace: timedelta | int = 0) -> TimeWindows:
     """Windows of ``size`` (a timedelta, or ms) that do not overlap."""
     ms = _ms(size, "size")
