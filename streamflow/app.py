@@ -244,10 +244,9 @@ class App:
         )
         source = SourceNode(f"source-{spec.name}", topic=spec)
         self.topology.add_source(spec, source)
-        source.children.append(
-            TableSourceNode(f"table-{store_spec.name}", topic=spec, store=store_spec)
-        )
-        return Table(self.topology, store_spec, spec)
+        node = TableSourceNode(f"table-{store_spec.name}", topic=spec, store=store_spec)
+        source.children.append(node)
+        return Table(self.topology, store_spec, spec, node)
 
     def _topic(self, topic: TopicSpec | str) -> TopicSpec:
         if isinstance(topic, TopicSpec):

@@ -414,6 +414,46 @@ class JoinNode(Node):
         return push
 
 
+@dataclass(eq=False, kw_only=True)
+class TableJoinNode(Node):
+    """One side of a table-table join: on each change of this side's table, the joined row of
+    its key with the other side's current value (or a tombstone when there is none)."""
+
+    mine: StoreSpec
+    theirs: StoreSpec
+    joiner: Callable[[Any, Any], Any]
+    how: str
+    side: str
+    kind: str = field(default="table-join", init=False)
+
+    def detail(self) -> str:
+        return f"{self.how} join of store {self.mine.name} with store {self.theirs.name}"
+
+    def stores(self) -> list[StoreSpec]:
+        return [self.mine, self.theirs]
+
+    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
+        nxt, joiner, how = _fanout(downstream), self.joiner, self.how
+        other = rt.store(self.theirs.name).get
+        left_side = self.side == "left"
+
+        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
+            theirs = other(key)
+            left, right = (value, theirs) if left_side else (theirs, value)
+            if how == "inner":
+                exists = left is not None and right is not None
+            elif how == "left":
+                exists = left is not None
+            else:
+                exists = left is not None or right is not None
+            if exists:
+                nxt(key, joiner(left, right))
+            elif value is None:
+                nxt(key, None)  # this side's delete took the row away: a tombstone
+
+        return push
+
+
 class ProcessorContext:
     """What a ``process()`` function may do: read/write its stores, forward records."""
 

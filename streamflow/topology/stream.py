@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from streamflow.errors import TopologyError
 from streamflow.serde.base import Serde, resolve_serde
 from streamflow.topology.graph import Topology
 from streamflow.topology.nodes import (
@@ -26,6 +27,7 @@ from streamflow.topology.nodes import (
     SinkNode,
     SourceNode,
     StartWorkflowNode,
+    TableJoinNode,
 )
 from streamflow.topology.specs import REPARTITION_CONFIG, StoreSpec, TopicKind, TopicSpec
 
@@ -34,11 +36,43 @@ if TYPE_CHECKING:
     from streamflow.topology.windows import SessionWindows, TimeWindows
 
 
+TABLE_JOINS = ("inner", "left", "outer")
+
+
 class Table:
     """A store materialized from a topic; streams join against it by key."""
 
-    def __init__(self, topology: Topology, store: StoreSpec, topic: TopicSpec) -> None:
-        self._topology, self.store, self.topic = topology, store, topic
+    def __init__(self, topology: Topology, store: StoreSpec, topic: TopicSpec, node: Node) -> None:
+        self._topology, self.store, self.topic, self._node = topology, store, topic, node
+
+    def join(
+        self,
+        other: Table,
+        joiner: Callable[[Any, Any], Any],
+        *,
+        how: str = "inner",
+        name: str | None = None,
+        value: str | Serde = "json",
+    ) -> Stream:
+        """A table joined with ``other`` by key that stays current as either side changes:
+        each change of either side emits the joined row ``joiner(this, other)`` for its key,
+        or a tombstone (None) when the row stops existing. ``how``: ``"inner"`` (both sides
+        present), ``"left"`` (this side present) or ``"outer"`` (either). Both tables must be
+        co-partitioned (checked at start)."""
+        if how not in TABLE_JOINS:
+            raise TopologyError(f"join how={how!r}: use 'inner', 'left' or 'outer'")
+        name = name or self._topology.unique_name("table-join")
+        out = MapNode(name, fn=_identity)
+        for side, node, mine, theirs in (
+            ("left", self._node, self.store, other.store),
+            ("right", other._node, other.store, self.store),
+        ):
+            join = TableJoinNode(
+                f"{name}-{side}", mine=mine, theirs=theirs, joiner=joiner, how=how, side=side
+            )
+            node.children.append(join)
+            join.children.append(out)
+        return Stream(self._topology, out, self.topic.key_serde, resolve_serde(value))
 
 
 class Stream:
