@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from streamflow.errors import TopologyError
-from streamflow.serde.base import Serde, resolve_serde
+from streamflow.serde.base import BYTES, JSON, STR, Serde, resolve_serde
 from streamflow.topology.graph import Topology
 from streamflow.topology.nodes import (
     AggregateNode,
@@ -230,6 +230,62 @@ class Stream:
                 self._name("join", name), table_store=table.store, joiner=joiner, inner=not left
             )
         )
+
+    def join_stream(
+        self,
+        other: Stream,
+        joiner: Callable[[Any, Any], Any],
+        *,
+        within: timedelta,
+        grace: timedelta = timedelta(0),
+        how: str = "inner",
+        late: str = "dead_letter",
+        name: str | None = None,
+        value: str | Serde = "json",
+    ) -> Stream:
+        """Join records of this stream and ``other`` with the same key whose event times are
+        at most ``within`` apart: ``joiner(this_value, other_value)`` per pair. ``how``:
+        ``"inner"``; ``"left"`` also emits this side's records that joined nothing, with None,
+        once they can no longer join; ``"outer"`` does so for both sides. Both streams must
+        be co-partitioned (checked at start; ``key_by`` fixes it)."""
+        from streamflow.topology.stream_join import StreamJoinNode
+
+        if how not in TABLE_JOINS:
+            raise TopologyError(f"join_stream how={how!r}: use 'inner', 'left' or 'outer'")
+        within_ms = int(within.total_seconds() * 1000)
+        if within_ms < 0:
+            raise TopologyError(f"join_stream within must not be negative, not {within!r}")
+        name = name or self._topology.unique_name("stream-join")
+        add = self._topology.add_store
+        buffers = (
+            add(f"{name}-left", BYTES, self.value_serde),
+            add(f"{name}-right", BYTES, other.value_serde),
+        )
+        indexes = (
+            add(f"{name}-left-by-time", BYTES, JSON),
+            add(f"{name}-right-by-time", BYTES, JSON),
+        )
+        times = add(f"{name}-stream-time", STR, JSON)
+        out = MapNode(name, fn=_identity)
+        for side, stream in (("left", self), ("right", other)):
+            node = StreamJoinNode(
+                f"{name}-{side}",
+                side=side,
+                buffers=buffers,
+                indexes=indexes,
+                time_store=times,
+                joiner=joiner,
+                key_serializer=stream.key_serde.serialize,
+                key_deserializer=stream.key_serde.deserialize,
+                within_ms=within_ms,
+                grace_ms=int(grace.total_seconds() * 1000),
+                how=how,
+                late=late,
+                join_name=name,
+            )
+            stream._node.children.append(node)
+            node.children.append(out)
+        return Stream(self._topology, out, self.key_serde, resolve_serde(value))
 
     def process(
         self,
