@@ -63,7 +63,7 @@ test: venv kafka-jars
 
 # The big fault runs: never part of `make test`, which runs the same tests at a smaller size.
 chaos: venv kafka-jars
-	@SF_CRASH_TRANSFERS=10000 SF_CHAOS_RECORDS=200000 $(WITH_KAFKA) $(PY) -m pytest -s tests/crash $(PYTEST_ARGS)
+	@SF_CRASH_TRANSFERS=10000 SF_CHAOS_RECORDS=200000 SF_WINDOW_CRASH=1 SF_WINDOW_EVENTS=100000 $(WITH_KAFKA) $(PY) -m pytest -s tests/crash $(PYTEST_ARGS)
 
 clean:
 	-test -x $(SF) && $(SF) dev kafka stop --dir $(KAFKA_DIR)

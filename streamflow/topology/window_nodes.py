@@ -112,6 +112,13 @@ class _WindowTask:
         self._find_close_at()
         self.last_record_wall = self.wall_base = self.rt.now_ms()
         self.loaded = True
+        log.debug(
+            "window store %s, partition %d: stream time %d, next close at %s",
+            self.node.store.name,
+            self.rt.partition,
+            self.stream_time,
+            self.close_at,
+        )
 
     def _find_close_at(self) -> None:
         first = next(iter(self.store.items()), None)

@@ -272,8 +272,9 @@ def test_a_missing_topic_is_skipped_and_a_hidden_one_is_a_describe_denial() -> N
     )
     with pytest.raises(AuthorizationFailed, match="DESCRIBE on topic 'hidden' for User:app"):
         _check_topics(hidden, {"hidden": {"READ"}, "ok": {"READ"}})
-    with pytest.raises(KafkaException):  # anything else is not swallowed
-        _check_topics(FakeAdmin(t=_future(error=KafkaError.REQUEST_TIMED_OUT)), {"t": {"READ"}})
+    # Anything else leaves the check to the clients: the windowed crash test caught a worker
+    # that stopped at start because a group being created beside it failed to describe.
+    _check_topics(FakeAdmin(t=_future(error=KafkaError.REQUEST_TIMED_OUT)), {"t": {"READ"}})
 
 
 def test_the_group_needs_read_unless_it_never_joins() -> None:
