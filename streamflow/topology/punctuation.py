@@ -84,8 +84,9 @@ class PunctuationNode(Node):
             return now_ms >= next_at[0]
 
         def fire(now_ms: int) -> None:
-            # Aligned to the schedule, not to when it fired: a late cycle does not drift it.
-            next_at[0] = max(next_at[0] + interval, now_ms - (now_ms - next_at[0]) % interval)
+            # The next point of the schedule after now: a late cycle neither drifts it nor
+            # fires the runs it missed in a burst.
+            next_at[0] += ((now_ms - next_at[0]) // interval + 1) * interval
             mark = rt.savepoint()
             try:
                 fn(PunctuationContext(rt, allowed, self.topics, now_ms))

@@ -91,6 +91,8 @@ class _WindowTask:
         if isinstance(w, TimeWindows):
             self.size, self.starts = w.size_ms, w.starts
         self.emit_updates = node.emit == "update"
+        self.idle = node.idle_close_ms is not None
+        """Quiet partitions close on the wall clock: only then is it read per record."""
         self.store: KeyValueStore = rt.store(node.store.name)
         self.times: KeyValueStore = rt.store(node.time_store.name)
         self.loaded = False
@@ -146,7 +148,8 @@ class _WindowTask:
         if not self._apply(key, value, ts, stream_time):
             self._late(key, ts, stream_time)
         # Only now, with every write and output made: a record that raised changes nothing.
-        self.last_record_wall = self.wall_base = rt.now_ms()
+        if self.idle:
+            self.last_record_wall = self.wall_base = rt.now_ms()
         if stream_time > self.stream_time:
             self.stream_time = stream_time
             if stream_time >= self.close_at:
