@@ -6,7 +6,8 @@ of grace, emitted when they close). Event times advance with the input and jitte
 (within the grace, so no record is late). A random worker is SIGKILLed every few seconds and
 restarted, every other time with its state dir deleted: a window's partial count, its stream
 time and which windows already closed must all come back from the changelogs. Finally one
-record per partition far in the future closes every window of the test.
+record per partition far in the future closes every window of the test. `make test` runs the
+same without faults; the SIGKILL run is in `make chaos` for now.
 """
 
 from __future__ import annotations
@@ -36,15 +37,7 @@ from tests.engine_helpers import (
     wait_for,
 )
 
-pytestmark = [
-    pytest.mark.kafka,
-    # In `make chaos` only for now: 1 run in 10 here had one partition's first minute of
-    # records dead-lettered as late (see the issue note); `make test` must not flake on it.
-    pytest.mark.skipif(
-        not os.environ.get("SF_WINDOW_CRASH"),
-        reason="windowed crash test runs in make chaos (SF_WINDOW_CRASH=1)",
-    ),
-]
+pytestmark = pytest.mark.kafka
 
 PARTITIONS = 6
 APP_FILE = REPO / "tests" / "apps" / "windowed_count.py"
@@ -65,9 +58,26 @@ def _clicks(n: int, users: int, seed: int) -> list[tuple[str, dict]]:
     ]
 
 
+def test_two_workers_emit_each_window_once_with_the_offline_count(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The same run without faults: real workers, real broker, the offline truth."""
+    _windowed_run(kafka_bootstrap, tmp_path, min_kills=0)
+
+
+# In `make chaos` only for now: 1 run in 19 had one partition's first minute of records
+# dead-lettered as late (see the issue note); `make test` must not flake on it.
+@pytest.mark.skipif(
+    not os.environ.get("SF_WINDOW_CRASH"),
+    reason="the windowed SIGKILL run is part of make chaos (SF_WINDOW_CRASH=1)",
+)
 def test_sigkill_workers_each_window_once_with_the_offline_count(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    _windowed_run(kafka_bootstrap, tmp_path, min_kills=4)
+
+
+def _windowed_run(kafka_bootstrap: str, tmp_path: Path, min_kills: int) -> None:
     run = uuid.uuid4().hex[:8]
     env = {
         "SF_TEST_APP": f"win-{run}",
@@ -100,7 +110,7 @@ def test_sigkill_workers_each_window_once_with_the_offline_count(
     rng = random.Random(5)
     kills = wipes = 0
     try:
-        while producer.is_alive() or kills < 4:
+        while min_kills and (producer.is_alive() or kills < min_kills):
             time.sleep(rng.uniform(2.0, 3.5))
             victim = rng.choice(workers)
             victim.kill()
@@ -154,4 +164,4 @@ def test_sigkill_workers_each_window_once_with_the_offline_count(
     wrong = {w: (counts[w], truth[w]) for w in truth if counts[w] != truth[w]}
     assert not wrong, f"{len(wrong)} windows with a wrong count, e.g. {list(wrong.items())[:3]}"
     assert set(counts) == set(truth), "no window the input does not have"
-    assert kills >= 4 and wipes >= 2
+    assert kills >= min_kills and wipes >= min_kills // 2
