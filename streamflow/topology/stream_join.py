@@ -19,7 +19,6 @@ carry the later of the two event times.
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,9 +27,7 @@ from typing import Any
 from streamflow.state.store import KeyValueStore
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push, _fanout
 from streamflow.topology.specs import StoreSpec
-from streamflow.topology.windows import LateRecord, start_prefix, store_start
-
-log = logging.getLogger(__name__)
+from streamflow.topology.windows import LateRecord, late_record, start_prefix, store_start
 
 _LEN = struct.Struct(">I")
 _TS_SEQ = struct.Struct(">QQ")
@@ -216,9 +213,6 @@ class _JoinTask:
             f"can join records up to {ts + self.within}, and stream time {stream_time} is past "
             f"that by more than the grace ({self.grace} ms)"
         )
-        if self.node.late == "drop":
-            self.dropped += 1
-            if self.dropped <= 5 or self.dropped % 1000 == 0:
-                log.warning("dropped late record #%d: %s", self.dropped, reason)
-            return
-        self.rt.dead_letter(self.rt.msg, reason, "join", self.node.join_name)
+        self.dropped = late_record(
+            self.rt, self.node.late, reason, "join", self.node.join_name, self.dropped
+        )

@@ -28,6 +28,7 @@ from streamflow.topology.windows import (
     SessionWindows,
     TimeWindows,
     Windowed,
+    late_record,
     start_prefix,
     store_key,
     store_start,
@@ -198,12 +199,9 @@ class _WindowTask:
             f"{self.node.store.name!r}, which closed at {closed_at} (grace {self.grace} ms); "
             f"stream time is {stream_time}"
         )
-        if self.node.late == "drop":
-            self.dropped += 1
-            if self.dropped <= 5 or self.dropped % 1000 == 0:
-                log.warning("dropped late record #%d: %s", self.dropped, reason)
-            return
-        self.rt.dead_letter(self.rt.msg, reason, "window", self.node.name)
+        self.dropped = late_record(
+            self.rt, self.node.late, reason, "window", self.node.name, self.dropped
+        )
 
     def _close(self, stream_time: int) -> None:
         """Emit (``emit="close"``) and delete every window that ``stream_time`` closes."""

@@ -17,13 +17,19 @@ they close, and closing them is one range scan from the first key.
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamflow.errors import ConfigError, StreamflowError
 from streamflow.serde.base import Serde
+
+if TYPE_CHECKING:
+    from streamflow.topology.nodes import ProcessorRuntime
+
+log = logging.getLogger(__name__)
 
 _START = struct.Struct(">Q")
 _BOUNDS = struct.Struct(">qq")
@@ -32,6 +38,21 @@ _SIGN = 1 << 63
 
 class LateRecord(StreamflowError):
     """A record arrived after every window it belongs to had closed (its reason in the DLQ)."""
+
+
+def late_record(
+    rt: ProcessorRuntime, late: str, reason: LateRecord, stage: str, processor: str, dropped: int
+) -> int:
+    """A late record, as its processor's ``late`` says: to the dead-letter topic with the
+    reason, or (``"drop"``) counted, the first few and every 1000th logged. Returns the count
+    of dropped records."""
+    if late == "drop":
+        dropped += 1
+        if dropped <= 5 or dropped % 1000 == 0:
+            log.warning("dropped late record #%d: %s", dropped, reason)
+        return dropped
+    rt.dead_letter(rt.msg, reason, stage, processor)
+    return dropped
 
 
 class Windowed(NamedTuple):
