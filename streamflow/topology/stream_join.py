@@ -27,14 +27,19 @@ from typing import Any
 from streamflow.state.store import KeyValueStore
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push, _fanout
 from streamflow.topology.specs import StoreSpec
-from streamflow.topology.windows import LateRecord, late_record, start_prefix, store_start
+from streamflow.topology.windows import (
+    LateRecord,
+    StreamTimeState,
+    late_record,
+    start_prefix,
+    store_start,
+)
 
 _LEN = struct.Struct(">I")
 _TS_SEQ = struct.Struct(">QQ")
 _SIGN = 1 << 63
 """Both numbers sign-flipped: byte order is then numeric order, negative ones included."""
 _NEVER = float("inf")
-_TIME_KEY = "stream_time"
 
 
 def _prefix(kb: bytes) -> bytes:
@@ -100,14 +105,14 @@ class StreamJoinNode(Node):
         return push
 
 
-class _JoinTask:
+class _JoinTask(StreamTimeState):
     """The state both sides of one join share in one task: buffers, stream time, closing."""
 
     def __init__(self, node: StreamJoinNode, rt: ProcessorRuntime) -> None:
+        super().__init__(rt, node.time_store.name)
         self.node, self.rt = node, rt
         self.buffers: list[KeyValueStore] = [rt.store(s.name) for s in node.buffers]
         self.indexes: list[KeyValueStore] = [rt.store(s.name) for s in node.indexes]
-        self.times = rt.store(node.time_store.name)
         self.out: Push | None = None
         self.within, self.grace = node.within_ms, node.grace_ms
         self.retention = 2 * node.within_ms + node.grace_ms
@@ -115,27 +120,12 @@ class _JoinTask:
         late (one that arrives up to ``within + grace`` behind stream time, ``within`` away)."""
         # Which sides' records that never joined are emitted when they expire.
         self.keep_unmatched = (node.how in ("left", "outer"), node.how == "outer")
-        self.loaded = False
-        self.stream_time = -(1 << 62)
-        self.saved_time = self.stream_time
         self.close_at = _NEVER
         self.dropped = 0
-        rt.on_prepare_commit(self._save_time)
-        rt.on_abort(self._forget)
 
     def _load(self) -> None:
-        saved = self.times.get(_TIME_KEY)
-        self.stream_time = self.saved_time = self.stream_time if saved is None else int(saved)
+        self.load_time()
         self._find_close_at()
-        self.loaded = True
-
-    def _save_time(self) -> None:
-        if self.loaded and self.stream_time != self.saved_time:
-            self.times.put(_TIME_KEY, self.stream_time)
-            self.saved_time = self.stream_time
-
-    def _forget(self) -> None:
-        self.loaded = False
 
     def _find_close_at(self) -> None:
         firsts = [next(iter(index.items()), None) for index in self.indexes]

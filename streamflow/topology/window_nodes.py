@@ -26,6 +26,7 @@ from streamflow.topology.specs import StoreSpec
 from streamflow.topology.windows import (
     LateRecord,
     SessionWindows,
+    StreamTimeState,
     TimeWindows,
     Windowed,
     late_record,
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
 _NEVER = float("inf")
-_TIME_KEY = "stream_time"
 
 
 @dataclass(eq=False, kw_only=True)
@@ -75,17 +75,16 @@ class WindowAggregateNode(Node):
             state: _WindowTask = SessionTask(self, rt, _fanout(downstream))
         else:
             state = _WindowTask(self, rt, _fanout(downstream))
-        rt.on_prepare_commit(state.save_time)
-        rt.on_abort(state.forget)
         if self.idle_close_ms is not None:
             rt.schedule(state.idle_due, state.idle_fire)
         return state.push
 
 
-class _WindowTask:
+class _WindowTask(StreamTimeState):
     """One task's side of a `WindowAggregateNode` (a class: the state is several fields)."""
 
     def __init__(self, node: WindowAggregateNode, rt: ProcessorRuntime, nxt: Push) -> None:
+        super().__init__(rt, node.time_store.name)
         self.node, self.rt, self.nxt = node, rt, nxt
         w = node.windows
         self.grace = w.grace_ms
@@ -95,10 +94,6 @@ class _WindowTask:
         self.idle = node.idle_close_ms is not None
         """Quiet partitions close on the wall clock: only then is it read per record."""
         self.store: KeyValueStore = rt.store(node.store.name)
-        self.times: KeyValueStore = rt.store(node.time_store.name)
-        self.loaded = False
-        self.stream_time = -(1 << 62)
-        self.saved_time = self.stream_time
         self.close_at = _NEVER
         """When stream time reaches this, the oldest open window closes."""
         self.last_record_wall = 0
@@ -108,13 +103,9 @@ class _WindowTask:
     # -- state ---------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        """On first use, after the stores were restored (not at build time: restore comes
-        after the task is built)."""
-        saved = self.times.get(_TIME_KEY)
-        self.stream_time = self.saved_time = self.stream_time if saved is None else int(saved)
+        self.load_time()
         self._find_close_at()
         self.last_record_wall = self.wall_base = self.rt.now_ms()
-        self.loaded = True
         log.debug(
             "window store %s, partition %d: stream time %d, next close at %s",
             self.node.store.name,
@@ -126,15 +117,6 @@ class _WindowTask:
     def _find_close_at(self) -> None:
         first = next(iter(self.store.items()), None)
         self.close_at = _NEVER if first is None else store_start(first[0]) + self.size + self.grace
-
-    def save_time(self) -> None:
-        if self.loaded and self.stream_time != self.saved_time:
-            self.times.put(_TIME_KEY, self.stream_time)
-            self.saved_time = self.stream_time
-
-    def forget(self) -> None:
-        """The cycle aborted: the stores dropped its writes; reload what they now hold."""
-        self.loaded = False
 
     # -- records -------------------------------------------------------------------------------
 

@@ -40,6 +40,39 @@ class LateRecord(StreamflowError):
     """A record arrived after every window it belongs to had closed (its reason in the DLQ)."""
 
 
+_TIME_KEY = "stream_time"
+
+
+class StreamTimeState:
+    """A time-aware processor's stream time in one task: the largest event time it has seen,
+    kept in memory per record and written to its store once per commit (``save_time``), so a
+    replay after a restore or an abort (``forget``) decides "late" as the first run did."""
+
+    def __init__(self, rt: ProcessorRuntime, time_store: str) -> None:
+        self.times = rt.store(time_store)
+        self.loaded = False
+        self.stream_time = -(1 << 62)
+        self.saved_time = self.stream_time
+        rt.on_prepare_commit(self.save_time)
+        rt.on_abort(self.forget)
+
+    def load_time(self) -> None:
+        """On first use, after the stores were restored (not at build time: restore comes
+        after the task is built)."""
+        saved = self.times.get(_TIME_KEY)
+        self.stream_time = self.saved_time = self.stream_time if saved is None else int(saved)
+        self.loaded = True
+
+    def save_time(self) -> None:
+        if self.loaded and self.stream_time != self.saved_time:
+            self.times.put(_TIME_KEY, self.stream_time)
+            self.saved_time = self.stream_time
+
+    def forget(self) -> None:
+        """The cycle aborted: the stores dropped its writes; reload what they now hold."""
+        self.loaded = False
+
+
 def late_record(
     rt: ProcessorRuntime, late: str, reason: LateRecord, stage: str, processor: str, dropped: int
 ) -> int:
