@@ -17,7 +17,7 @@ from streamflow.serde.avro.serde import avro
 from streamflow.serde.base import Serde
 from streamflow.topology.nodes import ProcessorContext, Record
 from streamflow.topology.stream import Stream, Table
-from streamflow.topology.windows import Windowed, hopping, session, tumbling
+from streamflow.topology.windows import Windowed, hopping, session, sliding, tumbling
 from streamflow.workflow.api import (
     Exponential,
     NonRetryable,
@@ -50,5 +50,6 @@ __all__ = [
     "avro",
     "hopping",
     "session",
+    "sliding",
     "tumbling",
 ]

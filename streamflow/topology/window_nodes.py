@@ -26,6 +26,7 @@ from streamflow.topology.specs import StoreSpec
 from streamflow.topology.windows import (
     LateRecord,
     SessionWindows,
+    SlidingWindows,
     StreamTimeState,
     TimeWindows,
     Windowed,
@@ -47,9 +48,12 @@ class WindowAggregateNode(Node):
     """Windows: key = window start + record key (``windows.store_key``), value = aggregate."""
     time_store: StoreSpec
     """The stream time, one entry per task."""
-    windows: TimeWindows | SessionWindows
+    windows: TimeWindows | SessionWindows | SlidingWindows
     index_store: StoreSpec | None = None
-    """Sessions only: their keys ordered by end, for closing them by stream time."""
+    """Sessions: their keys ordered by end, for closing them by stream time. Sliding windows:
+    the buffered records ordered by time, for dropping them."""
+    buffer_store: StoreSpec | None = None
+    """Sliding windows only: the key's recent records, to fold a new window from."""
     merge: Callable[[Any, Any], Any] | None = None
     """Sessions only: how two sessions' aggregates combine when a record joins them."""
     key_serializer: Callable[[Any], bytes]
@@ -65,7 +69,7 @@ class WindowAggregateNode(Node):
         return f"store {self.store.name}, {self.windows.describe()}, emit on {self.emit}"
 
     def stores(self) -> list[StoreSpec]:
-        extra = [] if self.index_store is None else [self.index_store]
+        extra = [s for s in (self.index_store, self.buffer_store) if s is not None]
         return [self.store, self.time_store, *extra]
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
@@ -73,6 +77,10 @@ class WindowAggregateNode(Node):
             from streamflow.topology.session_nodes import SessionTask
 
             state: _WindowTask = SessionTask(self, rt, _fanout(downstream))
+        elif isinstance(self.windows, SlidingWindows):
+            from streamflow.topology.sliding_nodes import SlidingTask
+
+            state = SlidingTask(self, rt, _fanout(downstream))
         else:
             state = _WindowTask(self, rt, _fanout(downstream))
         if self.idle_close_ms is not None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from streamflow.errors import ConfigError
 from streamflow.serde.base import BYTES, JSON, STR, Serde, resolve_serde
 from streamflow.topology.window_nodes import WindowAggregateNode
-from streamflow.topology.windows import SessionWindows, TimeWindows, windowed_serde
+from streamflow.topology.windows import SessionWindows, SlidingWindows, TimeWindows, windowed_serde
 
 if TYPE_CHECKING:
     from streamflow.topology.stream import Stream
@@ -29,7 +29,7 @@ class WindowedStream:
     def __init__(
         self,
         stream: Stream,
-        windows: TimeWindows | SessionWindows,
+        windows: TimeWindows | SessionWindows | SlidingWindows,
         *,
         late: str = "dead_letter",
         idle_close: timedelta | None = None,
@@ -93,15 +93,19 @@ class WindowedStream:
         key_serde = stream.key_serde
         spec = topology.add_store(store, BYTES, value_serde)
         times = topology.add_store(f"{store}-stream-time", STR, JSON)
-        index = None
+        index = buffer = None
         if isinstance(self.windows, SessionWindows):
             index = topology.add_store(f"{store}-by-end", BYTES, JSON)
+        elif isinstance(self.windows, SlidingWindows):
+            buffer = topology.add_store(f"{store}-records", BYTES, stream.value_serde)
+            index = topology.add_store(f"{store}-records-by-time", BYTES, JSON)
         node = WindowAggregateNode(
             store,
             store=spec,
             time_store=times,
             windows=self.windows,
             index_store=index,
+            buffer_store=buffer,
             merge=merge,
             key_serializer=key_serde.serialize,
             key_deserializer=key_serde.deserialize,

@@ -2,6 +2,8 @@
 
 ``tumbling(size)`` windows do not overlap: each record is in exactly one. ``hopping(size, every)``
 windows start every ``every`` and last ``size``, so a record is in ``size / every`` of them.
+``sliding(size)`` windows are cut where a key's records are, not on a clock: one window per set
+of records less than ``size`` apart (``sliding_nodes``).
 Windows are aligned to the epoch (a 5-minute window starts at :00, :05, ...), so every worker and
 every replay cuts the same windows.
 
@@ -160,6 +162,36 @@ class SessionWindows:
 
     def describe(self) -> str:
         return f"session, gap {self.gap_ms} ms, grace {self.grace_ms} ms"
+
+
+@dataclass(frozen=True)
+class SlidingWindows:
+    """Windows ``[start, start + size_ms)`` placed by a key's records: each record ends one
+    window (it is the last record in it) and starts one right after it (the window that no
+    longer holds it), so every distinct set of records less than ``size_ms`` apart has a window
+    of its own, and no window is empty."""
+
+    size_ms: int
+    grace_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0:
+            raise ConfigError(f"a sliding window's size must be positive, not {self.size_ms} ms")
+        if self.grace_ms < 0:
+            raise ConfigError(f"grace must not be negative, not {self.grace_ms} ms")
+
+    @property
+    def kind(self) -> str:
+        return "sliding"
+
+    def describe(self) -> str:
+        return f"sliding {self.size_ms} ms, grace {self.grace_ms} ms"
+
+
+def sliding(size: timedelta | int, *, grace: timedelta | int = 0) -> SlidingWindows:
+    """Windows over a key's records less than ``size`` apart (one per distinct set of them);
+    each is ``[start, end)`` with ``end - start == size``, like the other time windows."""
+    return SlidingWindows(_ms(size, "size"), _ms(grace, "grace"))
 
 
 def session(gap: timedelta | int, *, grace: timedelta | int = 0) -> SessionWindows:
