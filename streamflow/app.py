@@ -15,7 +15,7 @@ from streamflow.errors import ConfigError
 from streamflow.runtime.config import AppConfig, Guarantee
 from streamflow.runtime.kafka_settings import resolve as resolve_kafka
 from streamflow.runtime.step_executor import DEFAULT_ASYNC_STEP_CONCURRENCY, DEFAULT_STEP_THREADS
-from streamflow.serde.base import Serde, resolve_serde
+from streamflow.serde.base import JSON, STR, Serde, resolve_serde
 from streamflow.topology.describe import describe
 from streamflow.topology.graph import Topology
 from streamflow.topology.nodes import SourceNode, TableSourceNode
@@ -209,13 +209,18 @@ class App:
         *,
         stores: Sequence[str],
         name: str | None = None,
+        on: str = "wall_clock",
     ) -> None:
-        """Run ``fn(ctx)`` every ``interval`` of wall-clock time in each task that owns
-        ``stores``: ``ctx.store(name)`` reads and writes them, ``ctx.send(topic, key, value)``
-        writes records, all in the same transaction as that task's records."""
+        """Run ``fn(ctx)`` every ``interval`` in each task that owns ``stores``:
+        ``ctx.store(name)`` reads and writes them, ``ctx.send(topic, key, value)`` writes
+        records, all in the same transaction as that task's records. ``on``: the wall clock
+        (``"wall_clock"``), or the task's stream time (``"stream_time"``: the largest event
+        time it has seen; a replay fires exactly as the live run did)."""
         ms = int(interval.total_seconds() * 1000)
         if ms <= 0:
             raise ConfigError(f"app.every: the interval must be positive, not {interval!r}")
+        if on not in ("wall_clock", "stream_time"):
+            raise ConfigError(f"app.every on={on!r}: use 'wall_clock' or 'stream_time'")
         if not stores:
             raise ConfigError(
                 "app.every needs stores=[...]: it runs in the tasks that own those stores"
@@ -226,13 +231,18 @@ class App:
             if spec is None:
                 raise ConfigError(f"app.every: store {store!r} is not declared")
             specs.append(spec)
+        name = name or self.topology.unique_name("every")
+        time_store = None
+        if on == "stream_time":
+            time_store = self.topology.add_store(f"{name}-stream-time", STR, JSON)
         self.topology.standalone.append(
             PunctuationNode(
-                name or self.topology.unique_name("every"),
+                name,
                 interval_ms=ms,
                 fn=fn,
                 store_specs=specs,
                 topics=self.topology.topics,
+                time_store=time_store,
             )
         )
 

@@ -84,6 +84,9 @@ class Task:
         """Milliseconds of the wall clock timers run on (the test driver's hand-moved clock)."""
         self.timestamp_override: int | None = None
         self.headers_override: Headers = None
+        self.record_event_time: int | None = None
+        """The event time a source's timestamp extractor gave the record being processed."""
+        self._record_time_hooks: list[Callable[[int], None]] = []
         self.dead_lettered = 0
         self.rewind_on_start = False
         """Restarted on a partition the consumer kept: seek to the committed offset first."""
@@ -182,6 +185,11 @@ class Task:
         changelogs: state kept in memory per record is written once per commit."""
         self._prepare_hooks.append(hook)
 
+    def on_record_time(self, hook: Callable[[int], None]) -> None:
+        """``hook(event_time)`` runs after each record processed without error, inside the
+        cycle: what moves with stream time (stream-time punctuations) hooks in here."""
+        self._record_time_hooks.append(hook)
+
     def on_close(self, hook: Callable[[], None]) -> None:
         """``hook()`` runs when the task closes (revoked, lost, or the worker stops)."""
         self._close_hooks.append(hook)
@@ -224,8 +232,13 @@ class Task:
         undo = self._undo
         if undo:
             undo.clear()  # what earlier records wrote stays: only this record can be undone
+        timed = bool(self._record_time_hooks)
+        if timed:
+            self.record_event_time = None
         try:
             source.push(key, value)
+            if timed:
+                self._record_time(msg)
         except KeyboardInterrupt:
             raise
         except KafkaException as exc:
@@ -236,6 +249,13 @@ class Task:
         except BaseException as exc:  # noqa: BLE001 - SystemExit from user code is bad input too
             self.rollback(0)
             self.dead_letter(msg, exc, "process", failing_processor(exc))
+
+    def _record_time(self, msg: SourceMessage) -> None:
+        event_time = self.record_event_time
+        if event_time is None:
+            event_time = msg.timestamp()[1]
+        for hook in self._record_time_hooks:
+            hook(event_time)
 
     def dead_letter(
         self, msg: SourceMessage, exc: BaseException, stage: str, processor: str

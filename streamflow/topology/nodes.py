@@ -53,6 +53,7 @@ class ProcessorRuntime(Protocol):
     partition: int
     timestamp_override: int | None
     headers_override: list[tuple[str, bytes]] | None
+    record_event_time: int | None
 
     def store(self, name: str) -> KeyValueStore: ...
 
@@ -61,6 +62,8 @@ class ProcessorRuntime(Protocol):
     def on_abort(self, hook: Callable[[], None]) -> None: ...
 
     def on_prepare_commit(self, hook: Callable[[], None]) -> None: ...
+
+    def on_record_time(self, hook: Callable[[int], None]) -> None: ...
 
     def savepoint(self) -> int: ...
 
@@ -172,7 +175,9 @@ class SourceNode(Node):
         def push(key: Any, value: Any, _sf_node: Node = self) -> None:
             # The extracted time is the record's event time downstream (windows read it, and
             # sinks write it as the output's timestamp), for this record only.
-            rt.timestamp_override = event_time_ms(extract(value), self.topic.name)
+            rt.timestamp_override = rt.record_event_time = event_time_ms(
+                extract(value), self.topic.name
+            )
             try:
                 nxt(key, value)
             finally:

@@ -43,6 +43,8 @@ class LateRecord(StreamflowError):
 
 
 _TIME_KEY = "stream_time"
+NO_TIME = -(1 << 62)
+"""Stream time before any record."""
 
 
 class StreamTimeState:
@@ -53,7 +55,7 @@ class StreamTimeState:
     def __init__(self, rt: ProcessorRuntime, time_store: str) -> None:
         self.times = rt.store(time_store)
         self.loaded = False
-        self.stream_time = -(1 << 62)
+        self.stream_time = NO_TIME
         self.saved_time = self.stream_time
         rt.on_prepare_commit(self.save_time)
         rt.on_abort(self.forget)

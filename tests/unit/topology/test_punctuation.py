@@ -92,3 +92,76 @@ def test_a_late_cycle_runs_once_and_keeps_to_the_schedule() -> None:
         driver.advance_time(60_000 * 3 + 30_000)  # three runs were due: one runs, not three
         driver.advance_time(30_000)  # the schedule's next point: 4 minutes after the start
         assert runs == [start + 210_000, start + 240_000]
+
+
+def _stream_time_app(fn) -> App:
+    app = App("shop")
+    orders = app.topic("orders")
+    app.topic("reports")
+    app.stream(orders).aggregate("totals", initial=lambda: 0, fn=lambda acc, o: acc + o["cents"])
+    app.every(timedelta(minutes=1), fn, stores=["totals"], name="report", on="stream_time")
+    return app
+
+
+MIN = 60_000
+T0 = 1_700_000_000_000 - 1_700_000_000_000 % MIN
+
+
+def test_a_stream_time_schedule_fires_on_event_time_not_the_wall_clock() -> None:
+    with TestDriver(_stream_time_app(_report_and_reset)) as driver:
+        driver.pipe("orders", "c", {"cents": 1}, timestamp=T0 + 10_000)
+        driver.pipe("orders", "c", {"cents": 2}, timestamp=T0 + 50_000)
+        driver.advance_time(10 * MIN)  # the wall clock does not move stream time
+        assert driver.read("reports") == []
+        driver.pipe("orders", "c", {"cents": 4}, timestamp=T0 + 30_000)  # out of order: no
+        assert driver.read("reports") == []
+        # Stream time reaches T0 + 1 min: the schedule fires after this record, with it counted.
+        driver.pipe("orders", "c", {"cents": 8}, timestamp=T0 + MIN)
+        ((key, report),) = driver.read("reports")
+        assert (key, report["cents"]) == ("c", 15)
+        (sent,) = driver.messages("reports")
+        assert sent.timestamp()[1] == T0 + MIN  # stamped with the point of the schedule
+        # A jump over three intervals fires once, at the last point it passed.
+        driver.pipe("orders", "c", {"cents": 16}, timestamp=T0 + 4 * MIN + 5)
+        assert [r["cents"] for _, r in driver.read("reports")] == [15, 16]
+        assert driver.messages("reports")[-1].timestamp()[1] == T0 + 4 * MIN
+
+
+def test_a_restarted_task_neither_fires_an_interval_again_nor_skips_one(tmp_path) -> None:
+    app = _stream_time_app(_report_and_reset)
+    with TestDriver(app, state_dir=tmp_path) as driver:
+        driver.pipe("orders", "c", {"cents": 1}, timestamp=T0 + 10_000)
+        driver.pipe("orders", "c", {"cents": 2}, timestamp=T0 + MIN + 10)  # fires at T0 + 1 min
+        assert [r["cents"] for _, r in driver.read("reports")] == [3]
+    with TestDriver(app, state_dir=tmp_path) as driver:
+        # Stream time came back as T0 + 1 min + 10 ms: records before it fire nothing (with
+        # the schedule forgotten, the first would start it anew and the second fire T0 + 1 min
+        # again).
+        driver.pipe("orders", "c", {"cents": 4}, timestamp=T0 + 20_000)
+        driver.pipe("orders", "c", {"cents": 0}, timestamp=T0 + MIN + 5)
+        assert driver.read("reports") == []
+        # ... and the next point of the schedule is T0 + 2 min, not one interval after restart.
+        driver.pipe("orders", "c", {"cents": 8}, timestamp=T0 + 2 * MIN)
+        assert [r["cents"] for _, r in driver.read("reports")] == [12]
+
+
+def test_stream_time_is_the_extracted_event_time_when_the_source_has_one() -> None:
+    app = App("shop")
+    orders = app.topic("orders")
+    app.topic("reports")
+    app.stream(orders, timestamp="at").aggregate(
+        "totals", initial=lambda: 0, fn=lambda acc, o: acc + o["cents"]
+    )
+    app.every(timedelta(minutes=1), _report_and_reset, stores=["totals"], on="stream_time")
+    with TestDriver(app) as driver:
+        driver.pipe("orders", "c", {"cents": 1, "at": T0 + 5}, timestamp=T0 + 5 * MIN)
+        assert driver.read("reports") == []  # the Kafka timestamp is not the event time here
+        driver.pipe("orders", "c", {"cents": 2, "at": T0 + MIN}, timestamp=T0)
+        assert [r["cents"] for _, r in driver.read("reports")] == [3]
+
+
+def test_a_schedule_on_an_unknown_clock_is_refused() -> None:
+    app = App("shop")
+    app.store("totals")
+    with pytest.raises(ConfigError, match="on='event_time'"):
+        app.every(timedelta(minutes=1), _report_and_reset, stores=["totals"], on="event_time")
