@@ -256,7 +256,7 @@ class App:
         self.topology.add_source(spec, source)
         node = TableSourceNode(f"table-{store_spec.name}", topic=spec, store=store_spec)
         source.children.append(node)
-        return Table(self.topology, store_spec, spec, node)
+        return Table(self.topology, store_spec, spec.key_serde, node)
 
     def _topic(self, topic: TopicSpec | str) -> TopicSpec:
         if isinstance(topic, TopicSpec):

@@ -210,11 +210,18 @@ def event_time_ms(value: Any, topic: str) -> int:
 
 @dataclass(eq=False, kw_only=True)
 class MapNode(Node):
-    fn: Callable[[Any], Any]
+    fn: Callable[..., Any]
+    with_key: bool = False
     kind: str = field(default="map", init=False)
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
         nxt, fn = _fanout(downstream), self.fn
+        if self.with_key:
+
+            def push_keyed(key: Any, value: Any, _sf_node: Node = self) -> None:
+                nxt(key, fn(key, value))
+
+            return push_keyed
 
         def push(key: Any, value: Any, _sf_node: Node = self) -> None:
             nxt(key, fn(value))
@@ -279,11 +286,18 @@ class BranchNode(Node):
 class KeyByNode(Node):
     """Re-keys a record and writes it to a repartition topic, so equal keys meet in one task."""
 
-    fn: Callable[[Any], Any]
+    fn: Callable[..., Any]
+    with_key: bool = False
     kind: str = field(default="key_by", init=False)
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
         nxt, fn = _fanout(downstream), self.fn
+        if self.with_key:
+
+            def push_keyed(key: Any, value: Any, _sf_node: Node = self) -> None:
+                nxt(fn(key, value), value)
+
+            return push_keyed
 
         def push(key: Any, value: Any, _sf_node: Node = self) -> None:
             nxt(fn(value), value)
@@ -365,14 +379,15 @@ class AggregateNode(Node):
 
 @dataclass(eq=False, kw_only=True)
 class TableSourceNode(Node):
-    """Materializes a (compacted) topic into a store: last value per key, None deletes."""
+    """Materializes a (compacted) topic, or a stream's results (``topic`` None), into a
+    store: last value per key, None deletes."""
 
-    topic: TopicSpec
+    topic: TopicSpec | None
     store: StoreSpec
     kind: str = field(default="table", init=False)
 
     def detail(self) -> str:
-        return f"{self.topic.name} → store {self.store.name}"
+        return f"{'stream' if self.topic is None else self.topic.name} → store {self.store.name}"
 
     def stores(self) -> list[StoreSpec]:
         return [self.store]

@@ -28,22 +28,24 @@ from streamflow.topology.nodes import (
     SourceNode,
     StartWorkflowNode,
     TableJoinNode,
+    TableSourceNode,
 )
 from streamflow.topology.specs import REPARTITION_CONFIG, StoreSpec, TopicKind, TopicSpec
 
 if TYPE_CHECKING:
     from streamflow.topology.windowed_stream import WindowedStream
-    from streamflow.topology.windows import SessionWindows, TimeWindows
+    from streamflow.topology.windows import SessionWindows, SlidingWindows, TimeWindows
 
 
 TABLE_JOINS = ("inner", "left", "outer")
 
 
 class Table:
-    """A store materialized from a topic; streams join against it by key."""
+    """A store holding the last value per key (of a topic, or of a stream's results);
+    streams and tables join against it by key."""
 
-    def __init__(self, topology: Topology, store: StoreSpec, topic: TopicSpec, node: Node) -> None:
-        self._topology, self.store, self.topic, self._node = topology, store, topic, node
+    def __init__(self, topology: Topology, store: StoreSpec, key_serde: Serde, node: Node) -> None:
+        self._topology, self.store, self.key_serde, self._node = topology, store, key_serde, node
 
     def join(
         self,
@@ -72,7 +74,7 @@ class Table:
             )
             node.children.append(join)
             join.children.append(out)
-        return Stream(self._topology, out, self.topic.key_serde, resolve_serde(value))
+        return Stream(self._topology, out, self.key_serde, resolve_serde(value))
 
 
 class Stream:
@@ -100,11 +102,17 @@ class Stream:
     # -- stateless -------------------------------------------------------------------------------
 
     def map(
-        self, fn: Callable[[Any], Any], *, name: str | None = None, value: str | Serde | None = None
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        value: str | Serde | None = None,
+        with_key: bool = False,
     ) -> Stream:
-        """A new value per record; the key stays (so partitioning stays valid)."""
+        """A new value per record, ``fn(value)`` (``with_key``: ``fn(key, value)``); the key
+        stays (so partitioning stays valid)."""
         return self._then(
-            MapNode(self._name("map", name), fn=fn),
+            MapNode(self._name("map", name), fn=fn, with_key=with_key),
             value_serde=None if value is None else resolve_serde(value),
         )
 
@@ -138,14 +146,16 @@ class Stream:
 
     def key_by(
         self,
-        fn: Callable[[Any], Any],
+        fn: Callable[..., Any],
         *,
         name: str | None = None,
         key: str | Serde | None = None,
         value: str | Serde | None = None,
         partitions: int | None = None,
+        with_key: bool = False,
     ) -> Stream:
-        """Re-key by ``fn(value)`` through ``<app>-<name>-repartition``.
+        """Re-key by ``fn(value)`` (``with_key``: ``fn(key, value)``, e.g. a windowed result's
+        ``key.key``) through ``<app>-<name>-repartition``.
 
         Records with equal new keys land in one partition, so the aggregation after this
         sees every record of a key in one task, in order.
@@ -163,7 +173,9 @@ class Stream:
                 REPARTITION_CONFIG,
             )
         )
-        self._then(KeyByNode(name, fn=fn))._then(SinkNode(f"{name}-sink", topic=topic))
+        self._then(KeyByNode(name, fn=fn, with_key=with_key))._then(
+            SinkNode(f"{name}-sink", topic=topic)
+        )
         source = SourceNode(f"{name}-source", topic=topic)
         self._topology.add_source(topic, source)
         return Stream(self._topology, source, key_serde, value_serde)
@@ -200,18 +212,27 @@ class Stream:
     def count(self, store: str) -> Stream:
         return self.aggregate(store, initial=_zero, fn=_plus_one)
 
+    def to_table(self, store: str, *, name: str | None = None) -> Table:
+        """Materialize this stream's results into ``store``, the last value per key (None
+        deletes), as a table to join against or read: a windowed result's table is keyed by
+        ``Windowed(key, start, end)`` (``windows.fetch_windows`` reads a key's windows)."""
+        spec = self._topology.add_store(store, self.key_serde, self.value_serde)
+        node = TableSourceNode(self._name("to_table", name), topic=None, store=spec)
+        self._then(node)
+        return Table(self._topology, spec, self.key_serde, node)
+
     def window(
         self,
-        windows: TimeWindows | SessionWindows,
+        windows: TimeWindows | SessionWindows | SlidingWindows,
         *,
         late: str = "dead_letter",
         idle_close: timedelta | None = None,
     ) -> WindowedStream:
         """Cut this keyed stream into windows by event time (``tumbling``, ``hopping``,
-        ``session``);
-        follow with ``aggregate``, ``reduce`` or ``count``. Records later than the windows'
-        grace go to the dead-letter topic (``late="drop"``: counted and dropped);
-        ``idle_close`` closes windows of a quiet partition after that much wall-clock time."""
+        ``sliding``, ``session``); follow with ``aggregate``, ``reduce`` or ``count``. Records
+        later than the windows' grace go to the dead-letter topic (``late="drop"``: counted
+        and dropped); ``idle_close`` closes windows of a quiet partition after that much
+        wall-clock time."""
         from streamflow.topology.windowed_stream import WindowedStream
 
         return WindowedStream(self, windows, late=late, idle_close=idle_close)

@@ -29,6 +29,7 @@ from streamflow.errors import ConfigError, StreamflowError
 from streamflow.serde.base import Serde
 
 if TYPE_CHECKING:
+    from streamflow.state.store import KeyValueStore
     from streamflow.topology.nodes import ProcessorRuntime
 
 log = logging.getLogger(__name__)
@@ -242,3 +243,17 @@ def windowed_serde(inner: Serde) -> Serde:
         return Windowed(deserialize(data[:-16]), start, end)
 
     return Serde(f"windowed<{inner.name}>", write, read)
+
+
+def fetch_windows(
+    table: KeyValueStore, key: Any, time_from: int | None = None, time_to: int | None = None
+) -> list[tuple[Windowed, Any]]:
+    """A key's windows in a table of windowed results (``stream.to_table``), oldest first:
+    those starting in ``[time_from, time_to]`` (either bound open when None). One prefix scan
+    of the key's bytes: windowed keys are the key's bytes, then start and end."""
+    kb = table.key_serializer(Windowed(key, 0, 0))[:-16]
+    lo = -(1 << 63) if time_from is None else time_from
+    hi = (1 << 63) - 1 if time_to is None else time_to
+    return [
+        (w, value) for w, value in table.prefix_items(kb) if w.key == key and lo <= w.start <= hi
+    ]
