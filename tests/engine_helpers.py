@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,3 +194,23 @@ class RunningWorker:
         self.thread.join(60)
         assert not self.thread.is_alive(), "worker did not stop"
         assert not self.errors, self.errors
+
+
+def kill_while_producing(
+    producer: Any, workers: list[WorkerProcess], min_kills: int, seed: int
+) -> tuple[int, int]:
+    """SIGKILL a random worker every 2–3.5 s while ``producer`` (a thread) runs and until
+    ``min_kills`` kills, restarting it at once, every other time with its state dir deleted
+    (its stores then come back from the changelogs alone). Returns (kills, wipes)."""
+    rng = random.Random(seed)
+    kills = wipes = 0
+    while min_kills and (producer.is_alive() or kills < min_kills):
+        time.sleep(rng.uniform(2.0, 3.5))
+        victim = rng.choice(workers)
+        victim.kill()
+        kills += 1
+        if kills % 2 == 0:
+            shutil.rmtree(victim.state_dir, ignore_errors=True)
+            wipes += 1
+        victim.start()
+    return kills, wipes

@@ -52,6 +52,11 @@ class InputOffsets:
             raise RuntimeError(f"offsets of {topic!r} are held twice")
         self._holds[topic] = committable
 
+    @property
+    def held(self) -> bool:
+        """Some topic's records finish out of order (its offsets are held)."""
+        return bool(self._holds)
+
     def committable(self, topic: str, position: int) -> int:
         """The next offset to commit for ``topic``, given the consumer's position in it."""
         hold = self._holds.get(topic)

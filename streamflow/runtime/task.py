@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 
 from confluent_kafka import KafkaError, KafkaException
 
+from streamflow.runtime.aligned_input import AlignedInput
 from streamflow.runtime.collector import Headers, RecordCollector
 from streamflow.runtime.dead_letter import dead_letter_headers, failing_processor, fit_dead_letter
 from streamflow.runtime.input_offsets import Committable, InputOffsets
@@ -97,6 +98,9 @@ class Task:
         ~3 µs a write in memory churn)."""
         self.offsets = InputOffsets()
         """Committed and staged offsets of the source partitions (the one owner of them)."""
+        self.aligned: AlignedInput | None = None
+        """Several source topics: records held to be processed in timestamp order (set by the
+        worker, which knows the consumer's watermarks)."""
         self.stores: dict[str, KeyValueStore] = {}
         self._store_specs = {s.name: s for s in sub.stores}
         # Changelog offsets learnt from delivery reports of this cycle, applied as checkpoints.
@@ -363,6 +367,8 @@ class Task:
             store.apply(self._changelog_next.pop(name, None))
 
     def aborted(self) -> None:
+        if self.aligned is not None:
+            self.aligned.clear()  # the consumer is rewound: the held records come again
         self._undo.clear()
         for store in self.stores.values():
             store.abort()

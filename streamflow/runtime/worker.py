@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from streamflow.errors import KafkaUnavailable
 from streamflow.runtime import access
 from streamflow.runtime.access import AdminConnection
+from streamflow.runtime.aligned_input import AlignedInput
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.commit_cycle import CommitCycle
 from streamflow.runtime.config import AppConfig, consumer_config, producer_config
@@ -49,6 +50,11 @@ QUICK_STEP_WAIT = 0.001
 """Seconds a commit waits for attempts its cycle started (see _finish_quick_steps)."""
 INITIALIZE_RETRY_SECONDS = 0.5
 STEP_POLL_INTERVAL = 0.002
+ALIGN_MAX_WAIT = float(os.environ.get("STREAMFLOW_ALIGN_MAX_WAIT", "1.0"))
+"""How long a task reading several topics holds its records for a lagging one's (seconds)."""
+MARKER_SLACK = 2
+"""Offsets a caught-up partition may be short of its high watermark: transaction markers take
+offsets and are never returned as records."""
 """Longest idle poll while step attempts run: a finished attempt's completion cannot wake a
 blocked consumer poll, so the loop looks for completions at least this often."""
 
@@ -331,6 +337,8 @@ class Worker:
                     self._complete_steps()
             messages = consumer.consume(batch, 0)
             if not messages:
+                if self._aligning and self._drain_aligned():
+                    continue  # what a lagging topic was waited for: go on without it
                 if cycle.open:
                     self._finish_quick_steps()
                     self._commit()  # input drained: commit now, latency over batching
@@ -441,6 +449,7 @@ class Worker:
         route = self._route
         deadline = cycle.opened_at + self.max_cycle_seconds
         done = 0
+        aligned = False
         for i, msg in enumerate(messages):
             if not i & 31 and i and time.monotonic() > deadline:
                 cycle.records += i - done
@@ -456,9 +465,15 @@ class Worker:
             task = route[msg.topic()][msg.partition()]
             if task is None:
                 continue  # revoked or not yet restored: its records are fetched again later
+            if task.aligned is not None:
+                task.aligned.add(msg)  # processed in timestamp order with its other topics
+                aligned = True
+                continue
             task.process(msg)
         cycle.records += len(messages) - done
         self.processed += len(messages) - done
+        if aligned:
+            self._drain_aligned()
 
     def _commit_before(self, unprocessed: list[Any]) -> bool:
         """Commit mid-batch: each partition's offset stops at its first unprocessed record."""
@@ -628,6 +643,8 @@ class Worker:
                 step_executor=self.executor,
             )
             parts = self._task_partitions(task)
+            if len(parts) > 1 and not task.offsets.held:
+                self._align(task)
             task.pause_input = functools.partial(self._pause, parts)
             task.resume_input = functools.partial(self._resume_if_running, parts)
             self._tasks[task_id] = task
@@ -635,6 +652,49 @@ class Worker:
             created.append(task_id)
         if created:
             log.info("assigned tasks %s", ", ".join(sorted(created)))
+
+    def _align(self, task: Task) -> None:
+        """A task reading several topics processes their records in timestamp order."""
+        topics = [t.name for t in task.sub.sources]
+        aligned = task.aligned = AlignedInput(topics, task.partition, self._lagging, ALIGN_MAX_WAIT)
+        for topic in topics:
+            task.hold_offsets(topic, aligned.committable(topic))
+
+    def _lagging(self, topic: str, partition: int, next_offset: int) -> bool:
+        """Has the partition records from ``next_offset`` on that were not fetched yet? From
+        the watermarks of the last fetch (no request); unknown counts as yes."""
+        try:
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+        except KafkaException:
+            return True
+        if high < 0:
+            return True
+        if next_offset < 0:
+            task = self._route[topic][partition]
+            committed = task.offsets.committed(topic) if task is not None else -1
+            next_offset = committed if committed >= 0 else low
+        return bool(high - next_offset > MARKER_SLACK)
+
+    @property
+    def _aligning(self) -> bool:
+        return any(t.aligned is not None and t.aligned.held for t in self._tasks.values())
+
+    def _drain_aligned(self) -> int:
+        """Process what the tasks reading several topics may process now; returns how many."""
+        done = 0
+        for task in list(self._tasks.values()):
+            aligned = task.aligned
+            if aligned is None or not aligned.held or not self._route_of(task):
+                continue
+            ready = aligned.take()
+            if ready:
+                self.cycle.begin()
+                for msg in ready:
+                    task.process(msg)
+                done += len(ready)
+        return done
 
     def _pause(self, parts: list[TopicPartition]) -> None:
         self.consumer.pause(parts)  # the consumer of now: it is replaced on recovery

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from tests.engine_helpers import (
     REPO,
     WorkerProcess,
     create_topic,
+    kill_while_producing,
     produce_events,
     read_topic,
     wait_for,
@@ -107,18 +107,8 @@ def _windowed_run(kafka_bootstrap: str, tmp_path: Path, min_kills: int) -> None:
         args=(kafka_bootstrap, env["SF_TEST_INPUT"], clicks + flush, 3_000),
     )
     producer.start()
-    rng = random.Random(5)
-    kills = wipes = 0
     try:
-        while min_kills and (producer.is_alive() or kills < min_kills):
-            time.sleep(rng.uniform(2.0, 3.5))
-            victim = rng.choice(workers)
-            victim.kill()
-            kills += 1
-            if kills % 2 == 0:
-                shutil.rmtree(victim.state_dir, ignore_errors=True)
-                wipes += 1
-            victim.start()
+        kills, wipes = kill_while_producing(producer, workers, min_kills, seed=5)
         producer.join()
         total = len(clicks) + len(flush)
         wait_for(
