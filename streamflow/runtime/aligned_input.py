@@ -4,7 +4,8 @@ A join or a window fed by two topics decides "late" by stream time, the largest 
 task has seen. The consumer fetches partitions independently: a worker that restarts behind a
 backlog can get all of one topic's records before the other's, and stream time then jumps past
 the other side, which would all be late. So a task with several source topics holds its records
-in one queue per topic and always processes the head with the smallest timestamp. While a
+in one queue per topic and always processes the head with the smallest timestamp: its event
+time when the source extracts one (decoded once more for it), else the record's timestamp. While a
 topic's queue is empty but its partition has records the consumer has not fetched yet (its high
 watermark is ahead), the task waits for them, up to ``max_wait_s`` (Kafka Streams' task idling);
 a partition that is caught up is not waited for.
@@ -20,6 +21,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from streamflow.topology.nodes import event_time_ms
+from streamflow.topology.specs import TopicSpec
+
+TimeOf = Callable[[Any], int]
+"""A record's timestamp for ordering: its event time."""
+
 Lagging = Callable[[str, int, int], bool]
 """``lagging(topic, partition, next_offset)``: does the partition hold records from
 ``next_offset`` on that the consumer has not returned yet?"""
@@ -33,15 +40,23 @@ class AlignedInput:
         "_max_wait_s",
         "_next",
         "_queues",
+        "_time_of",
         "_waiting_for",
         "_waiting_since",
         "partition",
     )
 
     def __init__(
-        self, topics: list[str], partition: int, lagging: Lagging, max_wait_s: float
+        self,
+        topics: list[str],
+        partition: int,
+        lagging: Lagging,
+        max_wait_s: float,
+        time_of: dict[str, TimeOf] | None = None,
     ) -> None:
         self.partition = partition
+        self._time_of = time_of or {}
+        """Per topic whose source extracts event time: how (else the record's timestamp)."""
         self._queues: dict[str, deque[tuple[int, Any]]] = {t: deque() for t in topics}
         self._next: dict[str, int] = {}
         """Per topic, the offset after the last record added: where a lag check starts."""
@@ -50,8 +65,10 @@ class AlignedInput:
         self._waiting_since = 0.0
 
     def add(self, msg: Any) -> None:
-        self._queues[msg.topic()].append((msg.timestamp()[1], msg))
-        self._next[msg.topic()] = msg.offset() + 1
+        topic = msg.topic()
+        time_of = self._time_of.get(topic)
+        self._queues[topic].append((msg.timestamp()[1] if time_of is None else time_of(msg), msg))
+        self._next[topic] = msg.offset() + 1
 
     @property
     def held(self) -> int:
@@ -104,3 +121,17 @@ class AlignedInput:
             queue.clear()
         self._next.clear()
         self._waiting_for = None
+
+
+def extracted_time(topic: TopicSpec, extract: Callable[[Any], Any]) -> TimeOf:
+    """Order a source's records by the event time its extractor gives; a record it cannot
+    decode or date keeps its Kafka timestamp (processing dead-letters it with the reason)."""
+    deserialize, name = topic.value_serde.deserialize, topic.name
+
+    def time_of(msg: Any) -> int:
+        try:
+            return event_time_ms(extract(deserialize(msg.value())), name)
+        except Exception:  # noqa: BLE001 - the record is refused where it is processed
+            return int(msg.timestamp()[1])
+
+    return time_of

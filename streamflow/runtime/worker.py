@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from streamflow.errors import KafkaUnavailable
 from streamflow.runtime import access
 from streamflow.runtime.access import AdminConnection
-from streamflow.runtime.aligned_input import AlignedInput
+from streamflow.runtime.aligned_input import AlignedInput, extracted_time
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.commit_cycle import CommitCycle
 from streamflow.runtime.config import AppConfig, consumer_config, producer_config
@@ -656,7 +656,14 @@ class Worker:
     def _align(self, task: Task) -> None:
         """A task reading several topics processes their records in timestamp order."""
         topics = [t.name for t in task.sub.sources]
-        aligned = task.aligned = AlignedInput(topics, task.partition, self._lagging, ALIGN_MAX_WAIT)
+        time_of = {
+            t.name: extracted_time(t, extract)
+            for t in task.sub.sources
+            if (extract := self.topology.source_node(t.name).timestamp) is not None
+        }
+        aligned = task.aligned = AlignedInput(
+            topics, task.partition, self._lagging, ALIGN_MAX_WAIT, time_of
+        )
         for topic in topics:
             task.hold_offsets(topic, aligned.committable(topic))
 

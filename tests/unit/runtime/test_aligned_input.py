@@ -78,3 +78,29 @@ def test_an_abort_clears_what_is_held() -> None:
     aligned.clear()
     assert aligned.held == 0
     assert aligned.committable("a")(5) == 5
+
+
+def test_a_source_with_an_event_time_extractor_is_ordered_by_event_time() -> None:
+    import operator
+
+    import orjson
+
+    from streamflow.runtime.aligned_input import extracted_time
+    from streamflow.serde.base import JSON
+    from streamflow.topology.specs import TopicSpec
+
+    @dataclass
+    class Valued(Msg):
+        body: bytes = b""
+
+        def value(self) -> bytes:
+            return self.body
+
+    views = TopicSpec("views", JSON, JSON)
+    time_of = {"views": extracted_time(views, operator.itemgetter("at"))}
+    aligned = AlignedInput(["views", "clicks"], 0, lambda *_: False, 1.0, time_of)
+    # Produced late (record timestamp 900) but it happened at 100: it goes first.
+    aligned.add(Valued("views", 0, 900, orjson.dumps({"at": 100})))
+    aligned.add(Valued("views", 1, 901, b"not json"))  # undecodable: its record timestamp
+    aligned.add(Msg("clicks", 0, 500))
+    assert _ids(aligned.take()) == [("views", 0), ("clicks", 0), ("views", 1)]
