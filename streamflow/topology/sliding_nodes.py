@@ -86,7 +86,7 @@ class SlidingTask(_WindowTask):
         self.last_offset = offset
         bk = _buffer_key(kb, ts, offset, self.at_offset)
         applied = False
-        store, fn, nxt = self.store, self.node.fn, self.nxt
+        store, fn = self.store, self.node.fn
         for start in sorted(starts):
             end = start + size
             if not start <= ts < end or end + grace <= stream_time:
@@ -94,13 +94,8 @@ class SlidingTask(_WindowTask):
             wk = store_key(start, kb)
             acc = store.get_encoded(wk, _UNSET)
             acc = self._fold(prefix, start, end, ts, value) if acc is _UNSET else fn(acc, value)
-            self._check(acc, key)
-            store.put_encoded(wk, acc, key)
+            self._put(key, wk, start, acc)
             applied = True
-            if end + grace < self.close_at:
-                self.close_at = end + grace
-            if self.emit_updates:
-                nxt(Windowed(key, start, end), acc)
         if applied and any(t > ts for t in neighbours):
             self._open_after(key, kb, prefix, ts, stream_time)
         if applied:
@@ -116,9 +111,13 @@ class SlidingTask(_WindowTask):
         wk = store_key(start, kb)
         if end + self.grace <= stream_time or self.store.get_encoded(wk, _UNSET) is not _UNSET:
             return
-        acc = self._fold(prefix, start, end, None, None)
+        self._put(key, wk, start, self._fold(prefix, start, end, None, None))
+
+    def _put(self, key: Any, wk: bytes, start: int, acc: Any) -> None:
+        """Store a window's new aggregate, and emit it (``emit="update"``)."""
         self._check(acc, key)
         self.store.put_encoded(wk, acc, key)
+        end = start + self.size
         if end + self.grace < self.close_at:
             self.close_at = end + self.grace
         if self.emit_updates:
