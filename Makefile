@@ -4,7 +4,8 @@
 #                    stop Kafka if this run started it; exits with pytest's status
 #   make unit        tests that need no broker
 #   make kafka       start the local broker (`make kafka-stop` stops it); `make test` reuses it
-#   make chaos       the crash and fault tests at full size (10,000 transfers, 200,000 records)
+#   make chaos       the crash and fault tests at full size (10,000 transfers, 200,000 records,
+#                    100,000 windowed clicks, 60,000 joined views and clicks)
 #   make lint        ruff (lint + format check) and mypy --strict on streamflow/
 #
 # Kafka comes from Maven Central jars via `mvn` (cached in ~/.cache/streamflow, or
@@ -63,7 +64,7 @@ test: venv kafka-jars
 
 # The big fault runs: never part of `make test`, which runs the same tests at a smaller size.
 chaos: venv kafka-jars
-	@SF_CRASH_TRANSFERS=10000 SF_CHAOS_RECORDS=200000 SF_WINDOW_CRASH=1 SF_WINDOW_EVENTS=100000 $(WITH_KAFKA) $(PY) -m pytest -s tests/crash $(PYTEST_ARGS)
+	@SF_CRASH_TRANSFERS=10000 SF_CHAOS_RECORDS=200000 SF_WINDOW_CRASH=1 SF_WINDOW_EVENTS=100000 SF_JOIN_EVENTS=60000 SF_JOIN_KILLS=8 $(WITH_KAFKA) $(PY) -m pytest -s tests/crash $(PYTEST_ARGS)
 
 clean:
 	-test -x $(SF) && $(SF) dev kafka stop --dir $(KAFKA_DIR)
