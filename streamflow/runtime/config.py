@@ -71,7 +71,9 @@ def consumer_config(config: AppConfig, assignment_strategy: str) -> dict[str, An
         "session.timeout.ms": config.session_timeout_ms,
         "heartbeat.interval.ms": max(1000, config.session_timeout_ms // 4),
         "max.poll.interval.ms": 300_000,
-        "enable.partition.eof": False,
+        # A task reading several topics waits for a lagging one until it is known to be at
+        # its end (runtime/aligned_input.py): partition-EOF is how it knows.
+        "enable.partition.eof": True,
         "fetch.wait.max.ms": 100,
         # Larger fetches keep the local queue full (keyed-count bench: 139k → ~200k records/s),
         # but a full queue must not park the fetcher for librdkafka's default 1 s backoff:

@@ -50,11 +50,9 @@ QUICK_STEP_WAIT = 0.001
 """Seconds a commit waits for attempts its cycle started (see _finish_quick_steps)."""
 INITIALIZE_RETRY_SECONDS = 0.5
 STEP_POLL_INTERVAL = 0.002
-ALIGN_MAX_WAIT = float(os.environ.get("STREAMFLOW_ALIGN_MAX_WAIT", "1.0"))
-"""How long a task reading several topics holds its records for a lagging one's (seconds)."""
-MARKER_SLACK = 2
-"""Offsets a caught-up partition may be short of its high watermark: transaction markers take
-offsets and are never returned as records."""
+ALIGN_MAX_WAIT = float(os.environ.get("STREAMFLOW_ALIGN_MAX_WAIT", "60"))
+"""How long a task reading several topics holds its records for one whose partition is behind
+and sends nothing (seconds): past that, a broker is likely gone and the rest goes on."""
 """Longest idle poll while step attempts run: a finished attempt's completion cannot wake a
 blocked consumer poll, so the loop looks for completions at least this often."""
 
@@ -70,6 +68,8 @@ class Worker:
         self._sub_of_topic = {t.name: sub for sub in self.subs for t in sub.sources}
         self._running = False
         self._tasks: dict[str, Task] = {}  # every task this worker owns
+        self._aligned_paused: dict[str, set[str]] = {}
+        """Per aligned task, the source topics paused because their held records are full."""
         self._route: dict[str, list[Task | None]] = {}  # topic → partition → running task
         self._initializing: list[Task] = []
         self._initialize_after = 0.0
@@ -460,7 +460,10 @@ class Worker:
                 cycle.begin()
                 deadline = cycle.opened_at + self.max_cycle_seconds
             if msg.error() is not None:
-                self._consumer_error(msg)
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    aligned = self._reached_end(msg) or aligned
+                else:
+                    self._consumer_error(msg)
                 continue
             task = route[msg.topic()][msg.partition()]
             if task is None:
@@ -661,39 +664,35 @@ class Worker:
             for t in task.sub.sources
             if (extract := self.topology.source_node(t.name).timestamp) is not None
         }
-        aligned = task.aligned = AlignedInput(
-            topics, task.partition, self._lagging, ALIGN_MAX_WAIT, time_of
-        )
+        aligned = task.aligned = AlignedInput(topics, task.partition, ALIGN_MAX_WAIT, time_of)
         for topic in topics:
             task.hold_offsets(topic, aligned.committable(topic))
 
-    def _lagging(self, topic: str, partition: int, next_offset: int) -> bool:
-        """Has the partition records from ``next_offset`` on that were not fetched yet? From
-        the watermarks of the last fetch (no request); unknown counts as yes."""
-        try:
-            low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), cached=True
-            )
-        except KafkaException:
-            return True
-        if high < 0:
-            return True
-        if next_offset < 0:
-            task = self._route[topic][partition]
-            committed = task.offsets.committed(topic) if task is not None else -1
-            next_offset = committed if committed >= 0 else low
-        return bool(high - next_offset > MARKER_SLACK)
+    def _reached_end(self, msg: Any) -> bool:
+        """Partition-EOF: a task reading several topics need not wait for this one."""
+        task = self._route[msg.topic()][msg.partition()]
+        if task is None or task.aligned is None:
+            return False
+        task.aligned.reached_end(msg.topic())
+        return True
 
     @property
     def _aligning(self) -> bool:
-        return any(t.aligned is not None and t.aligned.held for t in self._tasks.values())
+        return any(
+            t.aligned is not None and (t.aligned.held or self._aligned_paused.get(t.id))
+            for t in self._tasks.values()
+        )
 
     def _drain_aligned(self) -> int:
         """Process what the tasks reading several topics may process now; returns how many."""
         done = 0
         for task in list(self._tasks.values()):
             aligned = task.aligned
-            if aligned is None or not aligned.held or not self._route_of(task):
+            if aligned is None or not self._route_of(task):
+                continue
+            if not aligned.held:
+                if self._aligned_paused.get(task.id):
+                    self._hold_back(task, aligned)
                 continue
             ready = aligned.take()
             if ready:
@@ -701,7 +700,21 @@ class Worker:
                 for msg in ready:
                     task.process(msg)
                 done += len(ready)
+            self._hold_back(task, aligned)
         return done
+
+    def _hold_back(self, task: Task, aligned: AlignedInput) -> None:
+        """Pause the partitions whose held records reached the limit (memory stays bounded
+        while the other side catches up); resume them once they are down to half."""
+        paused = self._aligned_paused.get(task.id, set())
+        pause = aligned.to_pause(paused)
+        if pause == paused:
+            return
+        for topic in pause - paused:
+            self.consumer.pause([TopicPartition(topic, task.partition)])
+        for topic in paused - pause:
+            self.consumer.resume([TopicPartition(topic, task.partition)])
+        self._aligned_paused[task.id] = pause
 
     def _pause(self, parts: list[TopicPartition]) -> None:
         self.consumer.pause(parts)  # the consumer of now: it is replaced on recovery
@@ -740,6 +753,7 @@ class Worker:
             if task in self._initializing:
                 self._initializing.remove(task)
             self.restorer.remove(task)
+            self._aligned_paused.pop(task.id, None)
             task.close()
             closed.append(task.id)
         if closed:
