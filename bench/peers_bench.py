@@ -397,7 +397,7 @@ def merge_results(rows: list[dict]) -> Path:
     old = json.loads(path.read_text()) if path.exists() else []
     done = {(r["row"], r["system"]) for r in rows}
     kept = [r for r in old if r.get("suite") != "peers" or (r.get("row"), r["system"]) not in done]
-    path.write_text(json.dumps(kept + rows, indent=2, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(kept + rows, indent=2) + "\n")
     return path
 
 
