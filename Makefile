@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # Re-install only when the package definition changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit chaos clean demo bench lint format
+.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit chaos clean demo bench bench-peers bench-peers-deps lint format
 
 venv: $(INSTALLED)
 
@@ -88,5 +88,28 @@ $(DBOS_VENV)/.installed:
 	$(DBOS_VENV)/bin/python -m pip install --quiet 'dbos>=3.4,<4'
 	touch $@
 
-bench: venv kafka-jars $(DBOS_VENV)/.installed
-	@SF_DBOS_PYTHON=$(CURDIR)/$(DBOS_VENV)/bin/python $(WITH_KAFKA) sh -c '$(PY) bench/run.py --bootstrap $$KAFKA_BOOTSTRAP'
+# The peers of bench/peers_bench.py, each in an environment of its own, never the package's:
+# Quix Streams from PyPI in a venv, Kafka Streams (the broker's version) as a jar built by mvn.
+QUIX_VENV := .cache/bench-quix-venv
+KSTREAMS_JAR := bench/kstreams/target/kstreams-bench.jar
+
+$(QUIX_VENV)/.installed:
+	test -x $(QUIX_VENV)/bin/python || $(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(QUIX_VENV)/bin/python -m pip install --quiet 'quixstreams==3.28.1'
+	touch $@
+
+$(KSTREAMS_JAR): bench/kstreams/pom.xml $(wildcard bench/kstreams/src/main/java/bench/*.java)
+	cd bench/kstreams && mvn -q package
+
+bench-peers-deps: $(QUIX_VENV)/.installed $(KSTREAMS_JAR)
+
+PEERS_ENV := SF_QUIX_PYTHON=$(CURDIR)/$(QUIX_VENV)/bin/python SF_KSTREAMS_JAR=$(CURDIR)/$(KSTREAMS_JAR)
+PEERS_ARGS ?=
+
+bench: venv kafka-jars $(DBOS_VENV)/.installed bench-peers-deps
+	@SF_DBOS_PYTHON=$(CURDIR)/$(DBOS_VENV)/bin/python $(PEERS_ENV) $(WITH_KAFKA) sh -c '$(PY) bench/run.py --bootstrap $$KAFKA_BOOTSTRAP && $(PY) bench/peers_bench.py --bootstrap $$KAFKA_BOOTSTRAP $(PEERS_ARGS)'
+
+# Only streamflow against Kafka Streams and Quix Streams (PEERS_ARGS="--records 100000 --rounds 1").
+bench-peers: venv kafka-jars bench-peers-deps
+	@$(PEERS_ENV) $(WITH_KAFKA) sh -c '$(PY) bench/peers_bench.py --bootstrap $$KAFKA_BOOTSTRAP $(PEERS_ARGS)'
