@@ -146,25 +146,34 @@ class KeyValueStore:
                 f"store {self.name!r}: the value for key {key if key is not None else kb!r} "
                 f"cannot be serialized: {type(exc).__name__}: {exc}"
             ) from None
-        encoded = self.buffer.encoded
-        self.undo += (self, kb, encoded.get(kb, _MISSING))
+        buffer = self.buffer
+        encoded = buffer.encoded
+        before = encoded.get(kb, _MISSING)
+        self.undo += (self, kb, before)
         encoded[kb] = vb
-        self.buffer.entries[kb] = value
+        buffer.entries[kb] = value
+        if before is _MISSING and buffer.keys is not None:
+            buffer.added(kb)
 
     def delete(self, key: Any) -> None:
         self.delete_encoded(self._key_serialize(key))
 
     def delete_encoded(self, kb: bytes) -> None:
-        encoded = self.buffer.encoded
-        self.undo += (self, kb, encoded.get(kb, _MISSING))
+        buffer = self.buffer
+        encoded = buffer.encoded
+        before = encoded.get(kb, _MISSING)
+        self.undo += (self, kb, before)
         encoded[kb] = None
-        self.buffer.entries[kb] = TOMBSTONE
+        buffer.entries[kb] = TOMBSTONE
+        if before is _MISSING and buffer.keys is not None:
+            buffer.added(kb)
 
     def undo_write(self, kb: bytes, before: Any) -> None:
         """Put back what the buffer held for ``kb`` before a write (``_MISSING``: nothing):
         how a task rolls a failed record's writes back (``Task.rollback``)."""
         if before is _MISSING:
-            self.buffer.encoded.pop(kb, None)
+            if self.buffer.encoded.pop(kb, _MISSING) is not _MISSING:
+                self.buffer.removed(kb)
         else:
             self.buffer.encoded[kb] = before
         self.buffer.entries.pop(kb, None)
@@ -181,16 +190,16 @@ class KeyValueStore:
         """Key order scan of ``[start, end)`` in encoded-key byte order, buffer merged in."""
         lo = None if start is None else self._key_serialize(start)
         hi = None if end is None else self._key_serialize(end)
-        return self._scan(lo, lambda kb: hi is not None and kb >= hi)
+        return self._scan(lo, hi, lambda kb: hi is not None and kb >= hi)
 
     def prefix_items(self, prefix: bytes) -> Iterator[tuple[Any, Any]]:
         """Every entry whose *encoded* key starts with ``prefix`` (windows, composite keys)."""
-        return self._scan(prefix, lambda kb: not kb.startswith(prefix))
+        return self._scan(prefix, _after_prefix(prefix), lambda kb: not kb.startswith(prefix))
 
-    def _scan(self, lo: bytes | None, past_end: Any) -> Iterator[tuple[Any, Any]]:
+    def _scan(self, lo: bytes | None, hi: bytes | None, past_end: Any) -> Iterator[tuple[Any, Any]]:
         # Merge the sorted buffer keys into the RocksDB iteration so a scan sees this cycle's
         # writes exactly as a later read would.
-        pending = sorted(k for k in self.buffer.encoded if lo is None or k >= lo)
+        pending = self.buffer.sorted_keys(lo, hi)
         it = self._db.iter()
         if lo is None:
             it.seek_to_first()
@@ -307,3 +316,12 @@ class KeyValueStore:
 
 
 _MISSING: Any = object()
+
+
+def _after_prefix(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix`` (None: there is none,
+    the prefix being all 0xff bytes)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])

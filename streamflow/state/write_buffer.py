@@ -13,6 +13,7 @@ mutated one of those objects in place before raising).
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 TOMBSTONE: Any = object()
@@ -22,11 +23,15 @@ TOMBSTONE: Any = object()
 class WriteBuffer:
     """Uncommitted writes of one store of one task, keyed by the encoded key."""
 
-    __slots__ = ("encoded", "entries")
+    __slots__ = ("encoded", "entries", "keys")
 
     def __init__(self) -> None:
         self.entries: dict[bytes, Any] = {}
         self.encoded: dict[bytes, bytes | None] = {}
+        self.keys: list[bytes] | None = None
+        """The written keys in order, for range scans: made by the cycle's first scan and kept
+        sorted from then on (so a store that is never scanned never sorts, and one scanned per
+        record pays a bisection per new key, not a sort of the cycle's writes per scan)."""
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -35,6 +40,30 @@ class WriteBuffer:
         """Drop every write: what an aborted transaction requires."""
         self.entries.clear()
         self.encoded.clear()
+        self.keys = None
+
+    def added(self, kb: bytes) -> None:
+        """``kb`` was written for the first time in this cycle."""
+        if self.keys is not None:
+            bisect.insort(self.keys, kb)
+
+    def removed(self, kb: bytes) -> None:
+        """``kb``'s only write of this cycle was undone."""
+        keys = self.keys
+        if keys is not None:
+            i = bisect.bisect_left(keys, kb)
+            if i < len(keys) and keys[i] == kb:
+                del keys[i]
+
+    def sorted_keys(self, lo: bytes | None, hi: bytes | None) -> list[bytes]:
+        """The written keys in ``[lo, hi)`` (None: open), in order; a copy, so writes made
+        while a scan walks it do not move it."""
+        keys = self.keys
+        if keys is None:
+            keys = self.keys = sorted(self.encoded)
+        i = 0 if lo is None else bisect.bisect_left(keys, lo)
+        j = len(keys) if hi is None else bisect.bisect_left(keys, hi)
+        return keys[i:j]
 
     def forget_decoded(self) -> None:
         """Keep the writes, drop their decoded objects: later reads decode ``encoded``."""

@@ -118,3 +118,52 @@ def test_wipe_forgets_data_and_checkpoint_but_stays_usable(tmp_path: Path) -> No
     store.apply(10)
     assert dict(store.items()) == {"b": 2}
     store.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("put"), st.text("ab\xff", min_size=1, max_size=3), st.integers(0, 99)
+            ),
+            st.tuples(st.just("delete"), st.text("ab\xff", min_size=1, max_size=3), st.none()),
+            st.tuples(st.just("scan"), st.text("ab\xff", max_size=2), st.none()),
+            st.tuples(st.just("undo"), st.just(""), st.none()),
+        ),
+        max_size=40,
+    )
+)
+def test_scans_between_writes_and_undos_see_exactly_the_buffer(tmp_path_factory, steps) -> None:
+    """The sorted index of the cycle's keys, built by its first scan, follows every later
+    write and every undo (a failed record's rollback)."""
+    store = KeyValueStore("s", tmp_path_factory.mktemp("scan2") / "s", STR, JSON)
+    store.put("b", 1)
+    store.prepare_commit()
+    store.apply(None)
+    truth: dict[str, int] = {"b": 1}
+    mark, truth_at_mark = len(store.undo), dict(truth)
+    for op, key, value in steps:
+        if op == "put":
+            store.put(key, value)
+            truth[key] = value
+        elif op == "delete":
+            store.delete(key)
+            truth.pop(key, None)
+        elif op == "undo":  # what Task.rollback does with the undo log
+            undo = store.undo
+            for i in range(len(undo) - 3, mark - 1, -3):
+                undo[i].undo_write(undo[i + 1], undo[i + 2])
+            del undo[mark:]
+            truth = dict(truth_at_mark)
+        else:
+            prefix = key.encode()
+            assert list(store.prefix_items(prefix)) == sorted(
+                (k, v) for k, v in truth.items() if k.encode().startswith(prefix)
+            )
+            assert list(store.items(start=key or None)) == sorted(
+                (k, v) for k, v in truth.items() if k >= key
+            )
+            mark, truth_at_mark = len(store.undo), dict(truth)
+    assert list(store.items()) == sorted(truth.items())
+    store.close()
