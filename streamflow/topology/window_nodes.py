@@ -162,7 +162,8 @@ class _WindowTask(StreamTimeState):
                 acc = value if initial is None else fn(initial(), value)
             else:
                 acc = fn(acc, value)
-            self._check(acc, key)
+            if acc is None:
+                self._check(acc, key)
             store.put_encoded(wk, acc, key)
             applied = True
             if end + grace < self.close_at:
