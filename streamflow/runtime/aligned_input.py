@@ -103,8 +103,9 @@ class AlignedInput:
             if len(q) > self._limit or (t in paused and len(q) > self._limit // 2)
         }
 
-    def take(self) -> list[Any]:
-        """The records that may be processed now, in timestamp order (ties: topic order)."""
+    def take(self, most: int = 1 << 30) -> list[Any]:
+        """Up to ``most`` records that may be processed now, in timestamp order (ties: topic
+        order)."""
         out: list[Any] = []
         queues = list(self._queues.values())
         waited = self._waiting_for
@@ -122,6 +123,8 @@ class AlignedInput:
             if best is None:
                 return out
             out.append(best.popleft()[1])
+            if len(out) >= most:
+                return out
 
     def _wait_for(self, topic: str) -> bool:
         """An empty queue while others hold records: hold them until its partition is known to

@@ -23,7 +23,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from streamflow.errors import KafkaUnavailable
+from streamflow.errors import ConfigError, KafkaUnavailable
 from streamflow.runtime import access
 from streamflow.runtime.access import AdminConnection
 from streamflow.runtime.aligned_input import AlignedInput, extracted_time
@@ -50,6 +50,8 @@ QUICK_STEP_WAIT = 0.001
 """Seconds a commit waits for attempts its cycle started (see _finish_quick_steps)."""
 INITIALIZE_RETRY_SECONDS = 0.5
 STEP_POLL_INTERVAL = 0.002
+DRAIN_CHUNK = 512
+"""Records of an aligned task processed between two checks of the cycle's age."""
 ALIGN_MAX_WAIT = float(os.environ.get("STREAMFLOW_ALIGN_MAX_WAIT", "60"))
 """How long a task reading several topics holds its records for one whose partition is behind
 and sends nothing (seconds): past that, a broker is likely gone and the rest goes on."""
@@ -69,6 +71,9 @@ class Worker:
         self._running = False
         self._tasks: dict[str, Task] = {}  # every task this worker owns
         self._aligned_paused: dict[str, set[str]] = {}
+        self._ends: dict[tuple[str, int], int] = {}
+        """The offset of each partition's last partition-EOF: a task that starts there (its
+        EOF came while it restored) knows it need not wait for that partition."""
         """Per aligned task, the source topics paused because their held records are full."""
         self._route: dict[str, list[Task | None]] = {}  # topic → partition → running task
         self._initializing: list[Task] = []
@@ -92,6 +97,7 @@ class Worker:
 
     def run(self, install_signal_handlers: bool = True) -> None:
         cfg = self.config
+        _check_librdkafka()
         identity = WorkerIdentity(cfg.state_dir / cfg.name)
         clean = False
         self.worker_id = identity.worker_id
@@ -252,6 +258,7 @@ class Worker:
         self._cooperative = not multi_source
         strategy = "cooperative-sticky" if self._cooperative else "range"
         self.consumer = Consumer(consumer_config(cfg, strategy))
+        self._ends.clear()  # learnt by the consumer this replaces
         self.collector = KafkaCollector(self.producers[0])
         self.cycle.attach(self.producers, self.consumer, self.collector)
         self.restorer = Restorer(cfg.bootstrap, cfg.name, cfg.kafka.values)
@@ -444,6 +451,9 @@ class Worker:
         """Process a batch in the open cycle. A cycle is bounded in time even mid-batch: past
         ``max_cycle_seconds`` it commits what is processed and goes on in a new one, so slow
         processing never lets the coordinator time the transaction out."""
+        if messages[-1].error() is not None and all(m.error() is not None for m in messages):
+            self._errors_only(messages)  # no transaction for a batch of EOFs and errors
+            return
         cycle = self.cycle
         cycle.begin()
         route = self._route
@@ -613,6 +623,9 @@ class Worker:
                 )
         for tp in self._task_partitions(task):
             self._route[tp.topic][tp.partition] = task
+            end = self._ends.get((tp.topic, tp.partition), -1)
+            if task.aligned is not None and 0 <= end <= task.offsets.committed(tp.topic):
+                task.aligned.reached_end(tp.topic)  # nothing after where it starts
         self.consumer.resume(self._task_partitions(task))
         log.debug("task %s running", task.id)
 
@@ -668,8 +681,19 @@ class Worker:
         for topic in topics:
             task.hold_offsets(topic, aligned.committable(topic))
 
+    def _errors_only(self, messages: list[Any]) -> None:
+        aligned = False
+        for msg in messages:
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                aligned = self._reached_end(msg) or aligned
+            else:
+                self._consumer_error(msg)
+        if aligned:
+            self._drain_aligned()
+
     def _reached_end(self, msg: Any) -> bool:
         """Partition-EOF: a task reading several topics need not wait for this one."""
+        self._ends[(msg.topic(), msg.partition())] = msg.offset()
         task = self._route[msg.topic()][msg.partition()]
         if task is None or task.aligned is None:
             return False
@@ -694,12 +718,18 @@ class Worker:
                 if self._aligned_paused.get(task.id):
                     self._hold_back(task, aligned)
                 continue
-            ready = aligned.take()
-            if ready:
-                self.cycle.begin()
+            while ready := aligned.take(DRAIN_CHUNK):
+                cycle = self.cycle
+                cycle.begin()
                 for msg in ready:
                     task.process(msg)
                 done += len(ready)
+                # Every record taken is processed: the offsets may be committed here, so a long
+                # drain keeps its transaction as short as a batch's.
+                if time.monotonic() - cycle.opened_at > self.max_cycle_seconds:
+                    self._commit()
+                if task.aligned is not aligned or not self._route_of(task):
+                    break  # the commit aborted and rewound, or the task went away
             self._hold_back(task, aligned)
         return done
 
@@ -758,3 +788,23 @@ class Worker:
             closed.append(task.id)
         if closed:
             log.info("revoked tasks %s", ", ".join(sorted(closed)))
+
+
+OLDEST_LIBRDKAFKA = (2, 16, 0)
+"""From 2.2 until its fix (librdkafka #4844, fixed by #5213 in 2025), librdkafka advanced the
+consumer's position by 2 after a partition-EOF in batch consumption; the worker commits positions
+and asks for EOFs, so a commit could skip a record. 2.16 is the oldest checked to be right
+(tests/integration/test_partition_eof.py)."""
+
+
+def _check_librdkafka() -> None:
+    from confluent_kafka import libversion
+
+    version = libversion()[0]
+    parts = tuple(int(p) for p in version.split("-")[0].split(".")[:3])
+    if parts < OLDEST_LIBRDKAFKA:
+        raise ConfigError(
+            f"librdkafka {version} is older than 2.16: versions since 2.2 that lack the fix "
+            "for librdkafka #4844 misplace the consumer's position after a partition end, which "
+            "could skip records; install confluent-kafka>=2.16 (it bundles librdkafka 2.16)"
+        )
