@@ -57,10 +57,10 @@ HOP_SIZE_MS, HOP_ADVANCE_MS = 5 * 60_000, 60_000
 WITHIN_MS = 1000
 RIGHT_OFFSET_MS = 200
 # Grace of the stream–stream join, the same for all three: longer than the inputs' event-time
-# span (500 s at full size), so nothing is late. Neither streamflow nor Quix orders records across
-# topics by time as Kafka Streams does: streamflow fetches up to 4 MB (~40,000 records, 240 s of
-# event time here) per partition at a time, and one side read that far ahead of the other would
-# make the other side's records late under a grace of a few minutes.
+# span (500 s at full size), so nothing is late. Quix Streams does not order records across
+# topics by time (Kafka Streams and streamflow do): it fetches large batches per partition, and
+# one side read far ahead of the other would make the other side's records late under a grace
+# of a few minutes. The same grace for all keeps the row the same work for all.
 JOIN_GRACE_MS = 10 * 60_000
 ROWS = {
     "count": "keyed count, 100-byte records, 10k keys, exactly-once",

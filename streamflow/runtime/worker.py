@@ -725,8 +725,9 @@ class Worker:
                     task.process(msg)
                 done += len(ready)
                 # Every record taken is processed: the offsets may be committed here, so a long
-                # drain keeps its transaction as short as a batch's.
-                if time.monotonic() - cycle.opened_at > self.max_cycle_seconds:
+                # drain commits on the commit interval like the loop (results become visible
+                # steadily, and no transaction outgrows a batch's).
+                if time.monotonic() - cycle.opened_at >= self.config.commit_interval:
                     self._commit()
                 if task.aligned is not aligned or not self._route_of(task):
                     break  # the commit aborted and rewound, or the task went away
