@@ -71,9 +71,6 @@ class Worker:
         self._running = False
         self._tasks: dict[str, Task] = {}  # every task this worker owns
         self._aligned_paused: dict[str, set[str]] = {}
-        self._ends: dict[tuple[str, int], int] = {}
-        """The offset of each partition's last partition-EOF: a task that starts there (its
-        EOF came while it restored) knows it need not wait for that partition."""
         """Per aligned task, the source topics paused because their held records are full."""
         self._route: dict[str, list[Task | None]] = {}  # topic → partition → running task
         self._initializing: list[Task] = []
@@ -258,7 +255,6 @@ class Worker:
         self._cooperative = not multi_source
         strategy = "cooperative-sticky" if self._cooperative else "range"
         self.consumer = Consumer(consumer_config(cfg, strategy))
-        self._ends.clear()  # learnt by the consumer this replaces
         self.collector = KafkaCollector(self.producers[0])
         self.cycle.attach(self.producers, self.consumer, self.collector)
         self.restorer = Restorer(cfg.bootstrap, cfg.name, cfg.kafka.values)
@@ -623,9 +619,6 @@ class Worker:
                 )
         for tp in self._task_partitions(task):
             self._route[tp.topic][tp.partition] = task
-            end = self._ends.get((tp.topic, tp.partition), -1)
-            if task.aligned is not None and 0 <= end <= task.offsets.committed(tp.topic):
-                task.aligned.reached_end(tp.topic)  # nothing after where it starts
         self.consumer.resume(self._task_partitions(task))
         log.debug("task %s running", task.id)
 
@@ -692,8 +685,8 @@ class Worker:
             self._drain_aligned()
 
     def _reached_end(self, msg: Any) -> bool:
-        """Partition-EOF: a task reading several topics need not wait for this one."""
-        self._ends[(msg.topic(), msg.partition())] = msg.offset()
+        """Partition-EOF: a task reading several topics need not wait for this one. (One that
+        starts learns it afresh: librdkafka emits the EOF again after a resume or a seek.)"""
         task = self._route[msg.topic()][msg.partition()]
         if task is None or task.aligned is None:
             return False

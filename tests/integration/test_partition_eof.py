@@ -1,5 +1,6 @@
 """The worker asks for partition-EOF events (tasks reading several topics wait for a lagging
-one until it is at its end) and commits the consumer's positions. librdkafka 2.2 to 2.11
+one until it is at its end, learnt again after a resume or a seek) and commits the consumer's
+positions. librdkafka 2.2 to 2.11
 advanced the position by 2 after an EOF in batch consumption (librdkafka #4844, fixed by
 #5213): a commit after one would skip the partition's next record. This checks the installed
 one on a real broker, the way the worker consumes."""
@@ -53,5 +54,13 @@ def test_the_position_after_a_partition_eof_is_the_next_record(kafka_bootstrap: 
         producer.flush(30)
         assert _drain(consumer, until_eof=False)[0] == 5
         assert consumer.position([TopicPartition(topic, 0)])[0].offset == 6
+        _drain(consumer, until_eof=True)
+        # A task that starts resumes its paused partitions: one already at its end must say so
+        # again, or a task reading several topics would wait for it (runtime/aligned_input.py).
+        consumer.pause([TopicPartition(topic, 0)])
+        consumer.resume([TopicPartition(topic, 0)])
+        assert _drain(consumer, until_eof=True) == ["EOF"]
+        consumer.seek(TopicPartition(topic, 0, 6))  # so must a rewound one
+        assert _drain(consumer, until_eof=True) == ["EOF"]
     finally:
         consumer.close()
