@@ -50,13 +50,13 @@ QUICK_STEP_WAIT = 0.001
 """Seconds a commit waits for attempts its cycle started (see _finish_quick_steps)."""
 INITIALIZE_RETRY_SECONDS = 0.5
 STEP_POLL_INTERVAL = 0.002
+"""Longest idle poll while step attempts run: a finished attempt's completion cannot wake a
+blocked consumer poll, so the loop looks for completions at least this often."""
 DRAIN_CHUNK = 512
 """Records of an aligned task processed between two checks of the cycle's age."""
 ALIGN_MAX_WAIT = float(os.environ.get("STREAMFLOW_ALIGN_MAX_WAIT", "60"))
 """How long a task reading several topics holds its records for one whose partition is behind
 and sends nothing (seconds): past that, a broker is likely gone and the rest goes on."""
-"""Longest idle poll while step attempts run: a finished attempt's completion cannot wake a
-blocked consumer poll, so the loop looks for completions at least this often."""
 
 
 class Worker:
