@@ -30,8 +30,11 @@ from streamflow.state.write_buffer import TOMBSTONE, WriteBuffer
 log = logging.getLogger(__name__)
 
 _META_CF = "streamflow_meta"
-CACHE_ENTRIES = 100_000
-"""Committed values (bytes) kept per store (cleared wholesale when it would grow past this)."""
+CACHE_ENTRIES = 10_000
+"""Committed values (bytes) kept per store (cleared wholesale when it would grow past this).
+A task has several stores and a worker many tasks: at 100,000 a stream-stream join over
+400,000 records reached 3.5 GB of RSS (10,000: 1.0 GB, and faster), while a keyed count's hot
+keys still fit."""
 _CHECKPOINT_KEY = b"changelog_next_offset"
 _CHECKPOINT_TIME_KEY = b"changelog_checkpoint_ms"
 
