@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from streamflow.state.store import KeyValueStore
 from streamflow.topology.window_nodes import _NEVER, _WindowTask
-from streamflow.topology.windows import SessionWindows, Windowed, start_prefix, store_start
+from streamflow.topology.windows import (
+    SessionWindows,
+    Windowed,
+    key_prefix,
+    start_prefix,
+    store_start,
+)
 
 if TYPE_CHECKING:
     from streamflow.topology.nodes import ProcessorRuntime, Push
@@ -31,16 +37,12 @@ _TIMES = struct.Struct(">qq")
 _INDEXED = 0
 
 
-def _prefix(kb: bytes) -> bytes:
-    return _LEN.pack(len(kb)) + kb
-
-
 def _session_key(kb: bytes, start: int, end: int) -> bytes:
-    return _prefix(kb) + _TIMES.pack(start, end)
+    return key_prefix(kb) + _TIMES.pack(start, end)
 
 
 def _index_key(kb: bytes, start: int, end: int) -> bytes:
-    return start_prefix(end) + _prefix(kb) + _TIMES.pack(start, end)
+    return start_prefix(end) + key_prefix(kb) + _TIMES.pack(start, end)
 
 
 def _from_index(ik: bytes) -> tuple[bytes, int, int]:
@@ -63,7 +65,7 @@ class SessionTask(_WindowTask):
         gap = self.gap
         joined = []
         start, end = ts, ts
-        for sk, acc in self.store.prefix_items(_prefix(kb)):
+        for sk, acc in self.store.prefix_items(key_prefix(kb)):
             s, e = _TIMES.unpack_from(sk, len(sk) - 16)
             if s - gap <= ts <= e + gap:
                 joined.append((s, e, acc))

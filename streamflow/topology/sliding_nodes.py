@@ -25,26 +25,27 @@ from typing import TYPE_CHECKING, Any
 
 from streamflow.state.store import KeyValueStore
 from streamflow.topology.window_nodes import _UNSET, _WindowTask
-from streamflow.topology.windows import SlidingWindows, Windowed, start_prefix, store_key
+from streamflow.topology.windows import (
+    SlidingWindows,
+    Windowed,
+    key_prefix,
+    start_prefix,
+    store_key,
+)
 
 if TYPE_CHECKING:
     from streamflow.topology.nodes import ProcessorRuntime, Push
     from streamflow.topology.window_nodes import WindowAggregateNode
 
-_LEN = struct.Struct(">I")
 _SEQ = struct.Struct(">QI")
 _SIGN = 1 << 63
 _INDEXED = 0
 
 
-def _key_prefix(kb: bytes) -> bytes:
-    return _LEN.pack(len(kb)) + kb
-
-
 def _buffer_key(kb: bytes, ts: int, offset: int, n: int) -> bytes:
     """Key, then event time (ordered), then where the record came from (unique, and the same
     on every replay)."""
-    return _key_prefix(kb) + start_prefix(ts) + _SEQ.pack(offset & (_SIGN - 1), n)
+    return key_prefix(kb) + start_prefix(ts) + _SEQ.pack(offset & (_SIGN - 1), n)
 
 
 def _index_key(ts: int, buffer_key: bytes) -> bytes:
@@ -66,7 +67,7 @@ class SlidingTask(_WindowTask):
         if ts + size + grace <= stream_time:
             return False  # the newest window that could hold it, [ts, ts + size), has closed
         kb = self.node.key_serializer(key)
-        prefix = _key_prefix(kb)
+        prefix = key_prefix(kb)
         # The key's records that share a window with this one, event times in (ts - size,
         # ts + size), and those of the window right after it, up to ts + size.
         neighbours = [

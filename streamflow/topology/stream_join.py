@@ -30,6 +30,7 @@ from streamflow.topology.specs import StoreSpec
 from streamflow.topology.windows import (
     LateRecord,
     StreamTimeState,
+    key_prefix,
     late_record,
     start_prefix,
     store_start,
@@ -42,10 +43,6 @@ _SIGN = 1 << 63
 _NEVER = float("inf")
 
 
-def _prefix(kb: bytes) -> bytes:
-    return _LEN.pack(len(kb)) + kb
-
-
 def _times(ts: int, seq: int) -> bytes:
     return _TS_SEQ.pack(ts + _SIGN, seq + _SIGN)
 
@@ -56,11 +53,11 @@ def _times_of(key: bytes) -> tuple[int, int]:
 
 
 def _buffer_key(kb: bytes, ts: int, seq: int) -> bytes:
-    return _prefix(kb) + _times(ts, seq)
+    return key_prefix(kb) + _times(ts, seq)
 
 
 def _index_key(kb: bytes, ts: int, seq: int) -> bytes:
-    return start_prefix(ts) + _prefix(kb) + _times(ts, seq)
+    return start_prefix(ts) + key_prefix(kb) + _times(ts, seq)
 
 
 def _buffer_key_of(ik: bytes) -> bytes:

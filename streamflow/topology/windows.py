@@ -225,6 +225,15 @@ def store_start(encoded: bytes) -> int:
     return int(_START.unpack_from(encoded)[0]) - _SIGN
 
 
+_KEY_LENGTH = struct.Struct(">I")
+
+
+def key_prefix(kb: bytes) -> bytes:
+    """A record key as the first part of a composite store key: length-prefixed, so one key's
+    entries are one prefix scan and never run into a longer key that starts with it."""
+    return _KEY_LENGTH.pack(len(kb)) + kb
+
+
 def start_prefix(start: int) -> bytes:
     """The smallest store key of windows that start at ``start`` (a range bound)."""
     return _START.pack(start + _SIGN)
