@@ -199,7 +199,14 @@ class KeyValueStore:
         """Every entry whose *encoded* key starts with ``prefix`` (windows, composite keys)."""
         return self._scan(prefix, _after_prefix(prefix), lambda kb: not kb.startswith(prefix))
 
-    def _scan(self, lo: bytes | None, hi: bytes | None, past_end: Any) -> Iterator[tuple[Any, Any]]:
+    def range_encoded(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, Any]]:
+        """``items`` over encoded keys ``[lo, hi)``, yielding the encoded keys: composite keys
+        (joins, windows) are built and taken apart as bytes, never through the key serde."""
+        return self._scan(lo, hi, hi.__le__, _same)
+
+    def _scan(
+        self, lo: bytes | None, hi: bytes | None, past_end: Any, kd: Any = None
+    ) -> Iterator[tuple[Any, Any]]:
         # Merge the sorted buffer keys into the RocksDB iteration so a scan sees this cycle's
         # writes exactly as a later read would.
         pending = self.buffer.sorted_keys(lo, hi)
@@ -209,7 +216,8 @@ class KeyValueStore:
         else:
             it.seek(lo)
         i = 0
-        kd, vd, buf = self._key_deserialize, self._value_deserialize, self.buffer.encoded
+        kd = kd or self._key_deserialize
+        vd, buf = self._value_deserialize, self.buffer.encoded
         while True:
             db_key = it.key() if it.valid() else None
             if db_key is not None and past_end(db_key):
@@ -319,6 +327,10 @@ class KeyValueStore:
 
 
 _MISSING: Any = object()
+
+
+def _same(kb: bytes) -> bytes:
+    return kb
 
 
 def _after_prefix(prefix: bytes) -> bytes | None:

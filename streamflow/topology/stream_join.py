@@ -52,14 +52,6 @@ def _times_of(key: bytes) -> tuple[int, int]:
     return ts - _SIGN, seq - _SIGN
 
 
-def _buffer_key(kb: bytes, ts: int, seq: int) -> bytes:
-    return key_prefix(kb) + _times(ts, seq)
-
-
-def _index_key(kb: bytes, ts: int, seq: int) -> bytes:
-    return start_prefix(ts) + key_prefix(kb) + _times(ts, seq)
-
-
 def _buffer_key_of(ik: bytes) -> bytes:
     return ik[8:]
 
@@ -150,24 +142,25 @@ class _JoinTask(StreamTimeState):
         if ts + self.within + self.grace <= stream_time:
             self._late(key, ts, stream_time)
             return
-        kb = self.node.key_serializer(key)
+        # The key's length-prefixed bytes are the head of every store key this record touches.
+        kp = key_prefix(self.node.key_serializer(key))
         theirs = 1 - mine
         other, other_index = self.buffers[theirs], self.indexes[theirs]
-        lo = _buffer_key(kb, ts - self.within, -(1 << 63))
-        hi = _buffer_key(kb, ts + self.within + 1, -(1 << 63))
+        lo = kp + _TS_SEQ.pack(ts - self.within + _SIGN, 0)
+        hi = kp + _TS_SEQ.pack(ts + self.within + 1 + _SIGN, 0)
         matched = False
-        for bk, their_value in list(other.items(lo, hi)):
-            their_ts, seq = _times_of(bk)
+        for bk, their_value in list(other.range_encoded(lo, hi)):
+            their_ts = _times_of(bk)[0]
             left, right = (value, their_value) if mine == 0 else (their_value, value)
-            self._emit(key, left, right, max(ts, their_ts))
+            self._emit(key, left, right, their_ts if their_ts > ts else ts)
             matched = True
             if self.keep_unmatched[theirs]:
-                ik = _index_key(kb, their_ts, seq)
+                ik = start_prefix(their_ts) + bk
                 if other_index.get_encoded(ik) is False:
                     other_index.put_encoded(ik, True, key)
-        seq = rt.msg.offset()
-        self.buffers[mine].put_encoded(_buffer_key(kb, ts, seq), value, key)
-        self.indexes[mine].put_encoded(_index_key(kb, ts, seq), matched, key)
+        bk = kp + _times(ts, rt.msg.offset())
+        self.buffers[mine].put_encoded(bk, value, key)
+        self.indexes[mine].put_encoded(start_prefix(ts) + bk, matched, key)
         if ts + self.retention < self.close_at:
             self.close_at = ts + self.retention
         if stream_time > self.stream_time:
