@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamflow.errors import ConfigError
 from streamflow.runtime.config import AppConfig, Guarantee
@@ -25,6 +25,9 @@ from streamflow.topology.stream import Stream, Table
 from streamflow.workflow.api import Retry
 from streamflow.workflow.client import WorkflowClient
 from streamflow.workflow.compiler import WorkflowRegistry
+
+if TYPE_CHECKING:
+    from streamflow.runtime.worker import Worker
 
 
 class App:
@@ -272,6 +275,39 @@ class App:
     @property
     def dead_letter_topic(self) -> str:
         return f"{self.name}.dlq"
+
+    # -- running from your own code --------------------------------------------------------------
+
+    def worker(self, **settings: Any) -> Worker:
+        """A worker of this app, ``settings`` overriding the app's (``http_port=9400``,
+        ``state_dir=...``, any ``AppConfig`` field). ``worker.stop()`` asks it to leave."""
+        from dataclasses import replace
+
+        from streamflow.runtime.worker import Worker
+
+        config = replace(self.config, **settings) if settings else self.config
+        return Worker(self.topology, config, self.dead_letter_topic)
+
+    def run(self, **settings: Any) -> None:
+        """Run one worker of this app in this thread until SIGTERM or Ctrl-C, as
+        ``streamflow run`` does (``settings``: see ``worker``). Logging is left to you."""
+        self.worker(**settings).run()
+
+    async def run_async(self, **settings: Any) -> None:
+        """Run one worker in a thread of its own while your event loop goes on; cancelling
+        the awaiting task stops the worker the way SIGTERM does (its cycle commits, it
+        leaves the group) and waits until it has."""
+        import asyncio
+
+        worker = self.worker(**settings)
+        thread = asyncio.to_thread(worker.run, install_signal_handlers=False)
+        running = asyncio.ensure_future(thread)
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            worker.stop()
+            await running
+            raise
 
     def describe(self) -> str:
         text = describe(self.topology, self.config.guarantee)

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 from streamflow.app import App
 from streamflow.cli.kafka_options import kafka_options, kafka_settings, registry_settings
 from streamflow.errors import StreamflowError
+from streamflow.runtime import log_format as log_format_module
 
 
 def load_app(target: str) -> App:
@@ -44,9 +45,9 @@ def load_app(target: str) -> App:
     return apps[0]
 
 
-def _configure_logging(verbose: int) -> None:
+def _configure_logging(verbose: int, log_format: str = "text") -> None:
     level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_format_module.configure(level, log_format)
 
 
 @click.command()
@@ -60,6 +61,27 @@ def _configure_logging(verbose: int) -> None:
 )
 @click.option("--guarantee", type=click.Choice(["exactly_once", "at_least_once"]))
 @click.option("--commit-interval", type=float, help="Seconds between commits under load.")
+@click.option(
+    "--http-port",
+    type=int,
+    envvar="STREAMFLOW_HTTP_PORT",
+    help="Serve /metrics (Prometheus), /status and store queries on this port (0: any free).",
+)
+@click.option(
+    "--http-host",
+    default="127.0.0.1",
+    envvar="STREAMFLOW_HTTP_HOST",
+    show_default=True,
+    help="Address the HTTP endpoint binds (0.0.0.0 exposes it to the network).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="STREAMFLOW_LOG_FORMAT",
+    show_default=True,
+    help="One line per event: plain text, or one JSON object per line.",
+)
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
 @kafka_options
@@ -69,6 +91,9 @@ def run(
     state_dir: Path | None,
     guarantee: str | None,
     commit_interval: float | None,
+    http_port: int | None,
+    http_host: str,
+    log_format: str,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -77,7 +102,7 @@ def run(
 
     from streamflow.runtime.worker import Worker
 
-    _configure_logging(-1 if quiet else verbose)
+    _configure_logging(-1 if quiet else verbose, log_format)
     # `kill -USR1 <pid>` prints every thread's stack to stderr: how a worker that seems stuck
     # shows where, without stopping it.
     try:
@@ -97,6 +122,9 @@ def run(
         changes["guarantee"] = guarantee
     if commit_interval is not None:
         changes["commit_interval"] = commit_interval
+    if http_port is not None:
+        changes["http_port"] = http_port
+        changes["http_host"] = http_host
     config = replace(app.config, **changes)  # type: ignore[arg-type]
     try:
         Worker(app.topology, config, app.dead_letter_topic).run()

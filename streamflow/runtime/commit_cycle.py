@@ -31,6 +31,7 @@ from streamflow.runtime.access import AUTHORIZATION_CODES
 from streamflow.runtime.bounded_calls import GRACE_SECONDS, BoundedCalls
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.input_offsets import InputOffsets
+from streamflow.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class CommitCycle(Generic[TaskT]):
         """Wall time spent committing (flush + offsets + EndTxn): the price of each cycle."""
         self.typical_commit_seconds = 0.0
         """Moving average of one commit's duration; the worker never commits more often."""
+        self.metrics: Metrics | None = None
+        """Where commits (with their duration) and aborts are counted, if anywhere."""
 
     def close(self) -> None:
         """Stop the helper thread of the transaction calls (its producers are being dropped)."""
@@ -163,6 +166,8 @@ class CommitCycle(Generic[TaskT]):
         took = time.perf_counter() - started
         self.commit_seconds += took
         self.typical_commit_seconds += 0.2 * (took - self.typical_commit_seconds)
+        if self.metrics is not None:
+            self.metrics.committed(took)
         return True
 
     def _send_offsets(self, offsets: list[TopicPartition]) -> None:
@@ -240,3 +245,5 @@ class CommitCycle(Generic[TaskT]):
         self.open = False
         self.records = 0
         self.aborts += 1
+        if self.metrics is not None:
+            self.metrics.aborted()

@@ -37,6 +37,10 @@ class AppConfig:
     shutdown_grace: float = 10.0
     """Seconds a stopping worker waits for running step attempts before leaving the group
     (unfinished ones run again on the next owner)."""
+    http_port: int | None = None
+    """Serve ``/metrics``, ``/status`` and store queries on this port (0: any free one);
+    None: no endpoint."""
+    http_host: str = "127.0.0.1"
     session_timeout_ms: int = 10_000
     transaction_timeout_ms: int = 10_000
     consumer: tuple[tuple[str, str], ...] = ()

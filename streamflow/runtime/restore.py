@@ -67,6 +67,8 @@ class Restorer:
         self._active: dict[tuple[str, int], _Progress] = {}
         self._tasks: dict[str, tuple[Any, list[_Progress]]] = {}
         self._last_report = 0.0
+        self.restored_total = 0
+        """Changelog records restored by this worker since it started (metrics)."""
 
     def add(self, task: Any) -> None:
         """Start restoring every store of ``task``."""
@@ -154,6 +156,14 @@ class Restorer:
         if mine:
             self._consumer.incremental_unassign([TopicPartition(t, p) for t, p in mine])
 
+    def progress(self, task_id: str) -> tuple[int, int] | None:
+        """Records restored so far and the estimate of all (offsets), or None: not restoring."""
+        entry = self._tasks.get(task_id)
+        if entry is None:
+            return None
+        progresses = entry[1]
+        return sum(p.restored for p in progresses), sum(p.end - p.start for p in progresses)
+
     @property
     def busy(self) -> bool:
         return bool(self._tasks)
@@ -197,6 +207,7 @@ class Restorer:
         if progress.batch or next_offset > progress.start:
             progress.store.restore_batch(progress.batch, next_offset)
             progress.restored += len(progress.batch)
+            self.restored_total += len(progress.batch)
             progress.batch = []
 
     def _finished(self) -> list[Any]:

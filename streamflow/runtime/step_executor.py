@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from streamflow.runtime.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 DEFAULT_STEP_THREADS = 100
@@ -253,6 +255,8 @@ class StepExecutor:
         """Sync attempts reported timed out whose threads have not returned yet."""
         self.submitted = 0
         """Attempts ever submitted (the worker tells which ones its cycle started)."""
+        self.metrics: Metrics | None = None
+        """Where attempts' outcomes and durations are counted (the worker's), if anywhere."""
 
     # -- lanes -----------------------------------------------------------------------------------
 

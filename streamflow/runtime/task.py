@@ -89,6 +89,8 @@ class Task:
         """The event time a source's timestamp extractor gave the record being processed."""
         self._record_time_hooks: list[Callable[[int], None]] = []
         self.dead_lettered = 0
+        self.processed = 0
+        """Input records this task processed (metrics; an aborted cycle's count twice)."""
         self.rewind_on_start = False
         """Restarted on a partition the consumer kept: seek to the committed offset first."""
         self._undo: UndoLog = []
@@ -224,6 +226,7 @@ class Task:
     def process(self, msg: SourceMessage) -> None:
         """One record in; effects out. A failure goes to the DLQ and the task carries on."""
         self.msg = msg
+        self.processed += 1
         source = self._only_source or self.sources[msg.topic()]
         try:
             kb = msg.key()

@@ -30,8 +30,11 @@ from streamflow.runtime.aligned_input import AlignedInput, extracted_time
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.commit_cycle import CommitCycle
 from streamflow.runtime.config import AppConfig, consumer_config, producer_config
+from streamflow.runtime.http_endpoint import HTTP_CLIENT_ID_MARK, HttpEndpoint, WorkerCalls
 from streamflow.runtime.identity import WorkerIdentity
+from streamflow.runtime.metrics import Metrics, Snapshot, TaskFigures
 from streamflow.runtime.restore import Restorer
+from streamflow.runtime.state_query import WorkerQueries, store_specs
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
 from streamflow.runtime.topics import ensure_topics, existing_topics, plan_topics
@@ -57,6 +60,8 @@ DRAIN_CHUNK = 512
 ALIGN_MAX_WAIT = float(os.environ.get("STREAMFLOW_ALIGN_MAX_WAIT", "60"))
 """How long a task reading several topics holds its records for one whose partition is behind
 and sends nothing (seconds): past that, a broker is likely gone and the rest goes on."""
+PUBLISH_INTERVAL = 1.0
+"""Seconds between two copies of the tasks' figures for the HTTP endpoint (metrics, status)."""
 
 
 class Worker:
@@ -89,6 +94,15 @@ class Worker:
             config.transaction_timeout_ms / 3000, max(1.0, 10 * config.commit_interval)
         )
         """A cycle commits at the latest after this long, even in the middle of a batch."""
+        self.metrics = Metrics()
+        self.executor.metrics = self.metrics
+        self.calls = WorkerCalls()
+        """Queries from the HTTP thread, answered on this thread between batches."""
+        self.endpoint: HttpEndpoint | None = None
+        self._next_publish = 0.0
+        self._published: tuple[float, dict[str, int], int] = (time.monotonic(), {}, 0)
+        self._restored_before = 0
+        """Records restored by the restorers that recoveries replaced."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -99,6 +113,16 @@ class Worker:
         clean = False
         self.worker_id = identity.worker_id
         try:
+            if cfg.http_port is not None:
+                self.endpoint = HttpEndpoint(self.metrics, cfg.http_host, cfg.http_port)
+                queries = WorkerQueries(
+                    store_specs(self.topology),
+                    self._running_task_list,
+                    self.calls.call,
+                    lambda: self.worker_id,
+                )
+                self.endpoint.routes["/state/"] = queries.route
+                self.endpoint.start()
             self._setup_topics(AdminConnection(cfg.kafka, cfg.bootstrap))
             self._start_clients(identity.worker_id)
             if install_signal_handlers:
@@ -124,6 +148,8 @@ class Worker:
         finally:
             self._shutdown(clean)
             identity.release()
+            if self.endpoint is not None:
+                self.endpoint.close()
 
     # -- recovery from fatal client errors ----------------------------------------------------
 
@@ -229,6 +255,7 @@ class Worker:
         # Waiting on a transaction call longer than the transaction may live is pointless: by
         # then the coordinator has aborted it.
         self.cycle: CommitCycle[Task] = CommitCycle(eos, timeout=cfg.transaction_timeout_ms / 1000)
+        self.cycle.metrics = self.metrics
         if eos:
             # Two transactional ids, used in turn by consecutive cycles (see commit_cycle).
             ids = [f"{cfg.name}-{worker_id}", f"{cfg.name}-{worker_id}-2"]
@@ -254,9 +281,15 @@ class Worker:
         multi_source = any(len(sub.sources) > 1 for sub in self.subs)
         self._cooperative = not multi_source
         strategy = "cooperative-sticky" if self._cooperative else "range"
-        self.consumer = Consumer(consumer_config(cfg, strategy))
+        conf = consumer_config(cfg, strategy)
+        if self.endpoint is not None:
+            conf["client.id"] = f"{cfg.name}-{worker_id}{HTTP_CLIENT_ID_MARK}{self._advertised()}"
+        self.consumer = Consumer(conf)
         self.collector = KafkaCollector(self.producers[0])
         self.cycle.attach(self.producers, self.consumer, self.collector)
+        replaced = getattr(self, "restorer", None)
+        if replaced is not None:
+            self._restored_before += replaced.restored_total
         self.restorer = Restorer(cfg.bootstrap, cfg.name, cfg.kafka.values)
         self.consumer.subscribe(
             list(self._route),
@@ -327,6 +360,10 @@ class Worker:
         consumer, cycle, executor = self.consumer, self.cycle, self.executor
         batch = cfg.batch_size
         while self._running:
+            if self.calls.pending:
+                self.calls.run_pending()
+            if self.endpoint is not None and time.monotonic() >= self._next_publish:
+                self._publish()
             if self._initializing and time.monotonic() >= self._initialize_after:
                 self._initialize_tasks()
             if self.restorer.busy:
@@ -372,6 +409,87 @@ class Worker:
             ):
                 self._finish_quick_steps()
                 self._commit()
+
+    # -- what the HTTP endpoint shows --------------------------------------------------------------
+
+    def _running_task_list(self) -> list[Task]:
+        """The tasks processing records now (restored): what a query may read."""
+        return [t for t in self._tasks.values() if self._route_of(t)]
+
+    def _advertised(self) -> str:
+        """The endpoint's address as other hosts reach it (a wildcard bind names this host)."""
+        assert self.endpoint is not None
+        host = self.endpoint.host
+        if host in ("0.0.0.0", "::", ""):
+            import socket
+
+            host = socket.gethostname()
+        return f"{host}:{self.endpoint.port}"
+
+    def _publish(self) -> None:
+        """Copy the tasks' figures for the HTTP thread (about once a second, never per record)."""
+        now = time.monotonic()
+        self._next_publish = now + PUBLISH_INTERVAL
+        then, processed_then, restored_then = self._published
+        elapsed = max(now - then, 1e-6)
+        restorer = getattr(self, "restorer", None)
+        restored = self._restored_before + (restorer.restored_total if restorer else 0)
+        figures = []
+        processed: dict[str, int] = {}
+        for task_id, task in sorted(self._tasks.items()):
+            parts = self._task_partitions(task)
+            running = self._route_of(task)
+            progress = restorer.progress(task_id) if restorer is not None else None
+            state = "running" if running else "restoring" if progress else "initializing"
+            processed[task_id] = task.processed
+            rate = (task.processed - processed_then.get(task_id, task.processed)) / elapsed
+            figures.append(
+                TaskFigures(
+                    task=task_id,
+                    state=state,
+                    processed=task.processed,
+                    records_per_second=round(rate, 1),
+                    dead_letters=task.dead_lettered,
+                    partitions=self._positions(parts) if running else [],
+                    restore_done=progress[0] if progress else 0,
+                    restore_total=progress[1] if progress else 0,
+                )
+            )
+        self.metrics.restored_records = restored
+        try:
+            member_id = self.consumer.memberid() or ""
+        except (KafkaException, RuntimeError):
+            member_id = ""
+        self.metrics.snapshot = Snapshot(
+            app=self.config.name,
+            worker_id=self.worker_id,
+            member_id=member_id,
+            tasks=figures,
+            restore_records_per_second=round((restored - restored_then) / elapsed, 1),
+            published_at=time.time(),
+        )
+        self._published = (now, processed, restored)
+
+    def _positions(
+        self, parts: list[TopicPartition]
+    ) -> list[tuple[str, int, int | None, int | None]]:
+        """Each partition's position and high watermark, both known locally (the high one as
+        of the last fetch): no request to the cluster."""
+        out: list[tuple[str, int, int | None, int | None]] = []
+        try:
+            positions = self.consumer.position(parts)
+        except KafkaException:
+            return out
+        for tp in positions:
+            position = tp.offset if tp.offset >= 0 else None
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                high = None
+            out.append(
+                (tp.topic, tp.partition, position, high if high is None or high >= 0 else None)
+            )
+        return out
 
     def _idle_wait(self) -> float:
         if any(t.punctuators for t in self._tasks.values()):

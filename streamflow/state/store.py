@@ -238,6 +238,28 @@ class KeyValueStore:
                 yield kd(db_key), vd(it.value())
                 it.next()
 
+    # -- committed reads (interactive queries) ---------------------------------------------------
+
+    def committed_get(self, kb: bytes, default: Any = None) -> Any:
+        """The committed value of an encoded key, never this cycle's write: what a query
+        outside the transaction may see (``runtime/state_query``)."""
+        raw = self._cache.get(kb)
+        if raw is None:
+            raw = self._db.get(kb)
+        return default if raw is None else self._value_deserialize(raw)
+
+    def committed_items(self, prefix: bytes = b"") -> Iterator[tuple[Any, Any]]:
+        """Committed entries whose encoded key starts with ``prefix``, in key order."""
+        it = self._db.iter()
+        it.seek(prefix) if prefix else it.seek_to_first()
+        kd, vd = self._key_deserialize, self._value_deserialize
+        while it.valid():
+            kb = it.key()
+            if prefix and not kb.startswith(prefix):
+                return
+            yield kd(kb), vd(it.value())
+            it.next()
+
     # -- the commit protocol ---------------------------------------------------------------------
 
     def prepare_commit(self) -> list[ChangelogRecord]:

@@ -58,6 +58,13 @@ class TtlStore(KeyValueStore):
     def prefix_items(self, prefix: bytes) -> Iterator[tuple[Any, Any]]:
         return ((k, v) for k, v in super().prefix_items(prefix) if v is not _EXPIRED)
 
+    def committed_get(self, kb: bytes, default: Any = None) -> Any:
+        value = super().committed_get(kb, _ABSENT)
+        return default if value is _ABSENT or value is _EXPIRED else value
+
+    def committed_items(self, prefix: bytes = b"") -> Iterator[tuple[Any, Any]]:
+        return ((k, v) for k, v in super().committed_items(prefix) if v is not _EXPIRED)
+
     # -- the sweep -----------------------------------------------------------------------------
 
     def sweep_interval_ms(self) -> int:

@@ -40,13 +40,16 @@ class Journal:
     entries: dict[int, dict[str, Any]] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)
     header_dirty: bool = False
+    saved_status: str | None = None
+    """The status the store holds (None: the instance is new): a save that changes it is a
+    transition (metrics)."""
 
     @classmethod
     def load(cls, store: Any, instance_id: str) -> Journal | None:
         header = store.get(header_key(instance_id))
         if header is None:
             return None
-        journal = cls(instance_id, header)
+        journal = cls(instance_id, header, saved_status=header.get("status"))
         prefix = (instance_id + ENTRY).encode()
         for _, entry in store.prefix_items(prefix):
             journal.entries[entry["seq"]] = entry

@@ -101,6 +101,11 @@ class Orchestrator:
         for seq in outcome.dropped_entries:
             self.store.delete(entry_key(journal.id, seq))
         journal.save(self.store)
+        if journal.status != journal.saved_status:
+            journal.saved_status = journal.status
+            metrics = self.rt.step_executor.metrics
+            if metrics is not None:
+                metrics.workflow_transition(journal.header.get("workflow", "?"), journal.status)
         for timer in outcome.cancelled_timers:
             self.timers.delete(timer)
         for timer in outcome.timers:

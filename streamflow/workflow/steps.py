@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -387,6 +388,18 @@ class StepRunner:
     def _complete(self, pending: _Pending, ctx: StepContext, attempt: Attempt) -> None:
         """The attempt finished (worker thread, inside the open cycle): reply, state, offset."""
         command = pending.command
+        metrics = self.executor.metrics
+        if metrics is not None:
+            outcome = (
+                "ok"
+                if attempt.error is None
+                else "timed_out"
+                if isinstance(attempt.error, StepTimedOut)
+                else "failed"
+            )
+            started = attempt.started_at
+            took = None if started is None else time.monotonic() - started
+            metrics.step_attempt(self.sdef.name, outcome, took, command.attempt)
         reply, new_state = self._reply(command, ctx, attempt)
         if new_state is not _UNSET:
             store = self.store

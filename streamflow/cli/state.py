@@ -1,0 +1,138 @@
+"""`streamflow state get|scan|rebuild`: read a store where it lives; rebuild local stores."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streamflow.cli.engine import load_app
+from streamflow.cli.kafka_options import kafka_options, kafka_settings
+from streamflow.errors import StreamflowError
+from streamflow.runtime.state_query import SCAN_LIMIT, StateQuery, as_json, parse_key
+
+
+def _query(target: str, bootstrap: str | None) -> tuple[Any, StateQuery, dict[str, Any]]:
+    app = load_app(target)
+    settings = kafka_settings(dict(app.config.kafka_from_app))
+    server = str(bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap)
+    client: dict[str, Any] = dict(settings.client(server))
+    return app, StateQuery(app, client), client
+
+
+def _progress(label: str) -> Any:
+    """A progress line on a terminal (rewritten in place), nothing when stderr is piped."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, estimate: int) -> None:
+        share = f" ({100 * done / estimate:.0f}%)" if estimate else ""
+        sys.stderr.write(f"\r{label}: {done:,} / ~{estimate:,} records{share}   ")
+        sys.stderr.flush()
+
+    return show
+
+
+@click.group()
+def state() -> None:
+    """Read stores from the workers that own them (or their changelogs); rebuild them."""
+
+
+@state.command()
+@click.argument("target")
+@click.argument("store")
+@click.argument("key")
+@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
+@kafka_options
+def get(target: str, store: str, key: str, bootstrap: str | None) -> None:
+    """Print KEY's committed value in STORE as JSON (exit status 1: no such key)."""
+    _app, query, _ = _query(target, bootstrap)
+    try:
+        spec = query.spec(store)
+        answer = query.get(store, parse_key(key, spec.key_serde))
+    except StreamflowError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(as_json(answer))
+    if not answer["found"]:
+        sys.exit(1)
+
+
+@state.command()
+@click.argument("target")
+@click.argument("store")
+@click.option("--prefix", default="", help="Only keys whose encoded bytes start with this.")
+@click.option("--limit", type=int, default=SCAN_LIMIT, show_default=True)
+@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
+@kafka_options
+def scan(target: str, store: str, prefix: str, limit: int, bootstrap: str | None) -> None:
+    """Print STORE's committed entries (one JSON object per line), in key order."""
+    _app, query, _ = _query(target, bootstrap)
+    try:
+        answer = query.scan(store, prefix, limit)
+    except StreamflowError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for entry in answer["entries"]:
+        click.echo(as_json(entry))
+    more = " (truncated: raise --limit)" if answer["truncated"] else ""
+    click.echo(f"{len(answer['entries'])} entries from the {answer['source']}{more}", err=True)
+
+
+@state.command()
+@click.argument("target")
+@click.argument("store", required=False)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="STREAMFLOW_STATE_DIR",
+    required=True,
+    help="The worker's state directory (the worker must be stopped).",
+)
+@click.option(
+    "--partition",
+    "partitions",
+    type=int,
+    multiple=True,
+    help="Also rebuild this partition's task when its directory does not exist (repeatable).",
+)
+@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
+@kafka_options
+def rebuild(
+    target: str,
+    store: str | None,
+    state_dir: Path,
+    partitions: tuple[int, ...],
+    bootstrap: str | None,
+) -> None:
+    """Wipe and refill STORE (default: every store) of each task under --state-dir from its
+    changelog, checkpointed at the changelog's end."""
+    from streamflow.runtime.rebuild import rebuild_store, task_dirs
+
+    app, query, client = _query(target, bootstrap)
+    if store is not None:
+        query.spec(store)  # an unknown name fails here, naming the stores there are
+    jobs = []
+    for sub in app.topology.sub_topologies():
+        dirs = task_dirs(state_dir, app.name, sub)
+        for p in partitions:
+            dirs.setdefault(p, state_dir / app.name / f"{sub.id}_{p}")
+        for spec in sub.stores:
+            if store is None or spec.name == store:
+                jobs += [(spec, d, p) for p, d in sorted(dirs.items())]
+    if not jobs:
+        raise click.ClickException(
+            f"no task of app {app.name!r} under {state_dir}"
+            + (f" holds store {store!r}" if store else "")
+            + ": give --partition N to rebuild one that is not there"
+        )
+    for spec, task_dir, partition in jobs:
+        label = f"{task_dir.name}/{spec.name}"
+        try:
+            done = rebuild_store(client, app.name, spec, task_dir, partition, _progress(label))
+        except StreamflowError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(
+            f"rebuilt {done.store} of task {done.task}: {done.records:,} changelog records, "
+            f"checkpoint {done.checkpoint}"
+        )

@@ -1,0 +1,93 @@
+"""`streamflow status`: members, tasks and owners, lag, restores, dead letters, workflows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import click
+import orjson
+
+from streamflow.cli.engine import load_app
+from streamflow.cli.kafka_options import kafka_options, kafka_settings
+from streamflow.runtime.dlq import DeadLetters
+from streamflow.runtime.group_status import GroupStatus, group_status
+
+COUNT_DEAD_LETTERS_UP_TO = 100_000
+"""Below this many offsets the dead letters are read and counted exactly; above, the offsets
+are shown as an upper bound (they include transaction markers)."""
+
+
+@click.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="The whole status as one JSON object.")
+@click.option(
+    "--workflows/--no-workflows",
+    "with_workflows",
+    default=True,
+    help="Count workflow instances by status (reads the instances' changelogs).",
+)
+@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
+@kafka_options
+def status(target: str, as_json: bool, with_workflows: bool, bootstrap: str | None) -> None:
+    """Show TARGET's consumer group: members and their tasks, lag per input partition,
+    restores in progress, dead letters and workflow instances by status."""
+    from confluent_kafka.admin import AdminClient
+
+    app = load_app(target)
+    settings = kafka_settings(dict(app.config.kafka_from_app))
+    server = str(bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap)
+    client: dict[str, Any] = dict(settings.client(server))
+    inputs = sorted({t.name for sub in app.topology.sub_topologies() for t in sub.sources})
+    result = group_status(AdminClient(client), app.name, inputs, app.dead_letter_topic)
+    if result.dead_letter_offsets <= COUNT_DEAD_LETTERS_UP_TO:
+        result.dead_letters = sum(1 for _ in DeadLetters(app.name, server, client).list())
+    workflows: dict[str, dict[str, int]] = {}
+    if with_workflows and app.workflows.workflows:
+        from dataclasses import replace
+
+        app.config = replace(app.config, kafka=settings)
+        wclient = app.client(server)
+        for name in sorted(app.workflows.workflows):
+            workflows[name] = dict(Counter(v.status for v in wclient.list(name)))
+    if as_json:
+        click.echo(orjson.dumps({**result.to_json(), "workflows": workflows}).decode())
+        return
+    _print(result, workflows)
+
+
+def _print(result: GroupStatus, workflows: dict[str, dict[str, int]]) -> None:
+    click.echo(f"app {result.app}: group {result.state}, {result.protocol} protocol")
+    click.echo(f"members ({len(result.members)}):")
+    for m in result.members:
+        where = f" http://{m.endpoint}" if m.endpoint else ""
+        click.echo(f"  {m.client_id} on {m.host}{where}: {len(m.partitions)} partition(s)")
+        worker = m.worker
+        if worker is None:
+            if m.endpoint:
+                click.echo("    (its endpoint did not answer)")
+            continue
+        for t in worker.get("tasks", []):
+            line = (
+                f"    task {t['task']:<12} {t['state']:<12} {t['records_per_second']:>10,.0f} rec/s"
+            )
+            if t["state"] == "restoring" and t["restore_total"]:
+                done = 100 * t["restore_done"] / max(1, t["restore_total"])
+                line += f"  restore {t['restore_done']:,}/{t['restore_total']:,} ({done:.0f}%)"
+            if t["dead_letters"]:
+                line += f"  {t['dead_letters']} dead-lettered"
+            click.echo(line)
+    click.echo("input partitions:")
+    for p in result.partitions:
+        committed = "-" if p.committed is None else f"{p.committed:,}"
+        click.echo(
+            f"  {p.topic}[{p.partition}]  committed {committed:>12}  end {p.high:>12,}  "
+            f"lag {p.lag:>10,}  owner {p.owner or '-'}"
+        )
+    if result.dead_letters is not None:
+        click.echo(f"dead letters: {result.dead_letters:,}")
+    else:
+        click.echo(f"dead letters: at most {result.dead_letter_offsets:,} (offsets)")
+    for name, counts in workflows.items():
+        shown = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "no instances"
+        click.echo(f"workflow {name}: {shown}")

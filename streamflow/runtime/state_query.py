@@ -1,0 +1,276 @@
+"""Interactive queries: a store's committed value, read where it lives.
+
+Worker side (``WorkerQueries``): ``GET /state/<store>?key=K`` and ``?prefix=P&limit=N`` on the
+worker's HTTP endpoint. The HTTP thread hands the read to the worker thread
+(``WorkerCalls``), which looks in the running tasks it owns. Only committed values are seen
+(RocksDB and its cache, never the open cycle's write buffer): a query never shows a write that
+an abort may still take back.
+
+Client side (``StateQuery``, used by ``streamflow state get|scan``): the group's description
+names every member's endpoint (``client.id``); each one is asked, since each holds only its own
+partitions and a rebalance may have moved the key since. When no member serves an endpoint
+(no worker runs), the store's changelog is read instead: slower, but the same committed truth.
+
+Keys on the command line are text: for a ``str`` store that is the key; for others it is
+parsed as JSON first (``'{"user": 1}'``, ``42``) and used as a string if that fails. Prefixes
+match the encoded key's bytes.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from streamflow.errors import StreamflowError
+from streamflow.runtime.group_status import endpoint_of, fetch_json
+from streamflow.runtime.http_endpoint import QueryError
+from streamflow.runtime.topic_reader import MissingTopic, read_to_end
+from streamflow.serde.base import Serde
+from streamflow.topology.specs import StoreSpec
+
+SCAN_LIMIT = 1000
+QUERY_TIMEOUT_S = 5.0
+
+
+class StateQueryError(StreamflowError):
+    """A store query that cannot be answered (the message says why)."""
+
+
+def parse_key(text: str, serde: Serde) -> Any:
+    if serde.name in ("str", "string"):
+        return text
+    if serde.name == "bytes":
+        return text.encode()
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _json(value: Any) -> Any:
+    """What a store holds, as JSON can carry it (bytes as text or hex)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return "0x" + value.hex()
+    return value
+
+
+def _dumps(body: Any) -> bytes:
+    return orjson.dumps(body, default=lambda v: _json(v) if isinstance(v, bytes) else str(v))
+
+
+def store_specs(topology: Any) -> dict[str, StoreSpec]:
+    """Every store of a topology by name."""
+    return {s.name: s for sub in topology.sub_topologies() for s in sub.stores}
+
+
+# -- worker side ----------------------------------------------------------------------------------
+
+
+class WorkerQueries:
+    """The ``/state/`` route of one worker."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, StoreSpec],
+        running_tasks: Callable[[], list[Any]],
+        call: Callable[[Callable[[], Any]], Any],
+        worker_id: Callable[[], str],
+    ) -> None:
+        self.specs = specs
+        self.running_tasks = running_tasks
+        self.call = call
+        self.worker_id = worker_id
+
+    def route(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str]:
+        name = urllib.parse.unquote(path.removeprefix("/state/"))
+        spec = self.specs.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self.specs)) or "none"
+            raise QueryError(404, f"no store {name!r} in this app (stores: {known})")
+        if "key" in query:
+            key = parse_key(query["key"][0], spec.key_serde)
+            body = self.call(lambda: self._get(spec, key))
+        else:
+            prefix = query.get("prefix", [""])[0].encode()
+            limit = int(query.get("limit", [str(SCAN_LIMIT)])[0])
+            body = self.call(lambda: self._scan(spec, prefix, limit))
+        return 200, _dumps(body), "application/json"
+
+    def _tasks_of(self, spec: StoreSpec) -> list[Any]:
+        return [t for t in self.running_tasks() if any(s.name == spec.name for s in t.sub.stores)]
+
+    def _get(self, spec: StoreSpec, key: Any) -> dict[str, Any]:
+        """On the worker thread."""
+        try:
+            kb = spec.key_serde.serialize(key)
+        except Exception as exc:  # noqa: BLE001 - the asker's key, not our fault
+            reason = f"key {key!r} cannot be encoded for store {spec.name!r}: {exc}"
+            raise QueryError(400, reason) from None
+        tasks = self._tasks_of(spec)
+        for task in tasks:
+            value = task.store(spec.name).committed_get(kb, _MISSING)
+            if value is not _MISSING:
+                return {"found": True, "key": key, "value": value, "task": task.id, **self._who()}
+        return {"found": False, "key": key, "tasks": [t.id for t in tasks], **self._who()}
+
+    def _scan(self, spec: StoreSpec, prefix: bytes, limit: int) -> dict[str, Any]:
+        entries: list[dict[str, Any]] = []
+        tasks = self._tasks_of(spec)
+        truncated = False
+        for task in tasks:
+            for key, value in task.store(spec.name).committed_items(prefix):
+                if len(entries) >= limit:
+                    truncated = True
+                    break
+                entries.append({"key": key, "value": value, "task": task.id})
+        return {
+            "entries": entries,
+            "truncated": truncated,
+            "tasks": [t.id for t in tasks],
+            **self._who(),
+        }
+
+    def _who(self) -> dict[str, str]:
+        return {"worker": self.worker_id()}
+
+
+_MISSING: Any = object()
+
+
+# -- client side ----------------------------------------------------------------------------------
+
+
+class StateQuery:
+    """Read an app's stores from its running workers, or from the changelogs when none runs."""
+
+    def __init__(self, app: Any, client: Mapping[str, Any]) -> None:
+        self.app = app
+        self.client = dict(client)
+        self.specs = store_specs(app.topology)
+
+    def spec(self, store: str) -> StoreSpec:
+        spec = self.specs.get(store)
+        if spec is None:
+            known = ", ".join(sorted(self.specs)) or "none"
+            raise StateQueryError(f"app {self.app.name!r} has no store {store!r} (stores: {known})")
+        return spec
+
+    def endpoints(self) -> list[str]:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(self.client)
+        described = admin.describe_consumer_groups([self.app.name])[self.app.name].result(15)
+        found = [endpoint_of(m.client_id or "") for m in described.members]
+        return sorted(e for e in found if e)
+
+    def get(self, store: str, key: Any) -> dict[str, Any]:
+        """``{"found": bool, "value": ..., "task": ..., "worker": ... | "source": "changelog"}``."""
+        spec = self.spec(store)
+        endpoints = self.endpoints()
+        if not endpoints:
+            return self._get_from_changelog(spec, key)
+        text = key if isinstance(key, str) else orjson.dumps(key).decode()
+        path = f"/state/{urllib.parse.quote(store)}?key={urllib.parse.quote(text)}"
+        answers = self._ask_all(endpoints, path)
+        for answer in answers:
+            if answer.get("found"):
+                return {**answer, "source": "worker"}
+        served = sorted({t for a in answers for t in a.get("tasks", [])})
+        return {"found": False, "key": key, "source": "worker", "tasks": served}
+
+    def scan(self, store: str, prefix: str = "", limit: int = SCAN_LIMIT) -> dict[str, Any]:
+        spec = self.spec(store)
+        endpoints = self.endpoints()
+        if not endpoints:
+            return self._scan_changelog(spec, prefix.encode(), limit)
+        path = (
+            f"/state/{urllib.parse.quote(store)}?prefix={urllib.parse.quote(prefix)}&limit={limit}"
+        )
+        entries: list[dict[str, Any]] = []
+        truncated = False
+        for answer in self._ask_all(endpoints, path):
+            entries.extend({**e, "worker": answer.get("worker")} for e in answer["entries"])
+            truncated = truncated or answer.get("truncated", False)
+        entries.sort(key=lambda e: orjson.dumps(e["key"]))
+        if len(entries) > limit:
+            entries, truncated = entries[:limit], True
+        return {"entries": entries, "truncated": truncated, "source": "worker"}
+
+    def _ask_all(self, endpoints: list[str], path: str) -> list[dict[str, Any]]:
+        answers = []
+        failures = []
+        for endpoint in endpoints:
+            try:
+                answers.append(fetch_json(endpoint, path, QUERY_TIMEOUT_S))
+            except urllib.error.HTTPError as exc:
+                reason = orjson.loads(exc.read() or b"{}").get("error", str(exc))
+                raise StateQueryError(f"worker {endpoint}: {reason}") from None
+            except OSError as exc:
+                failures.append(f"{endpoint}: {exc}")
+        if not answers:
+            raise StateQueryError("no worker answered: " + "; ".join(failures))
+        return answers
+
+    # -- no worker running: the changelog -------------------------------------------------------
+
+    def _changelog(self, spec: StoreSpec) -> dict[bytes, bytes]:
+        """The changelog folded to its last value per key (tombstones delete)."""
+        latest: dict[bytes, bytes] = {}
+        try:
+            for msg in read_to_end(self.client, spec.changelog, f"{self.app.name}.state-query"):
+                kb = msg.key()
+                if msg.value() is None:
+                    latest.pop(kb, None)
+                else:
+                    latest[kb] = msg.value()
+        except MissingTopic:
+            raise StateQueryError(
+                f"store {spec.name!r} has no changelog {spec.changelog!r} yet: "
+                f"has app {self.app.name!r} run?"
+            ) from None
+        return latest
+
+    def _decode(self, spec: StoreSpec, raw: bytes) -> tuple[bool, Any]:
+        """(live, value): a TTL store's value carries its write time first (``ttl_store``)."""
+        if spec.ttl_ms is not None:
+            written = int.from_bytes(raw[:8], "big", signed=True)
+            if written + spec.ttl_ms <= int(time.time() * 1000):
+                return False, None
+            raw = raw[8:]
+        return True, spec.value_serde.deserialize(raw)
+
+    def _get_from_changelog(self, spec: StoreSpec, key: Any) -> dict[str, Any]:
+        kb = spec.key_serde.serialize(key)
+        raw = self._changelog(spec).get(kb)
+        live, value = (False, None) if raw is None else self._decode(spec, raw)
+        body: dict[str, Any] = {"found": live, "key": key, "source": "changelog"}
+        if live:
+            body["value"] = value
+        return body
+
+    def _scan_changelog(self, spec: StoreSpec, prefix: bytes, limit: int) -> dict[str, Any]:
+        entries: list[dict[str, Any]] = []
+        truncated = False
+        for kb, raw in sorted(self._changelog(spec).items()):
+            if not kb.startswith(prefix):
+                continue
+            live, value = self._decode(spec, raw)
+            if not live:
+                continue
+            if len(entries) >= limit:
+                truncated = True
+                break
+            entries.append({"key": spec.key_serde.deserialize(kb), "value": value})
+        return {"entries": entries, "truncated": truncated, "source": "changelog"}
+
+
+def as_json(body: Any) -> str:
+    return _dumps(body).decode()
