@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamflow.errors import ConfigError
-from streamflow.runtime.config import AppConfig, Guarantee
+from streamflow.runtime.config import AppConfig, GroupProtocol, Guarantee
 from streamflow.runtime.kafka_settings import resolve as resolve_kafka
 from streamflow.runtime.step_executor import DEFAULT_ASYNC_STEP_CONCURRENCY, DEFAULT_STEP_THREADS
 from streamflow.serde.base import JSON, STR, Serde, resolve_serde
@@ -46,7 +46,12 @@ class App:
         step_threads: int = DEFAULT_STEP_THREADS,
         async_step_concurrency: int = DEFAULT_ASYNC_STEP_CONCURRENCY,
         kafka: Mapping[str, object] | None = None,
+        num_standbys: int = 0,
+        group_protocol: GroupProtocol = "classic",
     ) -> None:
+        # `streamflow run FILE --app-name NEW` (and STREAMFLOW_APP_NAME for every command): the
+        # same code under another group and other internal topics, as a replay wants.
+        name = os.environ.get("STREAMFLOW_APP_NAME") or name
         if not name or any(c in name for c in " /\\"):
             raise ConfigError(
                 f"app name {name!r} must be non-empty without spaces or slashes: "
@@ -68,6 +73,15 @@ class App:
             if isinstance(commit_interval, timedelta)
             else float(commit_interval)
         )
+        if group_protocol not in ("classic", "consumer"):
+            raise ConfigError(
+                f"app {name!r}: group_protocol must be 'classic' or 'consumer', not "
+                f"{group_protocol!r}"
+            )
+        if not isinstance(num_standbys, int) or num_standbys < 0:
+            raise ConfigError(
+                f"app {name!r}: num_standbys must be an int >= 0, not {num_standbys!r}"
+            )
         self.name = name
         settings = resolve_kafka(app=kafka)
         self.config = AppConfig(
@@ -84,6 +98,8 @@ class App:
             # Settings every client gets; `streamflow run --config/--kafka` resolves again.
             kafka=settings,
             kafka_from_app=tuple((str(k), str(v)) for k, v in (kafka or {}).items()),
+            num_standbys=num_standbys,
+            group_protocol=group_protocol,
         )
         self.topology = Topology(name)
         self.workflows = WorkflowRegistry(self.topology, partitions)

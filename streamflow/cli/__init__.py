@@ -13,13 +13,14 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so the group modules stay independent of each other.
-    from streamflow.cli import acls, dev, dlq, engine, schemas, state, status, workflows
+    from streamflow.cli import acls, dev, dlq, engine, replay, schemas, state, status, workflows
 
     main.add_command(acls.acls)
     main.add_command(dev.dev)
     main.add_command(dlq.dlq)
     main.add_command(status.status)
     main.add_command(state.state)
+    main.add_command(replay.replay)
     main.add_command(schemas.schemas)
     main.add_command(workflows.workflows)
     for command in engine.COMMANDS:

@@ -82,6 +82,25 @@ def _configure_logging(verbose: int, log_format: str = "text") -> None:
     show_default=True,
     help="One line per event: plain text, or one JSON object per line.",
 )
+@click.option(
+    "--group-protocol",
+    type=click.Choice(["classic", "consumer"]),
+    envvar="STREAMFLOW_GROUP_PROTOCOL",
+    help="consumer: Kafka 4's rebalance protocol (KIP-848, assignment on the broker); "
+    "classic: the protocol every Kafka speaks (the default).",
+)
+@click.option(
+    "--num-standbys",
+    type=int,
+    envvar="STREAMFLOW_NUM_STANDBYS",
+    help="Keep warm copies of other workers' stores on this many workers per task.",
+)
+@click.option(
+    "--app-name",
+    envvar="STREAMFLOW_APP_NAME",
+    help="Run the app under this name (its group, changelogs and DLQ): after "
+    "`streamflow replay --to-app NAME`.",
+)
 @click.option("-v", "--verbose", count=True)
 @click.option("-q", "--quiet", is_flag=True)
 @kafka_options
@@ -94,6 +113,9 @@ def run(
     http_port: int | None,
     http_host: str,
     log_format: str,
+    group_protocol: str | None,
+    num_standbys: int | None,
+    app_name: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -109,6 +131,10 @@ def run(
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     except (OSError, ValueError):  # stderr is no file (an embedding test runner): no dump
         pass
+    if app_name:
+        import os
+
+        os.environ["STREAMFLOW_APP_NAME"] = app_name  # read by App() as the file is loaded
     app = load_app(target)
     settings = kafka_settings(dict(app.config.kafka_from_app))
     changes: dict[str, object] = {"kafka": settings, "schema_registry": registry_settings()}
@@ -122,6 +148,10 @@ def run(
         changes["guarantee"] = guarantee
     if commit_interval is not None:
         changes["commit_interval"] = commit_interval
+    if num_standbys is not None:
+        changes["num_standbys"] = num_standbys
+    if group_protocol is not None:
+        changes["group_protocol"] = group_protocol
     if http_port is not None:
         changes["http_port"] = http_port
         changes["http_host"] = http_host

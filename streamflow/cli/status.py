@@ -77,6 +77,8 @@ def _print(result: GroupStatus, workflows: dict[str, dict[str, int]]) -> None:
             if t["dead_letters"]:
                 line += f"  {t['dead_letters']} dead-lettered"
             click.echo(line)
+        for standby in worker.get("standbys", []):
+            click.echo(f"    standby {standby['task']:<9} lag {standby['lag']:,} changelog records")
     click.echo("input partitions:")
     for p in result.partitions:
         committed = "-" if p.committed is None else f"{p.committed:,}"

@@ -197,6 +197,11 @@ def broker_properties(cluster: ClusterSpec, node: NodeSpec, data_dir: Path) -> d
         "share.coordinator.state.topic.num.partitions": str(_INTERNAL_TOPIC_PARTITIONS),
         # Tests start consumer groups constantly; the 3 s default delay is pure waiting.
         "group.initial.rebalance.delay.ms": "0",
+        # Groups on the new protocol (KIP-848) take their session timeout from the broker: the
+        # same 10 s the classic groups of streamflow ask for, not the 45 s default.
+        "group.consumer.min.session.timeout.ms": "6000",
+        "group.consumer.session.timeout.ms": "10000",
+        "group.consumer.heartbeat.interval.ms": "2000",
         # The engine creates every topic it uses explicitly; a typo must fail, not create a topic.
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",

@@ -14,6 +14,7 @@ from streamflow.runtime.kafka_settings import KafkaSettings
 from streamflow.serde.registry.settings import RegistrySettings
 
 Guarantee = Literal["exactly_once", "at_least_once"]
+GroupProtocol = Literal["classic", "consumer"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class AppConfig:
     shutdown_grace: float = 10.0
     """Seconds a stopping worker waits for running step attempts before leaving the group
     (unfinished ones run again on the next owner)."""
+    group_protocol: GroupProtocol = "classic"
+    """``consumer``: Kafka 4's rebalance protocol (KIP-848), assignment on the broker;
+    ``classic``: the client-side assignors every Kafka since 0.9 speaks."""
+    num_standbys: int = 0
+    """Workers besides the owner that keep a warm copy of each task's stores (``standby``)."""
     http_port: int | None = None
     """Serve ``/metrics``, ``/status`` and store queries on this port (0: any free one);
     None: no endpoint."""
@@ -60,6 +66,8 @@ class AppConfig:
 
 
 def consumer_config(config: AppConfig, assignment_strategy: str) -> dict[str, Any]:
+    """``assignment_strategy``: ``range`` when tasks read several co-partitioned topics (the
+    same partition of each must go to one member), else ``cooperative-sticky``."""
     conf: dict[str, Any] = {
         "bootstrap.servers": config.bootstrap,
         "group.id": config.name,
@@ -87,6 +95,14 @@ def consumer_config(config: AppConfig, assignment_strategy: str) -> dict[str, An
         "queued.max.messages.kbytes": 128 * 1024,
         "fetch.queue.backoff.ms": 10,
     }
+    if config.group_protocol == "consumer":
+        # KIP-848: the broker assigns and times sessions out; the client may not set these.
+        for key in ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"):
+            del conf[key]
+        conf["group.protocol"] = "consumer"
+        # The broker's range assignor gives a member the same partitions of topics with equal
+        # partition counts: co-partitioned tasks stay whole. Uniform spreads the rest evenly.
+        conf["group.remote.assignor"] = "range" if assignment_strategy == "range" else "uniform"
     conf.update(config.kafka.client(config.bootstrap))  # never a protected key (refused)
     conf.update(dict(config.consumer))
     return conf

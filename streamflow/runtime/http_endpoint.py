@@ -83,6 +83,8 @@ class HttpEndpoint:
             "/status": self._status,
         }
         self.status_extra: Callable[[], dict[str, Any]] = dict
+        self.refresh: Callable[[], Any] | None = None
+        """Called before ``/status`` answers: the worker publishes its figures of now."""
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -147,6 +149,8 @@ class HttpEndpoint:
         return 200, self.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8"
 
     def _status(self, _path: str, _query: dict[str, list[str]]) -> tuple[int, bytes, str]:
+        if self.refresh is not None:
+            self.refresh()
         snap = self.metrics.snapshot
         body = {
             "app": snap.app,
@@ -154,6 +158,7 @@ class HttpEndpoint:
             "member_id": snap.member_id,
             "published_at": snap.published_at,
             "restore_records_per_second": snap.restore_records_per_second,
+            "standbys": [{"task": t, "lag": lag} for t, lag in sorted(snap.standby_lag.items())],
             "tasks": [
                 {
                     "task": t.task,

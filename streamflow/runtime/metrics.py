@@ -71,6 +71,8 @@ class Snapshot:
     member_id: str = ""
     tasks: list[TaskFigures] = field(default_factory=list)
     restore_records_per_second: float = 0.0
+    standby_lag: dict[str, int] = field(default_factory=dict)
+    """Task id → changelog records its standby replica here is behind."""
     published_at: float = 0.0
 
 
@@ -188,6 +190,13 @@ class Metrics:
             "Changelog records restored per second over the last publishing interval.",
         )
         yield _sample("streamflow_restore_records_per_second", app, snap.restore_records_per_second)
+        yield head(
+            "streamflow_standby_lag_records",
+            "gauge",
+            "Changelog records a standby replica kept here is behind its task's changelog.",
+        )
+        for task_id, lag in sorted(snap.standby_lag.items()):
+            yield _sample("streamflow_standby_lag_records", (*app, ("task", task_id)), lag)
         yield head("streamflow_transactions_total", "counter", "Commit cycles committed.")
         yield _sample("streamflow_transactions_total", app, self.transactions)
         yield head("streamflow_transaction_aborts_total", "counter", "Commit cycles aborted.")

@@ -34,6 +34,7 @@ from streamflow.runtime.http_endpoint import HTTP_CLIENT_ID_MARK, HttpEndpoint, 
 from streamflow.runtime.identity import WorkerIdentity
 from streamflow.runtime.metrics import Metrics, Snapshot, TaskFigures
 from streamflow.runtime.restore import Restorer
+from streamflow.runtime.standby import StandbyReplicas, standby_tasks
 from streamflow.runtime.state_query import WorkerQueries, store_specs
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
@@ -60,6 +61,9 @@ DRAIN_CHUNK = 512
 ALIGN_MAX_WAIT = float(os.environ.get("STREAMFLOW_ALIGN_MAX_WAIT", "60"))
 """How long a task reading several topics holds its records for one whose partition is behind
 and sends nothing (seconds): past that, a broker is likely gone and the rest goes on."""
+STANDBY_REFRESH = 5.0
+"""Seconds between two looks at the group's assignment to choose this worker's standbys (and
+right after every rebalance)."""
 PUBLISH_INTERVAL = 1.0
 """Seconds between two copies of the tasks' figures for the HTTP endpoint (metrics, status)."""
 
@@ -103,6 +107,8 @@ class Worker:
         self._published: tuple[float, dict[str, int], int] = (time.monotonic(), {}, 0)
         self._restored_before = 0
         """Records restored by the restorers that recoveries replaced."""
+        self.standbys: StandbyReplicas | None = None
+        self._next_standby_refresh = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -122,8 +128,11 @@ class Worker:
                     lambda: self.worker_id,
                 )
                 self.endpoint.routes["/state/"] = queries.route
+                self.endpoint.refresh = lambda: self.calls.call(self._publish)
                 self.endpoint.start()
-            self._setup_topics(AdminConnection(cfg.kafka, cfg.bootstrap))
+            connection = AdminConnection(cfg.kafka, cfg.bootstrap)
+            self._admin = connection.admin
+            self._setup_topics(connection)
             self._start_clients(identity.worker_id)
             if install_signal_handlers:
                 signal.signal(signal.SIGTERM, self._stop_signal)
@@ -196,6 +205,9 @@ class Worker:
             except Exception:  # noqa: BLE001
                 pass
         self.restorer.close()
+        if self.standbys is not None:
+            self.standbys.close()
+            self.standbys = None
         self.cycle.close()
         self._dirty = False
         self._start_clients(self.worker_id)
@@ -279,7 +291,8 @@ class Worker:
         # Several source topics per sub-topology need partition p of each in the same task:
         # only the range assignor guarantees that; otherwise rebalance incrementally.
         multi_source = any(len(sub.sources) > 1 for sub in self.subs)
-        self._cooperative = not multi_source
+        # The new protocol (KIP-848) is incremental whatever the assignor.
+        self._cooperative = not multi_source or cfg.group_protocol == "consumer"
         strategy = "cooperative-sticky" if self._cooperative else "range"
         conf = consumer_config(cfg, strategy)
         if self.endpoint is not None:
@@ -291,6 +304,11 @@ class Worker:
         if replaced is not None:
             self._restored_before += replaced.restored_total
         self.restorer = Restorer(cfg.bootstrap, cfg.name, cfg.kafka.values)
+        if cfg.num_standbys > 0 and any(sub.stores for sub in self.subs):
+            self.standbys = StandbyReplicas(
+                cfg.bootstrap, cfg.name, cfg.kafka.values, cfg.state_dir / cfg.name, self.subs
+            )
+            self._next_standby_refresh = 0.0
         self.consumer.subscribe(
             list(self._route),
             on_assign=self._on_assign,
@@ -331,6 +349,8 @@ class Worker:
         self._tasks.clear()
         if getattr(self, "restorer", None) is not None:
             self.restorer.close()
+        if self.standbys is not None:
+            self.standbys.close()
         self.executor.close()
         for producer in getattr(self, "producers", []):
             try:
@@ -369,6 +389,11 @@ class Worker:
             if self.restorer.busy:
                 for task in self.restorer.step(0.01 if self._route_has_tasks() else 0.05):
                     self._start_processing(task)
+            if self.standbys is not None:
+                if time.monotonic() >= self._next_standby_refresh:
+                    self._refresh_standbys()
+                if self.standbys.busy:
+                    self.standbys.step(0)
             if time.monotonic() >= self._next_punctuation:
                 self._punctuate()
             if executor.in_flight:
@@ -410,6 +435,36 @@ class Worker:
                 self._finish_quick_steps()
                 self._commit()
 
+    # -- standby replicas ------------------------------------------------------------------------
+
+    def _refresh_standbys(self) -> None:
+        """Keep the standbys the ring assigns this worker (``standby.standby_tasks``)."""
+        assert self.standbys is not None
+        self._next_standby_refresh = time.monotonic() + STANDBY_REFRESH
+        try:
+            mine = self.consumer.memberid()
+            if not mine:
+                return  # not in the group yet
+            group = self._admin.describe_consumer_groups([self.config.name])[self.config.name]
+            described = group.result(5)
+        except (KafkaException, RuntimeError, TimeoutError) as exc:
+            log.debug("standbys not refreshed: %s", exc)
+            return
+        sub_of_topic = {t.name: sub.id for sub in self.subs for t in sub.sources}
+        owners: dict[str, str] = {}
+        for member in described.members:
+            for tp in member.assignment.topic_partitions or []:
+                sub_id = sub_of_topic.get(tp.topic)
+                if sub_id is not None:
+                    owners[f"{sub_id}_{tp.partition}"] = member.member_id
+        members = [m.member_id for m in described.members]
+        wanted = standby_tasks(mine, members, owners, self.config.num_standbys)
+        wanted -= set(self._tasks)  # never a standby of a task this worker runs
+        try:
+            self.standbys.keep(wanted)
+        except KafkaException as exc:
+            log.info("standbys not refreshed (%s); retrying", exc.args[0].str())
+
     # -- what the HTTP endpoint shows --------------------------------------------------------------
 
     def _running_task_list(self) -> list[Task]:
@@ -427,11 +482,16 @@ class Worker:
         return f"{host}:{self.endpoint.port}"
 
     def _publish(self) -> None:
-        """Copy the tasks' figures for the HTTP thread (about once a second, never per record)."""
+        """Copy the tasks' figures for the HTTP thread: about once a second, and whenever
+        someone asks for ``/status`` (answered between batches, so it is current). Rates are
+        measured over at least ``PUBLISH_INTERVAL / 2``: frequent asking does not make them
+        noise."""
         now = time.monotonic()
         self._next_publish = now + PUBLISH_INTERVAL
         then, processed_then, restored_then = self._published
-        elapsed = max(now - then, 1e-6)
+        elapsed = now - then
+        measure = elapsed >= PUBLISH_INTERVAL / 2
+        old_rates = {t.task: t.records_per_second for t in self.metrics.snapshot.tasks}
         restorer = getattr(self, "restorer", None)
         restored = self._restored_before + (restorer.restored_total if restorer else 0)
         figures = []
@@ -442,13 +502,17 @@ class Worker:
             progress = restorer.progress(task_id) if restorer is not None else None
             state = "running" if running else "restoring" if progress else "initializing"
             processed[task_id] = task.processed
-            rate = (task.processed - processed_then.get(task_id, task.processed)) / elapsed
+            if measure:
+                delta = task.processed - processed_then.get(task_id, task.processed)
+                rate = round(delta / elapsed, 1)
+            else:
+                rate = old_rates.get(task_id, 0.0)
             figures.append(
                 TaskFigures(
                     task=task_id,
                     state=state,
                     processed=task.processed,
-                    records_per_second=round(rate, 1),
+                    records_per_second=rate,
                     dead_letters=task.dead_lettered,
                     partitions=self._positions(parts) if running else [],
                     restore_done=progress[0] if progress else 0,
@@ -460,15 +524,20 @@ class Worker:
             member_id = self.consumer.memberid() or ""
         except (KafkaException, RuntimeError):
             member_id = ""
+        restore_rate = self.metrics.snapshot.restore_records_per_second
+        if measure:
+            restore_rate = round((restored - restored_then) / elapsed, 1)
         self.metrics.snapshot = Snapshot(
             app=self.config.name,
             worker_id=self.worker_id,
             member_id=member_id,
             tasks=figures,
-            restore_records_per_second=round((restored - restored_then) / elapsed, 1),
+            restore_records_per_second=restore_rate,
+            standby_lag=self.standbys.lag() if self.standbys is not None else {},
             published_at=time.time(),
         )
-        self._published = (now, processed, restored)
+        if measure:
+            self._published = (now, processed, restored)
 
     def _positions(
         self, parts: list[TopicPartition]
@@ -754,11 +823,21 @@ class Worker:
         # Paused until restored: no record of a task is processed against a stale store.
         consumer.pause(partitions)
         created = []
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        arriving = {(tp.topic, tp.partition) for tp in partitions}
         for tp in partitions:
             sub = self._sub_of_topic[tp.topic]
             task_id = f"{sub.id}_{tp.partition}"
             if task_id in self._tasks:
                 continue
+            whole = [(t.name, tp.partition) for t in sub.sources]
+            if not all(part in assigned for part in whole):
+                # The new protocol hands partitions over incrementally: a task reading several
+                # topics starts once all of its partitions are here (a later callback).
+                continue
+            if self.standbys is not None:
+                self.standbys.release(task_id)  # its stores are this task's now: close them
+                self._next_standby_refresh = 0.0  # and see who keeps standbys now
             nodes = {t.name: self.topology.source_node(t.name) for t in sub.sources}
             task = Task(
                 sub,
@@ -772,6 +851,10 @@ class Worker:
             parts = self._task_partitions(task)
             if len(parts) > 1 and not task.offsets.held:
                 self._align(task)
+            if any(part not in arriving for part in whole):
+                # Some of its partitions stayed assigned without a task since an incremental
+                # revocation took the others (parked): start them from the committed offsets.
+                task.rewind_on_start = True
             task.pause_input = functools.partial(self._pause, parts)
             task.resume_input = functools.partial(self._resume_if_running, parts)
             self._tasks[task_id] = task
@@ -881,6 +964,22 @@ class Worker:
         self.cycle.abort(self._running_tasks(), "partitions lost")
         self._close_tasks(partitions)
 
+    def _park_rest_of(self, task: Task, revoked: list[TopicPartition]) -> None:
+        """An incremental revocation took only some of a multi-topic task's partitions: pause
+        the rest, which stay assigned but have no task, so nothing is fetched and skipped for
+        them. A task made for them again seeks to the committed offsets (``_on_assign``)."""
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        rest = [tp for tp in self._task_partitions(task) if (tp.topic, tp.partition) not in gone]
+        if not rest:
+            return
+        try:
+            assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+            still = [tp for tp in rest if (tp.topic, tp.partition) in assigned]
+            if still:
+                self.consumer.pause(still)
+        except KafkaException as exc:
+            log.info("could not pause the rest of task %s: %s", task.id, exc.args[0].str())
+
     def _close_tasks(self, partitions: list[TopicPartition]) -> None:
         closed = []
         for tp in partitions:
@@ -898,6 +997,7 @@ class Worker:
             self._aligned_paused.pop(task.id, None)
             task.close()
             closed.append(task.id)
+            self._park_rest_of(task, partitions)
         if closed:
             log.info("revoked tasks %s", ", ".join(sorted(closed)))
 

@@ -335,6 +335,13 @@ class KeyValueStore:
         self._meta = self._db.get_column_family_handle(_META_CF)
         self._meta_cf = self._db.get_column_family(_META_CF)
 
+    def restore_write(self, batch: WriteBatch, next_offset: int) -> None:
+        """Write a restore slice the caller filled with raw changelog bytes, with its
+        checkpoint, in one atomic write (the restore's hot path: ``runtime/restore``)."""
+        self._put_checkpoint(batch, next_offset)
+        self._db.write(batch)
+        self._cache.clear()
+
     def restore_batch(self, records: list[ChangelogRecord], next_offset: int) -> None:
         """Apply already-committed changelog records straight to RocksDB (restore path)."""
         batch = WriteBatch(raw_mode=True)

@@ -361,3 +361,150 @@ def test_app_run_async_processes_and_stops_cleanly_when_cancelled(
         )
     )
     assert status["members"] == [] and [p["lag"] for p in status["partitions"]] == [0, 0, 0]
+
+
+def _cli_fails(*args: str, env: dict[str, str], bootstrap: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "streamflow", *args, "--bootstrap", bootstrap],
+        env={**env, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0, done.stdout
+    return done.stderr
+
+
+def test_replay_under_a_new_app_name_reproduces_the_outputs_exactly(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = _env()
+    create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], 3)
+    create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], 3)
+    events = [(k, {"seq": v["seq"]}) for k, v in _events()]
+    app_file = str(APP_FILE)
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], events)
+        wait_for(
+            lambda: len(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], timeout=5)) == EVENTS,
+            60,
+            what="every record processed",
+        )
+        refused = _cli_fails(
+            "replay", app_file, "--from", "earliest", "--to-app", "x", env=env,
+            bootstrap=kafka_bootstrap,
+        )  # fmt: skip
+        assert "has 1 member(s)" in refused and "stop its workers first" in refused
+    finally:
+        assert worker.terminate() == 0
+    original = decoded_by_key(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"]))
+
+    same = _cli_fails("replay", app_file, "--from", "earliest", env=env, bootstrap=kafka_bootstrap)
+    assert "--to-app NEW" in same and "--reset-state" in same
+    new_app = env["SF_TEST_APP"] + "-replay"
+    out = _cli(
+        "replay", app_file, "--from", "earliest", "--to-app", new_app, env=env,
+        bootstrap=kafka_bootstrap,
+    )  # fmt: skip
+    assert f"group {new_app}:" in out and "-> offset 0" in out
+    replayer = WorkerProcess(
+        APP_FILE,
+        kafka_bootstrap,
+        tmp_path / "r",
+        {**env, "STREAMFLOW_APP_NAME": new_app},
+        tmp_path / "r.log",
+    )
+    try:
+        wait_for(
+            lambda: (
+                len(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], timeout=5)) == 2 * EVENTS
+            ),
+            60,
+            what="the replay's outputs",
+        )
+    finally:
+        assert replayer.terminate() == 0
+    both = decoded_by_key(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"]))
+    half = {k: v[len(original[k]) :] for k, v in both.items()}
+    assert half == original  # the same outputs, key by key, in the same order
+    # Its own internal topics: the new app's changelog exists beside the old one.
+    from confluent_kafka.admin import AdminClient
+
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    assert (
+        f"{new_app}-counts-changelog" in topics
+        and f"{env['SF_TEST_APP']}-counts-changelog" in topics
+    )
+
+
+def test_a_standby_takes_over_without_restoring_the_store(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = _env()
+    create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], 3)
+    create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], 3)
+    keys = 3000
+    ports = [_free_port(), _free_port()]
+    workers = [
+        WorkerProcess(
+            APP_FILE,
+            kafka_bootstrap,
+            tmp_path / f"w{i}",
+            {**env, "STREAMFLOW_HTTP_PORT": str(port), "STREAMFLOW_NUM_STANDBYS": "1"},
+            tmp_path / f"w{i}.log",
+        )
+        for i, port in enumerate(ports)
+    ]
+
+    def status(port: int) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+            return json.loads(r.read())
+
+    def warm() -> bool:
+        both = [status(p) for p in ports]
+        running = [t for s in both for t in s["tasks"] if t["state"] == "running"]
+        standbys = [sb for s in both for sb in s["standbys"]]
+        return len(running) == 3 and len(standbys) == 3 and all(sb["lag"] == 0 for sb in standbys)
+
+    try:
+        produce_events(
+            kafka_bootstrap, env["SF_TEST_INPUT"], [(f"k{i}", {"seq": i}) for i in range(keys)]
+        )
+        wait_for(
+            lambda: len(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], timeout=5)) == keys,
+            60,
+            what="every record processed",
+        )
+        wait_for(warm, 60, what="every task running with a caught-up standby on the other worker")
+        victim = next(i for i, p in enumerate(ports) if status(p)["tasks"])
+        survivor_port = ports[1 - victim]
+        before = _total(_metrics(survivor_port), "streamflow_restored_records")
+        workers[victim].kill()
+        wait_for(
+            lambda: sum(t["state"] == "running" for t in status(survivor_port)["tasks"]) == 3,
+            60,
+            what="the survivor running every task",
+        )
+        restored = _total(_metrics(survivor_port), "streamflow_restored_records") - before
+        # The moved tasks held ~2/3 of the keys; their standbys were caught up.
+        assert restored < 50, f"restored {restored} records: the standby was not used"
+        produce_events(
+            kafka_bootstrap,
+            env["SF_TEST_INPUT"],
+            [(f"k{i}", {"seq": keys + i}) for i in range(keys)],
+        )
+        wait_for(
+            lambda: len(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], timeout=5)) == 2 * keys,
+            60,
+            what="the second round processed",
+        )
+    finally:
+        for w in workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.terminate()
+    latest = {
+        k: v[-1]["count"]
+        for k, v in decoded_by_key(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"])).items()
+    }
+    assert latest == {f"k{i}": 2 for i in range(keys)}  # the warm copies held every count
