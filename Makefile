@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # Re-install only when the package definition changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit chaos clean demo bench bench-peers bench-peers-deps lint format
+.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit chaos clean demo bench bench-peers bench-peers-deps bench-operate lint format
 
 venv: $(INSTALLED)
 
@@ -108,7 +108,12 @@ PEERS_ENV := SF_QUIX_PYTHON=$(CURDIR)/$(QUIX_VENV)/bin/python SF_KSTREAMS_JAR=$(
 PEERS_ARGS ?=
 
 bench: venv kafka-jars $(DBOS_VENV)/.installed bench-peers-deps
-	@SF_DBOS_PYTHON=$(CURDIR)/$(DBOS_VENV)/bin/python $(PEERS_ENV) $(WITH_KAFKA) sh -c '$(PY) bench/run.py --bootstrap $$KAFKA_BOOTSTRAP && $(PY) bench/peers_bench.py --bootstrap $$KAFKA_BOOTSTRAP $(PEERS_ARGS)'
+	@SF_DBOS_PYTHON=$(CURDIR)/$(DBOS_VENV)/bin/python $(PEERS_ENV) $(WITH_KAFKA) sh -c '$(PY) bench/run.py --bootstrap $$KAFKA_BOOTSTRAP && $(PY) bench/peers_bench.py --bootstrap $$KAFKA_BOOTSTRAP $(PEERS_ARGS) && $(PY) bench/restore_bench.py --bootstrap $$KAFKA_BOOTSTRAP --kstreams-jar $(CURDIR)/$(KSTREAMS_JAR) && $(PY) bench/rebalance_bench.py --bootstrap $$KAFKA_BOOTSTRAP'
+
+# Operations only: restore from a changelog beside Kafka Streams, rebalances under both group
+# protocols, failover with and without a standby.
+bench-operate: venv kafka-jars $(KSTREAMS_JAR)
+	@$(WITH_KAFKA) sh -c '$(PY) bench/restore_bench.py --bootstrap $$KAFKA_BOOTSTRAP --kstreams-jar $(CURDIR)/$(KSTREAMS_JAR) && $(PY) bench/rebalance_bench.py --bootstrap $$KAFKA_BOOTSTRAP'
 
 # Only streamflow against Kafka Streams and Quix Streams (PEERS_ARGS="--records 100000 --rounds 1").
 bench-peers: venv kafka-jars bench-peers-deps
