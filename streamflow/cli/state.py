@@ -81,6 +81,27 @@ def scan(target: str, store: str, prefix: str, limit: int, bootstrap: str | None
 
 @state.command()
 @click.argument("target")
+@click.argument("workflow")
+@click.argument("instance_id")
+@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
+@kafka_options
+def journal(target: str, workflow: str, instance_id: str, bootstrap: str | None) -> None:
+    """Print a workflow instance's header and journal (JSON), from the worker that owns it."""
+    app, query, _ = _query(target, bootstrap)
+    if workflow not in app.workflows.workflows:
+        known = ", ".join(sorted(app.workflows.workflows)) or "none"
+        raise click.ClickException(f"no workflow {workflow!r} in the app (workflows: {known})")
+    try:
+        answer = query.journal(workflow, instance_id)
+    except StreamflowError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if answer is None:
+        raise click.ClickException(f"no instance {instance_id!r} of workflow {workflow!r}")
+    click.echo(as_json(answer))
+
+
+@state.command()
+@click.argument("target")
 @click.argument("store", required=False)
 @click.option(
     "--state-dir",

@@ -40,7 +40,7 @@ def status(target: str, as_json: bool, with_workflows: bool, bootstrap: str | No
     client: dict[str, Any] = dict(settings.client(server))
     inputs = sorted({t.name for sub in app.topology.sub_topologies() for t in sub.sources})
     result = group_status(AdminClient(client), app.name, inputs, app.dead_letter_topic)
-    if result.dead_letter_offsets <= COUNT_DEAD_LETTERS_UP_TO:
+    if result.dead_letters is None and result.dead_letter_offsets <= COUNT_DEAD_LETTERS_UP_TO:
         result.dead_letters = sum(1 for _ in DeadLetters(app.name, server, client).list())
     workflows: dict[str, dict[str, int]] = {}
     if with_workflows and app.workflows.workflows:

@@ -143,7 +143,9 @@ def group_status(
                 tp.topic, tp.partition, committed.get(key), highs.get(key, 0), owner_of.get(key)
             )
         )
-    if dead_letter_topic in metadata:
+    if dead_letter_topic not in metadata:
+        status.dead_letters = 0  # no worker has started yet: it creates the topic
+    else:
         dlq = [TopicPartition(dead_letter_topic, p) for p in metadata[dead_letter_topic].partitions]
         lows = _high_watermarks(admin, dlq, earliest=True)
         status.dead_letter_offsets = sum(

@@ -204,6 +204,26 @@ class StateQuery:
             entries, truncated = entries[:limit], True
         return {"entries": entries, "truncated": truncated, "source": "worker"}
 
+    def journal(self, workflow: Any, instance_id: str) -> dict[str, Any] | None:
+        """A workflow instance's header and journal entries, read like any store (from the
+        worker that owns the instance, or the changelog): None when there is no such id."""
+        from streamflow.workflow.journal import ENTRY, HEADER
+
+        node = self.app.workflows.node_of(workflow)
+        answer = self.scan(node.instances.name, instance_id, limit=1_000_000)
+        header = None
+        entries = []
+        for entry in answer["entries"]:
+            key = entry["key"]
+            if key == instance_id + HEADER:
+                header = entry["value"]
+            elif key.startswith(instance_id + ENTRY):
+                entries.append(entry["value"])
+        if header is None:
+            return None
+        entries.sort(key=lambda e: e.get("seq", 0))
+        return {"id": instance_id, "header": header, "entries": entries, "source": answer["source"]}
+
     def _ask_all(self, endpoints: list[str], path: str) -> list[dict[str, Any]]:
         answers = []
         failures = []

@@ -508,3 +508,59 @@ def test_a_standby_takes_over_without_restoring_the_store(
         for k, v in decoded_by_key(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"])).items()
     }
     assert latest == {f"k{i}": 2 for i in range(keys)}  # the warm copies held every count
+
+
+def test_a_workflow_journal_is_read_from_its_worker_and_its_steps_are_counted(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from tests.engine_helpers import load_app_with_env
+
+    wf_file = REPO / "tests" / "apps" / "workflow_app.py"
+    env = {"SF_TEST_APP": f"opwf-{uuid.uuid4().hex[:8]}", "SF_WF_VARIANT": "a"}
+    port = _free_port()
+    worker = WorkerProcess(
+        wf_file, kafka_bootstrap, tmp_path / "w", {**env, "STREAMFLOW_HTTP_PORT": str(port)},
+        tmp_path / "w.log",
+    )  # fmt: skip
+    app = load_app_with_env(wf_file, env)
+    client = app.client(kafka_bootstrap)
+    try:
+        wait_for(lambda: bool(json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/status", timeout=5).read())["tasks"]), 60,
+            what="the worker running")  # fmt: skip
+        client.start("waiter", id="w-1")
+        client.signal("waiter", "w-1", "go", {"n": 7})
+
+        def journal() -> dict | None:
+            out = subprocess.run(
+                [sys.executable, "-m", "streamflow", "state", "journal", str(wf_file), "waiter",
+                 "w-1", "--bootstrap", kafka_bootstrap],
+                env={**env, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            return orjson.loads(out.stdout) if out.returncode == 0 else None
+
+        wait_for(
+            lambda: (j := journal()) is not None and j["header"]["status"] == "completed",
+            60,
+            what="the instance completed, seen through the worker",
+        )
+        answer = journal()
+        families = _metrics(port)
+    finally:
+        assert worker.terminate() == 0
+    assert answer is not None and answer["source"] == "worker"
+    assert [e["kind"] for e in answer["entries"]] == ["step", "signal"]
+    assert answer["header"]["result"] == {"n": 7}
+    attempts = {
+        s.labels["step"]: s.value
+        for s in families["streamflow_step_attempts"]
+        if s.name.endswith("_total") and s.labels["outcome"] == "ok"
+    }
+    assert attempts == {"record": 1}
+    transitions = {
+        s.labels["status"]: s.value
+        for s in families["streamflow_workflow_transitions"]
+        if s.labels["workflow"] == "waiter"
+    }
+    assert transitions == {"running": 1, "completed": 1}
