@@ -8,7 +8,7 @@ import click
 import orjson
 
 from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import kafka_options, kafka_settings
+from streamflow.cli.kafka_options import cluster_errors, kafka_options, kafka_settings
 from streamflow.runtime.dlq import DeadLetter, DeadLetterError, DeadLetters, parse_since
 
 
@@ -57,6 +57,7 @@ def dlq() -> None:
 @click.option("--limit", type=int, default=1000, show_default=True)
 @click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
 @kafka_options
+@cluster_errors
 def list_(
     target: str,
     error_type: str | None,
@@ -95,6 +96,7 @@ def list_(
 @click.argument("letter_id", metavar="PARTITION:OFFSET")
 @click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
 @kafka_options
+@cluster_errors
 def show(target: str, letter_id: str, bootstrap: str | None) -> None:
     """Show one dead letter: reason, trace, source, key, value and headers (JSON)."""
     letters = _dead_letters(target, bootstrap)
@@ -113,6 +115,7 @@ def show(target: str, letter_id: str, bootstrap: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would be replayed; write nothing.")
 @click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
 @kafka_options
+@cluster_errors
 def replay(
     target: str, error_type: str | None, since: str | None, dry_run: bool, bootstrap: str | None
 ) -> None:

@@ -68,3 +68,30 @@ def registry_settings(url: str | None = None) -> RegistrySettings:
         return resolve_registry(config_file=meta.get(_FILE), cli={"url": url})
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def cluster_errors(fn: F) -> F:
+    """Errors from the cluster (refused, unreachable, timed out) and streamflow's own become
+    one line naming what failed, not a traceback."""
+    import functools
+
+    from confluent_kafka import KafkaException
+
+    from streamflow.errors import StreamflowError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StreamflowError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KafkaException as exc:
+            err = exc.args[0]
+            text = err.str() if hasattr(err, "str") else str(err)
+            raise click.ClickException(f"Kafka refused or failed: {text}") from exc
+        except TimeoutError as exc:
+            raise click.ClickException(
+                "Kafka did not answer in time: is the cluster up and --bootstrap right?"
+            ) from exc
+
+    return wrapper  # type: ignore[return-value]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import click
+from confluent_kafka import KafkaException
 
 from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import kafka_options, kafka_settings
+from streamflow.cli.kafka_options import cluster_errors, kafka_options, kafka_settings
 from streamflow.errors import StreamflowError
 
 
@@ -32,6 +33,7 @@ from streamflow.errors import StreamflowError
 @click.option("--dry-run", is_flag=True, help="Print the new offsets; change nothing.")
 @click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
 @kafka_options
+@cluster_errors
 def replay(
     target: str,
     start: str,
@@ -60,5 +62,13 @@ def replay(
         apply_replay(admin, plan)
     except StreamflowError as exc:
         raise click.ClickException(str(exc)) from exc
+    except KafkaException as exc:
+        raise click.ClickException(f"Kafka at {server}: {exc.args[0].str()}") from exc
     name = f" --app-name {to_app}" if to_app else ""
+    if plan.deleted_topics:
+        click.echo(
+            "state topics deleted: wipe every worker's --state-dir of this app before starting "
+            "it (a local store from before the reset must not be replayed onto the new "
+            "changelogs)"
+        )
     click.echo(f"offsets moved; now start the workers: streamflow run {target}{name}")

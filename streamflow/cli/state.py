@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import kafka_options, kafka_settings
+from streamflow.cli.kafka_options import cluster_errors, kafka_options, kafka_settings
 from streamflow.errors import StreamflowError
 from streamflow.runtime.state_query import SCAN_LIMIT, StateQuery, as_json, parse_key
 
@@ -46,12 +46,13 @@ def state() -> None:
 @click.argument("key")
 @click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
 @kafka_options
+@cluster_errors
 def get(target: str, store: str, key: str, bootstrap: str | None) -> None:
     """Print KEY's committed value in STORE as JSON (exit status 1: no such key)."""
     _app, query, _ = _query(target, bootstrap)
     try:
         spec = query.spec(store)
-        answer = query.get(store, parse_key(key, spec.key_serde))
+        answer = query.get(store, parse_key(key, spec.key_serde), text=key)
     except StreamflowError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(as_json(answer))
@@ -66,6 +67,7 @@ def get(target: str, store: str, key: str, bootstrap: str | None) -> None:
 @click.option("--limit", type=int, default=SCAN_LIMIT, show_default=True)
 @click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
 @kafka_options
+@cluster_errors
 def scan(target: str, store: str, prefix: str, limit: int, bootstrap: str | None) -> None:
     """Print STORE's committed entries (one JSON object per line), in key order."""
     _app, query, _ = _query(target, bootstrap)
@@ -85,6 +87,7 @@ def scan(target: str, store: str, prefix: str, limit: int, bootstrap: str | None
 @click.argument("instance_id")
 @click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
 @kafka_options
+@cluster_errors
 def journal(target: str, workflow: str, instance_id: str, bootstrap: str | None) -> None:
     """Print a workflow instance's header and journal (JSON), from the worker that owns it."""
     app, query, _ = _query(target, bootstrap)
@@ -119,6 +122,7 @@ def journal(target: str, workflow: str, instance_id: str, bootstrap: str | None)
 )
 @click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
 @kafka_options
+@cluster_errors
 def rebuild(
     target: str,
     store: str | None,

@@ -9,7 +9,7 @@ import click
 import orjson
 
 from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import kafka_options, kafka_settings
+from streamflow.cli.kafka_options import cluster_errors, kafka_options, kafka_settings
 from streamflow.runtime.dlq import DeadLetters
 from streamflow.runtime.group_status import GroupStatus, group_status
 
@@ -29,6 +29,7 @@ are shown as an upper bound (they include transaction markers)."""
 )
 @click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
 @kafka_options
+@cluster_errors
 def status(target: str, as_json: bool, with_workflows: bool, bootstrap: str | None) -> None:
     """Show TARGET's consumer group: members and their tasks, lag per input partition,
     restores in progress, dead letters and workflow instances by status."""

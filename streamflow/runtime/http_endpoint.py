@@ -48,10 +48,10 @@ class WorkerCalls:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
 
-    def call(self, fn: Callable[[], Any]) -> Any:
+    def call(self, fn: Callable[[], Any], timeout: float = CALL_TIMEOUT_S) -> Any:
         future: Future[Any] = Future()
         self._queue.put((fn, future))
-        return future.result(CALL_TIMEOUT_S)
+        return future.result(timeout)
 
     @property
     def pending(self) -> bool:
@@ -150,7 +150,10 @@ class HttpEndpoint:
 
     def _status(self, _path: str, _query: dict[str, list[str]]) -> tuple[int, bytes, str]:
         if self.refresh is not None:
-            self.refresh()
+            try:
+                self.refresh()
+            except TimeoutError:
+                pass  # the worker is busy (starting, restoring a slice): its last figures
         snap = self.metrics.snapshot
         body = {
             "app": snap.app,

@@ -96,11 +96,13 @@ class Metrics:
     # -- events (worker thread) ------------------------------------------------------------------
 
     def committed(self, seconds: float) -> None:
-        self.transactions += 1
-        self.commit_latency.observe(seconds)
+        with self.lock:
+            self.transactions += 1
+            self.commit_latency.observe(seconds)
 
     def aborted(self) -> None:
-        self.aborts += 1
+        with self.lock:
+            self.aborts += 1
 
     def step_attempt(self, step: str, outcome: str, seconds: float | None, attempt: int) -> None:
         """One attempt of ``step`` ended: ``ok``, ``failed`` or ``timed_out``."""

@@ -73,7 +73,8 @@ def _members(admin: AdminClient, group: str) -> list[str]:
 
 def _resolve(admin: AdminClient, parts: list[TopicPartition], start: str) -> list[TopicPartition]:
     """``earliest``, ``latest``, a time (epoch ms, ISO 8601, or an age like ``2h``), or
-    explicit ``TOPIC:PARTITION=OFFSET,...`` (partitions not named keep their position)."""
+    explicit ``TOPIC:PARTITION=OFFSET,...`` (partitions not named are left as the group has
+    them)."""
     if "=" in start:
         wanted: dict[tuple[str, int], int] = {}
         for item in start.split(","):
@@ -90,10 +91,21 @@ def _resolve(admin: AdminClient, parts: list[TopicPartition], start: str) -> lis
                 "not read"
             )
         return [TopicPartition(t, p, o) for (t, p), o in sorted(wanted.items())]
+    if start.isdigit() and int(start) < 100_000_000_000:
+        raise ReplayRefused(
+            f"--from {start}: epoch milliseconds expected (that would be "
+            f"{int(start) / 1000:.0f} s after 1970); seconds? add three zeros"
+        )
     if start in ("earliest", "latest"):
         spec = OffsetSpec.earliest() if start == "earliest" else OffsetSpec.latest()  # type: ignore[no-untyped-call]
     else:
-        since = parse_since(start)
+        try:
+            since = parse_since(start)
+        except StreamflowError:
+            raise ReplayRefused(
+                f"--from {start!r}: give earliest, latest, epoch milliseconds, an ISO 8601 time, "
+                "an age (30m, 2h, 7d) or TOPIC:PARTITION=OFFSET,..."
+            ) from None
         assert since is not None
         spec = OffsetSpec.for_timestamp(since)
     answers = admin.list_offsets({tp: spec for tp in parts})
@@ -143,6 +155,12 @@ def plan_replay(
                 "fresh name, so the replay starts from empty state"
             )
     elif has_state:
+        if reset_state and getattr(topology, "workflows", None) and topology.workflows.workflows:
+            raise ReplayRefused(
+                f"app {app_name!r} runs workflows: --reset-state would start their step and "
+                "event topics over without the journals that say what already ran (steps would "
+                "run again); replay under a new name (--to-app NEW) instead"
+            )
         if not reset_state:
             raise ReplayRefused(
                 f"app {app_name!r} has stores, which hold what was processed after that point: "

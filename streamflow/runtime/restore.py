@@ -207,7 +207,10 @@ class Restorer:
                 continue  # released meanwhile (its task was revoked)
             err = msg.error()
             if err is not None:
-                self._error(progress, msg, err, count, last)
+                if count:  # the records of this run are in the batch: account for them first
+                    progress.pending += count
+                    progress.last_offset = last.offset()
+                self._error(progress, msg, err)
                 count = 0
                 topic = None  # look the partition up again: its batch was just written
                 continue
@@ -229,11 +232,8 @@ class Restorer:
         self._report()
         return self._finished()
 
-    def _error(self, progress: _Progress, msg: Any, err: KafkaError, count: int, last: Any) -> None:
+    def _error(self, progress: _Progress, msg: Any, err: KafkaError) -> None:
         if err.code() == KafkaError._PARTITION_EOF:
-            if count:
-                progress.pending += count
-                progress.last_offset = last.offset()
             self._flush(progress, msg.offset())
             progress.done = True
         elif err.code() in AUTHORIZATION_CODES:

@@ -76,7 +76,9 @@ class StandbyReplicas(Restorer):
         return []  # a standby never finishes: it follows its changelogs until released
 
     def keep(self, wanted: set[str]) -> None:
-        """Keep replicas of exactly the tasks ``wanted`` (ids ``<sub>_<partition>``)."""
+        """Keep replicas of exactly the tasks ``wanted`` (ids ``<sub>_<partition>``). A standby
+        is an optimization: one that cannot be opened or followed now (a disk error, a broker
+        away) is logged and tried again on the next refresh, never a reason to stop."""
         for task_id in sorted(set(self.replicas) - wanted):
             self.release(task_id)
         for task_id in sorted(wanted - set(self.replicas)):
@@ -87,9 +89,10 @@ class StandbyReplicas(Restorer):
             replica = Replica(sub, int(partition), self.state_dir)
             try:
                 self.add(replica)
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 - see the docstring
                 replica.close()
-                raise
+                log.warning("no standby of task %s for now: %s", task_id, exc)
+                continue
             self.replicas[task_id] = replica
             log.info("keeping a standby of task %s", task_id)
 
@@ -98,8 +101,10 @@ class StandbyReplicas(Restorer):
         replica = self.replicas.pop(task_id, None)
         if replica is None:
             return
-        self.remove(replica)
-        replica.close()
+        try:
+            self.remove(replica)
+        finally:
+            replica.close()  # the RocksDB locks go whatever the consumer said
         log.info("standby of task %s released", task_id)
 
     def lag(self) -> dict[str, int]:

@@ -34,6 +34,9 @@ from streamflow.serde.base import Serde
 from streamflow.topology.specs import StoreSpec
 
 SCAN_LIMIT = 1000
+MAX_SCAN = 100_000
+"""The most entries one worker scans for a query: it scans on its own thread, between
+batches, and must not keep a transaction open for long (a scan of 100,000 takes ~0.3 s)."""
 QUERY_TIMEOUT_S = 5.0
 
 
@@ -60,6 +63,15 @@ def _json(value: Any) -> Any:
         except UnicodeDecodeError:
             return "0x" + value.hex()
     return value
+
+
+def _key_text(key: Any) -> str:
+    """A key as ``parse_key`` reads it back: a str as is, bytes as text, others as JSON."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes):
+        return key.decode(errors="surrogateescape")
+    return orjson.dumps(key).decode()
 
 
 def _dumps(body: Any) -> bytes:
@@ -100,7 +112,10 @@ class WorkerQueries:
             body = self.call(lambda: self._get(spec, key))
         else:
             prefix = query.get("prefix", [""])[0].encode()
-            limit = int(query.get("limit", [str(SCAN_LIMIT)])[0])
+            try:
+                limit = min(MAX_SCAN, int(query.get("limit", [str(SCAN_LIMIT)])[0]))
+            except ValueError:
+                raise QueryError(400, "limit must be a number") from None
             body = self.call(lambda: self._scan(spec, prefix, limit))
         return 200, _dumps(body), "application/json"
 
@@ -171,18 +186,25 @@ class StateQuery:
         found = [endpoint_of(m.client_id or "") for m in described.members]
         return sorted(e for e in found if e)
 
-    def get(self, store: str, key: Any) -> dict[str, Any]:
-        """``{"found": bool, "value": ..., "task": ..., "worker": ... | "source": "changelog"}``."""
+    def get(self, store: str, key: Any, text: str | None = None) -> dict[str, Any]:
+        """``{"found": bool, "value": ..., "task": ..., "worker": ... | "source": "changelog"}``.
+        ``text``: the key as the user typed it (the workers parse it as ``parse_key`` does)."""
         spec = self.spec(store)
         endpoints = self.endpoints()
         if not endpoints:
             return self._get_from_changelog(spec, key)
-        text = key if isinstance(key, str) else orjson.dumps(key).decode()
+        if text is None:
+            text = _key_text(key)
         path = f"/state/{urllib.parse.quote(store)}?key={urllib.parse.quote(text)}"
-        answers = self._ask_all(endpoints, path)
+        answers, failures = self._ask_all(endpoints, path)
         for answer in answers:
             if answer.get("found"):
                 return {**answer, "source": "worker"}
+        if failures:
+            raise StateQueryError(
+                f"key {key!r} is not on the workers that answered, and these did not: "
+                + "; ".join(failures)
+            )
         served = sorted({t for a in answers for t in a.get("tasks", [])})
         return {"found": False, "key": key, "source": "worker", "tasks": served}
 
@@ -196,7 +218,12 @@ class StateQuery:
         )
         entries: list[dict[str, Any]] = []
         truncated = False
-        for answer in self._ask_all(endpoints, path):
+        answers, failures = self._ask_all(endpoints, path)
+        if failures:
+            raise StateQueryError(
+                "a scan needs every worker; these did not answer: " + "; ".join(failures)
+            )
+        for answer in answers:
             entries.extend({**e, "worker": answer.get("worker")} for e in answer["entries"])
             truncated = truncated or answer.get("truncated", False)
         entries.sort(key=lambda e: orjson.dumps(e["key"]))
@@ -210,34 +237,39 @@ class StateQuery:
         from streamflow.workflow.journal import ENTRY, HEADER
 
         node = self.app.workflows.node_of(workflow)
-        answer = self.scan(node.instances.name, instance_id, limit=1_000_000)
-        header = None
-        entries = []
-        for entry in answer["entries"]:
-            key = entry["key"]
-            if key == instance_id + HEADER:
-                header = entry["value"]
-            elif key.startswith(instance_id + ENTRY):
-                entries.append(entry["value"])
-        if header is None:
+        store = node.instances.name
+        head = self.get(store, instance_id + HEADER, text=instance_id + HEADER)
+        if not head["found"]:
             return None
-        entries.sort(key=lambda e: e.get("seq", 0))
-        return {"id": instance_id, "header": header, "entries": entries, "source": answer["source"]}
+        answer = self.scan(store, instance_id + ENTRY, limit=MAX_SCAN)
+        entries = sorted((e["value"] for e in answer["entries"]), key=lambda e: e.get("seq", 0))
+        return {
+            "id": instance_id,
+            "header": head["value"],
+            "entries": entries,
+            "source": head["source"],
+        }
 
-    def _ask_all(self, endpoints: list[str], path: str) -> list[dict[str, Any]]:
+    def _ask_all(self, endpoints: list[str], path: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """Every worker's answer, and which workers did not answer (unreachable, busy)."""
         answers = []
         failures = []
         for endpoint in endpoints:
             try:
                 answers.append(fetch_json(endpoint, path, QUERY_TIMEOUT_S))
             except urllib.error.HTTPError as exc:
-                reason = orjson.loads(exc.read() or b"{}").get("error", str(exc))
-                raise StateQueryError(f"worker {endpoint}: {reason}") from None
+                try:
+                    reason = orjson.loads(exc.read() or b"{}").get("error", str(exc))
+                except orjson.JSONDecodeError:
+                    reason = str(exc)
+                if exc.code in (400, 404):  # the query is wrong: every worker would say so
+                    raise StateQueryError(f"worker {endpoint}: {reason}") from None
+                failures.append(f"{endpoint}: {reason}")
             except OSError as exc:
                 failures.append(f"{endpoint}: {exc}")
         if not answers:
             raise StateQueryError("no worker answered: " + "; ".join(failures))
-        return answers
+        return answers, failures
 
     # -- no worker running: the changelog -------------------------------------------------------
 

@@ -46,7 +46,11 @@ def read_to_end(
     consumer = reader_consumer(client, purpose)
     try:
         meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
-        if meta is None or meta.error is not None:
+        if meta is not None and meta.error is not None:
+            if meta.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise KafkaException(meta.error)  # a refusal or a broker away: not "missing"
+            meta = None
+        if meta is None:
             if missing_ok:
                 return
             raise MissingTopic(topic)

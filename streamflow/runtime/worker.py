@@ -78,6 +78,8 @@ class Worker:
         self.subs = topology.sub_topologies()
         self._sub_of_topic = {t.name: sub for sub in self.subs for t in sub.sources}
         self._running = False
+        self._stop_requested = False
+        """stop() was called (it may come before the loop starts: then the loop never runs)."""
         self._tasks: dict[str, Task] = {}  # every task this worker owns
         self._aligned_paused: dict[str, set[str]] = {}
         """Per aligned task, the source topics paused because their held records are full."""
@@ -128,7 +130,7 @@ class Worker:
                     lambda: self.worker_id,
                 )
                 self.endpoint.routes["/state/"] = queries.route
-                self.endpoint.refresh = lambda: self.calls.call(self._publish)
+                self.endpoint.refresh = lambda: self.calls.call(self._publish, 2.0)
                 self.endpoint.start()
             connection = AdminConnection(cfg.kafka, cfg.bootstrap)
             self._admin = connection.admin
@@ -141,7 +143,7 @@ class Worker:
             # cyclic GC's generational scans are pure overhead (measured 2-3x on batch loops).
             gc.freeze()
             gc.set_threshold(100_000, 50, 100)
-            self._running = True
+            self._running = not self._stop_requested
             log.info("worker %s of app %s started (%s)", self.worker_id, cfg.name, cfg.guarantee)
             while True:
                 try:
@@ -213,11 +215,14 @@ class Worker:
         self._start_clients(self.worker_id)
 
     def stop(self) -> None:
-        """Ask the loop to finish its cycle, commit and leave the group."""
+        """Ask the loop to finish its cycle, commit and leave the group (asked while starting:
+        the worker leaves as soon as it can, before processing anything)."""
+        self._stop_requested = True
         self._running = False
 
     def _stop_signal(self, signum: int, _frame: Any) -> None:
         log.info("signal %d: draining and leaving the group", signum)
+        self._stop_requested = True
         self._running = False
 
     def _raise_if_denied(
@@ -256,7 +261,7 @@ class Worker:
             try:
                 return existing_topics(admin)
             except KafkaUnavailable as exc:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or self._stop_requested:
                     raise
                 log.warning("%s; retrying for up to %.0f s more", exc, deadline - time.monotonic())
                 time.sleep(2)
@@ -293,7 +298,9 @@ class Worker:
         multi_source = any(len(sub.sources) > 1 for sub in self.subs)
         # The new protocol (KIP-848) is incremental whatever the assignor.
         self._cooperative = not multi_source or cfg.group_protocol == "consumer"
-        strategy = "cooperative-sticky" if self._cooperative else "range"
+        # Multi-topic tasks need partition p of each topic on one member: the range assignor
+        # (client-side on the classic protocol, the broker's on the new one) guarantees it.
+        strategy = "range" if multi_source else "cooperative-sticky"
         conf = consumer_config(cfg, strategy)
         if self.endpoint is not None:
             conf["client.id"] = f"{cfg.name}-{worker_id}{HTTP_CLIENT_ID_MARK}{self._advertised()}"
@@ -390,8 +397,8 @@ class Worker:
                 for task in self.restorer.step(0.01 if self._route_has_tasks() else 0.05):
                     self._start_processing(task)
             if self.standbys is not None:
-                if time.monotonic() >= self._next_standby_refresh:
-                    self._refresh_standbys()
+                if time.monotonic() >= self._next_standby_refresh and not cycle.open:
+                    self._refresh_standbys()  # network calls: never while a cycle is open
                 if self.standbys.busy:
                     self.standbys.step(0)
             if time.monotonic() >= self._next_punctuation:
@@ -446,7 +453,7 @@ class Worker:
             if not mine:
                 return  # not in the group yet
             group = self._admin.describe_consumer_groups([self.config.name])[self.config.name]
-            described = group.result(5)
+            described = group.result(2)
         except (KafkaException, RuntimeError, TimeoutError) as exc:
             log.debug("standbys not refreshed: %s", exc)
             return
@@ -460,10 +467,7 @@ class Worker:
         members = [m.member_id for m in described.members]
         wanted = standby_tasks(mine, members, owners, self.config.num_standbys)
         wanted -= set(self._tasks)  # never a standby of a task this worker runs
-        try:
-            self.standbys.keep(wanted)
-        except KafkaException as exc:
-            log.info("standbys not refreshed (%s); retrying", exc.args[0].str())
+        self.standbys.keep(wanted)
 
     # -- what the HTTP endpoint shows --------------------------------------------------------------
 

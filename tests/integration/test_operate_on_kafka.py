@@ -300,6 +300,13 @@ def test_queries_reach_the_owner_after_a_rebalance_then_the_changelog_and_rebuil
 
         wait_for(survivor_answers, 60, what="the survivor to answer for k3")
         assert get("k3")["value"]["count"] == per_key["k3"]
+        # status: the killed worker's tasks moved to the survivor, which owns every partition
+        moved = json.loads(
+            _cli("status", app_file, "--json", "--no-workflows", env=env, bootstrap=kafka_bootstrap)
+        )
+        assert len(moved["members"]) == 1
+        assert {p["owner"] for p in moved["partitions"]} == {moved["members"][0]["client_id"]}
+        assert len(moved["members"][0]["worker"]["tasks"]) == 3
     finally:
         for w in workers:
             if w.proc is not None and w.proc.poll() is None:
@@ -564,3 +571,51 @@ def test_a_workflow_journal_is_read_from_its_worker_and_its_steps_are_counted(
         if s.labels["workflow"] == "waiter"
     }
     assert transitions == {"running": 1, "completed": 1}
+
+
+def test_the_consumer_group_protocol_moves_tasks_on_a_kill_and_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = _env()
+    create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], 4)
+    create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], 4)
+    extra = {"STREAMFLOW_GROUP_PROTOCOL": "consumer"}
+    workers = [
+        WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", {**env, **extra},
+                      tmp_path / f"w{i}.log")
+        for i in range(2)
+    ]  # fmt: skip
+    events = [(f"k{i % 50}", {"seq": i}) for i in range(4000)]
+    try:
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], events[:2000])
+        wait_for(
+            lambda: len(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], timeout=5)) == 2000,
+            90,
+            what="the first half processed",
+        )
+        status = json.loads(
+            _cli(
+                "status",
+                str(APP_FILE),
+                "--json",
+                "--no-workflows",
+                env=env,
+                bootstrap=kafka_bootstrap,
+            )
+        )
+        assert status["protocol"] == "consumer" and len(status["members"]) == 2
+        workers[0].kill()
+        produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], events[2000:])
+        wait_for(
+            lambda: len(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], timeout=5)) == 4000,
+            120,
+            what="the second half processed by the survivor",
+        )
+    finally:
+        for w in workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.terminate()
+    outputs = decoded_by_key(read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"]))
+    for key, values in outputs.items():
+        assert [v["count"] for v in values] == list(range(1, len(values) + 1)), key
+    assert sum(len(v) for v in outputs.values()) == 4000
