@@ -39,6 +39,9 @@ class _Progress:
     """This slice's records, written in one go with the checkpoint (``_flush``)."""
     pending: int = 0
     """Records in ``batch``."""
+    position: int = -1
+    """The offset restored up to (the last checkpoint written): past transaction markers
+    once an EOF was seen, unlike ``last_offset + 1``."""
 
 
 class Restorer:
@@ -247,6 +250,7 @@ class Restorer:
         if progress.pending or next_offset > progress.start:
             batch = progress.batch or WriteBatch(raw_mode=True)
             progress.store.restore_write(batch, next_offset)
+            progress.position = next_offset
             progress.restored += progress.pending
             self.restored_total += progress.pending
         progress.batch = None

@@ -119,7 +119,7 @@ class StandbyReplicas(Restorer):
                 continue
             if high < 0:
                 continue
-            position = max(progress.last_offset + 1, progress.start)
+            position = max(progress.position, progress.start)
             task_id = progress.task.id
             out[task_id] = out.get(task_id, 0) + max(0, high - position)
         return out

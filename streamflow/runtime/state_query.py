@@ -38,6 +38,8 @@ MAX_SCAN = 100_000
 """The most entries one worker scans for a query: it scans on its own thread, between
 batches, and must not keep a transaction open for long (a scan of 100,000 takes ~0.3 s)."""
 QUERY_TIMEOUT_S = 5.0
+SETTLE_S = 10.0
+"""How long a query waits for tasks on the move (a rebalance) to run again somewhere."""
 
 
 class StateQueryError(StreamflowError):
@@ -170,6 +172,7 @@ class StateQuery:
         self.app = app
         self.client = dict(client)
         self.specs = store_specs(app.topology)
+        self._task_ids: dict[str, set[str]] = {}
 
     def spec(self, store: str) -> StoreSpec:
         spec = self.specs.get(store)
@@ -196,17 +199,20 @@ class StateQuery:
         if text is None:
             text = _key_text(key)
         path = f"/state/{urllib.parse.quote(store)}?key={urllib.parse.quote(text)}"
-        answers, failures = self._ask_all(endpoints, path)
-        for answer in answers:
-            if answer.get("found"):
-                return {**answer, "source": "worker"}
-        if failures:
-            raise StateQueryError(
-                f"key {key!r} is not on the workers that answered, and these did not: "
-                + "; ".join(failures)
-            )
-        served = sorted({t for a in answers for t in a.get("tasks", [])})
-        return {"found": False, "key": key, "source": "worker", "tasks": served}
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            answers, failures = self._ask_all(endpoints, path)
+            for answer in answers:
+                if answer.get("found"):
+                    return {**answer, "source": "worker"}
+            served = {t for a in answers for t in a.get("tasks", [])}
+            missing = self._tasks_of_store(spec) - served
+            if not missing and not failures:
+                return {"found": False, "key": key, "source": "worker", "tasks": sorted(served)}
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.25)  # a task moving (a rebalance, a restore) runs again shortly
+        raise StateQueryError(_unanswered(f"key {key!r}", missing, failures))
 
     def scan(self, store: str, prefix: str = "", limit: int = SCAN_LIMIT) -> dict[str, Any]:
         spec = self.spec(store)
@@ -249,6 +255,22 @@ class StateQuery:
             "entries": entries,
             "source": head["source"],
         }
+
+    def _tasks_of_store(self, spec: StoreSpec) -> set[str]:
+        """Every task that holds a part of ``spec``: one per partition of its changelog."""
+        if spec.name not in self._task_ids:
+            from confluent_kafka.admin import AdminClient
+
+            sub = next(
+                sub
+                for sub in self.app.topology.sub_topologies()
+                if any(s.name == spec.name for s in sub.stores)
+            )
+            topics = AdminClient(self.client).list_topics(spec.changelog, timeout=15).topics
+            meta = topics.get(spec.changelog)
+            count = len(meta.partitions) if meta is not None and meta.error is None else 0
+            self._task_ids[spec.name] = {f"{sub.id}_{p}" for p in range(count)}
+        return self._task_ids[spec.name]
 
     def _ask_all(self, endpoints: list[str], path: str) -> tuple[list[dict[str, Any]], list[str]]:
         """Every worker's answer, and which workers did not answer (unreachable, busy)."""
@@ -322,6 +344,18 @@ class StateQuery:
                 break
             entries.append({"key": spec.key_serde.deserialize(kb), "value": value})
         return {"entries": entries, "truncated": truncated, "source": "changelog"}
+
+
+def _unanswered(what: str, missing: set[str], failures: list[str]) -> str:
+    parts = []
+    if missing:
+        parts.append(
+            f"task(s) {', '.join(sorted(missing))} run on no worker right now (a rebalance or "
+            "a restore is under way, or their workers have no --http-port)"
+        )
+    if failures:
+        parts.append("these workers did not answer: " + "; ".join(failures))
+    return f"{what} cannot be answered for sure: " + " and ".join(parts)
 
 
 def as_json(body: Any) -> str:

@@ -78,8 +78,9 @@ def _metrics(port: int) -> dict[str, list]:
 
 
 def _total(families: dict[str, list], family: str, sample: str | None = None) -> float:
-    name = sample or family
-    return sum(s.value for s in families.get(family, []) if s.name == name)
+    """The sum of a family's samples (a counter's ``_total`` ones, unless ``sample`` says)."""
+    names = {sample} if sample else {family, family + "_total"}
+    return sum(s.value for s in families.get(family, []) if s.name in names)
 
 
 def test_metrics_status_and_json_logs_match_what_was_processed(
@@ -348,7 +349,9 @@ def test_app_run_async_processes_and_stops_cleanly_when_cancelled(
         )
         await asyncio.to_thread(produce_events, kafka_bootstrap, env["SF_TEST_INPUT"], events)
         for _ in range(600):
-            outputs = await asyncio.to_thread(read_topic, kafka_bootstrap, env["SF_TEST_OUTPUT"], 2)
+            outputs = await asyncio.to_thread(
+                lambda: read_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], timeout=2)
+            )
             if len(outputs) == EVENTS:
                 break
             await asyncio.sleep(0.1)
@@ -532,9 +535,15 @@ def test_a_workflow_journal_is_read_from_its_worker_and_its_steps_are_counted(
     app = load_app_with_env(wf_file, env)
     client = app.client(kafka_bootstrap)
     try:
-        wait_for(lambda: bool(json.loads(urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/status", timeout=5).read())["tasks"]), 60,
-            what="the worker running")  # fmt: skip
+
+        def running() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+                    return bool(json.loads(r.read())["tasks"])
+            except OSError:
+                return False  # not listening yet
+
+        wait_for(running, 60, what="the worker running")
         client.start("waiter", id="w-1")
         client.signal("waiter", "w-1", "go", {"n": 7})
 
