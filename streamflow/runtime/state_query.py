@@ -212,6 +212,7 @@ class StateQuery:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.25)  # a task moving (a rebalance, a restore) runs again shortly
+            endpoints = self.endpoints() or endpoints  # members may have come or gone
         raise StateQueryError(_unanswered(f"key {key!r}", missing, failures))
 
     def scan(self, store: str, prefix: str = "", limit: int = SCAN_LIMIT) -> dict[str, Any]:
@@ -224,11 +225,17 @@ class StateQuery:
         )
         entries: list[dict[str, Any]] = []
         truncated = False
-        answers, failures = self._ask_all(endpoints, path)
-        if failures:
-            raise StateQueryError(
-                "a scan needs every worker; these did not answer: " + "; ".join(failures)
-            )
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            answers, failures = self._ask_all(endpoints, path)
+            served = {t for a in answers for t in a.get("tasks", [])}
+            missing = self._tasks_of_store(spec) - served
+            if not missing and not failures:
+                break
+            if time.monotonic() > deadline:
+                raise StateQueryError(_unanswered(f"a scan of {store!r}", missing, failures))
+            time.sleep(0.25)  # a task moving (a rebalance, a restore) runs again shortly
+            endpoints = self.endpoints() or endpoints  # members may have come or gone
         for answer in answers:
             entries.extend({**e, "worker": answer.get("worker")} for e in answer["entries"])
             truncated = truncated or answer.get("truncated", False)
