@@ -103,11 +103,11 @@ def run_once(bootstrap: str, system: str, keys: int, args: argparse.Namespace) -
         for p in range(PARTITIONS):
             markers.produce(source, b'{"marker":1}', b"marker-%d" % p, p)
         markers.flush()
-        seen: set[int] = set()
+        seen: set[int] = set()  # input partitions whose marker came out
         while len(seen) < PARTITIONS:
             for m in consumer.consume(100, 0.05):
-                if not m.error():
-                    seen.add(m.partition())
+                if not m.error() and (m.key() or b"").startswith(b"marker-"):
+                    seen.add(int(m.key()[7:]))  # the output of input partition p's marker
             if proc.poll() is not None:
                 raise RuntimeError(f"{system} exited with {proc.returncode}")
             if time.monotonic() - started > TIMEOUT_S:

@@ -68,6 +68,13 @@ class Restorer:
                 # A caught-up changelog is the common case: learn its end without the default
                 # half-second broker-side wait per fetch.
                 "fetch.wait.max.ms": 10,
+                # Keep fetching while the queue holds less than this per partition: at the
+                # default (100,000) the fetcher stopped and backed off while Python drained the
+                # queue. Measured on 1M changelog records, 6 partitions: 329k -> 694k records/s
+                # consumed. The queue's bytes stay bounded by queued.max.messages.kbytes.
+                "queued.min.messages": 1_000_000,
+                "queued.max.messages.kbytes": 256 * 1024,
+                "fetch.queue.backoff.ms": 10,
             }
         )
         self._batch_size = batch_size
@@ -195,6 +202,7 @@ class Restorer:
         partition = -1
         last: Any = None
         count = 0
+        put: Any = None
         for msg in messages:
             if msg.partition() != partition or msg.topic() != topic:
                 if progress is not None and count:
@@ -203,9 +211,11 @@ class Restorer:
                 count = 0
                 topic, partition = msg.topic(), msg.partition()
                 progress = active.get((topic, partition))
-                if progress is not None and progress.batch is None:
-                    progress.batch = WriteBatch(raw_mode=True)
-                    touched.append(progress)
+                if progress is not None:
+                    if progress.batch is None:
+                        progress.batch = WriteBatch(raw_mode=True)
+                        touched.append(progress)
+                    put = progress.batch.put  # bound once per run, not looked up per record
             if progress is None:
                 continue  # released meanwhile (its task was revoked)
             err = msg.error()
@@ -218,12 +228,11 @@ class Restorer:
                 topic = None  # look the partition up again: its batch was just written
                 continue
             value = msg.value()
-            batch = progress.batch
-            assert batch is not None
             if value is None:
-                batch.delete(msg.key())
+                assert progress.batch is not None
+                progress.batch.delete(msg.key())  # a tombstone
             else:
-                batch.put(msg.key(), value)
+                put(msg.key(), value)
             last = msg
             count += 1
         if progress is not None and count:
