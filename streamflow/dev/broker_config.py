@@ -201,6 +201,7 @@ def broker_properties(cluster: ClusterSpec, node: NodeSpec, data_dir: Path) -> d
         # same 10 s the classic groups of streamflow ask for, not the 45 s default.
         "group.consumer.min.session.timeout.ms": "6000",
         "group.consumer.session.timeout.ms": "10000",
+        "group.consumer.min.heartbeat.interval.ms": "1000",  # the broker refuses below the min
         "group.consumer.heartbeat.interval.ms": "2000",
         # The engine creates every topic it uses explicitly; a typo must fail, not create a topic.
         "auto.create.topics.enable": "false",
