@@ -252,7 +252,8 @@ def main() -> None:
             rows.append({"suite": "failover", "keys": args.keys, **row})
     path = HERE / "results.json"
     old = json.loads(path.read_text()) if path.exists() else []
-    kept = [r for r in old if r.get("suite") not in ("rebalance", "failover")]
+    written = {"rebalance"} | (set() if args.skip_failover else {"failover"})
+    kept = [r for r in old if r.get("suite") not in written]
     path.write_text(json.dumps(kept + rows, indent=2) + "\n")
     print(f"wrote {path}")
 
