@@ -10,6 +10,7 @@ import orjson
 from streamflow.cli.engine import load_app
 from streamflow.cli.kafka_options import cluster_errors, kafka_options, kafka_settings
 from streamflow.runtime.dlq import DeadLetter, DeadLetterError, DeadLetters, parse_since
+from streamflow.runtime.log_format import ProgressLine
 
 
 def _dead_letters(target: str, bootstrap: str | None) -> DeadLetters:
@@ -122,14 +123,24 @@ def replay(
     """Write dead letters back to where they were read, each exactly once (after a fix)."""
     letters = _dead_letters(target, bootstrap)
 
+    bar = ProgressLine("replaying dead letters")
+    replayed = 0
+
     def report(letter: DeadLetter, outcome: str) -> None:
+        nonlocal replayed
         if dry_run or outcome.startswith("skipped"):
             click.echo(f"{letter.id:<10} {outcome}: {letter.error_type}", err=not dry_run)
+        else:
+            replayed += 1
+            if replayed % 100 == 0:
+                bar.show(replayed)
 
     try:
         counts = letters.replay(error_type, parse_since(since), dry_run, report)
     except DeadLetterError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        bar.done()
     verb = "would replay" if dry_run else "replayed"
     click.echo(
         f"{verb} {counts['replayed']} dead letter(s); {counts['already']} replayed before, "

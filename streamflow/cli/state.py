@@ -11,6 +11,7 @@ import click
 from streamflow.cli.engine import load_app
 from streamflow.cli.kafka_options import cluster_errors, kafka_options, kafka_settings
 from streamflow.errors import StreamflowError
+from streamflow.runtime.log_format import ProgressLine
 from streamflow.runtime.state_query import SCAN_LIMIT, StateQuery, as_json, parse_key
 
 
@@ -20,19 +21,6 @@ def _query(target: str, bootstrap: str | None) -> tuple[Any, StateQuery, dict[st
     server = str(bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap)
     client: dict[str, Any] = dict(settings.client(server))
     return app, StateQuery(app, client), client
-
-
-def _progress(label: str) -> Any:
-    """A progress line on a terminal (rewritten in place), nothing when stderr is piped."""
-    if not sys.stderr.isatty():
-        return None
-
-    def show(done: int, estimate: int) -> None:
-        share = f" ({100 * done / estimate:.0f}%)" if estimate else ""
-        sys.stderr.write(f"\r{label}: {done:,} / ~{estimate:,} records{share}   ")
-        sys.stderr.flush()
-
-    return show
 
 
 @click.group()
@@ -154,7 +142,12 @@ def rebuild(
     for spec, task_dir, partition in jobs:
         label = f"{task_dir.name}/{spec.name}"
         try:
-            done = rebuild_store(client, app.name, spec, task_dir, partition, _progress(label))
+            bar = ProgressLine(label)
+            try:
+                shown = bar.show if bar.enabled else None
+                done = rebuild_store(client, app.name, spec, task_dir, partition, shown)
+            finally:
+                bar.done()
         except StreamflowError as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(

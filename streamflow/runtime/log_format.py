@@ -8,7 +8,9 @@ is logged, so a multi-line traceback never splits an event into several lines.
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 import orjson
 
@@ -44,3 +46,30 @@ def configure(level: int, log_format: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class ProgressLine:
+    """One line rewritten in place on a terminal (restores, replays, rebuilds a person
+    watches); nothing at all when stderr is not a terminal (a log file, a pipe, a container),
+    where the periodic log lines say the same."""
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.label = label
+        self.enabled = self.stream.isatty()
+        self._shown = False
+
+    def show(self, done: int, estimate: int | None = None) -> None:
+        if not self.enabled:
+            return
+        share = f" ({100 * done / estimate:.0f}%)" if estimate else ""
+        of = f" / ~{estimate:,}" if estimate else ""
+        self.stream.write(f"\r{self.label}: {done:,}{of}{share}   ")
+        self.stream.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False

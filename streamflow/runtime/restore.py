@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from rocksdict import WriteBatch
 
 from streamflow.runtime.access import AUTHORIZATION_CODES
+from streamflow.runtime.log_format import ProgressLine
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Restorer:
         self._last_report = 0.0
         self.restored_total = 0
         """Changelog records restored by this worker since it started (metrics)."""
+        self._bar = ProgressLine("restoring")
+        self._last_bar = 0.0
 
     def add(self, task: Any) -> None:
         """Start restoring every store of ``task``."""
@@ -279,6 +282,13 @@ class Restorer:
 
     def _report(self) -> None:
         now = time.monotonic()
+        if self._bar.enabled and now - self._last_bar >= 0.2:
+            self._last_bar = now
+            big = [p for p in self._active.values() if p.end - p.start > 10_000]
+            if big and not all(p.done for p in big):
+                self._bar.show(sum(p.restored for p in big), sum(p.end - p.start for p in big))
+            elif big:
+                self._bar.done()
         if now - self._last_report < 2.0:
             return
         self._last_report = now

@@ -124,3 +124,22 @@ def test_since_accepts_ages_times_and_millis() -> None:
     import time
 
     assert abs(parse_since("2h") - (time.time() * 1000 - 7_200_000)) < 5000  # type: ignore[operator]
+
+
+def test_progress_lines_only_on_a_terminal() -> None:
+    import io
+
+    from streamflow.runtime.log_format import ProgressLine
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    piped, tty = io.StringIO(), Tty()
+    for stream in (piped, tty):
+        bar = ProgressLine("restoring", stream)
+        bar.show(500, 1000)
+        bar.show(1000, 1000)
+        bar.done()
+    assert piped.getvalue() == ""
+    assert tty.getvalue() == "\rrestoring: 500 / ~1,000 (50%)   \rrestoring: 1,000 / ~1,000 (100%)   \n"
