@@ -142,4 +142,5 @@ def test_progress_lines_only_on_a_terminal() -> None:
         bar.show(1000, 1000)
         bar.done()
     assert piped.getvalue() == ""
-    assert tty.getvalue() == "\rrestoring: 500 / ~1,000 (50%)   \rrestoring: 1,000 / ~1,000 (100%)   \n"
+    shown = "\rrestoring: 500 / ~1,000 (50%)   \rrestoring: 1,000 / ~1,000 (100%)   \n"
+    assert tty.getvalue() == shown
