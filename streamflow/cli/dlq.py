@@ -7,17 +7,14 @@ from datetime import UTC, datetime
 import click
 import orjson
 
-from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import cluster_errors, kafka_options, kafka_settings
+from streamflow.cli.kafka_options import app_cluster, cluster_options
 from streamflow.runtime.dlq import DeadLetter, DeadLetterError, DeadLetters, parse_since
 from streamflow.runtime.log_format import ProgressLine
 
 
 def _dead_letters(target: str, bootstrap: str | None) -> DeadLetters:
-    app = load_app(target)
-    settings = kafka_settings(dict(app.config.kafka_from_app))
-    server = bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap
-    return DeadLetters(app.name, str(server), settings.client(str(server)))
+    cluster = app_cluster(target, bootstrap)
+    return DeadLetters(cluster.app.name, cluster.bootstrap, cluster.client)
 
 
 def _when(ms: int) -> str:
@@ -56,9 +53,7 @@ def dlq() -> None:
 @_with_filters
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
 @click.option("--limit", type=int, default=1000, show_default=True)
-@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
-@kafka_options
-@cluster_errors
+@cluster_options
 def list_(
     target: str,
     error_type: str | None,
@@ -95,9 +90,7 @@ def list_(
 @dlq.command()
 @click.argument("target")
 @click.argument("letter_id", metavar="PARTITION:OFFSET")
-@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
-@kafka_options
-@cluster_errors
+@cluster_options
 def show(target: str, letter_id: str, bootstrap: str | None) -> None:
     """Show one dead letter: reason, trace, source, key, value and headers (JSON)."""
     letters = _dead_letters(target, bootstrap)
@@ -114,9 +107,7 @@ def show(target: str, letter_id: str, bootstrap: str | None) -> None:
 @click.argument("target")
 @_with_filters
 @click.option("--dry-run", is_flag=True, help="Say what would be replayed; write nothing.")
-@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
-@kafka_options
-@cluster_errors
+@cluster_options
 def replay(
     target: str, error_type: str | None, since: str | None, dry_run: bool, bootstrap: str | None
 ) -> None:

@@ -8,6 +8,7 @@ so a command opts in with one decorator and reads the resolved settings with
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -95,3 +96,35 @@ def cluster_errors(fn: F) -> F:
             ) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def cluster_options(fn: F) -> F:
+    """``--bootstrap`` with ``--config`` / ``--kafka``, and cluster errors as one line: what
+    every command that talks to an app's cluster takes."""
+    fn = cluster_errors(fn)
+    fn = kafka_options(fn)
+    return click.option(
+        "--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers."
+    )(fn)
+
+
+@dataclass
+class AppCluster:
+    """An app loaded from its file and how to reach its cluster, as this invocation says."""
+
+    app: Any
+    settings: KafkaSettings
+    bootstrap: str
+    client: dict[str, Any]
+    """Settings for a client of the cluster: ``bootstrap.servers`` and the shared ones."""
+
+
+def app_cluster(target: str, bootstrap: str | None) -> AppCluster:
+    """Load TARGET and resolve its cluster: ``--bootstrap``, else the settings' own
+    ``bootstrap.servers``, else the app's."""
+    from streamflow.cli.engine import load_app
+
+    app = load_app(target)
+    settings = kafka_settings(dict(app.config.kafka_from_app))
+    server = str(bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap)
+    return AppCluster(app, settings, server, dict(settings.client(server)))

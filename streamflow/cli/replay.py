@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 from confluent_kafka import KafkaException
 
-from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import cluster_errors, kafka_options, kafka_settings
+from streamflow.cli.kafka_options import app_cluster, cluster_options
 from streamflow.errors import StreamflowError
 
 
@@ -31,9 +30,7 @@ from streamflow.errors import StreamflowError
     "from the replayed input.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the new offsets; change nothing.")
-@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
-@kafka_options
-@cluster_errors
+@cluster_options
 def replay(
     target: str,
     start: str,
@@ -48,10 +45,9 @@ def replay(
 
     from streamflow.runtime.replay import apply_replay, describe_plan, plan_replay
 
-    app = load_app(target)
-    settings = kafka_settings(dict(app.config.kafka_from_app))
-    server = str(bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap)
-    admin = AdminClient(dict(settings.client(server)))
+    cluster = app_cluster(target, bootstrap)
+    app, server = cluster.app, cluster.bootstrap
+    admin = AdminClient(cluster.client)
     try:
         plan = plan_replay(admin, app.name, app.topology, start, to_app, reset_state)
         for line in describe_plan(plan):

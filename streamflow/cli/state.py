@@ -8,19 +8,15 @@ from typing import Any
 
 import click
 
-from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import cluster_errors, kafka_options, kafka_settings
+from streamflow.cli.kafka_options import app_cluster, cluster_options
 from streamflow.errors import StreamflowError
 from streamflow.runtime.log_format import ProgressLine
 from streamflow.runtime.state_query import SCAN_LIMIT, StateQuery, as_json, parse_key
 
 
 def _query(target: str, bootstrap: str | None) -> tuple[Any, StateQuery, dict[str, Any]]:
-    app = load_app(target)
-    settings = kafka_settings(dict(app.config.kafka_from_app))
-    server = str(bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap)
-    client: dict[str, Any] = dict(settings.client(server))
-    return app, StateQuery(app, client), client
+    cluster = app_cluster(target, bootstrap)
+    return cluster.app, StateQuery(cluster.app, cluster.client), cluster.client
 
 
 @click.group()
@@ -32,9 +28,7 @@ def state() -> None:
 @click.argument("target")
 @click.argument("store")
 @click.argument("key")
-@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
-@kafka_options
-@cluster_errors
+@cluster_options
 def get(target: str, store: str, key: str, bootstrap: str | None) -> None:
     """Print KEY's committed value in STORE as JSON (exit status 1: no such key)."""
     _app, query, _ = _query(target, bootstrap)
@@ -53,9 +47,7 @@ def get(target: str, store: str, key: str, bootstrap: str | None) -> None:
 @click.argument("store")
 @click.option("--prefix", default="", help="Only keys whose encoded bytes start with this.")
 @click.option("--limit", type=int, default=SCAN_LIMIT, show_default=True)
-@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
-@kafka_options
-@cluster_errors
+@cluster_options
 def scan(target: str, store: str, prefix: str, limit: int, bootstrap: str | None) -> None:
     """Print STORE's committed entries (one JSON object per line), in key order."""
     _app, query, _ = _query(target, bootstrap)
@@ -73,9 +65,7 @@ def scan(target: str, store: str, prefix: str, limit: int, bootstrap: str | None
 @click.argument("target")
 @click.argument("workflow")
 @click.argument("instance_id")
-@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
-@kafka_options
-@cluster_errors
+@cluster_options
 def journal(target: str, workflow: str, instance_id: str, bootstrap: str | None) -> None:
     """Print a workflow instance's header and journal (JSON), from the worker that owns it."""
     app, query, _ = _query(target, bootstrap)
@@ -108,9 +98,7 @@ def journal(target: str, workflow: str, instance_id: str, bootstrap: str | None)
     multiple=True,
     help="Also rebuild this partition's task when its directory does not exist (repeatable).",
 )
-@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
-@kafka_options
-@cluster_errors
+@cluster_options
 def rebuild(
     target: str,
     store: str | None,

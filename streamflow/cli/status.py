@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import click
 import orjson
 
-from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import cluster_errors, kafka_options, kafka_settings
+from streamflow.cli.kafka_options import app_cluster, cluster_options
 from streamflow.runtime.dlq import DeadLetters
 from streamflow.runtime.group_status import GroupStatus, group_status
 
@@ -27,18 +25,14 @@ are shown as an upper bound (they include transaction markers)."""
     default=True,
     help="Count workflow instances by status (reads the instances' changelogs).",
 )
-@click.option("--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers.")
-@kafka_options
-@cluster_errors
+@cluster_options
 def status(target: str, as_json: bool, with_workflows: bool, bootstrap: str | None) -> None:
     """Show TARGET's consumer group: members and their tasks, lag per input partition,
     restores in progress, dead letters and workflow instances by status."""
     from confluent_kafka.admin import AdminClient
 
-    app = load_app(target)
-    settings = kafka_settings(dict(app.config.kafka_from_app))
-    server = str(bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap)
-    client: dict[str, Any] = dict(settings.client(server))
+    cluster = app_cluster(target, bootstrap)
+    app, settings, server, client = cluster.app, cluster.settings, cluster.bootstrap, cluster.client
     inputs = sorted({t.name for sub in app.topology.sub_topologies() for t in sub.sources})
     result = group_status(AdminClient(client), app.name, inputs, app.dead_letter_topic)
     if result.dead_letters is None and result.dead_letter_offsets <= COUNT_DEAD_LETTERS_UP_TO:

@@ -10,15 +10,10 @@ import click
 import orjson
 
 from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import kafka_options, kafka_settings, registry_settings
+from streamflow.cli.kafka_options import cluster_options, kafka_settings, registry_settings
 
-
-def _bootstrap(fn: Any) -> Any:
-    """``--bootstrap`` with ``--config`` / ``--kafka``: what every command here needs."""
-    fn = kafka_options(fn)
-    return click.option(
-        "--bootstrap", envvar="STREAMFLOW_BOOTSTRAP", help="Kafka bootstrap servers."
-    )(fn)
+_bootstrap = cluster_options
+"""``--bootstrap`` with ``--config`` / ``--kafka``: what every command here needs."""
 
 
 def _client(target: str, bootstrap: str | None) -> tuple[Any, Any]:

@@ -122,7 +122,13 @@ class Worker:
         self.worker_id = identity.worker_id
         try:
             if cfg.http_port is not None:
-                self.endpoint = HttpEndpoint(self.metrics, cfg.http_host, cfg.http_port)
+                try:
+                    self.endpoint = HttpEndpoint(self.metrics, cfg.http_host, cfg.http_port)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot serve HTTP on {cfg.http_host}:{cfg.http_port} ({exc.strerror}): "
+                        "choose another --http-port, or 0 for any free one"
+                    ) from exc
                 queries = WorkerQueries(
                     store_specs(self.topology),
                     self._running_task_list,
