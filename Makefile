@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # Re-install only when the package definition changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv kafka-jars kafka kafka-stop kafka-status test unit chaos clean demo bench bench-peers bench-peers-deps bench-operate lint format
+.PHONY: browser venv kafka-jars kafka kafka-stop kafka-status test unit chaos clean demo bench bench-peers bench-peers-deps bench-operate lint format
 
 venv: $(INSTALLED)
 
@@ -59,7 +59,17 @@ unit: venv
 # whatever the outcome), or uses $STREAMFLOW_BOOTSTRAP / testcontainers. Exit status: pytest's.
 WITH_KAFKA := SF=$(SF) KAFKA_DIR=$(KAFKA_DIR) docker/with-kafka.sh
 
-test: venv kafka-jars
+# The console's browser test drives Debian's chromium through Playwright (never a downloaded
+# browser): installed here when missing and apt-get may run; else that test skips, saying so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	    echo "chromium could not be installed: the console's browser test will skip"; \
+	  else echo "no chromium (install Debian's chromium package): the console's browser test will skip"; fi
+
+test: venv kafka-jars browser
 	@$(WITH_KAFKA) $(PY) -m pytest $(PYTEST_ARGS)
 
 # The big fault runs: never part of `make test`, which runs the same tests at a smaller size.

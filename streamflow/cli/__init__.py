@@ -13,7 +13,7 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so the group modules stay independent of each other.
-    from streamflow.cli import acls, dev, dlq, engine, replay, schemas, state, status, workflows
+    from streamflow.cli import acls, dev, dlq, engine, replay, schemas, state, status, ui, workflows
 
     main.add_command(acls.acls)
     main.add_command(dev.dev)
@@ -21,6 +21,7 @@ def _register() -> None:
     main.add_command(status.status)
     main.add_command(state.state)
     main.add_command(replay.replay)
+    main.add_command(ui.ui)
     main.add_command(schemas.schemas)
     main.add_command(workflows.workflows)
     for command in engine.COMMANDS:

@@ -121,6 +121,62 @@ class WorkerQueries:
             body = self.call(lambda: self._scan(spec, prefix, limit))
         return 200, _dumps(body), "application/json"
 
+    def instances(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str]:
+        """``/instances/<store>?after=ID&limit=N&status=S``: workflow headers in id order, a
+        page at a time (a million instances are never read at once). At most ``MAX_SCAN``
+        entries are looked at per request; ``scanned_to`` says how far, for the next page."""
+        name = urllib.parse.unquote(path.removeprefix("/instances/"))
+        spec = self.specs.get(name)
+        if spec is None:
+            raise QueryError(404, f"no store {name!r} in this app")
+        after = query.get("after", [None])[0]
+        status = query.get("status", [None])[0]
+        try:
+            limit = min(MAX_SCAN, int(query.get("limit", ["50"])[0]))
+        except ValueError:
+            raise QueryError(400, "limit must be a number") from None
+        body = self.call(lambda: self._headers(spec, after, status, limit))
+        return 200, _dumps(body), "application/json"
+
+    def _headers(
+        self, spec: StoreSpec, after: str | None, status: str | None, limit: int
+    ) -> dict[str, Any]:
+        from streamflow.workflow.journal import HEADER
+
+        found: list[dict[str, Any]] = []
+        scanned_to: str | None = None
+        looked = 0
+        tasks = self._tasks_of(spec)
+        # Each task's store is in key order; their merge is too, up to the smallest stop.
+        per_task: list[tuple[list[dict[str, Any]], str | None]] = []
+        for task in tasks:
+            mine: list[dict[str, Any]] = []
+            stop: str | None = None
+            start = None if after is None else (after + HEADER).encode()
+            for key, value in task.store(spec.name).committed_items(b"", start):
+                looked += 1
+                if not key.endswith(HEADER):
+                    continue
+                if status is None or value.get("status") == status:
+                    mine.append({"id": key[: -len(HEADER)], **_header_summary(value)})
+                if len(mine) >= limit or looked >= MAX_SCAN:
+                    stop = key[: -len(HEADER)]
+                    break
+            per_task.append((mine, stop))
+        stops = [stop for _, stop in per_task if stop is not None]
+        bound = min(stops) if stops else None
+        for mine, _ in per_task:
+            found.extend(h for h in mine if bound is None or h["id"] <= bound)
+        found.sort(key=lambda h: h["id"])
+        if bound is not None:
+            scanned_to = bound
+        return {
+            "instances": found[:limit],
+            "scanned_to": scanned_to if len(found) <= limit else found[limit - 1]["id"],
+            "tasks": [t.id for t in tasks],
+            **self._who(),
+        }
+
     def _tasks_of(self, spec: StoreSpec) -> list[Any]:
         return [t for t in self.running_tasks() if any(s.name == spec.name for s in t.sub.stores)]
 
@@ -162,6 +218,12 @@ class WorkerQueries:
 _MISSING: Any = object()
 
 
+def _header_summary(header: dict[str, Any]) -> dict[str, Any]:
+    """What a list of instances shows of each: not the input or the result (they can be big)."""
+    keys = ("workflow", "status", "version", "started_ms", "finished_ms")
+    return {k: header.get(k) for k in keys}
+
+
 # -- client side ----------------------------------------------------------------------------------
 
 
@@ -173,6 +235,7 @@ class StateQuery:
         self.client = dict(client)
         self.specs = store_specs(app.topology)
         self._task_ids: dict[str, set[str]] = {}
+        self._admin: Any = None
 
     def spec(self, store: str) -> StoreSpec:
         spec = self.specs.get(store)
@@ -181,11 +244,18 @@ class StateQuery:
             raise StateQueryError(f"app {self.app.name!r} has no store {store!r} (stores: {known})")
         return spec
 
-    def endpoints(self) -> list[str]:
-        from confluent_kafka.admin import AdminClient
+    @property
+    def admin(self) -> Any:
+        """One admin client for every question this object asks (making one costs a
+        metadata round trip)."""
+        if self._admin is None:
+            from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient(self.client)
-        described = admin.describe_consumer_groups([self.app.name])[self.app.name].result(15)
+            self._admin = AdminClient(self.client)
+        return self._admin
+
+    def endpoints(self) -> list[str]:
+        described = self.admin.describe_consumer_groups([self.app.name])[self.app.name].result(15)
         found = [endpoint_of(m.client_id or "") for m in described.members]
         return sorted(e for e in found if e)
 
@@ -263,17 +333,45 @@ class StateQuery:
             "source": head["source"],
         }
 
+    def instances(
+        self, workflow: Any, after: str | None = None, limit: int = 50, status: str | None = None
+    ) -> dict[str, Any]:
+        """A page of a workflow's instances in id order, from the workers that own them:
+        ``{"instances": [...], "next": ID | None}`` (``next``: the cursor of the next page)."""
+        node = self.app.workflows.node_of(workflow)
+        store = node.instances.name
+        query = {"limit": str(limit)}
+        if after:
+            query["after"] = after
+        if status:
+            query["status"] = status
+        path = f"/instances/{urllib.parse.quote(store)}?{urllib.parse.urlencode(query)}"
+        endpoints = self.endpoints()
+        if not endpoints:
+            raise StateQueryError(f"no worker of app {self.app.name!r} serves --http-port")
+        answers, failures = self._ask_all(endpoints, path)
+        if failures:
+            raise StateQueryError(_unanswered("the instances", set(), failures))
+        stops = [a["scanned_to"] for a in answers if a.get("scanned_to")]
+        bound = min(stops) if stops else None
+        merged = sorted(
+            (h for a in answers for h in a["instances"] if bound is None or h["id"] <= bound),
+            key=lambda h: h["id"],
+        )
+        page = merged[:limit]
+        # More pages: this one was cut at ``limit``, or some worker stopped scanning early.
+        cursor = page[-1]["id"] if len(merged) > limit else bound
+        return {"instances": page, "next": cursor}
+
     def _tasks_of_store(self, spec: StoreSpec) -> set[str]:
         """Every task that holds a part of ``spec``: one per partition of its changelog."""
         if spec.name not in self._task_ids:
-            from confluent_kafka.admin import AdminClient
-
             sub = next(
                 sub
                 for sub in self.app.topology.sub_topologies()
                 if any(s.name == spec.name for s in sub.stores)
             )
-            topics = AdminClient(self.client).list_topics(spec.changelog, timeout=15).topics
+            topics = self.admin.list_topics(spec.changelog, timeout=15).topics
             meta = topics.get(spec.changelog)
             count = len(meta.partitions) if meta is not None and meta.error is None else 0
             self._task_ids[spec.name] = {f"{sub.id}_{p}" for p in range(count)}

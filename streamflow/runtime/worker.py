@@ -136,6 +136,7 @@ class Worker:
                     lambda: self.worker_id,
                 )
                 self.endpoint.routes["/state/"] = queries.route
+                self.endpoint.routes["/instances/"] = queries.instances
                 self.endpoint.refresh = lambda: self.calls.call(self._publish, 2.0)
                 self.endpoint.start()
             connection = AdminConnection(cfg.kafka, cfg.bootstrap)

@@ -248,10 +248,16 @@ class KeyValueStore:
             raw = self._db.get(kb)
         return default if raw is None else self._value_deserialize(raw)
 
-    def committed_items(self, prefix: bytes = b"") -> Iterator[tuple[Any, Any]]:
-        """Committed entries whose encoded key starts with ``prefix``, in key order."""
+    def committed_items(
+        self, prefix: bytes = b"", after: bytes | None = None
+    ) -> Iterator[tuple[Any, Any]]:
+        """Committed entries whose encoded key starts with ``prefix`` (and is greater than
+        ``after``, a page's cursor), in key order."""
         it = self._db.iter()
-        it.seek(prefix) if prefix else it.seek_to_first()
+        start = prefix if after is None or after < prefix else after
+        it.seek(start) if start else it.seek_to_first()
+        if after is not None and it.valid() and it.key() == after:
+            it.next()
         kd, vd = self._key_deserialize, self._value_deserialize
         while it.valid():
             kb = it.key()

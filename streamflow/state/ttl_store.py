@@ -62,8 +62,10 @@ class TtlStore(KeyValueStore):
         value = super().committed_get(kb, _ABSENT)
         return default if value is _ABSENT or value is _EXPIRED else value
 
-    def committed_items(self, prefix: bytes = b"") -> Iterator[tuple[Any, Any]]:
-        return ((k, v) for k, v in super().committed_items(prefix) if v is not _EXPIRED)
+    def committed_items(
+        self, prefix: bytes = b"", after: bytes | None = None
+    ) -> Iterator[tuple[Any, Any]]:
+        return ((k, v) for k, v in super().committed_items(prefix, after) if v is not _EXPIRED)
 
     # -- the sweep -----------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The web console (``streamflow ui``): ``server.py`` and the page it serves, ``console.html``."""
