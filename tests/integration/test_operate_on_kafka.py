@@ -628,3 +628,49 @@ def test_the_consumer_group_protocol_moves_tasks_on_a_kill_and_loses_nothing(
     for key, values in outputs.items():
         assert [v["count"] for v in values] == list(range(1, len(values) + 1)), key
     assert sum(len(v) for v in outputs.values()) == 4000
+
+
+def test_workflow_instances_page_through_two_workers_in_id_order(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from streamflow.runtime.state_query import StateQuery
+    from tests.engine_helpers import load_app_with_env
+
+    wf_file = REPO / "tests" / "apps" / "workflow_app.py"
+    env = {"SF_TEST_APP": f"oppg-{uuid.uuid4().hex[:8]}", "SF_WF_VARIANT": "a"}
+    ports = [_free_port(), _free_port()]
+    workers = [
+        WorkerProcess(wf_file, kafka_bootstrap, tmp_path / f"w{i}",
+                      {**env, "STREAMFLOW_HTTP_PORT": str(p)}, tmp_path / f"w{i}.log")
+        for i, p in enumerate(ports)
+    ]  # fmt: skip
+    app = load_app_with_env(wf_file, env)
+    client = app.client(kafka_bootstrap)
+    query = StateQuery(app, {"bootstrap.servers": kafka_bootstrap})
+    ids = sorted(f"p-{i:03d}" for i in range(120))
+    try:
+        wait_for(lambda: len(query.endpoints()) == 2, 60, what="both workers in the group")
+        for ident in ids:
+            client.start("waiter", id=ident)
+
+        def all_listed() -> bool:
+            try:
+                return len(query.instances("waiter", limit=500)["instances"]) == len(ids)
+            except Exception:  # noqa: BLE001 - tasks still moving
+                return False
+
+        wait_for(all_listed, 60, what="every instance started")
+        pages, cursor = [], None
+        while True:
+            page = query.instances("waiter", after=cursor, limit=50)
+            pages.append([i["id"] for i in page["instances"]])
+            cursor = page["next"]
+            if cursor is None:
+                break
+        running = query.instances("waiter", limit=500, status="running")["instances"]
+    finally:
+        for w in workers:
+            w.terminate()
+    assert [len(p) for p in pages] == [50, 50, 20]
+    assert [i for p in pages for i in p] == ids  # in id order, none twice, none missing
+    assert len(running) == len(ids)  # each waits for its signal
