@@ -8,6 +8,7 @@ import click
 import orjson
 
 from streamflow.cli.kafka_options import app_cluster, cluster_options
+from streamflow.errors import StreamflowError
 from streamflow.runtime.dlq import DeadLetters
 from streamflow.runtime.group_status import GroupStatus, group_status
 
@@ -41,10 +42,22 @@ def status(target: str, as_json: bool, with_workflows: bool, bootstrap: str | No
     if with_workflows and app.workflows.workflows:
         from dataclasses import replace
 
+        from streamflow.runtime.state_query import StateQuery
+
+        query = StateQuery(app, client)
         app.config = replace(app.config, kafka=settings)
-        wclient = app.client(server)
+        wclient = None
         for name in sorted(app.workflows.workflows):
-            workflows[name] = dict(Counter(v.status for v in wclient.list(name)))
+            # From the workers' counts stores when they serve an endpoint (no scan), else
+            # from the instances' changelog.
+            try:
+                counted = query.counts(name) if result.members else None
+            except StreamflowError:
+                counted = None  # a task on the move, a worker without --http-port
+            if counted is None:
+                wclient = wclient or app.client(server)
+                counted = dict(Counter(v.status for v in wclient.list(name)))
+            workflows[name] = counted
     if as_json:
         click.echo(orjson.dumps({**result.to_json(), "workflows": workflows}).decode())
         return

@@ -363,6 +363,18 @@ class StateQuery:
         cursor = page[-1]["id"] if len(merged) > limit else bound
         return {"instances": page, "next": cursor}
 
+    def counts(self, workflow: Any) -> dict[str, int] | None:
+        """Instances of ``workflow`` per status, summed over the workers' tasks (each keeps its
+        own in a store: ``<workflow>-counts``); None when no worker serves an endpoint."""
+        node = self.app.workflows.node_of(workflow)
+        if node.counts is None or not self.endpoints():
+            return None
+        answer = self.scan(node.counts.name, "", limit=MAX_SCAN)
+        totals: dict[str, int] = {}
+        for entry in answer["entries"]:
+            totals[entry["key"]] = totals.get(entry["key"], 0) + int(entry["value"])
+        return {status: n for status, n in sorted(totals.items()) if n}
+
     def _tasks_of_store(self, spec: StoreSpec) -> set[str]:
         """Every task that holds a part of ``spec``: one per partition of its changelog."""
         if spec.name not in self._task_ids:

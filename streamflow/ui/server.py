@@ -115,7 +115,11 @@ class Console:
             page["instances"] = [
                 i for i in page["instances"] if (i.get("started_ms") or 0) >= int(since)
             ]
-        return {"workflow": workflow, **page}
+        try:
+            counts = self.query.counts(workflow)
+        except StreamflowError:
+            counts = None  # a task on the move: the page shows its instances all the same
+        return {"workflow": workflow, "counts": counts, **page}
 
     def instance(self, workflow: str, ident: str) -> dict[str, Any]:
         found = self.query.journal(workflow, ident)

@@ -161,6 +161,7 @@ class WorkflowRegistry:
                 topics=self.topology.topics,
                 instances=self.topology.add_store(f"{name}-instances", STR, JSON),
                 timers=self.topology.add_store(f"{name}-timers", BYTES, JSON),
+                counts=self.topology.add_store(f"{name}-counts", STR, JSON),
             )
             source = SourceNode(f"source-{events.name}", topic=events)
             self.topology.add_source(events, source)

@@ -36,6 +36,9 @@ class WorkflowNode(Node):
     events: TopicSpec
     instances: StoreSpec
     timers: StoreSpec
+    counts: StoreSpec | None = None
+    """Instances per status, per task: kept in the same transaction as each status change, so
+    a console or ``status`` reads the counts of millions of instances without reading them."""
     versions: dict[int, WorkflowDef] = field(default_factory=dict)
     steps: dict[Any, StepDef] = field(default_factory=dict)
     step_topics: dict[str, str] = field(default_factory=dict)
@@ -47,7 +50,8 @@ class WorkflowNode(Node):
         return f"{versions}; stores {self.instances.name}, {self.timers.name}"
 
     def stores(self) -> list[StoreSpec]:
-        return [self.instances, self.timers]
+        extra = [self.counts] if self.counts is not None else []
+        return [self.instances, self.timers, *extra]
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
         return Orchestrator(self, rt).push
@@ -60,6 +64,7 @@ class Orchestrator:
         self.node, self.rt = node, rt
         self.store = rt.store(node.instances.name)
         self.timers = TimerStore(rt.store(node.timers.name))
+        self.counts = rt.store(node.counts.name) if node.counts is not None else None
         self.machine = WorkflowMachine(
             node.workflow, node.versions, node.steps, node.topics, node.events.name, rt.partition
         )
@@ -102,6 +107,11 @@ class Orchestrator:
             self.store.delete(entry_key(journal.id, seq))
         journal.save(self.store)
         if journal.status != journal.saved_status:
+            if self.counts is not None:
+                if journal.saved_status is not None:
+                    left = self.counts.get(journal.saved_status, 0) - 1
+                    self.counts.put(journal.saved_status, max(0, left))
+                self.counts.put(journal.status, self.counts.get(journal.status, 0) + 1)
             journal.saved_status = journal.status
             metrics = self.rt.step_executor.metrics
             if metrics is not None:

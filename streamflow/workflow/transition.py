@@ -185,9 +185,19 @@ class WorkflowMachine:
             return self._timer(journal, entry, event.timer, out)
         if entry.get("attempt") != event.attempt:
             return False  # an earlier attempt's late reply
+        # Each attempt's span and outcome, for whoever reads the journal (the console's
+        # timeline): bounded by the step's retry policy, so the entry stays small.
+        tried = {
+            "attempt": entry["attempt"],
+            "started_ms": entry.get("attempt_started_ms", entry.get("started_ms")),
+            "finished_ms": out.now_ms,
+        }
+        entry.setdefault("attempts", []).append(tried)
         if isinstance(event, StepResult):
+            tried["outcome"] = "ok"
             entry.update(status="done", result=event.result, finished_ms=out.now_ms)
         else:
+            tried.update(outcome="failed", error=event.error.to_json())
             sdef = self.steps.get(entry["name"])
             if sdef is None:
                 raise LookupError(
@@ -198,6 +208,7 @@ class WorkflowMachine:
             if event.retryable and attempt < sdef.retry.attempts:
                 # Retries wait on a durable timer, never in the worker: other instances go on.
                 due = out.now_ms + int(sdef.retry.backoff.delay(attempt) * 1000)
+                tried["retry_at"] = due
                 entry.update(attempt=attempt + 1, last_error=event.error.to_json(), timer_due=due)
                 out.set_timer(journal, Timer(due, journal.id, entry["seq"], RETRY))
                 journal.touch(entry["seq"])
@@ -237,6 +248,7 @@ class WorkflowMachine:
                     "register it again to let the instance go on"
                 )
             out.command(journal, entry["seq"], sdef, entry["args"], entry["attempt"])
+            entry["attempt_started_ms"] = out.now_ms
             journal.touch(entry["seq"])
             return False
         if timer == SIGNAL_TIMEOUT:

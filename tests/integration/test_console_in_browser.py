@@ -91,6 +91,10 @@ def test_console_lists_shows_signals_and_dead_letters(kafka_bootstrap: str, tmp_
             page.click("#apply")
             # The list shows the started instance (live: no reload).
             page.wait_for_selector("#instances tr[data-id='ui-1']", timeout=60_000)
+            page.wait_for_selector("#counts [data-status='running']", timeout=30_000)
+            assert (
+                page.inner_text("#counts [data-status='running'] b") == "1"
+            )  # counted, not listed
             page.screenshot(path=str(shots / "workflows.png"), full_page=True)
 
             page.click("#instances tr[data-id='ui-1']")

@@ -668,9 +668,11 @@ def test_workflow_instances_page_through_two_workers_in_id_order(
             if cursor is None:
                 break
         running = query.instances("waiter", limit=500, status="running")["instances"]
+        counts = query.counts("waiter")
     finally:
         for w in workers:
             w.terminate()
     assert [len(p) for p in pages] == [50, 50, 20]
     assert [i for p in pages for i in p] == ids  # in id order, none twice, none missing
     assert len(running) == len(ids)  # each waits for its signal
+    assert counts == {"running": len(ids)}  # from the workers' counts stores, no scan

@@ -3,6 +3,7 @@ before its fix)."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 from streamflow import App
@@ -202,3 +203,38 @@ def test_a_dead_lettered_event_leaves_no_change_for_a_later_transition() -> None
         view = driver.workflows.get(trip, "t")
     assert view.status == "completed" and view.result == "finished"
     assert "cancel_requested" not in view.header
+
+
+def test_each_attempt_of_a_step_is_kept_with_its_span_error_and_retry_time(tmp_path) -> None:
+    app = App("attempts")
+    calls = {"n": 0}
+
+    def flaky(ctx) -> str:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise ConnectionError(f"down #{calls['n']}")
+        return "up"
+
+    app.step(flaky, retry=Retry(attempts=5))
+
+    @app.workflow
+    async def w(ctx, _: None) -> str:
+        return await ctx.step(flaky)
+
+    with TestDriver(app, state_dir=tmp_path) as driver:
+        driver.workflows.start("w", id="x")
+        driver.advance_time(60_000)
+        driver.advance_time(60_000)
+        view = driver.workflows.get("w", "x")
+    assert view.status == "completed" and view.result == "up"
+    tried = view.entries[0]["attempts"]
+    assert [(t["attempt"], t["outcome"]) for t in tried] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "ok"),
+    ]
+    assert "down #1" in tried[0]["error"]["message"] and "down #2" in tried[1]["error"]["message"]
+    for earlier, later in itertools.pairwise(tried):
+        # a retry starts when its timer fires, which is no earlier than the time it was due
+        assert earlier["retry_at"] <= later["started_ms"] <= later["finished_ms"]
+    assert all(t["started_ms"] <= t["finished_ms"] for t in tried)
