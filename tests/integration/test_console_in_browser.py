@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from streamflow.runtime.dlq import HEADER_REPLAYED_FROM, DeadLetters
 from tests.engine_helpers import REPO, WorkerProcess, load_app_with_env, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -36,6 +38,17 @@ def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _wait_new(client: object, old: str) -> str:
+    """The id of the waiter instance started besides ``old`` (by the page's start again)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        others = [v.id for v in client.list("waiter") if v.id != old]  # type: ignore[attr-defined]
+        if others:
+            return others[0]
+        time.sleep(0.5)
+    raise AssertionError("no new instance was started")
 
 
 def _up(url: str) -> bool:
@@ -111,6 +124,16 @@ def test_console_lists_shows_signals_and_dead_letters(kafka_bootstrap: str, tmp_
             assert "record" in page.inner_text("#timeline")
             page.screenshot(path=str(shots / "instance.png"), full_page=True)
 
+            # Start again with the same input: a new instance, which the page then cancels.
+            page.click("#restart")
+            again = _wait_new(client, "ui-1")
+            page.click("#back")
+            page.wait_for_selector(f"#instances tr[data-id='{again}']", timeout=60_000)
+            page.click(f"#instances tr[data-id='{again}']")
+            page.wait_for_selector("#waiting", timeout=60_000)
+            page.click("#cancel")
+            page.wait_for_selector("#title .pill.cancelled", timeout=60_000)
+
             page.click("nav a[data-view='topology']")
             page.wait_for_selector("svg.graph", timeout=30_000)
             assert "waiter" in page.inner_text("#describe")
@@ -129,8 +152,19 @@ def test_console_lists_shows_signals_and_dead_letters(kafka_bootstrap: str, tmp_
             assert b"\xff not an event".hex() in shown and "ui-bad" in shown, shown
             assert "JSONDecodeError" in shown
             page.screenshot(path=str(shots / "dlq.png"), full_page=True)
+            # Replay from the page: the record goes back once, fails again, and is dead-lettered
+            # anew, saying where it came from.
+            page.click("#replay")
+            page.wait_for_selector("#letters tr.letter >> nth=1", timeout=60_000)
             browser.close()
         assert client.get("waiter", "ui-1").result == {"n": 5}  # the truth, not the page
+        assert client.get("waiter", again).status == "cancelled"
+        letters = list(
+            DeadLetters(
+                env["SF_TEST_APP"], kafka_bootstrap, {"bootstrap.servers": kafka_bootstrap}
+            ).list()
+        )
+        assert len(letters) == 2 and letters[1].header(HEADER_REPLAYED_FROM) is not None
     finally:
         console.terminate()
         console.wait(30)
