@@ -158,7 +158,7 @@ class WorkerQueries:
                 if not key.endswith(HEADER):
                     continue
                 if status is None or value.get("status") == status:
-                    mine.append({"id": key[: -len(HEADER)], **_header_summary(value)})
+                    mine.append({"id": key[: -len(HEADER)], **header_summary(value)})
                 if len(mine) >= limit or looked >= MAX_SCAN:
                     stop = key[: -len(HEADER)]
                     break
@@ -218,7 +218,7 @@ class WorkerQueries:
 _MISSING: Any = object()
 
 
-def _header_summary(header: dict[str, Any]) -> dict[str, Any]:
+def header_summary(header: dict[str, Any]) -> dict[str, Any]:
     """What a list of instances shows of each: not the input or the result (they can be big)."""
     keys = ("workflow", "status", "version", "started_ms", "finished_ms")
     return {k: header.get(k) for k in keys}

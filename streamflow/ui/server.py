@@ -29,7 +29,7 @@ import orjson
 from streamflow.errors import StreamflowError
 from streamflow.runtime.dlq import DeadLetters
 from streamflow.runtime.group_status import group_status
-from streamflow.runtime.state_query import StateQuery
+from streamflow.runtime.state_query import StateQuery, header_summary
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Console:
         ident = query.get("id")
         if ident:  # a search by id: one journal read, not a scan
             found = self.query.journal(workflow, ident)
-            rows = [] if found is None else [{"id": ident, **_summary(found["header"])}]
+            rows = [] if found is None else [{"id": ident, **header_summary(found["header"])}]
             return {"workflow": workflow, "instances": rows, "next": None}
         page = self.query.instances(
             workflow,
@@ -173,11 +173,6 @@ class Console:
 
     def replay_dlq(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.dead_letters.replay(body.get("error") or None)
-
-
-def _summary(header: dict[str, Any]) -> dict[str, Any]:
-    keys = ("workflow", "status", "version", "started_ms", "finished_ms")
-    return {k: header.get(k) for k in keys}
 
 
 def serve(console: Console, host: str, port: int, token: str | None) -> ThreadingHTTPServer:
