@@ -231,6 +231,17 @@ def _command(system: str, args: argparse.Namespace) -> list[str]:
     return ["java", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-jar", args.kstreams_jar]
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 30 s: how every system under test is stopped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _peak_rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as status:
@@ -312,13 +323,7 @@ def run_one(system: str, row: str, topics: dict, args: argparse.Namespace) -> di
         rss = _peak_rss_mb(proc.pid)
     finally:
         consumer.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         log.close()
     tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
     shutil.rmtree(state_dir, ignore_errors=True)

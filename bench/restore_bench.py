@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -32,7 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from peers_bench import PARTITIONS, ROOT, _command  # noqa: E402
+from peers_bench import PARTITIONS, ROOT, _command, stop_process  # noqa: E402
 
 TIMEOUT_S = 300
 
@@ -115,13 +114,7 @@ def run_once(bootstrap: str, system: str, keys: int, args: argparse.Namespace) -
         return time.monotonic() - started
     finally:
         consumer.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         log.close()
         shutil.rmtree(state_dir, ignore_errors=True)
 

@@ -29,6 +29,7 @@ import orjson
 from streamflow.errors import StreamflowError
 from streamflow.runtime.dlq import DeadLetters
 from streamflow.runtime.group_status import group_status
+from streamflow.runtime.http_endpoint import QueryError
 from streamflow.runtime.state_query import StateQuery, header_summary
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DLQ_PAGE = 200
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
+ApiError = QueryError
+"""A request the console refuses: the HTTP status to answer and why (the workers' kind)."""
 
 
 class Console:

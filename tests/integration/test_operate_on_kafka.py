@@ -42,6 +42,11 @@ def _env() -> dict[str, str]:
     }
 
 
+def _topics(bootstrap: str, env: dict[str, str], partitions: int) -> None:
+    create_topic(bootstrap, env["SF_TEST_INPUT"], partitions)
+    create_topic(bootstrap, env["SF_TEST_OUTPUT"], partitions)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,8 +92,7 @@ def test_metrics_status_and_json_logs_match_what_was_processed(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = _env()
-    create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], 3)
-    create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], 3)
+    _topics(kafka_bootstrap, env, 3)
     port = _free_port()
     worker_env = {**env, "STREAMFLOW_HTTP_PORT": str(port), "STREAMFLOW_LOG_FORMAT": "json"}
     log_file = tmp_path / "w.log"
@@ -149,8 +153,7 @@ def test_dead_letters_replayed_after_a_fix_are_processed_exactly_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = _env()
-    create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], 3)
-    create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], 3)
+    _topics(kafka_bootstrap, env, 3)
     good = EVENTS - len(POISON)
     worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
     try:
@@ -234,8 +237,7 @@ def test_queries_reach_the_owner_after_a_rebalance_then_the_changelog_and_rebuil
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = _env()
-    create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], 3)
-    create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], 3)
+    _topics(kafka_bootstrap, env, 3)
     events = [(k, {"seq": v["seq"]}) for k, v in _events()]  # no poison here
     per_key = Counter(k for k, _ in events)
     ports = [_free_port(), _free_port()]
@@ -338,8 +340,7 @@ def test_app_run_async_processes_and_stops_cleanly_when_cancelled(
     from tests.engine_helpers import load_app_with_env
 
     env = _env()
-    create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], 3)
-    create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], 3)
+    _topics(kafka_bootstrap, env, 3)
     app = load_app_with_env(APP_FILE, env)
     events = [(k, {"seq": v["seq"]}) for k, v in _events()]
 
@@ -389,8 +390,7 @@ def test_replay_under_a_new_app_name_reproduces_the_outputs_exactly(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = _env()
-    create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], 3)
-    create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], 3)
+    _topics(kafka_bootstrap, env, 3)
     events = [(k, {"seq": v["seq"]}) for k, v in _events()]
     app_file = str(APP_FILE)
     worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
@@ -452,8 +452,7 @@ def test_a_standby_takes_over_without_restoring_the_store(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = _env()
-    create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], 3)
-    create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], 3)
+    _topics(kafka_bootstrap, env, 3)
     keys = 3000
     ports = [_free_port(), _free_port()]
     workers = [
@@ -586,8 +585,7 @@ def test_the_consumer_group_protocol_moves_tasks_on_a_kill_and_loses_nothing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = _env()
-    create_topic(kafka_bootstrap, env["SF_TEST_INPUT"], 4)
-    create_topic(kafka_bootstrap, env["SF_TEST_OUTPUT"], 4)
+    _topics(kafka_bootstrap, env, 4)
     extra = {"STREAMFLOW_GROUP_PROTOCOL": "consumer"}
     workers = [
         WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", {**env, **extra},
