@@ -55,6 +55,17 @@ class SignalTimeout(TimeoutError):
     """``wait_signal(..., timeout=...)`` passed its timeout with no signal."""
 
 
+class Cancelled(StreamflowError):
+    """The instance was cancelled: raised at the workflow's current ``await`` (and by
+    ``ctx.check_cancelled()`` in a step whose attempt was cancelled).
+
+    A workflow may catch it to clean up (``try/finally``, ``except Cancelled``); it cannot start
+    new steps, sleeps or signal waits after it (they raise ``Cancelled`` again). Registered
+    compensations run once the workflow function has ended and every step attempt it started
+    has answered, so nothing changes an entity after the instance reports ``cancelled``.
+    """
+
+
 @dataclass(frozen=True)
 class StepDef:
     """A registered step: the function, its policy, and (entity steps) how to find its entity."""

@@ -207,6 +207,52 @@ def decode_event(raw: Any, key: str | None = None) -> Event:
 
 
 @dataclass(frozen=True, slots=True)
+class StepCancel:
+    """Stop an attempt of a step: written by the orchestrator to the step topic, with the key
+    of the command it cancels (so the same partition, after that command). The step task
+    cancels the attempt if it runs (``async def``: the task is cancelled; ``def``: the step sees
+    ``ctx.cancelled``) and answers an attempt that has not started with a non-retryable
+    ``Cancelled`` failure. Its offset is finished at once; a cancel that finds nothing (the
+    attempt already answered) is a no-op."""
+
+    workflow: str
+    id: str
+    seq: int
+    attempt: int
+    run: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cancel": 1,
+            "wf": self.workflow,
+            "id": self.id,
+            "seq": self.seq,
+            "attempt": self.attempt,
+            "run": self.run,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StepCancel:
+        try:
+            return cls(
+                str(raw.get("wf", "")),
+                str(raw["id"]),
+                int(raw["seq"]),
+                int(raw["attempt"]),
+                raw.get("run"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"step cancel is malformed: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+def is_cancel(raw: Any) -> bool:
+    """A step-topic record that cancels an attempt rather than commanding one."""
+    return isinstance(raw, dict) and raw.get("cancel") == 1
+
+
+@dataclass(frozen=True, slots=True)
 class StepCommand:
     """Run one attempt of a step. ``reply``/``reply_partition`` name where the instance's
     journal lives, whatever partitioner started the instance."""
