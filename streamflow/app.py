@@ -119,6 +119,7 @@ class App:
         args: Sequence[str | Serde | None] = (),
         result: str | Serde | None = None,
         max_concurrency: int | None = None,
+        schedule_to_close: timedelta | None = None,
     ) -> Any:
         """Declare a step: ``fn(ctx, *args)``, run at least once per attempt, retried on failure.
 
@@ -132,18 +133,31 @@ class App:
         ``def`` steps run on the worker's step threads, ``async def`` steps on its asyncio
         loop, never inside a commit cycle; ``max_concurrency`` caps this step's attempts at
         once per worker, and ``timeout`` cancels (async) or rejects (sync) a slow attempt.
+
+        The default ``retry`` tries again after 1 s, doubling to 100 s, with jitter, until the
+        step succeeds or raises ``NonRetryable``; ``schedule_to_close`` bounds the whole call
+        (every attempt and backoff) and fails it for good when it passes.
         """
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            if timeout is not None and (
-                not isinstance(timeout, timedelta) or timeout.total_seconds() <= 0
-            ):
-                raise ConfigError(
-                    f"step {name or f.__name__!r}: timeout must be a positive "
-                    f"timedelta, not {timeout!r}"
-                )
+            for what, value in (("timeout", timeout), ("schedule_to_close", schedule_to_close)):
+                if value is not None and (
+                    not isinstance(value, timedelta) or value.total_seconds() <= 0
+                ):
+                    raise ConfigError(
+                        f"step {name or f.__name__!r}: {what} must be a positive "
+                        f"timedelta, not {value!r}"
+                    )
             self.workflows.add_step(
-                f, name, retry or Retry(), timeout, entity, args, result, max_concurrency
+                f,
+                name,
+                retry or Retry(),
+                timeout,
+                entity,
+                args,
+                result,
+                max_concurrency,
+                schedule_to_close,
             )
             return f
 
@@ -158,15 +172,27 @@ class App:
         input: str | Serde | None = None,
         result: str | Serde | None = None,
         signals: Mapping[str, str | Serde] | None = None,
+        timeout: timedelta | None = None,
     ) -> Any:
         """Declare a durable workflow ``async def w(ctx, input)``; versions run side by side.
 
         ``input=avro("acme.Transfer")``, ``result=…`` and ``signals={"approve": …}`` journal
         those payloads as Avro, so a sleeping instance reads them after its schemas evolve.
+        ``timeout`` bounds an instance from start to end: past it the instance is cancelled
+        (its compensations run) and ends ``failed`` with ``WorkflowTimedOut``.
         """
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            wdef = self.workflows.add_workflow(f, name, version, input, result, signals)
+            if timeout is not None and (
+                not isinstance(timeout, timedelta) or timeout.total_seconds() <= 0
+            ):
+                raise ConfigError(
+                    f"workflow {name or f.__name__!r}: timeout must be a positive "
+                    f"timedelta, not {timeout!r}"
+                )
+            wdef = self.workflows.add_workflow(
+                f, name, version, input, result, signals, timeout
+            )
             f.__streamflow_workflow__ = wdef.name  # type: ignore[attr-defined]
             return f
 

@@ -91,6 +91,7 @@ class Metrics:
         self.step_retries: dict[str, int] = defaultdict(int)
         self.step_latency: dict[str, Histogram] = {}
         self.workflow_transitions: dict[tuple[str, str], int] = defaultdict(int)
+        self.workflow_events: dict[tuple[str, str], int] = defaultdict(int)
         self.snapshot = Snapshot()
 
     # -- events (worker thread) ------------------------------------------------------------------
@@ -119,6 +120,12 @@ class Metrics:
     def workflow_transition(self, workflow: str, status: str) -> None:
         with self.lock:
             self.workflow_transitions[workflow, status] += 1
+
+    def workflow_event(self, workflow: str, event: str, n: int = 1) -> None:
+        """Something happened to a workflow's events: ``parked`` (a version this worker
+        lacks), ``unparked``, ``signal_dropped`` (the instance had ended)."""
+        with self.lock:
+            self.workflow_events[workflow, event] += n
 
     # -- rendering (HTTP thread) -----------------------------------------------------------------
 
@@ -229,6 +236,15 @@ class Metrics:
         for (workflow, status), n in sorted(self.workflow_transitions.items()):
             labels = (*app, ("workflow", workflow), ("status", status))
             yield _sample("streamflow_workflow_transitions_total", labels, n)
+        yield head(
+            "streamflow_workflow_events_total",
+            "counter",
+            "Workflow events parked for a version this worker lacks, run after parking, "
+            "or dropped (signals to ended instances).",
+        )
+        for (workflow, event), n in sorted(self.workflow_events.items()):
+            labels = (*app, ("workflow", workflow), ("event", event))
+            yield _sample("streamflow_workflow_events_total", labels, n)
 
 
 def _escape(value: str) -> str:

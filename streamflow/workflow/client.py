@@ -23,7 +23,15 @@ from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.serde.registry.settings import RegistrySettings
 from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
-from streamflow.workflow.messages import Cancel, Event, Signal, Start, dumps
+from streamflow.workflow.messages import (
+    Cancel,
+    Event,
+    Resume,
+    Signal,
+    Start,
+    Terminate,
+    dumps,
+)
 from streamflow.workflow.payloads import pack, unpack
 
 
@@ -97,7 +105,19 @@ class WorkflowCommands:
         self._send(workflow, id, Signal(id, name, self._pack(serde, payload)))
 
     def cancel(self, workflow: Any, id: str) -> None:
+        """Stop the instance: ``Cancelled`` is raised at its current await, its timers are
+        deleted, its running attempts cancelled, and its compensations run before it reports
+        ``cancelled``."""
         self._send(workflow, id, Cancel(id))
+
+    def resume(self, workflow: Any, id: str) -> None:
+        """Run a ``suspended`` instance's code again (after a fix, or a passing cause)."""
+        self._send(workflow, id, Resume(id))
+
+    def fail(self, workflow: Any, id: str, reason: str = "") -> None:
+        """End an instance for good as ``failed`` (no compensation): for a suspended
+        instance nobody will fix, or one that must stop without its undo steps."""
+        self._send(workflow, id, Terminate(id, reason))
 
     def _version(self, workflow: Any, version: int | None) -> Any:
         versions = self._registry.node_of(workflow).versions

@@ -76,6 +76,7 @@ class WorkflowRegistry:
         args: Sequence[str | Serde | None] = (),
         result: str | Serde | None = None,
         max_concurrency: int | None = None,
+        schedule_to_close: timedelta | None = None,
     ) -> StepDef:
         name = name or fn.__name__
         if max_concurrency is not None and (
@@ -107,6 +108,7 @@ class WorkflowRegistry:
             arg_serdes,
             self._payload(result, f"{topic_name}-result", f"step {name!r} result"),
             max_concurrency,
+            schedule_to_close,
         )
         self.steps[fn] = self.steps[name] = sdef
         topic = self._topic(topic_name)
@@ -134,6 +136,7 @@ class WorkflowRegistry:
         input: str | Serde | None = None,
         result: str | Serde | None = None,
         signals: Mapping[str, str | Serde] | None = None,
+        timeout: timedelta | None = None,
     ) -> WorkflowDef:
         name = name or fn.__name__
         prefix, what = f"{self.topology.app_name}.{name}", f"workflow {name!r} v{version}"
@@ -148,6 +151,7 @@ class WorkflowRegistry:
             self._payload(input, f"{prefix}-input", f"{what} input"),
             self._payload(result, f"{prefix}-result", f"{what} result"),
             tuple((k, v) for k, v in sorted(declared.items()) if v is not None),
+            timeout,
         )
         node = self.workflows.get(name)
         if node is None:
@@ -162,6 +166,7 @@ class WorkflowRegistry:
                 instances=self.topology.add_store(f"{name}-instances", STR, JSON),
                 timers=self.topology.add_store(f"{name}-timers", BYTES, JSON),
                 counts=self.topology.add_store(f"{name}-counts", STR, JSON),
+                parked=self.topology.add_store(f"{name}-parked", STR, JSON),
             )
             source = SourceNode(f"source-{events.name}", topic=events)
             self.topology.add_source(events, source)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from streamflow.errors import NonDeterminism
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.topology.specs import TopicSpec
-from streamflow.workflow.api import SignalTimeout, StepDef, WorkflowDef
+from streamflow.workflow.api import Cancelled, SignalTimeout, StepDef, WorkflowDef
 from streamflow.workflow.failures import step_exception
 from streamflow.workflow.journal import Journal
 from streamflow.workflow.messages import StepError
@@ -41,6 +41,8 @@ class Effects(Protocol):
     now_ms: int
 
     def start_step(self, journal: Journal, seq: int, sdef: StepDef, args: list[Any]) -> None: ...
+
+    def cancelled_call(self, journal: Journal, entry: dict[str, Any]) -> None: ...
 
     def start_timer(
         self, journal: Journal, seq: int, kind: str, due_ms: int, what: str
@@ -76,9 +78,16 @@ class _Call:
         self._ctx, self._seq, self._convert = ctx, seq, convert
 
     def __await__(self) -> Generator[Any, None, Any]:
-        while self._ctx.journal.entries[self._seq]["status"] == "pending":
+        entries = self._ctx.journal.entries
+        while entries[self._seq]["status"] == "pending":
             yield SUSPEND
-        return self._convert(self._ctx.journal.entries[self._seq])
+        entry = entries[self._seq]
+        if entry["status"] == "cancelled":
+            raise Cancelled(
+                f"instance {self._ctx.journal.id!r} was cancelled while it waited for "
+                f"{entry['kind']} {entry['name']!r}"
+            )
+        return self._convert(entry)
 
 
 class WorkflowContext:
@@ -155,7 +164,10 @@ class WorkflowContext:
             _rehash_args(sdef) if sdef.args else None,
         )
         if entry is None:
-            self.effects.start_step(self.journal, seq, sdef, plain)
+            if self.journal.cancel_requested:
+                self._cancelled("step", sdef.name, seq, args_digest(sdef.name, sdef.args, plain))
+            else:
+                self.effects.start_step(self.journal, seq, sdef, plain)
         result_type = return_type(sdef.fn)
 
         def convert(entry: dict[str, Any]) -> Any:
@@ -167,6 +179,16 @@ class WorkflowContext:
             return rebuild(result_type, unpack(sdef.result, entry.get("result"), what), what)
 
         return _Call(self, seq, convert)
+
+    def _cancelled(self, kind: str, name: str, seq: int, call_digest: str) -> None:
+        self.effects.cancelled_call(
+            self.journal, {"seq": seq, "kind": kind, "name": name, "digest": call_digest}
+        )
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the instance was asked to stop (cancel, or its timeout passed)."""
+        return self.journal.cancel_requested
 
     def compensate(self, step: Any, *args: Any) -> None:
         """Register ``step(*args)`` to run if the workflow later fails for good or is cancelled.
@@ -240,7 +262,9 @@ class WorkflowContext:
         """A durable timer: survives restarts, rebalances and months of waiting."""
         ms = _milliseconds("ctx.sleep", "duration", duration)
         seq, entry = self._next("sleep", "sleep", str(ms))
-        if entry is None:
+        if entry is None and self.journal.cancel_requested:
+            self._cancelled("sleep", "sleep", seq, str(ms))
+        elif entry is None:
             self.effects.start_timer(self.journal, seq, "sleep", self.effects.now_ms + ms, str(ms))
         return _Call(self, seq, lambda e: None)
 
@@ -251,7 +275,9 @@ class WorkflowContext:
             )
         due = int(when.timestamp() * 1000)
         seq, entry = self._next("sleep", "sleep_until", str(due))
-        if entry is None:
+        if entry is None and self.journal.cancel_requested:
+            self._cancelled("sleep", "sleep_until", seq, str(due))
+        elif entry is None:
             self.effects.start_timer(self.journal, seq, "sleep_until", due, str(due))
         return _Call(self, seq, lambda e: None)
 
@@ -266,7 +292,9 @@ class WorkflowContext:
             None if timeout is None else _milliseconds("ctx.wait_signal", "timeout", timeout)
         )
         seq, entry = self._next("signal", name, str(timeout_ms))
-        if entry is None:
+        if entry is None and self.journal.cancel_requested:
+            self._cancelled("signal", name, seq, str(timeout_ms))
+        elif entry is None:
             self.effects.wait_signal(self.journal, seq, name, timeout_ms)
 
         serde = self._workflow.signal_serde(name) if self._workflow is not None else None

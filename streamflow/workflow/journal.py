@@ -20,7 +20,12 @@ COMPENSATION_BASE = 1_000_000_000
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 COMPENSATING, COMPENSATED, CANCELLED = "compensating", "compensated", "cancelled"
+CANCELLING, SUSPENDED = "cancelling", "suspended"
 TERMINAL = frozenset({COMPLETED, FAILED, COMPENSATED, CANCELLED})
+STATUSES = (RUNNING, SUSPENDED, CANCELLING, COMPENSATING, COMPLETED, FAILED, COMPENSATED, CANCELLED)
+"""Every status an instance can report: ``suspended`` waits for fixed code (or an operator),
+``cancelling`` unwinds the workflow function after a cancel, ``compensating`` runs the saga's
+undo steps; the last four are final."""
 
 
 def header_key(instance_id: str) -> str:
@@ -82,6 +87,23 @@ class Journal:
     def status(self) -> str:
         status: str = self.header["status"]
         return status
+
+    @property
+    def cancel_requested(self) -> bool:
+        return bool(self.header.get("cancel_requested"))
+
+    def in_flight(self) -> list[dict[str, Any]]:
+        """The workflow's own step calls that still wait for an attempt's answer (not those
+        waiting on a retry timer): an instance reports no final status while any is left, so
+        nothing changes an entity after it ended."""
+        return [
+            e
+            for s, e in self.entries.items()
+            if s < COMPENSATION_BASE
+            and e["kind"] == "step"
+            and e["status"] == "pending"
+            and e.get("timer_due") is None
+        ]
 
     def compensations(self) -> list[dict[str, Any]]:
         """Registered compensations, in registration order."""

@@ -72,6 +72,29 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """Run a suspended instance's code again (``streamflow workflows resume``): after a fix
+    was deployed, or when the failure was in something the code read, not in the code."""
+
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "resume", "id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    """End an instance for good (``streamflow workflows fail``): no more code runs and no
+    compensation; attempts in flight are cancelled and answered before it reports ``failed``."""
+
+    id: str
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "terminate", "id": self.id, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
 class StepError:
     """Why an attempt failed: the exception's class (to raise it again in the workflow when
     that class can be imported there) and its message."""
@@ -162,7 +185,7 @@ class TimerFired:
         }
 
 
-Event = Start | Signal | Cancel | StepResult | StepFailure | TimerFired
+Event = Start | Signal | Cancel | Resume | Terminate | StepResult | StepFailure | TimerFired
 
 
 def decode_event(raw: Any, key: str | None = None) -> Event:
@@ -181,6 +204,10 @@ def decode_event(raw: Any, key: str | None = None) -> Event:
             return Signal(instance_id, str(raw["name"]), raw.get("payload"))
         if kind == "cancel":
             return Cancel(instance_id)
+        if kind == "resume":
+            return Resume(instance_id)
+        if kind == "terminate":
+            return Terminate(instance_id, str(raw.get("reason") or ""))
         if kind == "step_result":
             return StepResult(
                 instance_id, int(raw["seq"]), int(raw["attempt"]), raw.get("result"), raw.get("run")

@@ -6,6 +6,14 @@ emitted records of an event commit together or not at all. Journals of hot insta
 cached in memory, and so do their suspended coroutines; after a restart, a rebalance, an
 eviction, an aborted cycle or a transition that raised, the function is replayed from the
 journal instead, which the determinism check keeps exact.
+
+Rolling upgrades: an event for an instance pinned to a version this worker does not register
+is *parked* (store ``<workflow>-parked``, so in its changelog), never dropped, and counted
+(``parked`` in the counts store, a metric). A worker that has the version and takes the
+partition runs the parked events first, in the order they came, before any newer event of that
+instance. The same store indexes suspended instances with the fingerprint of the code they
+failed in: a worker with different code runs them again when it takes the partition (see
+docs/architecture.md, "Workflow failures and upgrades").
 """
 
 from __future__ import annotations
@@ -18,14 +26,22 @@ from typing import Any
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push
 from streamflow.topology.specs import StoreSpec, TopicSpec
 from streamflow.workflow.api import StepDef, WorkflowDef
-from streamflow.workflow.journal import TERMINAL, Journal, entry_key
-from streamflow.workflow.messages import Event, decode_event, dumps
+from streamflow.workflow.journal import SUSPENDED, TERMINAL, Journal, entry_key
+from streamflow.workflow.messages import Event, Resume, Start, decode_event, dumps
 from streamflow.workflow.timers import TimerStore
-from streamflow.workflow.transition import Outcome, WorkflowMachine
+from streamflow.workflow.transition import Outcome, WorkflowMachine, code_fingerprint
 
 log = logging.getLogger(__name__)
 
 JOURNAL_CACHE_SIZE = 10_000
+RECHECK_BATCH = 1_000
+"""Parked instances and suspended ones looked at per punctuation after a task starts: a
+backlog must not make one huge transaction."""
+PARKED, SUSPENDED_INDEX = "e\x00", "s\x00"
+"""Key prefixes in the parked store: ``e\0<id>\0<n:010d>`` an event, ``s\0<id>`` a
+suspended instance (value: its version and code fingerprint)."""
+PARKED_COUNT = "parked"
+"""The counts-store key holding how many events this task keeps parked."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -39,6 +55,8 @@ class WorkflowNode(Node):
     counts: StoreSpec | None = None
     """Instances per status, per task: kept in the same transaction as each status change, so
     a console or ``status`` reads the counts of millions of instances without reading them."""
+    parked: StoreSpec | None = None
+    """Events parked for versions this worker lacks, and the index of suspended instances."""
     versions: dict[int, WorkflowDef] = field(default_factory=dict)
     steps: dict[Any, StepDef] = field(default_factory=dict)
     step_topics: dict[str, str] = field(default_factory=dict)
@@ -50,7 +68,7 @@ class WorkflowNode(Node):
         return f"{versions}; stores {self.instances.name}, {self.timers.name}"
 
     def stores(self) -> list[StoreSpec]:
-        extra = [self.counts] if self.counts is not None else []
+        extra = [s for s in (self.counts, self.parked) if s is not None]
         return [self.instances, self.timers, *extra]
 
     def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
@@ -69,6 +87,17 @@ class Orchestrator:
             node.workflow, node.versions, node.steps, node.topics, node.events.name, rt.partition
         )
         self.journals: OrderedDict[str, Journal] = OrderedDict()
+        self.parked = rt.store(node.parked.name) if node.parked is not None else None
+        self.parked_ids: set[str] = set()
+        """Instances with parked events (loaded once): their newer events wait behind them."""
+        self._recheck_after: str | None = ""
+        """Where the start-up look at parked and suspended instances stands (None: done)."""
+        if self.parked is not None:
+            for key, _ in self.parked.prefix_items(PARKED.encode()):
+                self.parked_ids.add(_parked_id(key))
+            rt.schedule(lambda now_ms: self._recheck_after is not None, self.recheck)
+        else:
+            self._recheck_after = None
         rt.schedule(self.timers.due, self.fire)
         rt.on_abort(self.forget)
 
@@ -80,15 +109,127 @@ class Orchestrator:
 
     def handle(self, event: Event, now_ms: int) -> None:
         journal = self._journal(event.id)
+        if self.parked is not None:
+            version = (
+                journal.header.get("version")
+                if journal is not None
+                else event.version
+                if isinstance(event, Start)
+                else None
+            )
+            if not self.machine.knows(version):
+                self._park(event, version)
+                return
+            if event.id in self.parked_ids:
+                self._unpark(event.id, now_ms)  # the older events first, in their order
+                journal = self._journal(event.id)
+        self._transition(journal, event, now_ms)
+
+    def _transition(self, journal: Journal | None, event: Event, now_ms: int) -> None:
         try:
             outcome = self.machine.apply(journal, event, now_ms)
+            self._apply(outcome)
         except BaseException:
-            # The transition may have changed the cached journal before it raised: forget it,
-            # so the next event starts from what was last saved (the event is dead-lettered).
+            # The transition (or writing its outcome: an oversize command) may have changed
+            # the cached journal before it raised: forget it, so the next event starts from
+            # what was last saved (the task rolls the store back and dead-letters the event).
             self.journals.pop(event.id, None)
             self.machine.drop_live(event.id)
             raise
-        self._apply(outcome)
+
+    # -- parked events (rolling upgrades) -------------------------------------------------------
+
+    def _park(self, event: Event, version: int | None) -> None:
+        assert self.parked is not None
+        prefix = f"{PARKED}{event.id}\x00"
+        held = sum(1 for _ in self.parked.prefix_items(prefix.encode()))
+        self.parked.put(f"{prefix}{held:010d}", event.to_json())
+        self.parked_ids.add(event.id)
+        self._count(PARKED_COUNT, +1)
+        self._metric("parked")
+        log.warning(
+            "%s for instance %s of %s parked: it runs version %s, which this worker does not "
+            "register; a worker with that version runs it when it owns partition %d",
+            type(event).__name__,
+            event.id,
+            self.node.workflow,
+            version,
+            self.rt.partition,
+        )
+
+    def _unpark(self, instance_id: str, now_ms: int) -> None:
+        """Run the instance's parked events in the order they came (this worker has its
+        version). One that raises is dead-lettered alone, as it would have been on arrival."""
+        assert self.parked is not None
+        prefix = f"{PARKED}{instance_id}\x00".encode()
+        held = list(self.parked.prefix_items(prefix))
+        self.parked_ids.discard(instance_id)
+        for key, raw in held:
+            self.parked.delete(key)
+            self._count(PARKED_COUNT, -1)
+            event = decode_event(raw)
+            self._guarded(event, now_ms, "parked event")
+        self._metric("unparked", len(held))
+
+    def recheck(self, now_ms: int) -> None:
+        """Once after the task starts (in batches): run parked events this worker now has the
+        version of, and suspended instances whose code differs from what they failed in."""
+        assert self.parked is not None
+        after = self._recheck_after or ""
+        seen = 0
+        for key, value in self.parked.items():
+            name = key if isinstance(key, str) else key.decode()
+            if name <= after:
+                continue
+            if seen >= RECHECK_BATCH:
+                return  # the rest in the next punctuation
+            seen += 1
+            self._recheck_after = name
+            if name.startswith(SUSPENDED_INDEX):
+                instance_id = name[len(SUSPENDED_INDEX) :]
+                wdef = self.machine.versions.get(value.get("version"))
+                if wdef is not None and code_fingerprint(wdef) != value.get("code"):
+                    log.info("instance %s: new code for %s, running it again", instance_id, wdef)
+                    self._guarded(Resume(instance_id), now_ms, "resume")
+            elif name.startswith(PARKED):
+                instance_id = _parked_id(name)
+                if instance_id not in self.parked_ids:
+                    continue  # already run
+                journal = self._journal(instance_id)
+                version = journal.header.get("version") if journal is not None else value.get(
+                    "version"
+                )
+                if self.machine.knows(version):
+                    self._unpark(instance_id, now_ms)
+        self._recheck_after = None
+
+    def _guarded(self, event: Event, now_ms: int, stage: str) -> None:
+        """Handle an event this task made itself (a timer, a parked event): one that raises
+        is rolled back and dead-lettered alone, and the others go on."""
+        savepoint = self.rt.savepoint()
+        try:
+            self._transition(self._journal(event.id), event, now_ms)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - one bad event must not stop the others
+            self.rt.rollback(savepoint)
+            self.rt.dead_letter_record(
+                self.node.events.name,
+                event.id.encode(),
+                dumps(event.to_json()),
+                exc,
+                stage,
+                f"{self.node.kind}:{self.node.name}",
+            )
+
+    def _count(self, key: str, delta: int) -> None:
+        if self.counts is not None:
+            self.counts.put(key, max(0, self.counts.get(key, 0) + delta))
+
+    def _metric(self, what: str, n: int = 1) -> None:
+        metrics = self.rt.step_executor.metrics
+        if metrics is not None and n:
+            metrics.workflow_event(self.node.workflow, what, n)
 
     def _apply(self, outcome: Outcome) -> None:
         """Write what the transition decided: nothing here raises on user data (every value
@@ -103,15 +244,27 @@ class Orchestrator:
             )
             for sdef, cmd in outcome.commands
         ]
+        commands.extend(
+            (self.node.step_topics[sdef.name], key.encode(), dumps(cancel.to_json()))
+            for sdef, cancel, key in outcome.step_cancels
+        )
         for seq in outcome.dropped_entries:
             self.store.delete(entry_key(journal.id, seq))
         journal.save(self.store)
+        if outcome.signal_dropped:
+            self._metric("signal_dropped")
         if journal.status != journal.saved_status:
-            if self.counts is not None:
-                if journal.saved_status is not None:
-                    left = self.counts.get(journal.saved_status, 0) - 1
-                    self.counts.put(journal.saved_status, max(0, left))
-                self.counts.put(journal.status, self.counts.get(journal.status, 0) + 1)
+            if journal.saved_status is not None:
+                self._count(journal.saved_status, -1)
+            self._count(journal.status, +1)
+            if self.parked is not None and SUSPENDED in (journal.status, journal.saved_status):
+                index = SUSPENDED_INDEX + journal.id
+                if journal.status == SUSPENDED:
+                    suspended = journal.header.get("suspended") or {}
+                    version = journal.header.get("version")
+                    self.parked.put(index, {"version": version, "code": suspended.get("code")})
+                else:
+                    self.parked.delete(index)
             journal.saved_status = journal.status
             metrics = self.rt.step_executor.metrics
             if metrics is not None:
@@ -156,16 +309,32 @@ class Orchestrator:
         dead-letter topic as the event it would have been, so an operator can replay it."""
         for timer in list(self.timers.take_due(now_ms)):
             event = timer.event()
-            try:
-                self.handle(event, now_ms)
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # noqa: BLE001 - one bad timer must not stop the others
-                self.rt.dead_letter_record(
-                    self.node.events.name,
-                    event.id.encode(),
-                    dumps(event.to_json()),
-                    exc,
-                    "timer",
-                    f"{self.node.kind}:{self.node.name}",
-                )
+            if self.parked is not None:
+                self.handle_guarded(event, now_ms)
+            else:
+                self._guarded(event, now_ms, "timer")
+
+    def handle_guarded(self, event: Event, now_ms: int) -> None:
+        """A timer of an instance whose version this worker lacks is parked like any event."""
+        savepoint = self.rt.savepoint()
+        try:
+            self.handle(event, now_ms)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - one bad timer must not stop the others
+            self.rt.rollback(savepoint)
+            self.journals.pop(event.id, None)
+            self.machine.drop_live(event.id)
+            self.rt.dead_letter_record(
+                self.node.events.name,
+                event.id.encode(),
+                dumps(event.to_json()),
+                exc,
+                "timer",
+                f"{self.node.kind}:{self.node.name}",
+            )
+
+
+def _parked_id(key: str | bytes) -> str:
+    name = key if isinstance(key, str) else key.decode()
+    return name[len(PARKED) :].rsplit("\x00", 1)[0]

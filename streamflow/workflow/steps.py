@@ -137,7 +137,9 @@ class StepNode(Node):
         limit = (
             f", at most {self.step.max_concurrency} at once" if self.step.max_concurrency else ""
         )
-        return f"retry {self.step.retry.attempts}x{limit}{extra}"
+        tries = self.step.retry.attempts
+        retry = "retry until success" if tries is None else f"retry {tries}x"
+        return f"{retry}{limit}{extra}"
 
     def stores(self) -> list[StoreSpec]:
         return [self.done_store] + ([self.entity_store] if self.entity_store else [])

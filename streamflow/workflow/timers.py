@@ -15,6 +15,8 @@ from typing import Any
 from streamflow.workflow.messages import TimerFired
 
 SLEEP, SIGNAL_TIMEOUT, RETRY = "sleep", "signal_timeout", "retry"
+STEP_DEADLINE, WORKFLOW_TIMEOUT = "step_deadline", "workflow_timeout"
+"""A step call's ``schedule_to_close`` and an instance's ``timeout``."""
 
 MAX_FIRED_PER_PUNCTUATION = 1000
 """Timers fired per punctuation: a backlog of due timers must not make one huge transaction."""

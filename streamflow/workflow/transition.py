@@ -17,7 +17,12 @@ reader checking determinism wants every case in one file.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import random
+import sys
+import traceback
+import types
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,37 +31,69 @@ from typing import Any
 from streamflow.errors import NonDeterminism
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.topology.specs import TopicSpec
-from streamflow.workflow.api import StepDef, WorkflowDef
+from streamflow.workflow.api import (
+    Cancelled,
+    NonRetryable,
+    SignalTimeout,
+    StepDef,
+    StepFailed,
+    WorkflowDef,
+)
 from streamflow.workflow.context import SUSPEND, ContinueAsNew, WorkflowContext
 from streamflow.workflow.journal import (
     CANCELLED,
+    CANCELLING,
     COMPENSATED,
     COMPENSATING,
     COMPENSATION_BASE,
     COMPLETED,
     FAILED,
     RUNNING,
+    SUSPENDED,
     TERMINAL,
     Journal,
 )
 from streamflow.workflow.messages import (
     Cancel,
     Event,
+    Resume,
     Signal,
     Start,
+    StepCancel,
     StepCommand,
     StepError,
     StepFailure,
     StepResult,
+    Terminate,
     TimerFired,
 )
 from streamflow.workflow.payloads import args_digest, pack, parameter_types, rebuild, unpack
-from streamflow.workflow.timers import RETRY, SIGNAL_TIMEOUT, SLEEP, Timer
+from streamflow.workflow.timers import (
+    RETRY,
+    SIGNAL_TIMEOUT,
+    SLEEP,
+    STEP_DEADLINE,
+    WORKFLOW_TIMEOUT,
+    Timer,
+)
 
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 10_000
 """Suspended coroutines kept per task (Temporal's sticky cache); the rest replay on demand."""
+
+INBOX_LIMIT = 1_000
+"""Signals an instance keeps unread (all names together): the inbox lives in the journal's
+header, which must stay far below Kafka's message size limit. One more is refused (the event
+goes to the dead-letter topic, naming the instance), never silently dropped."""
+
+FAILURES = (StepFailed, SignalTimeout, NonRetryable, Cancelled)
+"""What a workflow raises on purpose or passes on from a step: the instance fails (and
+compensates). Any other exception is a bug in the workflow code: the instance is suspended
+until fixed code runs it again, since failing it would make a deploy unable to save it."""
+
+WORKFLOW_TIMER_SEQ = -1
+"""The sequence number of an instance's own timer (its ``timeout``): never a journal entry."""
 
 
 @dataclass
@@ -71,6 +108,11 @@ class Outcome:
     """(topic, key, value) already serialized: a value that cannot be fails the transition."""
     dropped_entries: list[int] = field(default_factory=list)
     """Journal entries to delete from the store (``continue_as_new``)."""
+    step_cancels: list[tuple[StepDef, StepCancel, str]] = field(default_factory=list)
+    """Attempts to stop: (step, cancel, the command's key) — the cancel follows its command
+    on the same step partition."""
+    signal_dropped: bool = False
+    """A signal came for an instance that had ended: dropped, and counted."""
 
 
 @dataclass
@@ -115,6 +157,11 @@ class WorkflowMachine:
                 return out.outcome
             journal = self._start(event, now_ms)
             out.journal = journal
+            wdef = self.versions.get(journal.header["version"])
+            if wdef is not None and wdef.timeout is not None:
+                due = now_ms + int(wdef.timeout.total_seconds() * 1000)
+                journal.set(timeout_due=due)
+                out.set_timer(journal, Timer(due, journal.id, WORKFLOW_TIMER_SEQ, WORKFLOW_TIMEOUT))
         elif journal is None:
             raise LookupError(
                 f"no instance {event.id!r} of workflow {self.workflow!r} "
@@ -132,7 +179,16 @@ class WorkflowMachine:
         journal.set(updated_ms=now_ms)
         if journal.status in TERMINAL:
             self.drop_live(journal.id)
+            if journal.header.get("timeout_due") is not None:
+                due = int(journal.header.pop("timeout_due"))
+                out.outcome.cancelled_timers.append(
+                    Timer(due, journal.id, WORKFLOW_TIMER_SEQ, WORKFLOW_TIMEOUT)
+                )
         return out.outcome
+
+    def knows(self, version: int | None) -> bool:
+        """Can this worker run instances pinned to ``version`` (None: the newest it has)?"""
+        return version is None or version in self.versions
 
     def _start(self, event: Start, now_ms: int) -> Journal:
         version = event.version or max(self.versions)
@@ -164,10 +220,11 @@ class WorkflowMachine:
         if isinstance(event, Signal):
             return self._signal(journal, event, out)
         if isinstance(event, Cancel):
-            if journal.status == RUNNING:
-                journal.set(cancel_requested=True, status=COMPENSATING)
-                self.drop_live(journal.id)
-            return journal.status == COMPENSATING
+            return self._cancel(journal, out, None)
+        if isinstance(event, Resume):
+            return self._resume(journal)
+        if isinstance(event, Terminate):
+            return self._terminate(journal, event, out)
         assert isinstance(event, (StepResult, StepFailure, TimerFired))
         if event.run is not None and event.run != journal.header.get("run", 1):
             log.debug(
@@ -178,6 +235,10 @@ class WorkflowMachine:
                 journal.header.get("run"),
             )
             return False
+        if isinstance(event, TimerFired) and event.timer == WORKFLOW_TIMEOUT:
+            journal.header.pop("timeout_due", None)
+            journal.header_dirty = True
+            return self._cancel(journal, out, _timed_out_error(journal))
         entry = journal.entries.get(event.seq)
         if entry is None or entry["status"] != "pending":
             return False  # a duplicate or late reply (e.g. after a retry timer fired): ignore
@@ -192,32 +253,113 @@ class WorkflowMachine:
             "started_ms": entry.get("attempt_started_ms", entry.get("started_ms")),
             "finished_ms": out.now_ms,
         }
-        entry.setdefault("attempts", []).append(tried)
+        attempts = entry.setdefault("attempts", [])
+        attempts.append(tried)
+        del attempts[:-ATTEMPTS_KEPT]  # unlimited retries must not grow the entry forever
         if isinstance(event, StepResult):
             tried["outcome"] = "ok"
             entry.update(status="done", result=event.result, finished_ms=out.now_ms)
-        else:
-            tried.update(outcome="failed", error=event.error.to_json())
-            sdef = self.steps.get(entry["name"])
-            if sdef is None:
-                raise LookupError(
-                    f"instance {journal.id!r}: step {entry['name']!r} failed but "
-                    "is not registered on this worker, so its retry policy is unknown"
-                )
-            attempt = entry["attempt"]
-            if event.retryable and attempt < sdef.retry.attempts:
-                # Retries wait on a durable timer, never in the worker: other instances go on.
-                due = out.now_ms + int(sdef.retry.backoff.delay(attempt) * 1000)
+            out.cancel_deadline(journal, entry)
+            journal.touch(entry["seq"])
+            return True
+        tried.update(outcome="failed", error=event.error.to_json())
+        sdef = self.steps.get(entry["name"])
+        if sdef is None:
+            raise LookupError(
+                f"instance {journal.id!r}: step {entry['name']!r} failed but "
+                "is not registered on this worker, so its retry policy is unknown"
+            )
+        attempt = entry["attempt"]
+        stopped = journal.cancel_requested or entry.get("deadline_passed") or entry.get("ending")
+        if event.retryable and not stopped and sdef.retry.allows(attempt):
+            # Retries wait on a durable timer, never in the worker: other instances go on.
+            # The jitter is drawn here and journaled (the timer), so a replay never redraws it.
+            spread = random.Random(f"{journal.id}:{entry['seq']}:{attempt}").random()
+            due = out.now_ms + int(sdef.retry.backoff.delay(attempt, spread) * 1000)
+            deadline = entry.get("deadline_ms")
+            if deadline is None or due < deadline:
                 tried["retry_at"] = due
                 entry.update(attempt=attempt + 1, last_error=event.error.to_json(), timer_due=due)
                 out.set_timer(journal, Timer(due, journal.id, entry["seq"], RETRY))
                 journal.touch(entry["seq"])
                 return False
-            entry.update(status="failed", error=event.error.to_json(), finished_ms=out.now_ms)
+            error = _deadline_error(sdef, entry, event.error.to_json())
+        elif journal.cancel_requested and not entry.get("ending"):
+            error = event.error.to_json()
+            entry.update(status="cancelled", error=error, finished_ms=out.now_ms)
+            out.cancel_deadline(journal, entry)
+            journal.touch(entry["seq"])
+            return True
+        else:
+            error = event.error.to_json()
+        entry.update(status="failed", error=error, finished_ms=out.now_ms)
+        out.cancel_deadline(journal, entry)
         journal.touch(entry["seq"])
         return True
 
+    def _cancel(self, journal: Journal, out: _Transition, reason: dict[str, Any] | None) -> bool:
+        """Stop the instance's work: pending timers deleted, running attempts cancelled, and
+        ``Cancelled`` raised at the workflow's current await (``reason``: why, when it is not
+        a person's cancel — a workflow timeout). Attempts in flight are waited for: one that
+        succeeds is recorded, so the compensation the workflow registers after it runs."""
+        status = journal.status
+        if status in TERMINAL or journal.cancel_requested or journal.header.get("ending"):
+            return False  # ended, or already unwinding: a second cancel changes nothing
+        journal.set(cancel_requested=True)
+        if reason is not None:
+            journal.set(error=reason, timed_out=True)
+        self._stop_pending(journal, out)
+        if status == SUSPENDED or status == COMPENSATING:
+            # Its code cannot run (suspended) or already ended (compensating): undo at once.
+            if status == SUSPENDED:
+                journal.set(status=COMPENSATING)
+            return True
+        journal.set(status=CANCELLING)
+        return True
+
+    def _stop_pending(self, journal: Journal, out: _Transition) -> None:
+        """Every pending call of the workflow ends: sleeps, signal waits and retry backoffs at
+        once (status ``cancelled``, their timers deleted); attempts in flight get a
+        ``StepCancel`` and stay pending until they answer."""
+        for seq, entry in sorted(journal.entries.items()):
+            if seq >= COMPENSATION_BASE or entry.get("status") != "pending":
+                continue
+            kind = entry["kind"]
+            if kind == "step" and entry.get("timer_due") is None:
+                out.cancel_attempt(journal, entry)
+                continue
+            timer = {"sleep": SLEEP, "signal": SIGNAL_TIMEOUT}.get(kind, RETRY)
+            out.cancel_timer(journal, entry, timer)
+            if kind == "step":
+                out.cancel_deadline(journal, entry)
+            entry.update(status="cancelled", finished_ms=out.now_ms)
+            journal.touch(seq)
+
+    def _resume(self, journal: Journal) -> bool:
+        if journal.status != SUSPENDED:
+            log.info("resume of %s ignored: it is %s, not suspended", journal.id, journal.status)
+            return False
+        journal.header.pop("suspended", None)
+        journal.set(status=RUNNING, resumed=journal.header.get("resumed", 0) + 1)
+        journal.header.pop("error", None)
+        return True
+
+    def _terminate(self, journal: Journal, event: Terminate, out: _Transition) -> bool:
+        if journal.status in TERMINAL:
+            return False
+        self.drop_live(journal.id)
+        self._stop_pending(journal, out)
+        error = {
+            "type": "Terminated",
+            "message": event.reason or "ended by an operator (workflows fail)",
+        }
+        journal.set(ending={"status": FAILED, "error": error})
+        return True
+
     def _signal(self, journal: Journal, event: Signal, out: _Transition) -> bool:
+        if journal.status in TERMINAL or journal.header.get("ending"):
+            out.outcome.signal_dropped = True  # nobody will ever read it: counted, not kept
+            return False
         wdef = self.versions.get(journal.header["version"])
         serde = wdef.signal_serde(event.name) if wdef is not None else None
         payload = pack(serde, event.payload) if serde is not None else event.payload
@@ -233,11 +375,31 @@ class WorkflowMachine:
                 out.cancel_timer(journal, entry, SIGNAL_TIMEOUT)
             journal.touch(entry["seq"])
             return True
-        journal.header.setdefault("signals", {}).setdefault(event.name, []).append(payload)
+        inbox = journal.header.setdefault("signals", {})
+        if sum(len(v) for v in inbox.values()) >= INBOX_LIMIT:
+            raise OverflowError(
+                f"instance {journal.id!r} of {self.workflow!r} already holds {INBOX_LIMIT} "
+                f"unread signals; signal {event.name!r} refused (have the workflow wait for "
+                "its signals, or send fewer)"
+            )
+        inbox.setdefault(event.name, []).append(payload)
         journal.header_dirty = True
         return False
 
     def _timer(self, journal: Journal, entry: dict[str, Any], timer: str, out: _Transition) -> bool:
+        if timer == STEP_DEADLINE:
+            entry.pop("deadline_due", None)
+            sdef = self.steps.get(entry["name"])
+            error = _deadline_error(sdef, entry, entry.get("last_error"))
+            if entry.get("timer_due") is None:  # an attempt runs: stop it, wait for its answer
+                entry["deadline_passed"] = True
+                out.cancel_attempt(journal, entry)
+                journal.touch(entry["seq"])
+                return False
+            out.cancel_timer(journal, entry, RETRY)
+            entry.update(status="failed", error=error, finished_ms=out.now_ms)
+            journal.touch(entry["seq"])
+            return True
         entry.pop("timer_due", None)
         if timer == RETRY:
             sdef = self.steps.get(entry["name"])
@@ -261,72 +423,79 @@ class WorkflowMachine:
     # -- running the workflow function -----------------------------------------------------------
 
     def _advance(self, journal: Journal, out: _Transition) -> None:
+        ending = journal.header.get("ending")
+        if ending is not None:
+            self._end_when_settled(journal, out)
+            return
         if journal.status == COMPENSATING:
             self._compensate(journal, out)
             return
-        if journal.status != RUNNING:
+        if journal.status not in (RUNNING, CANCELLING):
             return
         wdef = self.versions.get(journal.header["version"])
         if wdef is None:
-            log.error(
-                "instance %s runs %s v%s, which this worker does not register; keep old "
-                "versions registered until their instances finish",
-                journal.id,
-                self.workflow,
-                journal.header["version"],
+            # The orchestrator parks events of versions this worker lacks; a transition that
+            # still gets here (a test driving the machine alone) must not guess.
+            raise LookupError(
+                f"instance {journal.id!r} runs {self.workflow} v{journal.header['version']}, "
+                "which this worker does not register; keep old versions registered until "
+                "their instances finish"
             )
-            return
         live = self.live.get(journal.id)
         if live is not None and live.ctx.journal is not journal:
             self.drop_live(journal.id)  # its journal was evicted and reloaded: replay instead
             live = None
-        if live is None:
-            ctx = WorkflowContext(journal, out, self.steps, wdef)
-            types = parameter_types(wdef.fn)
-            what = f"the input of {wdef.name} instance {journal.id!r}"
-            arg = (
-                rebuild(
-                    types[0],
-                    unpack(wdef.input, journal.header["input"], what),
-                    what,
-                )
-                if types
-                else None
-            )
-            coroutine = wdef.fn(ctx, arg) if types else wdef.fn(ctx)
-            live = _Live(coroutine, ctx)
-        else:
-            self.live.move_to_end(journal.id)
-        live.ctx.effects = out
         try:
+            if live is None:
+                ctx = WorkflowContext(journal, out, self.steps, wdef)
+                types_ = parameter_types(wdef.fn)
+                what = f"the input of {wdef.name} instance {journal.id!r}"
+                arg = (
+                    rebuild(types_[0], unpack(wdef.input, journal.header["input"], what), what)
+                    if types_
+                    else None
+                )
+                coroutine = wdef.fn(ctx, arg) if types_ else wdef.fn(ctx)
+                live = _Live(coroutine, ctx)
+            else:
+                self.live.move_to_end(journal.id)
+            live.ctx.effects = out
             yielded = live.coroutine.send(None)
         except StopIteration as done:
             self.live.pop(journal.id, None)
-            journal.set(
-                status=COMPLETED, result=pack(wdef.result, done.value), finished_ms=out.now_ms
-            )
+            try:
+                result = pack(wdef.result, done.value)
+            except Exception as exc:  # noqa: BLE001 - a result that cannot be kept is a bug
+                self._suspend(journal, wdef, exc, out)
+                return
+            self._end(journal, out, {"status": COMPLETED, "result": result})
             return
         except ContinueAsNew as new_run:
             self.live.pop(journal.id, None)
+            if journal.cancel_requested:
+                self._fail(journal, Cancelled("cancelled before its next run"), out)
+                return
             self._continue_as_new(journal, new_run.input, out)
             return
-        except NonDeterminism as exc:
-            log.warning("%s", exc)
+        except FAILURES as exc:
             self.live.pop(journal.id, None)
-            self._fail(journal, exc, out, compensate=False)
+            self._fail(journal, exc, out)
             return
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the workflow raised: failed for good
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a bug in the workflow code
             self.live.pop(journal.id, None)
-            self._fail(journal, exc, out, compensate=True)
+            if journal.cancel_requested:
+                self._fail(journal, exc, out)  # a cancel is never held up by broken cleanup
+                return
+            self._suspend(journal, wdef, exc, out)
             return
         if yielded is not SUSPEND:
             _close(live)
             self.live.pop(journal.id, None)
-            self._fail(
+            self._suspend(
                 journal,
+                wdef,
                 TypeError(f"workflow awaited {yielded!r}; workflows may only await ctx calls"),
                 out,
-                compensate=True,
             )
             return
         self.live[journal.id] = live
@@ -334,19 +503,66 @@ class WorkflowMachine:
             _, evicted = self.live.popitem(last=False)
             _close(evicted)
 
-    def _fail(
-        self, journal: Journal, exc: BaseException, out: _Transition, compensate: bool
+    def _suspend(
+        self, journal: Journal, wdef: WorkflowDef, exc: BaseException, out: _Transition
     ) -> None:
+        """A bug in the workflow code (an exception, a non-determinism): keep the instance as
+        it is, with the error and its stack, until code that differs runs it again (a worker
+        with a new deploy takes the partition) or an operator resumes or fails it. Attempts
+        in flight and retry timers go on; their answers are journaled meanwhile."""
         self.drop_live(journal.id)
-        error = StepError.of(exc).to_json()
-        if compensate and journal.compensations():
-            journal.set(status=COMPENSATING, error=error)
-            self._compensate(journal, out)
+        if isinstance(exc, NonDeterminism):
+            log.warning("%s", exc)
         else:
-            journal.set(status=FAILED, error=error, finished_ms=out.now_ms)
+            log.warning(
+                "instance %s of %s v%s suspended: its code raised %s: %s",
+                journal.id,
+                self.workflow,
+                journal.header["version"],
+                type(exc).__name__,
+                exc,
+            )
+        error = StepError.of(exc).to_json()
+        error["stack"] = "".join(traceback.format_exception(exc))[-8_000:]
+        journal.set(
+            status=SUSPENDED,
+            error=error,
+            suspended={"at_ms": out.now_ms, "code": code_fingerprint(wdef)},
+        )
+
+    def _fail(self, journal: Journal, exc: BaseException, out: _Transition) -> None:
+        """The workflow function ended with an error (or was cancelled): its other pending
+        calls stop, and its compensations run once every attempt it started has answered."""
+        self.drop_live(journal.id)
+        self._stop_pending(journal, out)
+        if not (journal.cancel_requested and isinstance(exc, Cancelled)):
+            journal.set(error=StepError.of(exc).to_json())
+        if journal.compensations():
+            journal.set(status=COMPENSATING)
+            self._compensate(journal, out)
+            return
+        final = CANCELLED if _cancelled(journal) else FAILED
+        self._end(journal, out, {"status": final})
+
+    def _end(self, journal: Journal, out: _Transition, ending: dict[str, Any]) -> None:
+        """The function returned or failed: stop what it left pending, and report the final
+        status once no attempt it started is still out (``_end_when_settled``)."""
+        self._stop_pending(journal, out)
+        journal.set(ending=ending)
+        self._end_when_settled(journal, out)
+
+    def _end_when_settled(self, journal: Journal, out: _Transition) -> None:
+        if journal.in_flight():
+            return
+        ending = journal.header.pop("ending")
+        journal.set(finished_ms=out.now_ms, **ending)
 
     def _compensate(self, journal: Journal, out: _Transition) -> None:
-        """Run registered compensations newest first, one at a time, each a durable step."""
+        """Run registered compensations newest first, one at a time, each a durable step,
+        after every attempt of the workflow's own steps has answered (a step whose success
+        arrives during a cancel is recorded first, so nothing lands after the undo)."""
+        if journal.in_flight():
+            return
         for i, comp in enumerate(reversed(journal.compensations())):
             seq = COMPENSATION_BASE + i
             entry = journal.entries.get(seq)
@@ -372,7 +588,7 @@ class WorkflowMachine:
                     },
                 )
                 return
-        done = CANCELLED if journal.header.get("cancel_requested") else COMPENSATED
+        done = CANCELLED if _cancelled(journal) else COMPENSATED
         journal.set(status=done, finished_ms=out.now_ms)
 
     def _continue_as_new(self, journal: Journal, new_input: Any, out: _Transition) -> None:
@@ -383,6 +599,8 @@ class WorkflowMachine:
             if entry.get("status") == "pending" and entry.get("timer_due") is not None:
                 kind = {"sleep": SLEEP, "signal": SIGNAL_TIMEOUT}.get(entry["kind"], RETRY)
                 out.cancel_timer(journal, entry, kind)
+            if entry.get("kind") == "step":
+                out.cancel_deadline(journal, entry)
             out.outcome.dropped_entries.append(seq)
         journal.entries.clear()
         journal.dirty.clear()
@@ -404,6 +622,63 @@ class WorkflowMachine:
         for live in self.live.values():
             _close(live)
         self.live.clear()
+
+
+ATTEMPTS_KEPT = 20
+"""Attempts a step entry lists (the newest): retries are unlimited by default."""
+
+
+def _cancelled(journal: Journal) -> bool:
+    """Cancelled by a person (not timed out): the final status is ``cancelled``."""
+    return journal.cancel_requested and not journal.header.get("timed_out")
+
+
+def _timed_out_error(journal: Journal) -> dict[str, Any]:
+    return {
+        "type": "WorkflowTimedOut",
+        "message": f"instance {journal.id!r} passed its workflow timeout",
+    }
+
+
+def _deadline_error(
+    sdef: StepDef | None, entry: dict[str, Any], last: dict[str, Any] | None
+) -> dict[str, Any]:
+    window = sdef.schedule_to_close if sdef is not None else None
+    return {
+        "type": "ScheduleToCloseTimeout",
+        "message": f"step {entry['name']!r} did not succeed within its schedule_to_close "
+        f"of {window}" + (f"; last error: {last.get('type')}: {last.get('message')}" if last else ""),
+    }
+
+
+def code_fingerprint(wdef: WorkflowDef) -> str:
+    """What identifies the code a suspended instance failed in: its function's bytecode and
+    its module's source. A worker whose fingerprint differs runs the instance again."""
+    digest = hashlib.sha256()
+
+    def walk(code: types.CodeType) -> None:
+        digest.update(code.co_code)
+        digest.update(repr(code.co_names).encode())
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                walk(const)
+            elif isinstance(const, frozenset):
+                digest.update(repr(sorted(map(repr, const))).encode())
+            else:
+                digest.update(repr(const).encode())
+
+    code = getattr(wdef.fn, "__code__", None)
+    if isinstance(code, types.CodeType):
+        walk(code)
+    module = sys.modules.get(getattr(wdef.fn, "__module__", "") or "")
+    path = getattr(module, "__file__", None)
+    if path:
+        try:
+            with open(path, "rb") as source:
+                digest.update(source.read())
+        except OSError:
+            pass
+    return digest.hexdigest()[:16]
 
 
 def _close(live: _Live) -> None:
@@ -461,6 +736,33 @@ class _Transition:
         if due is not None:
             self.outcome.cancelled_timers.append(Timer(int(due), journal.id, entry["seq"], kind))
 
+    def cancel_deadline(self, journal: Journal, entry: dict[str, Any]) -> None:
+        """The step call ended: its ``schedule_to_close`` timer is not needed any more."""
+        due = entry.pop("deadline_due", None)
+        if due is not None:
+            self.outcome.cancelled_timers.append(
+                Timer(int(due), journal.id, entry["seq"], STEP_DEADLINE)
+            )
+
+    def cancel_attempt(self, journal: Journal, entry: dict[str, Any]) -> None:
+        """Ask the step task to stop the attempt in flight (once per attempt)."""
+        if entry.get("cancel_sent") == entry["attempt"]:
+            return
+        sdef = self.machine.steps.get(entry["name"])
+        if sdef is None:
+            return  # not registered here: its answer is waited for all the same
+        entry["cancel_sent"] = entry["attempt"]
+        journal.touch(entry["seq"])
+        key = str(entry["args"][0]) if sdef.is_entity else journal.id
+        cancel = StepCancel(
+            journal.header["workflow"],
+            journal.id,
+            entry["seq"],
+            entry["attempt"],
+            journal.header.get("run", 1),
+        )
+        self.outcome.step_cancels.append((sdef, cancel, key))
+
     # -- Effects ---------------------------------------------------------------------------------
 
     def start_step(self, journal: Journal, seq: int, sdef: StepDef, args: list[Any]) -> None:
@@ -476,7 +778,18 @@ class _Transition:
                 "started_ms": self.now_ms,
             }
         )
+        if sdef.schedule_to_close is not None:
+            entry = journal.entries[seq]
+            due = self.now_ms + int(sdef.schedule_to_close.total_seconds() * 1000)
+            entry.update(deadline_ms=due, deadline_due=due)
+            self.set_timer(journal, Timer(due, journal.id, seq, STEP_DEADLINE))
         self.command(journal, seq, sdef, args, 1)
+
+    def cancelled_call(self, journal: Journal, entry: dict[str, Any]) -> None:
+        """A call made after the instance was cancelled: journaled as cancelled, nothing sent
+        (its await raises ``Cancelled``; a replay finds the same entry)."""
+        entry.update(status="cancelled", finished_ms=self.now_ms)
+        journal.put_entry(entry)
 
     def start_timer(self, journal: Journal, seq: int, kind: str, due_ms: int, what: str) -> None:
         journal.put_entry(

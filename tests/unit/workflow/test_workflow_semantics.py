@@ -18,7 +18,7 @@ def _app() -> App:
     app = App("wf")
     app.topic("audit")
 
-    @app.step(retry=Retry(attempts=4, backoff=Exponential(1.0, 10.0)))
+    @app.step(retry=Retry(attempts=4, backoff=Exponential(1.0, 10.0, jitter=0)))
     def flaky(ctx, n: int) -> int:
         CALLS.append(("flaky", ctx.attempt, ctx.idempotency_key))
         if ctx.attempt < 3:
@@ -133,7 +133,7 @@ def test_continue_as_new_restarts_with_a_fresh_journal() -> None:
         assert view.result == 3 and view.header["run"] == 4
 
 
-def test_changed_code_without_new_version_is_reported_as_non_deterministic(tmp_path) -> None:
+def test_changed_code_without_new_version_suspends_the_instance_until_resumed(tmp_path) -> None:
     def build(order: str) -> App:
         app = App("nd")
 
@@ -165,11 +165,20 @@ def test_changed_code_without_new_version_is_reported_as_non_deterministic(tmp_p
     try:
         driver.workflows.signal(new.flow, "i", "next")
         view = driver.workflows.get(new.flow, "i")
-        assert view.status == "failed"
+        assert view.status == "suspended"
         assert view.header["error"]["type"] == "NonDeterminism"
         assert "call #0 is now step 'b'" in view.header["error"]["message"]
+        assert "NonDeterminism" in view.header["error"]["stack"]
+        # The signal was journaled while suspended: nothing it carried is lost.
+        assert [e["status"] for e in view.entries] == ["done", "done"]
     finally:
         driver.close()
+    fixed = build("ab")  # the fix is deployed; an operator resumes the instance
+    with TestDriver(fixed, state_dir=tmp_path) as driver:
+        driver.workflows.resume(fixed.flow, "i")
+        view = driver.workflows.get(fixed.flow, "i")
+        assert view.status == "completed" and view.result == 1
+        assert "error" not in view.header
 
 
 def test_two_versions_run_side_by_side_and_instances_stay_pinned() -> None:
@@ -225,7 +234,8 @@ def test_unregistered_step_is_a_clear_error_in_the_instance() -> None:
         driver.workflows.start(broken, id="b")
         view = driver.workflows.get(broken, "b")
         assert (
-            view.status == "failed" and "not a registered step" in view.header["error"]["message"]
+            view.status == "suspended"
+            and "not a registered step" in view.header["error"]["message"]
         )
 
 
