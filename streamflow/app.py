@@ -190,9 +190,7 @@ class App:
                     f"workflow {name or f.__name__!r}: timeout must be a positive "
                     f"timedelta, not {timeout!r}"
                 )
-            wdef = self.workflows.add_workflow(
-                f, name, version, input, result, signals, timeout
-            )
+            wdef = self.workflows.add_workflow(f, name, version, input, result, signals, timeout)
             f.__streamflow_workflow__ = wdef.name  # type: ignore[attr-defined]
             return f
 

@@ -4,7 +4,8 @@ Accounts are *entities*: ``debit`` and ``credit`` are entity steps keyed by acco
 account's balance lives in one task's store and changes exactly once with its command. A
 transfer is a workflow: fraud check (retried with backoff), human approval by signal for large
 amounts, a fee, then the principal. When funds are short the saga compensates: the fee is
-refunded. Cancelling a transfer that waits for approval runs the same compensations.
+refunded. Cancelling a transfer at any point (waiting for approval, in a retry backoff, while a
+debit runs) stops it and runs the compensations of what already moved.
 
     streamflow run topologies/payments.py --state-dir .state/p1        # one or more workers
     streamflow workflows start topologies/payments.py transfer t-1 \\
@@ -116,6 +117,8 @@ async def transfer(ctx, t: Transfer) -> Receipt:
     await ctx.step(debit, t.source, t.amount)  # InsufficientFunds fails the saga: fee refunded
     ctx.compensate(credit, t.source, t.amount)
     await ctx.step(credit, t.target, t.amount)
+    # Registered after each step returns, so a cancel at any point undoes exactly what moved.
+    ctx.compensate(debit, t.target, t.amount)
     await ctx.step(credit, FEE_ACCOUNT, fee)
     return Receipt(t.id, "completed", fee)
 

@@ -90,10 +90,40 @@ def signal(
 @click.argument("instance_id")
 @_bootstrap
 def cancel(target: str, workflow: str, instance_id: str, bootstrap: str | None) -> None:
-    """Cancel an instance: its registered compensations run, newest first."""
+    """Cancel an instance: its timers are deleted, its running attempts cancelled, Cancelled
+    is raised at its current await, and its compensations run, newest first."""
     _, client = _client(target, bootstrap)
     client.cancel(workflow, instance_id)
     click.echo(f"cancel requested for {workflow} {instance_id}")
+
+
+@workflows.command()
+@click.argument("target")
+@click.argument("workflow")
+@click.argument("instance_id")
+@_bootstrap
+def resume(target: str, workflow: str, instance_id: str, bootstrap: str | None) -> None:
+    """Run a suspended instance's code again (after a fix was deployed, or its cause passed).
+
+    A worker that takes the partition with code that differs from what the instance failed in
+    does this by itself; this command is for the other cases."""
+    _, client = _client(target, bootstrap)
+    client.resume(workflow, instance_id)
+    click.echo(f"resume requested for {workflow} {instance_id}")
+
+
+@workflows.command(name="fail")
+@click.argument("target")
+@click.argument("workflow")
+@click.argument("instance_id")
+@click.option("--reason", default="", help="Why, kept in the instance's error.")
+@_bootstrap
+def fail_(target: str, workflow: str, instance_id: str, reason: str, bootstrap: str | None) -> None:
+    """End an instance for good as failed, without compensations (e.g. a suspended one
+    nobody will fix). Attempts in flight are cancelled and waited for first."""
+    _, client = _client(target, bootstrap)
+    client.fail(workflow, instance_id, reason)
+    click.echo(f"fail requested for {workflow} {instance_id}")
 
 
 def _time(ms: int | None) -> str:

@@ -196,8 +196,8 @@ class Orchestrator:
                 if instance_id not in self.parked_ids:
                     continue  # already run
                 journal = self._journal(instance_id)
-                version = journal.header.get("version") if journal is not None else value.get(
-                    "version"
+                version = (
+                    journal.header.get("version") if journal is not None else value.get("version")
                 )
                 if self.machine.knows(version):
                     self._unpark(instance_id, now_ms)

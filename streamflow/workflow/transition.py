@@ -647,7 +647,8 @@ def _deadline_error(
     return {
         "type": "ScheduleToCloseTimeout",
         "message": f"step {entry['name']!r} did not succeed within its schedule_to_close "
-        f"of {window}" + (f"; last error: {last.get('type')}: {last.get('message')}" if last else ""),
+        f"of {window}"
+        + (f"; last error: {last.get('type')}: {last.get('message')}" if last else ""),
     }
 
 

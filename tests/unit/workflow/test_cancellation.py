@@ -78,7 +78,9 @@ def _driver(app: App, **kw) -> TestDriver:
     driver = TestDriver(app, partitions=2, **kw)
     wf = driver.workflows
     for account in ("alice", "bob"):
-        wf.start(app.open_account, id=f"open-{account}", input={"account": account, "deposit": 1000})
+        wf.start(
+            app.open_account, id=f"open-{account}", input={"account": account, "deposit": 1000}
+        )
     return driver
 
 
@@ -169,9 +171,7 @@ def test_the_orchestrator_sends_a_step_cancel_for_an_attempt_in_flight() -> None
 
     app = _saga("machine")
     node = app.workflows.node_of("transfer")
-    machine = WorkflowMachine(
-        "transfer", node.versions, node.steps, node.topics, "events", 0
-    )
+    machine = WorkflowMachine("transfer", node.versions, node.steps, node.topics, "events", 0)
     started = machine.apply(
         None, Start("t", {"source": "alice", "target": "bob", "amount": 5}), 1_000
     )
