@@ -253,18 +253,18 @@ class Orchestrator:
         journal.save(self.store)
         if outcome.signal_dropped:
             self._metric("signal_dropped")
+        if self.parked is not None:
+            index = SUSPENDED_INDEX + journal.id
+            if journal.status == SUSPENDED:  # (again, when it was run and failed once more)
+                suspended = journal.header.get("suspended") or {}
+                version = journal.header.get("version")
+                self.parked.put(index, {"version": version, "code": suspended.get("code")})
+            elif journal.saved_status == SUSPENDED:
+                self.parked.delete(index)
         if journal.status != journal.saved_status:
             if journal.saved_status is not None:
                 self._count(journal.saved_status, -1)
             self._count(journal.status, +1)
-            if self.parked is not None and SUSPENDED in (journal.status, journal.saved_status):
-                index = SUSPENDED_INDEX + journal.id
-                if journal.status == SUSPENDED:
-                    suspended = journal.header.get("suspended") or {}
-                    version = journal.header.get("version")
-                    self.parked.put(index, {"version": version, "code": suspended.get("code")})
-                else:
-                    self.parked.delete(index)
             journal.saved_status = journal.status
             metrics = self.rt.step_executor.metrics
             if metrics is not None:

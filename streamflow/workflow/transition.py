@@ -270,7 +270,11 @@ class WorkflowMachine:
                 "is not registered on this worker, so its retry policy is unknown"
             )
         attempt = entry["attempt"]
-        stopped = journal.cancel_requested or entry.get("deadline_passed") or entry.get("ending")
+        stopped = (
+            journal.cancel_requested
+            or entry.get("deadline_passed")
+            or journal.header.get("ending") is not None
+        )
         if event.retryable and not stopped and sdef.retry.allows(attempt):
             # Retries wait on a durable timer, never in the worker: other instances go on.
             # The jitter is drawn here and journaled (the timer), so a replay never redraws it.
@@ -284,7 +288,7 @@ class WorkflowMachine:
                 journal.touch(entry["seq"])
                 return False
             error = _deadline_error(sdef, entry, event.error.to_json())
-        elif journal.cancel_requested and not entry.get("ending"):
+        elif journal.cancel_requested:
             error = event.error.to_json()
             entry.update(status="cancelled", error=error, finished_ms=out.now_ms)
             out.cancel_deadline(journal, entry)
@@ -303,16 +307,21 @@ class WorkflowMachine:
         a person's cancel — a workflow timeout). Attempts in flight are waited for: one that
         succeeds is recorded, so the compensation the workflow registers after it runs."""
         status = journal.status
-        if status in TERMINAL or journal.cancel_requested or journal.header.get("ending"):
+        if (
+            status in TERMINAL
+            or status == COMPENSATING
+            or journal.cancel_requested
+            or journal.header.get("ending")
+        ):
             return False  # ended, or already unwinding: a second cancel changes nothing
         journal.set(cancel_requested=True)
         if reason is not None:
             journal.set(error=reason, timed_out=True)
         self._stop_pending(journal, out)
-        if status == SUSPENDED or status == COMPENSATING:
-            # Its code cannot run (suspended) or already ended (compensating): undo at once.
-            if status == SUSPENDED:
-                journal.set(status=COMPENSATING)
+        if status == SUSPENDED:
+            # Its code cannot run: no Cancelled to raise in it; undo what it did at once.
+            journal.header.pop("suspended", None)
+            journal.set(status=COMPENSATING)
             return True
         journal.set(status=CANCELLING)
         return True
