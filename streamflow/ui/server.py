@@ -153,6 +153,14 @@ class Console:
         self._commands().cancel(workflow, ident)
         return {"sent": "cancel"}
 
+    def resume(self, workflow: str, ident: str) -> dict[str, Any]:
+        self._commands().resume(workflow, ident)
+        return {"sent": "resume"}
+
+    def fail(self, workflow: str, ident: str) -> dict[str, Any]:
+        self._commands().fail(workflow, ident, "failed for good from the console")
+        return {"sent": "fail"}
+
     def restart(self, workflow: str, ident: str, body: dict[str, Any]) -> dict[str, Any]:
         """A new instance with the same input (the old one is left as it is)."""
         old = self._commands().get(workflow, ident)
@@ -236,6 +244,10 @@ def serve(console: Console, host: str, port: int, token: str | None) -> Threadin
                     return console.signal(workflow, ident, body)
                 if method == "POST" and action == "cancel":
                     return console.cancel(workflow, ident)
+                if method == "POST" and action == "resume":
+                    return console.resume(workflow, ident)
+                if method == "POST" and action == "fail":
+                    return console.fail(workflow, ident)
                 if method == "POST" and action == "restart":
                     return console.restart(workflow, ident, body)
             raise ApiError(404, f"no API {method} {path}")
