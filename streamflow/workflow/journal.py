@@ -93,16 +93,13 @@ class Journal:
         return bool(self.header.get("cancel_requested"))
 
     def in_flight(self) -> list[dict[str, Any]]:
-        """The workflow's own step calls that still wait for an attempt's answer (not those
-        waiting on a retry timer): an instance reports no final status while any is left, so
-        nothing changes an entity after it ended."""
+        """Step calls (the workflow's own and compensations) that still wait for an attempt's
+        answer (not those waiting on a retry timer): an instance reports no final status while
+        any is left, so nothing changes an entity after it ended."""
         return [
             e
-            for s, e in self.entries.items()
-            if s < COMPENSATION_BASE
-            and e["kind"] == "step"
-            and e["status"] == "pending"
-            and e.get("timer_due") is None
+            for e in self.entries.values()
+            if e["kind"] == "step" and e["status"] == "pending" and e.get("timer_due") is None
         ]
 
     def compensations(self) -> list[dict[str, Any]]:

@@ -270,10 +270,9 @@ class WorkflowMachine:
                 "is not registered on this worker, so its retry policy is unknown"
             )
         attempt = entry["attempt"]
-        stopped = (
-            journal.cancel_requested
-            or entry.get("deadline_passed")
-            or journal.header.get("ending") is not None
+        own = entry["seq"] < COMPENSATION_BASE  # compensations retry whatever happens
+        stopped = entry.get("deadline_passed") or (
+            own and (journal.cancel_requested or journal.header.get("ending") is not None)
         )
         if event.retryable and not stopped and sdef.retry.allows(attempt):
             # Retries wait on a durable timer, never in the worker: other instances go on.
@@ -288,7 +287,7 @@ class WorkflowMachine:
                 journal.touch(entry["seq"])
                 return False
             error = _deadline_error(sdef, entry, event.error.to_json())
-        elif journal.cancel_requested:
+        elif own and journal.cancel_requested:
             error = event.error.to_json()
             entry.update(status="cancelled", error=error, finished_ms=out.now_ms)
             out.cancel_deadline(journal, entry)
@@ -326,12 +325,12 @@ class WorkflowMachine:
         journal.set(status=CANCELLING)
         return True
 
-    def _stop_pending(self, journal: Journal, out: _Transition) -> None:
-        """Every pending call of the workflow ends: sleeps, signal waits and retry backoffs at
-        once (status ``cancelled``, their timers deleted); attempts in flight get a
-        ``StepCancel`` and stay pending until they answer."""
+    def _stop_pending(self, journal: Journal, out: _Transition, everything: bool = False) -> None:
+        """Every pending call of the workflow (``everything``: compensations too) ends:
+        sleeps, signal waits and retry backoffs at once (status ``cancelled``, their timers
+        deleted); attempts in flight get a ``StepCancel`` and stay pending until they answer."""
         for seq, entry in sorted(journal.entries.items()):
-            if seq >= COMPENSATION_BASE or entry.get("status") != "pending":
+            if (seq >= COMPENSATION_BASE and not everything) or entry.get("status") != "pending":
                 continue
             kind = entry["kind"]
             if kind == "step" and entry.get("timer_due") is None:
@@ -357,7 +356,7 @@ class WorkflowMachine:
         if journal.status in TERMINAL:
             return False
         self.drop_live(journal.id)
-        self._stop_pending(journal, out)
+        self._stop_pending(journal, out, everything=True)
         error = {
             "type": "Terminated",
             "message": event.reason or "ended by an operator (workflows fail)",

@@ -445,3 +445,26 @@ def test_an_outcome_that_cannot_be_written_leaves_no_cached_journal_ahead(monkey
         driver.workflows.signal(flow, "f", "b", 3)
         view = driver.workflows.get(flow, "f")
         assert view.status == "completed" and view.result == 5
+
+
+def test_compensations_of_a_cancelled_instance_still_retry_until_they_succeed() -> None:
+    app = _saga("comp-retry")
+    with _driver(app) as driver:
+        wf = driver.workflows
+        wf.start(
+            app.transfer,
+            id="t3",
+            input={"source": "alice", "target": "bob", "amount": 200, "approval": True},
+        )
+        # The refund of the principal (the first compensation to run) fails twice.
+        base = 1_000_000_000
+        FAIL[("credit", f"t3:{base}", 1)] = 1
+        FAIL[("credit", f"t3:{base}", 2)] = 1
+        wf.cancel(app.transfer, "t3")
+        assert wf.get(app.transfer, "t3").status == "compensating"
+        driver.advance_time(1_000)
+        driver.advance_time(2_000)
+        view = wf.get(app.transfer, "t3")
+        assert view.status == "cancelled"
+        assert driver.store("accounts") == {"alice": 1000, "bob": 1000}
+        assert [c[2] for c in CALLS if c[1] == f"t3:{base}"] == [1, 2, 3]
