@@ -20,7 +20,13 @@ from typing import Any
 
 from streamflow.app import App
 from streamflow.errors import ConfigError
-from streamflow.runtime.collector import DeliveryCallback, Headers
+from streamflow.runtime.collector import (
+    DeliveryCallback,
+    Headers,
+    max_record_bytes,
+    record_too_large,
+)
+from streamflow.runtime.config import producer_config
 from streamflow.runtime.partitioner import partition_for
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
@@ -114,6 +120,9 @@ class TestDriver:
             topology, app.config, schema_registry or InMemorySchemaRegistry()
         )
         self._subs = topology.sub_topologies()
+        self.max_record_bytes = max_record_bytes(producer_config(app.config, None))
+        """What a worker's producer would accept (``App(kafka={"message.max.bytes": ...})``):
+        ``send`` refuses larger records as the worker does, so tests fail where it would."""
         # Real step threads and a real asyncio loop, as in a worker; ``pipe`` and
         # ``advance_time`` return once every attempt they caused has finished.
         self.step_executor = StepExecutor(
@@ -133,6 +142,7 @@ class TestDriver:
                     app.dead_letter_topic,
                     clock=lambda: self.now_ms,
                     step_executor=self.step_executor,
+                    max_record_bytes=self.max_record_bytes,
                 )
                 self._all_tasks.append(task)
                 for topic in nodes:
@@ -166,8 +176,9 @@ class TestDriver:
         timestamp: int | None = None,
         headers: Headers = None,
     ) -> None:
-        """Produce bytes as they are: how tests feed poison records."""
-        self.send(topic, key, value, None, timestamp, headers)
+        """Produce bytes as they are: how tests feed poison records. Not held to
+        ``max_record_bytes``: another producer, with other settings, may have written them."""
+        self._append(topic, key, value, None, timestamp, headers)
         self._drain()
 
     def advance_time(self, ms: int | float) -> None:
@@ -192,6 +203,20 @@ class TestDriver:
     # -- RecordCollector -------------------------------------------------------------------------
 
     def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: int | None,
+        headers: Headers,
+    ) -> None:
+        size = (0 if value is None else len(value)) + (0 if key is None else len(key))
+        if size > self.max_record_bytes:
+            raise record_too_large(topic, size, self.max_record_bytes)
+        self._append(topic, key, value, partition, timestamp, headers)
+
+    def _append(
         self,
         topic: str,
         key: bytes | None,
