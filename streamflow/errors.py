@@ -75,3 +75,8 @@ class RecordTooLarge(SerializationError):
 class ResultTooLarge(RecordTooLarge):
     """A step's result does not fit in its reply to the workflow: the attempt fails for good
     (another attempt returns the same result)."""
+
+
+class ReplyRejected(StreamflowError):
+    """The producer refused a record for a reason of the record's own (not a broken client):
+    a step's reply that cannot be produced fails its attempt for good."""

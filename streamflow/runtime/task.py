@@ -30,7 +30,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def _client_broken(exc: KafkaException) -> bool:
+def client_broken(exc: KafkaException) -> bool:
     """A produce that failed because the producer is fenced or in a fatal state (as opposed to
     a record too large, say, which is the record's fault)."""
     err = exc.args[0] if exc.args else None
@@ -254,7 +254,7 @@ class Task:
         except KeyboardInterrupt:
             raise
         except KafkaException as exc:
-            if _client_broken(exc):
+            if client_broken(exc):
                 raise  # not this record's fault: the worker recovers its clients
             self.rollback(0)
             self.dead_letter(msg, exc, "process", failing_processor(exc))

@@ -35,9 +35,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamflow.errors import SerializationError
+from confluent_kafka import KafkaException
+
+from streamflow.errors import ReplyRejected, ResultTooLarge, SerializationError
 from streamflow.runtime.completion_offsets import CompletionOffsets
 from streamflow.runtime.step_executor import Attempt
+from streamflow.runtime.task import client_broken
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push
 from streamflow.topology.specs import StoreSpec
 from streamflow.workflow.api import NonRetryable, StepDef
@@ -51,6 +54,9 @@ _UNSET: Any = object()
 _IMMUTABLE = (int, float, str, bool, bytes, type(None))
 QUEUE_PER_TASK = 1000
 """Commands a step task holds for busy entity keys before it pauses its partition."""
+MAX_ERROR_MESSAGE = 8000
+"""Characters of an exception's message a failure reply carries: a step that raises with a
+whole response body in its message must still be answerable."""
 
 
 class StepTimedOut(TimeoutError):
@@ -242,15 +248,16 @@ class StepRunner:
             self._load_done()
         if offset in self.done_above:  # type: ignore[operator]
             return  # finished before a crash or a rebalance; its reply is committed
-        command = StepCommand.from_json(raw)
-        args = self._arguments(command)
-        entity = None
-        if self.store is not None:
-            if not command.args or command.args[0] is None:
-                raise SerializationError(
-                    f"entity step {self.sdef.name!r}: command for {command.id!r} has no entity key"
-                )
-            entity = str(command.args[0])
+        command = StepCommand.from_json(raw)  # an envelope that does not decode: DLQ only
+        try:
+            args = self._arguments(command)
+            entity = self._entity(command)
+        except Exception as exc:
+            # The command names its instance: answer it, or it waits forever. The task
+            # dead-letters the command in this same transaction (the exception goes on).
+            bad = SerializationError(f"{self._describe(command)} cannot run: {exc}")
+            self._reply_failure(command, bad)
+            raise bad from exc
         pending = _Pending(self, offset, command, args, entity)
         self.offsets.admit(offset)
         if entity is not None and not self.keys.try_lock(entity):  # type: ignore[union-attr]
@@ -261,9 +268,27 @@ class StepRunner:
             return
         try:
             self._start(pending)
-        except BaseException:
+        except Exception as exc:
             self._abandon(pending)  # the task dead-letters the command
-            raise
+            bad = SerializationError(f"{self._describe(command)} cannot start: {exc}")
+            self._reply_failure(command, bad)
+            raise bad from exc
+
+    def _entity(self, command: StepCommand) -> str | None:
+        """The entity key of an entity step's command (its first argument); None otherwise."""
+        if self.store is None:
+            return None
+        if not command.args or command.args[0] is None:
+            raise SerializationError(
+                f"entity step {self.sdef.name!r}: command for {command.id!r} has no entity key"
+            )
+        return str(command.args[0])
+
+    def _describe(self, command: StepCommand) -> str:
+        return (
+            f"step {self.sdef.name!r} attempt {command.attempt} of instance {command.id!r} "
+            f"(seq {command.seq})"
+        )
 
     def _abandon(self, pending: _Pending) -> None:
         """``pending`` will never run (it is dead-lettered): its offset is finished and its
@@ -285,12 +310,36 @@ class StepRunner:
             try:
                 runner._start(nxt)
             except Exception as exc:  # noqa: BLE001 - that command's fault, not the worker's
-                runner._dead_letter(nxt, exc, "step start")
+                bad = SerializationError(f"{runner._describe(nxt.command)} cannot start: {exc}")
+                runner._reject(nxt, bad, "step start")
                 runner.offsets.finish(nxt.offset)
                 runner.fresh_done.append(nxt.offset)
                 continue
             runner._resume()
             return
+
+    def _reject(self, pending: _Pending, exc: BaseException, stage: str) -> None:
+        """``pending`` cannot be run or answered as it is: its instance gets a non-retryable
+        failure saying why, and the command goes to the dead-letter topic, in one transaction.
+        The caller finishes its offset."""
+        self._reply_failure(pending.command, exc)
+        self._dead_letter(pending, exc, stage)
+
+    def _reply_failure(self, command: StepCommand, exc: BaseException) -> None:
+        """Answer ``command`` with a non-retryable failure, if the producer takes it (a reply
+        partition that does not exist, say, cannot be answered: the dead letter remains)."""
+        reply = dumps(command.failure(_error(exc), False).to_json())
+        try:
+            self._send_reply(command, reply)
+        except KafkaException as refused:
+            if client_broken(refused):
+                raise
+            log.warning("%s cannot be answered: %s", self._describe(command), refused)
+        except SerializationError as refused:  # over the limit: a huge instance id or topic
+            log.warning("%s cannot be answered: %s", self._describe(command), refused)
+
+    def _send_reply(self, command: StepCommand, reply: bytes) -> None:
+        self.rt.send(command.reply, command.id.encode(), reply, command.reply_partition, None, None)
 
     def _dead_letter(self, pending: _Pending, exc: BaseException, stage: str) -> None:
         self.rt.dead_letter_record(
@@ -370,24 +419,41 @@ class StepRunner:
         self._complete_guarded(pending, attempt)
 
     def _complete_guarded(self, pending: _Pending, attempt: Attempt) -> None:
-        """A completion that cannot be applied (it raised) dead-letters its command instead of
-        stopping the worker; the command's offset is finished either way."""
+        """Apply a completion inside the open cycle: the reply, the entity's new state and the
+        finished offset. A completion that cannot be delivered (a result over the record limit,
+        a value that cannot be serialized, a reply the producer refuses) writes nothing: its
+        state write is rolled back, the instance gets a non-retryable failure saying why, and
+        the command is dead-lettered, all in this transaction. Only a broken client stops the
+        worker (which aborts the cycle: the command runs again on the next owner)."""
+        self._count(attempt)
+        savepoint = self.rt.savepoint()
         try:
-            self._complete(pending, attempt.ctx, attempt)
+            self._deliver(pending, attempt)
+        except KafkaException as exc:
+            if client_broken(exc):
+                raise
+            self.rt.rollback(savepoint)
+            rejected = ReplyRejected(
+                f"{self._describe(pending.command)}: the producer refused its reply to "
+                f"{pending.command.reply!r}: {exc.args[0].str() if exc.args else exc}"
+            )
+            self._reject(pending, rejected, "step completion")
         except Exception as exc:  # noqa: BLE001 - bad data in the command, not a worker fault
-            self._dead_letter(pending, exc, "step completion")
-            self._abandon(pending)
+            self.rt.rollback(savepoint)
+            self._reject(pending, exc, "step completion")
+        self._finished(pending)
+
+    def _finished(self, pending: _Pending) -> None:
+        """``pending`` is answered: its offset is finished, its entity key goes on."""
+        self.offsets.finish(pending.offset)
+        self.fresh_done.append(pending.offset)
+        if pending.entity is not None:
+            self._hand_over(pending.entity)
 
     def describe(self, attempt: Attempt) -> str:
-        command = attempt.token[0].command
-        return (
-            f"step {self.sdef.name!r} attempt {command.attempt} of instance {command.id!r} "
-            f"(seq {command.seq})"
-        )
+        return self._describe(attempt.token[0].command)
 
-    def _complete(self, pending: _Pending, ctx: StepContext, attempt: Attempt) -> None:
-        """The attempt finished (worker thread, inside the open cycle): reply, state, offset."""
-        command = pending.command
+    def _count(self, attempt: Attempt) -> None:
         metrics = self.executor.metrics
         if metrics is not None:
             outcome = (
@@ -399,60 +465,55 @@ class StepRunner:
             )
             started = attempt.started_at
             took = None if started is None else time.monotonic() - started
-            metrics.step_attempt(self.sdef.name, outcome, took, command.attempt)
-        reply, new_state = self._reply(command, ctx, attempt)
-        if new_state is not _UNSET:
+            metrics.step_attempt(self.sdef.name, outcome, took, attempt.token[0].command.attempt)
+
+    def _deliver(self, pending: _Pending, attempt: Attempt) -> None:
+        """Send the attempt's reply and write the entity's new state; raises (having sent
+        nothing) when the outcome cannot be delivered. The caller rolls the state back.
+
+        A value that cannot be serialized or is over the record limit fails the attempt for
+        good: no retry makes it fit."""
+        command, ctx = pending.command, attempt.ctx
+        exc = attempt.error
+        if exc is not None:
+            if not isinstance(exc, Exception):  # cancelled, or SystemExit in a step
+                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+            retryable = not isinstance(exc, self.non_retryable)
+            remember(type(exc))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s failed: %r", self.describe(attempt), exc)
+            self._send_reply(command, dumps(command.failure(_error(exc), retryable).to_json()))
+            return
+        try:
+            reply = dumps(command.result(pack(self.sdef.result, attempt.result)).to_json())
+        except Exception as bad:  # noqa: BLE001
+            raise SerializationError(
+                f"step {self.sdef.name!r} returned a value that cannot be serialized for the "
+                f"workflow (instance {command.id!r}): {type(bad).__name__}: {bad}"
+            ) from None
+        size, limit = len(reply) + len(command.id.encode()), self.rt.max_record_bytes
+        if size > limit:
+            raise ResultTooLarge(
+                f"{self._describe(command)} returned a result whose reply is {size} bytes, over "
+                f"the limit of {limit} bytes a record may have (the producer's "
+                "message.max.bytes less headroom); return a reference to the data (a key, a "
+                "URL) instead of the data, or raise message.max.bytes in App(kafka=...)"
+            )
+        changed, state = ctx.changed_state()
+        if changed:
             store = self.store
             assert store is not None
             try:
-                if new_state is None:
+                if state is None:
                     store.delete(pending.entity)
                 else:
-                    store.put(pending.entity, new_state)  # encodes, or raises and writes nothing
+                    store.put(pending.entity, state)  # encodes, or raises and writes nothing
             except SerializationError as bad:
-                reply = self._failure(
-                    command,
-                    attempt,
-                    SerializationError(
-                        f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} to a "
-                        f"value store {store.name!r} cannot serialize: {bad}"
-                    ),
-                    retryable=False,
-                )
-        self.rt.send(command.reply, command.id.encode(), reply, command.reply_partition, None, None)
-        self.offsets.finish(pending.offset)
-        self.fresh_done.append(pending.offset)
-        if pending.entity is not None:
-            self._hand_over(pending.entity)
-
-    def _reply(self, command: StepCommand, ctx: StepContext, attempt: Attempt) -> tuple[bytes, Any]:
-        """The encoded reply, and the entity's new state (``_UNSET``: leave it).
-
-        A value that cannot be serialized (the result here, the state when the store encodes
-        it in ``_complete``) fails the attempt for good: no retry makes it serializable."""
-        exc = attempt.error
-        if exc is None:
-            changed, state = ctx.changed_state()
-            try:
-                reply = dumps(command.result(pack(self.sdef.result, attempt.result)).to_json())
-                return reply, (state if changed else _UNSET)
-            except Exception as bad:  # noqa: BLE001
-                exc = SerializationError(
-                    f"step {self.sdef.name!r} returned a value that cannot be serialized "
-                    f"for the workflow: {type(bad).__name__}: {bad}"
-                )
-            return self._failure(command, attempt, exc, retryable=False), _UNSET
-        if not isinstance(exc, Exception):  # cancelled, or SystemExit in a step
-            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-        return self._failure(command, attempt, exc, not isinstance(exc, self.non_retryable)), _UNSET
-
-    def _failure(
-        self, command: StepCommand, attempt: Attempt, exc: BaseException, retryable: bool
-    ) -> bytes:
-        remember(type(exc))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s failed: %r", self.describe(attempt), exc)
-        return dumps(command.failure(StepError.of(exc), retryable).to_json())
+                raise SerializationError(
+                    f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} (instance "
+                    f"{command.id!r}) to a value store {store.name!r} cannot keep: {bad}"
+                ) from None
+        self._send_reply(command, reply)
 
     # -- flow control ----------------------------------------------------------------------------
 
@@ -519,6 +580,15 @@ class StepRunner:
         """Attempts not started yet are never run; running ones finish, their results void."""
         for attempt in self.attempts:
             self.executor.forget(attempt)
+
+
+def _error(exc: BaseException) -> StepError:
+    """``exc`` as a failure reply carries it, its message cut to ``MAX_ERROR_MESSAGE``."""
+    error = StepError.of(exc)
+    if len(error.message) <= MAX_ERROR_MESSAGE:
+        return error
+    cut = f"{error.message[:MAX_ERROR_MESSAGE]}... ({len(error.message)} characters)"
+    return StepError(error.type, cut, error.module, error.qualname)
 
 
 def _entity_keys(rt: ProcessorRuntime) -> EntityKeys:
