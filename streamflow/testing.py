@@ -2,8 +2,10 @@
 
 The driver uses the real task, processor and RocksDB store code; only Kafka is replaced, by
 per-topic in-memory logs. Every ``pipe`` is one committed cycle: the record and everything it
-causes downstream (repartition hops included) is processed, then stores commit. Keys are placed
-on partitions with Kafka's murmur2 partitioner, exactly where a real producer would put them.
+causes downstream (repartition hops included) is processed, the step attempts it started are
+waited for (unless ``settle=False``), then stores commit. Keys are placed on partitions with
+Kafka's murmur2 partitioner, exactly where a real producer would put them. Records are held to
+the size a worker's producer accepts (``max_record_bytes``).
 
     driver = TestDriver(app, partitions=2)
     driver.pipe("orders", "alice", {"amount": 10})
@@ -13,6 +15,7 @@ on partitions with Kafka's murmur2 partitioner, exactly where a real producer wo
 from __future__ import annotations
 
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,14 +161,19 @@ class TestDriver:
         *,
         timestamp: int | None = None,
         headers: Headers = None,
+        settle: bool = True,
     ) -> None:
-        """Produce one record to ``topic`` (encoded with its serdes), process all it causes."""
+        """Produce one record to ``topic`` (encoded with its serdes), process all it causes.
+
+        ``settle=False``: return without waiting for the step attempts it started (what
+        finished already is applied); they keep running, and the next ``pipe`` or ``settle()``
+        waits for them. How a test acts on an attempt while it runs (cancels it, say)."""
         spec = self.app.topology.topics.get(topic)
         if spec is None:
             raise ConfigError(f"topic {topic!r} is not declared in app {self.app.name!r}")
         kb = None if key is None else spec.key_serde.serialize(key)
         vb = None if value is None else spec.value_serde.serialize(value)
-        self.pipe_raw(topic, kb, vb, timestamp=timestamp, headers=headers)
+        self.pipe_raw(topic, kb, vb, timestamp=timestamp, headers=headers, settle=settle)
 
     def pipe_raw(
         self,
@@ -175,11 +183,20 @@ class TestDriver:
         *,
         timestamp: int | None = None,
         headers: Headers = None,
+        settle: bool = True,
     ) -> None:
         """Produce bytes as they are: how tests feed poison records. Not held to
-        ``max_record_bytes``: another producer, with other settings, may have written them."""
+        ``max_record_bytes``: another producer, with other settings, may have written them.
+        ``settle``: as for ``pipe``."""
         self._append(topic, key, value, None, timestamp, headers)
-        self._drain()
+        self._drain(settle)
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait for every step attempt in flight, process what their replies cause, commit.
+
+        ``timeout``: seconds to wait at most; ``TimeoutError`` when attempts still run then
+        (a test that expects them to end stays a failing test, not a hanging one)."""
+        self._drain(True, None if timeout is None else time.monotonic() + timeout)
 
     def advance_time(self, ms: int | float) -> None:
         """Move the driver's wall clock and fire what came due (durable timers, retries).
@@ -246,14 +263,25 @@ class TestDriver:
         self.send(topic, key, value, partition, None, None)
         delivered(self._logs[topic].offsets[partition] - 1)
 
-    def _drain(self) -> None:
+    def _drain(self, settle: bool = True, deadline: float | None = None) -> None:
+        """Process what is pending and what it causes, then commit one cycle. ``settle``:
+        also wait for the step attempts in flight (until ``deadline``, if given)."""
         executor = self.step_executor
         while True:
             while self._pending:
                 msg = self._pending.popleft()
                 self._tasks[(msg.topic(), msg.partition())].process(msg)
+            if not settle:
+                executor.tick()
+                if executor.run_completions() or self._pending:
+                    continue
+                break  # attempts still running stay in flight
             if executor.in_flight <= executor.overrunning and not executor.has_completions():
                 break  # an overrunning sync attempt was answered already; do not wait for it
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{executor.in_flight - executor.overrunning} step attempt(s) still run"
+                )
             executor.wait(0.05)
             executor.tick()
             executor.run_completions()

@@ -27,11 +27,13 @@ sense with the others open beside it.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +45,9 @@ from streamflow.runtime.step_executor import Attempt
 from streamflow.runtime.task import client_broken
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push
 from streamflow.topology.specs import StoreSpec
-from streamflow.workflow.api import NonRetryable, StepDef
+from streamflow.workflow.api import Cancelled, NonRetryable, StepDef
 from streamflow.workflow.failures import remember
-from streamflow.workflow.messages import StepCommand, StepError, dumps
+from streamflow.workflow.messages import StepCancel, StepCommand, StepError, dumps, is_cancel
 from streamflow.workflow.payloads import is_plain_type, pack, parameter_types, rebuild, unpack
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class StepContext:
         "_read",
         "_state",
         "attempt",
+        "cancelled",
         "closed",
         "entity",
         "idempotency_key",
@@ -91,6 +94,20 @@ class StepContext:
         self._assigned = False
         self._read = False
         self.closed = False
+        self.cancelled = False
+        """True once the workflow cancelled this attempt (a ``StepCancel`` arrived). A ``def``
+        step cannot be interrupted from outside: a long one polls this, or calls
+        ``check_cancelled()``, between its pieces of work. (An ``async def`` step is
+        interrupted at its current ``await`` instead.)"""
+
+    def check_cancelled(self) -> None:
+        """Raise ``Cancelled`` if the workflow cancelled this attempt: the attempt ends as
+        cancelled, and the workflow sees ``Cancelled`` (not retried). Return normally after an
+        effect happened instead, so the workflow records it and its compensation runs."""
+        if self.cancelled:
+            raise Cancelled(
+                f"step {self.step!r} attempt {self.idempotency_key}#{self.attempt} was cancelled"
+            )
 
     @property
     def state(self) -> Any:
@@ -248,6 +265,11 @@ class StepRunner:
             self._load_done()
         if offset in self.done_above:  # type: ignore[operator]
             return  # finished before a crash or a rebalance; its reply is committed
+        if is_cancel(raw):
+            # Never admitted: its offset passes like a skipped command's. After a crash it is
+            # read again after its command (same key, same partition) and cancels it again.
+            self._cancel(StepCancel.from_json(raw))
+            return
         command = StepCommand.from_json(raw)  # an envelope that does not decode: DLQ only
         try:
             args = self._arguments(command)
@@ -397,6 +419,56 @@ class StepRunner:
         self.attempts.add(attempt)
         self.executor.submit(attempt)
 
+    # -- cancelling -------------------------------------------------------------------------------
+
+    def _cancel(self, cancel: StepCancel) -> None:
+        """Stop the attempt ``cancel`` names: interrupt it if it runs, answer it with a
+        ``Cancelled`` failure if it has not started; nothing if it was answered already.
+
+        Found by scanning this task's attempts and key waiters rather than through an index
+        kept per command: cancels are rare, commands are the hot path."""
+        for attempt in self.attempts:
+            pending, generation = attempt.token
+            if generation == self.generation and _names(cancel, pending.command):
+                break
+        else:
+            waiting = self._withdraw_waiting(cancel)
+            if waiting is not None:  # never ran, never held its key
+                self._answer_cancelled(waiting, holds_key=False)
+            return
+        attempt.ctx.cancelled = True
+        if attempt.timed_out:
+            return  # answered already; the flag may still stop its thread
+        if self.executor.interrupt(attempt):  # it had not started: it never will
+            self.attempts.discard(attempt)
+            self._answer_cancelled(pending, holds_key=True)
+        # else: it runs; its completion comes as usual (a Cancelled failure if the interruption
+        # ended it, whatever else it ended with otherwise)
+
+    def _withdraw_waiting(self, cancel: StepCancel) -> _Pending | None:
+        """Take the command ``cancel`` names out of the line for a busy entity key."""
+        keys = self.keys
+        if keys is None or not self.key_waiting:
+            return None
+        for key, line in keys.waiting.items():
+            for pending in line:
+                if pending.runner is self and _names(cancel, pending.command):
+                    line.remove(pending)
+                    if not line:
+                        del keys.waiting[key]  # the key stays busy: its attempt runs
+                    self.key_waiting -= 1
+                    self._resume()
+                    return pending
+        return None
+
+    def _answer_cancelled(self, pending: _Pending, holds_key: bool) -> None:
+        """Reply a non-retryable ``Cancelled`` failure for an attempt that never ran."""
+        error = Cancelled(f"{self._describe(pending.command)} was cancelled before it started")
+        self._count_outcome("cancelled", None, pending.command.attempt)
+        reply = dumps(pending.command.failure(StepError.of(error), False).to_json())
+        self._guarded(pending, lambda: self._send_reply(pending.command, reply), "step cancel")
+        self._finished(pending, holds_key)
+
     # -- AttemptOwner (worker thread) ------------------------------------------------------------
 
     def attempt_done(self, attempt: Attempt) -> None:
@@ -425,10 +497,21 @@ class StepRunner:
         state write is rolled back, the instance gets a non-retryable failure saying why, and
         the command is dead-lettered, all in this transaction. Only a broken client stops the
         worker (which aborts the cycle: the command runs again on the next owner)."""
-        self._count(attempt)
+        interrupted = self._interruption(attempt)
+        if interrupted is not None:
+            attempt.error = interrupted
+        if self.executor.metrics is not None:
+            self._count(attempt, interrupted is not None)
+        self._guarded(pending, lambda: self._deliver(pending, attempt), "step completion")
+        self._finished(pending, holds_key=True)
+
+    def _guarded(self, pending: _Pending, deliver: Callable[[], None], stage: str) -> None:
+        """Run ``deliver``; if it raises, undo its store writes, answer the instance with a
+        non-retryable failure saying why and dead-letter the command (one transaction). A
+        broken client is re-raised: the worker aborts the cycle and recovers."""
         savepoint = self.rt.savepoint()
         try:
-            self._deliver(pending, attempt)
+            deliver()
         except KafkaException as exc:
             if client_broken(exc):
                 raise
@@ -437,35 +520,55 @@ class StepRunner:
                 f"{self._describe(pending.command)}: the producer refused its reply to "
                 f"{pending.command.reply!r}: {exc.args[0].str() if exc.args else exc}"
             )
-            self._reject(pending, rejected, "step completion")
+            self._reject(pending, rejected, stage)
         except Exception as exc:  # noqa: BLE001 - bad data in the command, not a worker fault
             self.rt.rollback(savepoint)
-            self._reject(pending, exc, "step completion")
-        self._finished(pending)
+            self._reject(pending, exc, stage)
 
-    def _finished(self, pending: _Pending) -> None:
+    def _interruption(self, attempt: Attempt) -> Cancelled | None:
+        """``Cancelled`` when the attempt was ended by its cancel: never started, cancelled at
+        an ``await``, or stopped at ``ctx.check_cancelled()``. None otherwise: a result that
+        arrives despite the cancel is a result (the effect happened; the workflow records it
+        and compensates), and any other error is that error."""
+        if not attempt.interrupted:
+            return None
+        error = attempt.error
+        if attempt.started_at is None:
+            return Cancelled(f"{self.describe(attempt)} was cancelled before it started")
+        if isinstance(error, asyncio.CancelledError):
+            return Cancelled(f"{self.describe(attempt)} was cancelled while it ran")
+        if isinstance(error, Cancelled):
+            return error
+        return None
+
+    def _finished(self, pending: _Pending, holds_key: bool) -> None:
         """``pending`` is answered: its offset is finished, its entity key goes on."""
         self.offsets.finish(pending.offset)
         self.fresh_done.append(pending.offset)
-        if pending.entity is not None:
+        if holds_key and pending.entity is not None:
             self._hand_over(pending.entity)
 
     def describe(self, attempt: Attempt) -> str:
         return self._describe(attempt.token[0].command)
 
-    def _count(self, attempt: Attempt) -> None:
+    def _count(self, attempt: Attempt, cancelled: bool) -> None:
+        outcome = (
+            "ok"
+            if attempt.error is None
+            else "cancelled"
+            if cancelled
+            else "timed_out"
+            if isinstance(attempt.error, StepTimedOut)
+            else "failed"
+        )
+        started = attempt.started_at
+        took = None if started is None else time.monotonic() - started
+        self._count_outcome(outcome, took, attempt.token[0].command.attempt)
+
+    def _count_outcome(self, outcome: str, took: float | None, attempt: int) -> None:
         metrics = self.executor.metrics
         if metrics is not None:
-            outcome = (
-                "ok"
-                if attempt.error is None
-                else "timed_out"
-                if isinstance(attempt.error, StepTimedOut)
-                else "failed"
-            )
-            started = attempt.started_at
-            took = None if started is None else time.monotonic() - started
-            metrics.step_attempt(self.sdef.name, outcome, took, attempt.token[0].command.attempt)
+            metrics.step_attempt(self.sdef.name, outcome, took, attempt)
 
     def _deliver(self, pending: _Pending, attempt: Attempt) -> None:
         """Send the attempt's reply and write the entity's new state; raises (having sent
@@ -478,7 +581,9 @@ class StepRunner:
         if exc is not None:
             if not isinstance(exc, Exception):  # cancelled, or SystemExit in a step
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-            retryable = not isinstance(exc, self.non_retryable)
+            retryable = not isinstance(exc, self.non_retryable) and not (
+                attempt.interrupted and isinstance(exc, Cancelled)
+            )
             remember(type(exc))
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s failed: %r", self.describe(attempt), exc)
@@ -580,6 +685,16 @@ class StepRunner:
         """Attempts not started yet are never run; running ones finish, their results void."""
         for attempt in self.attempts:
             self.executor.forget(attempt)
+
+
+def _names(cancel: StepCancel, command: StepCommand) -> bool:
+    """``cancel`` is for ``command``'s attempt (the same instance, call, attempt and run)."""
+    return (
+        cancel.id == command.id
+        and cancel.seq == command.seq
+        and cancel.attempt == command.attempt
+        and cancel.run == command.run
+    )
 
 
 def _error(exc: BaseException) -> StepError:
