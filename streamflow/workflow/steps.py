@@ -176,6 +176,9 @@ class _Pending:
     command: StepCommand
     args: list[Any]
     entity: str | None
+    size: int
+    """Bytes of the command record (its arguments, mostly): the journal entry that will hold
+    the result holds them too."""
 
 
 class EntityKeys:
@@ -280,7 +283,7 @@ class StepRunner:
             bad = SerializationError(f"{self._describe(command)} cannot run: {exc}")
             self._reply_failure(command, bad)
             raise bad from exc
-        pending = _Pending(self, offset, command, args, entity)
+        pending = _Pending(self, offset, command, args, entity, len(self.rt.msg.value() or b""))
         self.offsets.admit(offset)
         if entity is not None and not self.keys.try_lock(entity):  # type: ignore[union-attr]
             self.keys.wait(pending)  # type: ignore[union-attr]
@@ -596,13 +599,17 @@ class StepRunner:
                 f"step {self.sdef.name!r} returned a value that cannot be serialized for the "
                 f"workflow (instance {command.id!r}): {type(bad).__name__}: {bad}"
             ) from None
-        size, limit = len(reply) + len(command.id.encode()), self.rt.max_record_bytes
+        # The reply must fit in a record, and so must the journal entry the orchestrator
+        # writes from it (the result next to the call's arguments): a reply that fits but a
+        # journal entry that does not would strand the instance there instead of here.
+        size, limit = len(reply) + pending.size, self.rt.max_record_bytes
         if size > limit:
             raise ResultTooLarge(
-                f"{self._describe(command)} returned a result whose reply is {size} bytes, over "
-                f"the limit of {limit} bytes a record may have (the producer's "
-                "message.max.bytes less headroom); return a reference to the data (a key, a "
-                "URL) instead of the data, or raise message.max.bytes in App(kafka=...)"
+                f"{self._describe(command)} returned a result too large for the workflow: "
+                f"with the call's arguments (journaled together) it is {size} bytes, over the "
+                f"limit of {limit} bytes a record may have (the producer's message.max.bytes "
+                "less headroom); return a reference to the data (a key, a URL) instead of the "
+                "data, or raise message.max.bytes in App(kafka=...)"
             )
         changed, state = ctx.changed_state()
         if changed:

@@ -210,3 +210,27 @@ def test_an_entity_command_without_its_key_is_answered() -> None:
         (reason,) = _reasons(driver)
     assert failure["retryable"] is False and "no entity key" in failure["error"]["message"]
     assert "no entity key" in reason
+
+
+def test_a_result_that_fits_a_reply_but_not_the_journal_entry_beside_its_arguments_fails() -> None:
+    """The orchestrator journals the result next to the call's arguments: a reply that fits
+    alone but not there would strand the instance at the orchestrator instead."""
+    app = App("echo", kafka={"message.max.bytes": "300000"})
+
+    @app.step
+    def echo(ctx, text: str) -> str:
+        return text.upper()
+
+    @app.workflow
+    async def w(ctx, n: int) -> str:
+        try:
+            return str(len(await ctx.step(echo, "a" * n)))
+        except StepFailed as exc:
+            return exc.error_type
+
+    with TestDriver(app) as driver:
+        half = driver.max_record_bytes // 2
+        driver.workflows.start(w, id="fits", input=half - 1_000)
+        driver.workflows.start(w, id="not", input=half + 1_000)
+        assert driver.workflows.get(w, "fits").result == str(half - 1_000)
+        assert driver.workflows.get(w, "not").result == "ResultTooLarge"
