@@ -18,6 +18,10 @@ A sync attempt that overruns its timeout cannot be interrupted (Python threads c
 killed): it is reported timed out at once, its late result and state writes are rejected, and
 its thread stays counted until the function returns, which the log says.
 
+An attempt its workflow cancels (``interrupt``) leaves its lane if it still waits there; if a
+slot has it, an async attempt's task is cancelled at its current ``await`` (the slot takes the
+cancellation back and goes on), and a sync one is told through its owner's ``ctx``.
+
 Size: the lanes, the thread pool and the asyncio loop are one lock-free protocol (who may touch
 which deque from which thread); kept together so that protocol is read in one place.
 """

@@ -20,6 +20,13 @@ keys. An attempt sees a copy of its entity's state: a mutation in place that is 
 failure leaves nothing behind. Retries are not done here: the orchestrator schedules them on
 durable timers, so a failing step never blocks its partition.
 
+No instance waits forever: a command whose envelope decodes is answered even when it cannot
+run or its outcome cannot be delivered (arguments that do not rebuild, a result over the record
+limit, a value that cannot be serialized, a reply the producer refuses): a non-retryable
+failure, in the transaction that dead-letters the command, with the attempt's state write
+rolled back. A ``StepCancel`` on the step topic stops the attempt it names (docs/architecture.md,
+"Step execution").
+
 Size: the step node, its runner, the entity key locks and the done-offset bookkeeping are one
 mechanism (an attempt's life from command to committed reply); split, each part would only make
 sense with the others open beside it.
