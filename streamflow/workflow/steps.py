@@ -27,15 +27,15 @@ failure, in the transaction that dead-letters the command, with the attempt's st
 rolled back. A ``StepCancel`` on the step topic stops the attempt it names (docs/architecture.md,
 "Step execution").
 
-Size: the step node, its runner, the entity key locks and the done-offset bookkeeping are one
-mechanism (an attempt's life from command to committed reply); split, each part would only make
-sense with the others open beside it.
+Size: the step node, its runner (admission, cancelling, completion), the entity key locks and
+the done-offset bookkeeping are one mechanism (an attempt's life from command to committed
+reply); split, each part would only make sense with the others open beside it. What the step
+function sees, ``StepContext``, is its own module (``workflow/step_context.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
 import logging
 import time
@@ -56,102 +56,15 @@ from streamflow.workflow.api import Cancelled, NonRetryable, StepDef
 from streamflow.workflow.failures import remember
 from streamflow.workflow.messages import StepCancel, StepCommand, StepError, dumps, is_cancel
 from streamflow.workflow.payloads import is_plain_type, pack, parameter_types, rebuild, unpack
+from streamflow.workflow.step_context import StepContext, StepTimedOut
 
 log = logging.getLogger(__name__)
 
-_UNSET: Any = object()
-_IMMUTABLE = (int, float, str, bool, bytes, type(None))
 QUEUE_PER_TASK = 1000
 """Commands a step task holds for busy entity keys before it pauses its partition."""
 MAX_ERROR_MESSAGE = 8000
 """Characters of an exception's message a failure reply carries: a step that raises with a
 whole response body in its message must still be answerable."""
-
-
-class StepTimedOut(TimeoutError):
-    """A sync attempt passed its ``timeout``; its late result and state writes are rejected."""
-
-
-class StepContext:
-    """What a step function receives as ``ctx``."""
-
-    __slots__ = (
-        "_assigned",
-        "_original",
-        "_read",
-        "_state",
-        "attempt",
-        "cancelled",
-        "closed",
-        "entity",
-        "idempotency_key",
-        "step",
-        "workflow_id",
-    )
-
-    def __init__(self, step: StepDef, command: StepCommand, entity: str | None, state: Any) -> None:
-        self.step = step.name
-        self.workflow_id: str = command.id
-        self.idempotency_key: str = command.idempotency_key
-        """``"<workflow id>:<step seq>"``: the same for every attempt; pass it to what you call."""
-        self.attempt: int = command.attempt
-        self.entity = entity
-        self._original = state
-        self._state: Any = _UNSET
-        self._assigned = False
-        self._read = False
-        self.closed = False
-        self.cancelled = False
-        """True once the workflow cancelled this attempt (a ``StepCancel`` arrived). A ``def``
-        step cannot be interrupted from outside: a long one polls this, or calls
-        ``check_cancelled()``, between its pieces of work. (An ``async def`` step is
-        interrupted at its current ``await`` instead.)"""
-
-    def check_cancelled(self) -> None:
-        """Raise ``Cancelled`` if the workflow cancelled this attempt: the attempt ends as
-        cancelled, and the workflow sees ``Cancelled`` (not retried). Return normally after an
-        effect happened instead, so the workflow records it and its compensation runs."""
-        if self.cancelled:
-            raise Cancelled(
-                f"step {self.step!r} attempt {self.idempotency_key}#{self.attempt} was cancelled"
-            )
-
-    @property
-    def state(self) -> Any:
-        """Entity steps: a copy of the entity's current value (None when it has none yet)."""
-        if self.entity is None:
-            raise TypeError(
-                f"step {self.step!r}: ctx.state is only available in entity steps "
-                "(@app.step(entity=...))"
-            )
-        if self._state is _UNSET:
-            original = self._original
-            self._state = original if isinstance(original, _IMMUTABLE) else copy.deepcopy(original)
-            self._read = True
-        return self._state
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        if self.entity is None:
-            raise TypeError(
-                f"step {self.step!r}: ctx.state is only available in entity steps "
-                "(@app.step(entity=...))"
-            )
-        if self.closed:
-            raise StepTimedOut(
-                f"step {self.step!r} attempt {self.idempotency_key}#{self.attempt} "
-                "timed out; its state write is rejected"
-            )
-        self._state = value
-        self._assigned = True
-
-    def changed_state(self) -> tuple[bool, Any]:
-        """(True, new value) when the attempt assigned or mutated its entity's state."""
-        if self._assigned:
-            return True, self._state
-        if self._read and not isinstance(self._state, _IMMUTABLE) and self._state != self._original:
-            return True, self._state
-        return False, None
 
 
 @dataclass(eq=False, kw_only=True)
