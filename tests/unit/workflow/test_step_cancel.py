@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -63,7 +64,8 @@ def test_a_running_async_attempt_is_cancelled_and_its_slot_keeps_serving_the_lan
     app = App("async-cancel")
     started: list[str] = []
 
-    @app.step(max_concurrency=1, retry=Retry(attempts=3))
+    # A timeout too: the slot's own asyncio.timeout must tell its expiry from the cancel.
+    @app.step(max_concurrency=1, retry=Retry(attempts=3), timeout=timedelta(hours=2))
     async def wait(ctx, seconds: float) -> str:
         started.append(ctx.workflow_id)
         await asyncio.sleep(seconds)
