@@ -193,13 +193,19 @@ class StepRunner:
             # read again after its command (same key, same partition) and cancels it again.
             self._cancel(StepCancel.from_json(raw))
             return
-        command = StepCommand.from_json(raw)  # an envelope that does not decode: DLQ only
+        try:
+            command = StepCommand.from_json(raw)  # an envelope that does not decode: DLQ only
+        except Exception:
+            self.fresh_done.append(offset)  # dead-lettered once, even if read again
+            raise
         try:
             args = self._arguments(command)
             entity = self._entity(command)
         except Exception as exc:
             # The command names its instance: answer it, or it waits forever. The task
-            # dead-letters the command in this same transaction (the exception goes on).
+            # dead-letters the command in this same transaction (the exception goes on), and
+            # the done mark keeps a re-read (the committed offset may lag) from doing it twice.
+            self.fresh_done.append(offset)
             bad = SerializationError(f"{self._describe(command)} cannot run: {exc}")
             self._reply_failure(command, bad)
             raise bad from exc

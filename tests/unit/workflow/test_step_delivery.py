@@ -9,6 +9,7 @@ attempt's entity write is not applied.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from streamflow import App
 from streamflow.runtime.dead_letter import HEADER_ERROR
 from streamflow.testing import TestDriver
 from streamflow.workflow.api import Retry, StepFailed
-from streamflow.workflow.messages import StepCommand, dumps
+from streamflow.workflow.messages import Start, StepCommand, dumps
 
 
 def _reasons(driver: TestDriver) -> list[str]:
@@ -234,3 +235,33 @@ def test_a_result_that_fits_a_reply_but_not_the_journal_entry_beside_its_argumen
         driver.workflows.start(w, id="not", input=half + 1_000)
         assert driver.workflows.get(w, "fits").result == str(half - 1_000)
         assert driver.workflows.get(w, "not").result == "ResultTooLarge"
+
+
+def test_a_rejected_command_read_again_behind_a_running_one_is_not_answered_twice() -> None:
+    """A running attempt holds the partition's committed offset back, so a crash or a
+    rebalance reads the commands after it again: one that was rejected (answered and
+    dead-lettered) is skipped then, like a finished one."""
+    app = App("reread")
+    release = threading.Event()
+
+    @app.step
+    def hold(ctx, order: Order) -> int:
+        release.wait(10)
+        return order.amount
+
+    @app.workflow
+    async def w(ctx, _: None) -> int:
+        return await ctx.step(hold, Order(1))
+
+    with TestDriver(app) as driver:
+        driver.pipe("reread.w.events", "slow", Start("slow").to_json(), settle=False)
+        # The envelope decodes; only the argument does not fit ``Order`` (no instance waits
+        # for the answer here, so it goes to a topic of its own).
+        bad = StepCommand("w", "bad", 0, 1, [{"cents": 1}], "reread.replies", 0)
+        driver.pipe_raw("reread.step.hold", b"bad", dumps(bad.to_json()), settle=False)
+        step_task = next(t for t in driver._all_tasks if "reread.step.hold" in t.sources)
+        step_task.process(driver.messages("reread.step.hold")[-1])  # read again
+        release.set()
+        driver.settle(timeout=5)
+        assert len(driver.dead_letters()) == 1 and len(driver.messages("reread.replies")) == 1
+        assert driver.workflows.get(w, "slow").result == 1
