@@ -389,8 +389,9 @@ class StepExecutor:
             finally:
                 attempt.task = None
                 if attempt.task_cancelled and slot is not None:
-                    # The cancellation was meant for this attempt, not the slot: without this
-                    # the slot's next ``asyncio.timeout`` would mistake it for its own.
+                    # The cancellation was meant for this attempt, not the slot. Left pending,
+                    # later attempts on this slot would see a cancellation not theirs (a
+                    # TaskGroup whose child fails raises CancelledError, not the child's error).
                     slot.uncancel()
                 self._finish(attempt)
             attempt = lane._next()
