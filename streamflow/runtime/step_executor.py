@@ -390,8 +390,9 @@ class StepExecutor:
                 attempt.task = None
                 if attempt.task_cancelled and slot is not None:
                     # The cancellation was meant for this attempt, not the slot. Left pending,
-                    # later attempts on this slot would see a cancellation not theirs (a
-                    # TaskGroup whose child fails raises CancelledError, not the child's error).
+                    # every later attempt on this slot would run in a task whose cancelling()
+                    # says a cancellation is under way: code that asks it (asyncio's timeouts
+                    # and task groups compare counts; other libraries may not) would be misled.
                     slot.uncancel()
                 self._finish(attempt)
             attempt = lane._next()
