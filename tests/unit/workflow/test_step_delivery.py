@@ -265,3 +265,25 @@ def test_a_rejected_command_read_again_behind_a_running_one_is_not_answered_twic
         driver.settle(timeout=5)
         assert len(driver.dead_letters()) == 1 and len(driver.messages("reread.replies")) == 1
         assert driver.workflows.get(w, "slow").result == 1
+
+
+def test_a_step_raising_with_a_huge_message_is_answered_with_the_message_cut() -> None:
+    app = App("loud")
+
+    @app.step(retry=Retry(attempts=1))
+    def call(ctx) -> None:
+        raise ValueError("the service said: " + "x" * 2_000_000)
+
+    @app.workflow
+    async def w(ctx, _: None) -> str:
+        try:
+            await ctx.step(call)
+        except StepFailed as exc:
+            return exc.message
+        return "unreachable"
+
+    with TestDriver(app) as driver:
+        driver.workflows.start(w, id="l")
+        message = driver.workflows.get(w, "l").result
+    assert message.startswith("the service said: xxx") and len(message) < 10_000
+    assert message.endswith("(2000018 characters)")
