@@ -65,3 +65,18 @@ class TlsFailure(ClusterAccessError):
 
 class AuthorizationFailed(ClusterAccessError):
     """An ACL is missing: the message names the operation, the resource and the principal."""
+
+
+class RecordTooLarge(SerializationError):
+    """A record (an output, a store write's changelog record, a step's reply) is larger than
+    the producer accepts: it fails the record that made it, never the commit."""
+
+
+class ResultTooLarge(RecordTooLarge):
+    """A step's result does not fit in its reply to the workflow: the attempt fails for good
+    (another attempt returns the same result)."""
+
+
+class ReplyRejected(StreamflowError):
+    """The producer refused a record for a reason of the record's own (not a broken client):
+    a step's reply that cannot be produced fails its attempt for good."""

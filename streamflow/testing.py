@@ -2,8 +2,10 @@
 
 The driver uses the real task, processor and RocksDB store code; only Kafka is replaced, by
 per-topic in-memory logs. Every ``pipe`` is one committed cycle: the record and everything it
-causes downstream (repartition hops included) is processed, then stores commit. Keys are placed
-on partitions with Kafka's murmur2 partitioner, exactly where a real producer would put them.
+causes downstream (repartition hops included) is processed, the step attempts it started are
+waited for (unless ``settle=False``), then stores commit. Keys are placed on partitions with
+Kafka's murmur2 partitioner, exactly where a real producer would put them. Records are held to
+the size a worker's producer accepts (``max_record_bytes``).
 
     driver = TestDriver(app, partitions=2)
     driver.pipe("orders", "alice", {"amount": 10})
@@ -13,6 +15,7 @@ on partitions with Kafka's murmur2 partitioner, exactly where a real producer wo
 from __future__ import annotations
 
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,13 @@ from typing import Any
 
 from streamflow.app import App
 from streamflow.errors import ConfigError
-from streamflow.runtime.collector import DeliveryCallback, Headers
+from streamflow.runtime.collector import (
+    DeliveryCallback,
+    Headers,
+    max_record_bytes,
+    record_too_large,
+)
+from streamflow.runtime.config import producer_config
 from streamflow.runtime.partitioner import partition_for
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
@@ -114,6 +123,9 @@ class TestDriver:
             topology, app.config, schema_registry or InMemorySchemaRegistry()
         )
         self._subs = topology.sub_topologies()
+        self.max_record_bytes = max_record_bytes(producer_config(app.config, None))
+        """What a worker's producer would accept (``App(kafka={"message.max.bytes": ...})``):
+        ``send`` refuses larger records as the worker does, so tests fail where it would."""
         # Real step threads and a real asyncio loop, as in a worker; ``pipe`` and
         # ``advance_time`` return once every attempt they caused has finished.
         self.step_executor = StepExecutor(
@@ -133,6 +145,7 @@ class TestDriver:
                     app.dead_letter_topic,
                     clock=lambda: self.now_ms,
                     step_executor=self.step_executor,
+                    max_record_bytes=self.max_record_bytes,
                 )
                 self._all_tasks.append(task)
                 for topic in nodes:
@@ -148,14 +161,19 @@ class TestDriver:
         *,
         timestamp: int | None = None,
         headers: Headers = None,
+        settle: bool = True,
     ) -> None:
-        """Produce one record to ``topic`` (encoded with its serdes), process all it causes."""
+        """Produce one record to ``topic`` (encoded with its serdes), process all it causes.
+
+        ``settle=False``: return without waiting for the step attempts it started (what
+        finished already is applied); they keep running, and the next ``pipe`` or ``settle()``
+        waits for them. How a test acts on an attempt while it runs (cancels it, say)."""
         spec = self.app.topology.topics.get(topic)
         if spec is None:
             raise ConfigError(f"topic {topic!r} is not declared in app {self.app.name!r}")
         kb = None if key is None else spec.key_serde.serialize(key)
         vb = None if value is None else spec.value_serde.serialize(value)
-        self.pipe_raw(topic, kb, vb, timestamp=timestamp, headers=headers)
+        self.pipe_raw(topic, kb, vb, timestamp=timestamp, headers=headers, settle=settle)
 
     def pipe_raw(
         self,
@@ -165,10 +183,20 @@ class TestDriver:
         *,
         timestamp: int | None = None,
         headers: Headers = None,
+        settle: bool = True,
     ) -> None:
-        """Produce bytes as they are: how tests feed poison records."""
-        self.send(topic, key, value, None, timestamp, headers)
-        self._drain()
+        """Produce bytes as they are: how tests feed poison records. Not held to
+        ``max_record_bytes``: another producer, with other settings, may have written them.
+        ``settle``: as for ``pipe``."""
+        self._append(topic, key, value, None, timestamp, headers)
+        self._drain(settle)
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait for every step attempt in flight, process what their replies cause, commit.
+
+        ``timeout``: seconds to wait at most; ``TimeoutError`` when attempts still run then
+        (a test that expects them to end stays a failing test, not a hanging one)."""
+        self._drain(True, None if timeout is None else time.monotonic() + timeout)
 
     def advance_time(self, ms: int | float) -> None:
         """Move the driver's wall clock and fire what came due (durable timers, retries).
@@ -200,6 +228,20 @@ class TestDriver:
         timestamp: int | None,
         headers: Headers,
     ) -> None:
+        size = (0 if value is None else len(value)) + (0 if key is None else len(key))
+        if size > self.max_record_bytes:
+            raise record_too_large(topic, size, self.max_record_bytes)
+        self._append(topic, key, value, partition, timestamp, headers)
+
+    def _append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: int | None,
+        headers: Headers,
+    ) -> None:
         log = self._logs.get(topic)
         if log is None:
             log = self._logs[topic] = _Log(self.partitions)
@@ -221,14 +263,25 @@ class TestDriver:
         self.send(topic, key, value, partition, None, None)
         delivered(self._logs[topic].offsets[partition] - 1)
 
-    def _drain(self) -> None:
+    def _drain(self, settle: bool = True, deadline: float | None = None) -> None:
+        """Process what is pending and what it causes, then commit one cycle. ``settle``:
+        also wait for the step attempts in flight (until ``deadline``, if given)."""
         executor = self.step_executor
         while True:
             while self._pending:
                 msg = self._pending.popleft()
                 self._tasks[(msg.topic(), msg.partition())].process(msg)
+            if not settle:
+                executor.tick()
+                if executor.run_completions() or self._pending:
+                    continue
+                break  # attempts still running stay in flight
             if executor.in_flight <= executor.overrunning and not executor.has_completions():
                 break  # an overrunning sync attempt was answered already; do not wait for it
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{executor.in_flight - executor.overrunning} step attempt(s) still run"
+                )
             executor.wait(0.05)
             executor.tick()
             executor.run_completions()

@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from streamflow.errors import RecordTooLarge
 
 Headers = list[tuple[str, bytes]] | None
 DeliveryCallback = Callable[[int], None]
 
+MESSAGE_MAX_BYTES = 1_000_000
+"""librdkafka's default ``message.max.bytes``: the largest record a producer accepts."""
+RECORD_HEADROOM = 64 * 1024
+"""Kept free below ``message.max.bytes`` for what the producer adds to key and value: headers
+(a dead letter's reason and trace), the record and batch overhead."""
+
+
+def max_record_bytes(producer: Mapping[str, Any]) -> int:
+    """The largest key + value a record of a producer configured with ``producer`` may have.
+
+    Checked where the bytes are made (a store write, a send, a step's reply) so an oversize
+    record fails the one input record that made it; found only by the produce at commit time
+    (a changelog record), it would fail the commit of every owner of the partition, forever."""
+    limit = int(producer.get("message.max.bytes", MESSAGE_MAX_BYTES))
+    return max(limit - RECORD_HEADROOM, limit // 2)
+
+
+DEFAULT_MAX_RECORD_BYTES = max_record_bytes({})
+
+
+def record_too_large(topic: str, size: int, limit: int) -> RecordTooLarge:
+    return RecordTooLarge(
+        f"a record for topic {topic!r} is {size} bytes (key + value), over the limit of "
+        f"{limit} bytes (the producer's message.max.bytes less {RECORD_HEADROOM} for headers); "
+        "make the record smaller, or raise message.max.bytes (App(kafka=...)) together with "
+        "the topic's max.message.bytes"
+    )
+
 
 class RecordCollector(Protocol):
+    """Collectors refuse a record whose key + value exceeds their ``max_record_bytes`` with
+    ``RecordTooLarge``, at ``send``: the worker's and the driver's alike, so a test through
+    the driver fails where production would."""
+
     def send(
         self,
         topic: str,
@@ -35,7 +69,9 @@ class RecordCollector(Protocol):
 class KafkaCollector:
     """Sends through confluent-kafka's producer; a full local queue is waited out, not failed."""
 
-    def __init__(self, producer: object) -> None:
+    def __init__(self, producer: object, limit: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+        self.max_record_bytes = limit
+        """The largest key + value sent (``max_record_bytes`` of the producers' settings)."""
         self.use(producer)
 
     def use(self, producer: object) -> None:
@@ -52,6 +88,9 @@ class KafkaCollector:
         timestamp: int | None,
         headers: Headers,
     ) -> None:
+        size = (0 if value is None else len(value)) + (0 if key is None else len(key))
+        if size > self.max_record_bytes:
+            raise record_too_large(topic, size, self.max_record_bytes)
         # topic, value, key and partition positionally (faster to parse); the rest by keyword,
         # because produce()'s fifth and sixth positional slots are both delivery callbacks.
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import traceback
 
+from streamflow.runtime.collector import DEFAULT_MAX_RECORD_BYTES
+
 HEADER_ERROR = "streamflow.error"
 HEADER_ERROR_TYPE = "streamflow.error.type"
 HEADER_STAGE = "streamflow.stage"
@@ -15,10 +17,11 @@ HEADER_TRACE = "streamflow.error.trace"
 HEADER_TRUNCATED = "streamflow.truncated"
 """Set when the record was cut to fit the dead-letter topic: the original sizes, ``key,value``."""
 
-DEAD_LETTER_MAX_BYTES = 1_000_000 - 64 * 1024
-"""What a dead-letter record may weigh: the producer's default ``message.max.bytes`` (1 MB)
-less room for the record overhead. A poison record near the limit plus the error headers
-would otherwise fail its own produce and take the batch down with it."""
+DEAD_LETTER_MAX_BYTES = DEFAULT_MAX_RECORD_BYTES
+"""What a dead-letter record may weigh by default (a task passes its producer's limit): the
+producer's default ``message.max.bytes`` (1 MB) less room for the record overhead. A poison
+record near the limit plus the error headers would otherwise fail its own produce and take the
+batch down with it."""
 
 
 def failing_processor(exc: BaseException) -> str:

@@ -106,7 +106,7 @@ class Metrics:
             self.aborts += 1
 
     def step_attempt(self, step: str, outcome: str, seconds: float | None, attempt: int) -> None:
-        """One attempt of ``step`` ended: ``ok``, ``failed`` or ``timed_out``."""
+        """One attempt of ``step`` ended: ``ok``, ``failed``, ``timed_out`` or ``cancelled``."""
         with self.lock:
             self.step_attempts[step, outcome] += 1
             if attempt > 1:

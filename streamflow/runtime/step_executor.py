@@ -18,6 +18,10 @@ A sync attempt that overruns its timeout cannot be interrupted (Python threads c
 killed): it is reported timed out at once, its late result and state writes are rejected, and
 its thread stays counted until the function returns, which the log says.
 
+An attempt its workflow cancels (``interrupt``) leaves its lane if it still waits there; if a
+slot has it, an async attempt's task is cancelled at its current ``await`` (the slot takes the
+cancellation back and goes on), and a sync one is told through its owner's ``ctx``.
+
 Size: the lanes, the thread pool and the asyncio loop are one lock-free protocol (who may touch
 which deque from which thread); kept together so that protocol is read in one place.
 """
@@ -69,7 +73,9 @@ class Attempt:
     function for async steps). Its return value or exception goes to ``owner.attempt_done``
     on the worker thread; ``owner.attempt_timed_out`` is called instead, at once, when a sync
     attempt passes ``timeout`` seconds. An attempt marked ``cancelled`` before it starts is
-    never run (its task closed or its cycle aborted). ``token`` is the owner's to read back.
+    never run (its task closed or its cycle aborted). An ``interrupted`` one (``interrupt``:
+    its workflow cancelled it) is never started either, and if it runs, its asyncio task is
+    cancelled. ``token`` is the owner's to read back.
     """
 
     lane: StepLane
@@ -85,6 +91,12 @@ class Attempt:
     finished: bool = False
     timed_out: bool = False
     cancelled: bool = False
+    interrupted: bool = False
+    task: asyncio.Task[None] | None = None
+    """The async slot running the attempt, while it runs (loop thread only)."""
+    task_cancelled: bool = False
+    """``interrupt`` cancelled ``task`` (loop thread only): the slot takes the cancellation
+    back when the attempt ends, so it goes on serving its lane."""
 
 
 class StepLane:
@@ -307,7 +319,7 @@ class StepExecutor:
     def _serve_sync(self, lane: StepLane, attempt: Attempt | None) -> None:
         """A step thread holding one slot of ``lane``: run attempts until none waits."""
         while attempt is not None:
-            if attempt.cancelled:  # its owner forgot it before it started: never run
+            if attempt.cancelled or attempt.interrupted:  # forgotten or cancelled: never run
                 self._finish(attempt)
                 attempt = lane._next()
                 continue
@@ -350,12 +362,14 @@ class StepExecutor:
 
     async def _serve_async(self, lane: StepLane, attempt: Attempt | None) -> None:
         """One slot of an async ``lane``: run attempts until none waits."""
+        slot = asyncio.current_task()
         while attempt is not None:
-            if attempt.cancelled:
+            if attempt.cancelled or attempt.interrupted:
                 self._finish(attempt)
                 attempt = lane._next()
                 continue
             attempt.started_at = time.monotonic()
+            attempt.task = slot
             deadline: asyncio.Timeout | None = None
             try:
                 coroutine = attempt.fn(attempt.ctx, *attempt.args)
@@ -373,8 +387,24 @@ class StepExecutor:
                     )
                 attempt.error = error
             finally:
+                attempt.task = None
+                if attempt.task_cancelled and slot is not None:
+                    # The cancellation was meant for this attempt, not the slot. Left pending,
+                    # every later attempt on this slot would run in a task whose cancelling()
+                    # says a cancellation is under way: code that asks it (asyncio's timeouts
+                    # and task groups compare counts; other libraries may not) would be misled.
+                    slot.uncancel()
                 self._finish(attempt)
             attempt = lane._next()
+
+    def _interrupt_async(self, attempt: Attempt) -> None:
+        """Loop thread: cancel the slot running ``attempt``, if it still runs it. The attempt
+        is started and finished on this thread too, so it cannot end between the check and
+        the cancel; the cancellation is delivered inside the attempt's own awaits."""
+        task = attempt.task
+        if task is not None and not attempt.finished and not attempt.task_cancelled:
+            attempt.task_cancelled = True
+            task.cancel()
 
     def _finish(self, attempt: Attempt) -> None:
         attempt.finished = True
@@ -415,6 +445,30 @@ class StepExecutor:
     def forget(self, attempt: Attempt) -> None:
         """The owner will not use ``attempt``'s result: do not start it if it still waits."""
         attempt.cancelled = True
+
+    def interrupt(self, attempt: Attempt) -> bool:
+        """Stop ``attempt`` (worker thread): its workflow cancelled it.
+
+        True: it had not started and never will: it left its lane's waiting line and is no
+        longer in flight, so no completion comes; the owner answers it now. False: a slot has
+        it (or is about to start it directly): an async attempt's task is cancelled, a sync
+        attempt sees what its owner set on its ``ctx``, and a slot that took it but had not
+        started it ends it unrun (``started_at`` None). Its completion comes as usual.
+        """
+        attempt.interrupted = True
+        lane = attempt.lane
+        try:
+            # Atomic against a slot's popleft (both run under the GIL, no Python code between):
+            # either the slot has it, or nobody ever will.
+            lane._waiting.remove(attempt)
+        except ValueError:
+            if lane.is_async and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._interrupt_async, attempt)
+            return False
+        self.in_flight -= 1
+        self._timed.discard(attempt)
+        lane._room()
+        return True
 
     def has_completions(self) -> bool:
         return bool(self._done) or bool(self._timeouts)

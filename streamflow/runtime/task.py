@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 from confluent_kafka import KafkaError, KafkaException
 
 from streamflow.runtime.aligned_input import AlignedInput
-from streamflow.runtime.collector import Headers, RecordCollector
+from streamflow.runtime.collector import DEFAULT_MAX_RECORD_BYTES, Headers, RecordCollector
 from streamflow.runtime.dead_letter import dead_letter_headers, failing_processor, fit_dead_letter
 from streamflow.runtime.input_offsets import Committable, InputOffsets
 from streamflow.runtime.step_executor import StepExecutor
@@ -30,7 +30,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def _client_broken(exc: KafkaException) -> bool:
+def client_broken(exc: KafkaException) -> bool:
     """A produce that failed because the producer is fenced or in a fatal state (as opposed to
     a record too large, say, which is the record's fault)."""
     err = exc.args[0] if exc.args else None
@@ -71,8 +71,12 @@ class Task:
         dead_letter_topic: str,
         clock: Callable[[], int] | None = None,
         step_executor: StepExecutor | None = None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self.id = f"{sub.id}_{partition}"
+        self.max_record_bytes = max_record_bytes
+        """The largest key + value the collector accepts: stores refuse a write over it (the
+        record that made it fails, not the commit), step replies are checked against it."""
         self.sub = sub
         self.partition = partition
         self.state_dir = state_dir / self.id
@@ -156,6 +160,7 @@ class Task:
             else:
                 store = self._ttl_store(spec, path)
             store.undo = self._undo
+            store.max_record_bytes = self.max_record_bytes
             self.stores[name] = store
         return store
 
@@ -249,7 +254,7 @@ class Task:
         except KeyboardInterrupt:
             raise
         except KafkaException as exc:
-            if _client_broken(exc):
+            if client_broken(exc):
                 raise  # not this record's fault: the worker recovers its clients
             self.rollback(0)
             self.dead_letter(msg, exc, "process", failing_processor(exc))
@@ -287,7 +292,9 @@ class Task:
         headers = dead_letter_headers(
             msg.topic(), msg.partition(), msg.offset(), msg.headers(), exc, stage, processor
         )
-        key, value, headers = fit_dead_letter(msg.key(), msg.value(), headers)
+        key, value, headers = fit_dead_letter(
+            msg.key(), msg.value(), headers, self.max_record_bytes
+        )
         self._send(self._dead_letter_topic, key, value, None, None, headers)
 
     def dead_letter_record(
@@ -314,7 +321,10 @@ class Task:
             exc,
         )
         key, value, headers = fit_dead_letter(
-            key, value, dead_letter_headers(topic, self.partition, -1, None, exc, stage, processor)
+            key,
+            value,
+            dead_letter_headers(topic, self.partition, -1, None, exc, stage, processor),
+            self.max_record_bytes,
         )
         self._send(self._dead_letter_topic, key, value, None, None, headers)
 

@@ -27,7 +27,7 @@ from streamflow.errors import ConfigError, KafkaUnavailable
 from streamflow.runtime import access
 from streamflow.runtime.access import AdminConnection
 from streamflow.runtime.aligned_input import AlignedInput, extracted_time
-from streamflow.runtime.collector import KafkaCollector
+from streamflow.runtime.collector import KafkaCollector, max_record_bytes
 from streamflow.runtime.commit_cycle import CommitCycle
 from streamflow.runtime.config import AppConfig, consumer_config, producer_config
 from streamflow.runtime.http_endpoint import HTTP_CLIENT_ID_MARK, HttpEndpoint, WorkerCalls
@@ -312,7 +312,9 @@ class Worker:
         if self.endpoint is not None:
             conf["client.id"] = f"{cfg.name}-{worker_id}{HTTP_CLIENT_ID_MARK}{self._advertised()}"
         self.consumer = Consumer(conf)
-        self.collector = KafkaCollector(self.producers[0])
+        self.collector = KafkaCollector(
+            self.producers[0], max_record_bytes(producer_config(cfg, None))
+        )
         self.cycle.attach(self.producers, self.consumer, self.collector)
         replaced = getattr(self, "restorer", None)
         if replaced is not None:
@@ -858,6 +860,7 @@ class Worker:
                 self.collector,
                 self.dead_letter_topic,
                 step_executor=self.executor,
+                max_record_bytes=self.collector.max_record_bytes,
             )
             parts = self._task_partitions(task)
             if len(parts) > 1 and not task.offsets.held:

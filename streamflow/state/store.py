@@ -35,6 +35,8 @@ CACHE_ENTRIES = 10_000
 A task has several stores and a worker many tasks: at 100,000 a stream-stream join over
 400,000 records reached 3.5 GB of RSS (10,000: 1.0 GB, and faster), while a keyed count's hot
 keys still fit."""
+NO_LIMIT = 1 << 62
+"""``max_record_bytes`` of a store no task writes through (restores, queries)."""
 _CHECKPOINT_KEY = b"changelog_next_offset"
 _CHECKPOINT_TIME_KEY = b"changelog_checkpoint_ms"
 
@@ -66,6 +68,10 @@ class KeyValueStore:
         # committed bytes enter it and bytes cannot be mutated, so an abort keeps it.
         self._cache: dict[bytes, bytes] = {}
         self._pending: list[ChangelogRecord] = []
+        self.max_record_bytes = NO_LIMIT
+        """The largest key + value a write may have: what its changelog's producer accepts
+        (the task sets it). Checked at the write, so an oversize value fails the record that
+        made it; at the commit it would fail the commit of every owner of the partition."""
         self.undo: UndoLog = []
         """Where each write notes what it replaced; the task shares one log among its stores
         and rolls a failed record's writes back with it (a savepoint is the log's length)."""
@@ -149,6 +155,8 @@ class KeyValueStore:
                 f"store {self.name!r}: the value for key {key if key is not None else kb!r} "
                 f"cannot be serialized: {type(exc).__name__}: {exc}"
             ) from None
+        if len(kb) + len(vb) > self.max_record_bytes:
+            raise self._too_large(kb, vb, key)
         buffer = self.buffer
         encoded = buffer.encoded
         before = encoded.get(kb, _MISSING)
@@ -157,6 +165,17 @@ class KeyValueStore:
         buffer.entries[kb] = value
         if before is _MISSING and buffer.keys is not None:
             buffer.added(kb)
+
+    def _too_large(self, kb: bytes, vb: bytes, key: Any) -> SerializationError:
+        shown = repr(key if key is not None else kb)
+        shown = shown if len(shown) <= 120 else f"{shown[:100]}... ({len(kb)} bytes)"
+        return SerializationError(
+            f"store {self.name!r}: the value for key {shown} is {len(kb) + len(vb)} bytes "
+            f"encoded (key + value), over the limit of {self.max_record_bytes} bytes its "
+            "changelog record may have (the producer's message.max.bytes less headroom); "
+            "keep less per key (split the value over several keys, or bound what it "
+            "accumulates), or raise message.max.bytes in App(kafka=...)"
+        )
 
     def delete(self, key: Any) -> None:
         self.delete_encoded(self._key_serialize(key))

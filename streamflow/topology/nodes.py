@@ -54,6 +54,10 @@ class ProcessorRuntime(Protocol):
     timestamp_override: int | None
     headers_override: list[tuple[str, bytes]] | None
     record_event_time: int | None
+    max_record_bytes: int
+    """The largest key + value ``send`` accepts (the producer's ``message.max.bytes`` less
+    headroom; the test driver enforces the same): larger raises ``RecordTooLarge`` at the send,
+    failing the record being processed. Stores refuse writes over it the same way."""
 
     def store(self, name: str) -> KeyValueStore: ...
 

@@ -20,108 +20,51 @@ keys. An attempt sees a copy of its entity's state: a mutation in place that is 
 failure leaves nothing behind. Retries are not done here: the orchestrator schedules them on
 durable timers, so a failing step never blocks its partition.
 
-Size: the step node, its runner, the entity key locks and the done-offset bookkeeping are one
-mechanism (an attempt's life from command to committed reply); split, each part would only make
-sense with the others open beside it.
+No instance waits forever: a command whose envelope decodes is answered even when it cannot
+run or its outcome cannot be delivered (arguments that do not rebuild, a result over the record
+limit, a value that cannot be serialized, a reply the producer refuses): a non-retryable
+failure, in the transaction that dead-letters the command, with the attempt's state write
+rolled back. A ``StepCancel`` on the step topic stops the attempt it names (docs/architecture.md,
+"Step execution").
+
+Size: the step node, its runner (admission, cancelling, completion), the entity key locks and
+the done-offset bookkeeping are one mechanism (an attempt's life from command to committed
+reply); split, each part would only make sense with the others open beside it. What the step
+function sees, ``StepContext``, is its own module (``workflow/step_context.py``).
 """
 
 from __future__ import annotations
 
-import copy
+import asyncio
 import inspect
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamflow.errors import SerializationError
+from confluent_kafka import KafkaException
+
+from streamflow.errors import ReplyRejected, ResultTooLarge, SerializationError
 from streamflow.runtime.completion_offsets import CompletionOffsets
 from streamflow.runtime.step_executor import Attempt
+from streamflow.runtime.task import client_broken
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push
 from streamflow.topology.specs import StoreSpec
-from streamflow.workflow.api import NonRetryable, StepDef
+from streamflow.workflow.api import Cancelled, NonRetryable, StepDef
 from streamflow.workflow.failures import remember
-from streamflow.workflow.messages import StepCommand, StepError, dumps
+from streamflow.workflow.messages import StepCancel, StepCommand, StepError, dumps, is_cancel
 from streamflow.workflow.payloads import is_plain_type, pack, parameter_types, rebuild, unpack
+from streamflow.workflow.step_context import StepContext, StepTimedOut
 
 log = logging.getLogger(__name__)
 
-_UNSET: Any = object()
-_IMMUTABLE = (int, float, str, bool, bytes, type(None))
 QUEUE_PER_TASK = 1000
 """Commands a step task holds for busy entity keys before it pauses its partition."""
-
-
-class StepTimedOut(TimeoutError):
-    """A sync attempt passed its ``timeout``; its late result and state writes are rejected."""
-
-
-class StepContext:
-    """What a step function receives as ``ctx``."""
-
-    __slots__ = (
-        "_assigned",
-        "_original",
-        "_read",
-        "_state",
-        "attempt",
-        "closed",
-        "entity",
-        "idempotency_key",
-        "step",
-        "workflow_id",
-    )
-
-    def __init__(self, step: StepDef, command: StepCommand, entity: str | None, state: Any) -> None:
-        self.step = step.name
-        self.workflow_id: str = command.id
-        self.idempotency_key: str = command.idempotency_key
-        """``"<workflow id>:<step seq>"``: the same for every attempt; pass it to what you call."""
-        self.attempt: int = command.attempt
-        self.entity = entity
-        self._original = state
-        self._state: Any = _UNSET
-        self._assigned = False
-        self._read = False
-        self.closed = False
-
-    @property
-    def state(self) -> Any:
-        """Entity steps: a copy of the entity's current value (None when it has none yet)."""
-        if self.entity is None:
-            raise TypeError(
-                f"step {self.step!r}: ctx.state is only available in entity steps "
-                "(@app.step(entity=...))"
-            )
-        if self._state is _UNSET:
-            original = self._original
-            self._state = original if isinstance(original, _IMMUTABLE) else copy.deepcopy(original)
-            self._read = True
-        return self._state
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        if self.entity is None:
-            raise TypeError(
-                f"step {self.step!r}: ctx.state is only available in entity steps "
-                "(@app.step(entity=...))"
-            )
-        if self.closed:
-            raise StepTimedOut(
-                f"step {self.step!r} attempt {self.idempotency_key}#{self.attempt} "
-                "timed out; its state write is rejected"
-            )
-        self._state = value
-        self._assigned = True
-
-    def changed_state(self) -> tuple[bool, Any]:
-        """(True, new value) when the attempt assigned or mutated its entity's state."""
-        if self._assigned:
-            return True, self._state
-        if self._read and not isinstance(self._state, _IMMUTABLE) and self._state != self._original:
-            return True, self._state
-        return False, None
+MAX_ERROR_MESSAGE = 8000
+"""Characters of an exception's message a failure reply carries: a step that raises with a
+whole response body in its message must still be answerable."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -155,6 +98,9 @@ class _Pending:
     command: StepCommand
     args: list[Any]
     entity: str | None
+    size: int
+    """Bytes of the command record (its arguments, mostly): the journal entry that will hold
+    the result holds them too."""
 
 
 class EntityKeys:
@@ -244,16 +190,28 @@ class StepRunner:
             self._load_done()
         if offset in self.done_above:  # type: ignore[operator]
             return  # finished before a crash or a rebalance; its reply is committed
-        command = StepCommand.from_json(raw)
-        args = self._arguments(command)
-        entity = None
-        if self.store is not None:
-            if not command.args or command.args[0] is None:
-                raise SerializationError(
-                    f"entity step {self.sdef.name!r}: command for {command.id!r} has no entity key"
-                )
-            entity = str(command.args[0])
-        pending = _Pending(self, offset, command, args, entity)
+        if is_cancel(raw):
+            # Never admitted: its offset passes like a skipped command's. After a crash it is
+            # read again after its command (same key, same partition) and cancels it again.
+            self._cancel(StepCancel.from_json(raw))
+            return
+        try:
+            command = StepCommand.from_json(raw)  # an envelope that does not decode: DLQ only
+        except Exception:
+            self.fresh_done.append(offset)  # dead-lettered once, even if read again
+            raise
+        try:
+            args = self._arguments(command)
+            entity = self._entity(command)
+        except Exception as exc:
+            # The command names its instance: answer it, or it waits forever. The task
+            # dead-letters the command in this same transaction (the exception goes on), and
+            # the done mark keeps a re-read (the committed offset may lag) from doing it twice.
+            self.fresh_done.append(offset)
+            bad = SerializationError(f"{self._describe(command)} cannot run: {exc}")
+            self._reply_failure(command, bad)
+            raise bad from exc
+        pending = _Pending(self, offset, command, args, entity, len(self.rt.msg.value() or b""))
         self.offsets.admit(offset)
         if entity is not None and not self.keys.try_lock(entity):  # type: ignore[union-attr]
             self.keys.wait(pending)  # type: ignore[union-attr]
@@ -263,9 +221,27 @@ class StepRunner:
             return
         try:
             self._start(pending)
-        except BaseException:
+        except Exception as exc:
             self._abandon(pending)  # the task dead-letters the command
-            raise
+            bad = SerializationError(f"{self._describe(command)} cannot start: {exc}")
+            self._reply_failure(command, bad)
+            raise bad from exc
+
+    def _entity(self, command: StepCommand) -> str | None:
+        """The entity key of an entity step's command (its first argument); None otherwise."""
+        if self.store is None:
+            return None
+        if not command.args or command.args[0] is None:
+            raise SerializationError(
+                f"entity step {self.sdef.name!r}: command for {command.id!r} has no entity key"
+            )
+        return str(command.args[0])
+
+    def _describe(self, command: StepCommand) -> str:
+        return (
+            f"step {self.sdef.name!r} attempt {command.attempt} of instance {command.id!r} "
+            f"(seq {command.seq})"
+        )
 
     def _abandon(self, pending: _Pending) -> None:
         """``pending`` will never run (it is dead-lettered): its offset is finished and its
@@ -287,12 +263,36 @@ class StepRunner:
             try:
                 runner._start(nxt)
             except Exception as exc:  # noqa: BLE001 - that command's fault, not the worker's
-                runner._dead_letter(nxt, exc, "step start")
+                bad = SerializationError(f"{runner._describe(nxt.command)} cannot start: {exc}")
+                runner._reject(nxt, bad, "step start")
                 runner.offsets.finish(nxt.offset)
                 runner.fresh_done.append(nxt.offset)
                 continue
             runner._resume()
             return
+
+    def _reject(self, pending: _Pending, exc: BaseException, stage: str) -> None:
+        """``pending`` cannot be run or answered as it is: its instance gets a non-retryable
+        failure saying why, and the command goes to the dead-letter topic, in one transaction.
+        The caller finishes its offset."""
+        self._reply_failure(pending.command, exc)
+        self._dead_letter(pending, exc, stage)
+
+    def _reply_failure(self, command: StepCommand, exc: BaseException) -> None:
+        """Answer ``command`` with a non-retryable failure, if the producer takes it (a reply
+        partition that does not exist, say, cannot be answered: the dead letter remains)."""
+        reply = dumps(command.failure(_error(exc), False).to_json())
+        try:
+            self._send_reply(command, reply)
+        except KafkaException as refused:
+            if client_broken(refused):
+                raise
+            log.warning("%s cannot be answered: %s", self._describe(command), refused)
+        except SerializationError as refused:  # over the limit: a huge instance id or topic
+            log.warning("%s cannot be answered: %s", self._describe(command), refused)
+
+    def _send_reply(self, command: StepCommand, reply: bytes) -> None:
+        self.rt.send(command.reply, command.id.encode(), reply, command.reply_partition, None, None)
 
     def _dead_letter(self, pending: _Pending, exc: BaseException, stage: str) -> None:
         self.rt.dead_letter_record(
@@ -350,6 +350,56 @@ class StepRunner:
         self.attempts.add(attempt)
         self.executor.submit(attempt)
 
+    # -- cancelling -------------------------------------------------------------------------------
+
+    def _cancel(self, cancel: StepCancel) -> None:
+        """Stop the attempt ``cancel`` names: interrupt it if it runs, answer it with a
+        ``Cancelled`` failure if it has not started; nothing if it was answered already.
+
+        Found by scanning this task's attempts and key waiters rather than through an index
+        kept per command: cancels are rare, commands are the hot path."""
+        for attempt in self.attempts:
+            pending, generation = attempt.token
+            if generation == self.generation and _names(cancel, pending.command):
+                break
+        else:
+            waiting = self._withdraw_waiting(cancel)
+            if waiting is not None:  # never ran, never held its key
+                self._answer_cancelled(waiting, holds_key=False)
+            return
+        attempt.ctx.cancelled = True
+        if attempt.timed_out:
+            return  # answered already; the flag may still stop its thread
+        if self.executor.interrupt(attempt):  # it had not started: it never will
+            self.attempts.discard(attempt)
+            self._answer_cancelled(pending, holds_key=True)
+        # else: it runs; its completion comes as usual (a Cancelled failure if the interruption
+        # ended it, whatever else it ended with otherwise)
+
+    def _withdraw_waiting(self, cancel: StepCancel) -> _Pending | None:
+        """Take the command ``cancel`` names out of the line for a busy entity key."""
+        keys = self.keys
+        if keys is None or not self.key_waiting:
+            return None
+        for key, line in keys.waiting.items():
+            for pending in line:
+                if pending.runner is self and _names(cancel, pending.command):
+                    line.remove(pending)
+                    if not line:
+                        del keys.waiting[key]  # the key stays busy: its attempt runs
+                    self.key_waiting -= 1
+                    self._resume()
+                    return pending
+        return None
+
+    def _answer_cancelled(self, pending: _Pending, holds_key: bool) -> None:
+        """Reply a non-retryable ``Cancelled`` failure for an attempt that never ran."""
+        error = Cancelled(f"{self._describe(pending.command)} was cancelled before it started")
+        self._count_outcome("cancelled", None, pending.command.attempt)
+        reply = dumps(pending.command.failure(StepError.of(error), False).to_json())
+        self._guarded(pending, lambda: self._send_reply(pending.command, reply), "step cancel")
+        self._finished(pending, holds_key)
+
     # -- AttemptOwner (worker thread) ------------------------------------------------------------
 
     def attempt_done(self, attempt: Attempt) -> None:
@@ -372,89 +422,138 @@ class StepRunner:
         self._complete_guarded(pending, attempt)
 
     def _complete_guarded(self, pending: _Pending, attempt: Attempt) -> None:
-        """A completion that cannot be applied (it raised) dead-letters its command instead of
-        stopping the worker; the command's offset is finished either way."""
+        """Apply a completion inside the open cycle: the reply, the entity's new state and the
+        finished offset. A completion that cannot be delivered (a result over the record limit,
+        a value that cannot be serialized, a reply the producer refuses) writes nothing: its
+        state write is rolled back, the instance gets a non-retryable failure saying why, and
+        the command is dead-lettered, all in this transaction. Only a broken client stops the
+        worker (which aborts the cycle: the command runs again on the next owner)."""
+        interrupted = self._interruption(attempt)
+        if interrupted is not None:
+            attempt.error = interrupted
+        if self.executor.metrics is not None:
+            self._count(attempt, interrupted is not None)
+        self._guarded(pending, lambda: self._deliver(pending, attempt), "step completion")
+        self._finished(pending, holds_key=True)
+
+    def _guarded(self, pending: _Pending, deliver: Callable[[], None], stage: str) -> None:
+        """Run ``deliver``; if it raises, undo its store writes, answer the instance with a
+        non-retryable failure saying why and dead-letter the command (one transaction). A
+        broken client is re-raised: the worker aborts the cycle and recovers."""
+        savepoint = self.rt.savepoint()
         try:
-            self._complete(pending, attempt.ctx, attempt)
+            deliver()
+        except KafkaException as exc:
+            if client_broken(exc):
+                raise
+            self.rt.rollback(savepoint)
+            rejected = ReplyRejected(
+                f"{self._describe(pending.command)}: the producer refused its reply to "
+                f"{pending.command.reply!r}: {exc.args[0].str() if exc.args else exc}"
+            )
+            self._reject(pending, rejected, stage)
         except Exception as exc:  # noqa: BLE001 - bad data in the command, not a worker fault
-            self._dead_letter(pending, exc, "step completion")
-            self._abandon(pending)
+            self.rt.rollback(savepoint)
+            self._reject(pending, exc, stage)
+
+    def _interruption(self, attempt: Attempt) -> Cancelled | None:
+        """``Cancelled`` when the attempt was ended by its cancel: never started, cancelled at
+        an ``await``, or stopped at ``ctx.check_cancelled()``. None otherwise: a result that
+        arrives despite the cancel is a result (the effect happened; the workflow records it
+        and compensates), and any other error is that error."""
+        if not attempt.interrupted:
+            return None
+        error = attempt.error
+        if attempt.started_at is None:
+            return Cancelled(f"{self.describe(attempt)} was cancelled before it started")
+        if isinstance(error, asyncio.CancelledError):
+            return Cancelled(f"{self.describe(attempt)} was cancelled while it ran")
+        if isinstance(error, Cancelled):
+            return error
+        return None
+
+    def _finished(self, pending: _Pending, holds_key: bool) -> None:
+        """``pending`` is answered: its offset is finished, its entity key goes on."""
+        self.offsets.finish(pending.offset)
+        self.fresh_done.append(pending.offset)
+        if holds_key and pending.entity is not None:
+            self._hand_over(pending.entity)
 
     def describe(self, attempt: Attempt) -> str:
-        command = attempt.token[0].command
-        return (
-            f"step {self.sdef.name!r} attempt {command.attempt} of instance {command.id!r} "
-            f"(seq {command.seq})"
-        )
+        return self._describe(attempt.token[0].command)
 
-    def _complete(self, pending: _Pending, ctx: StepContext, attempt: Attempt) -> None:
-        """The attempt finished (worker thread, inside the open cycle): reply, state, offset."""
-        command = pending.command
+    def _count(self, attempt: Attempt, cancelled: bool) -> None:
+        outcome = (
+            "ok"
+            if attempt.error is None
+            else "cancelled"
+            if cancelled
+            else "timed_out"
+            if isinstance(attempt.error, StepTimedOut)
+            else "failed"
+        )
+        started = attempt.started_at
+        took = None if started is None else time.monotonic() - started
+        self._count_outcome(outcome, took, attempt.token[0].command.attempt)
+
+    def _count_outcome(self, outcome: str, took: float | None, attempt: int) -> None:
         metrics = self.executor.metrics
         if metrics is not None:
-            outcome = (
-                "ok"
-                if attempt.error is None
-                else "timed_out"
-                if isinstance(attempt.error, StepTimedOut)
-                else "failed"
+            metrics.step_attempt(self.sdef.name, outcome, took, attempt)
+
+    def _deliver(self, pending: _Pending, attempt: Attempt) -> None:
+        """Send the attempt's reply and write the entity's new state; raises (having sent
+        nothing) when the outcome cannot be delivered. The caller rolls the state back.
+
+        A value that cannot be serialized or is over the record limit fails the attempt for
+        good: no retry makes it fit."""
+        command, ctx = pending.command, attempt.ctx
+        exc = attempt.error
+        if exc is not None:
+            if not isinstance(exc, Exception):  # cancelled, or SystemExit in a step
+                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+            retryable = not isinstance(exc, self.non_retryable) and not (
+                attempt.interrupted and isinstance(exc, Cancelled)
             )
-            started = attempt.started_at
-            took = None if started is None else time.monotonic() - started
-            metrics.step_attempt(self.sdef.name, outcome, took, command.attempt)
-        reply, new_state = self._reply(command, ctx, attempt)
-        if new_state is not _UNSET:
+            remember(type(exc))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s failed: %r", self.describe(attempt), exc)
+            self._send_reply(command, dumps(command.failure(_error(exc), retryable).to_json()))
+            return
+        try:
+            reply = dumps(command.result(pack(self.sdef.result, attempt.result)).to_json())
+        except Exception as bad:  # noqa: BLE001
+            raise SerializationError(
+                f"step {self.sdef.name!r} returned a value that cannot be serialized for the "
+                f"workflow (instance {command.id!r}): {type(bad).__name__}: {bad}"
+            ) from None
+        # The reply must fit in a record, and so must the journal entry the orchestrator
+        # writes from it (the result next to the call's arguments): a reply that fits but a
+        # journal entry that does not would strand the instance there instead of here.
+        size, limit = len(reply) + pending.size, self.rt.max_record_bytes
+        if size > limit:
+            raise ResultTooLarge(
+                f"{self._describe(command)} returned a result too large for the workflow: "
+                f"with the call's arguments (journaled together) it is {size} bytes, over the "
+                f"limit of {limit} bytes a record may have (the producer's message.max.bytes "
+                "less headroom); return a reference to the data (a key, a URL) instead of the "
+                "data, or raise message.max.bytes in App(kafka=...)"
+            )
+        changed, state = ctx.changed_state()
+        if changed:
             store = self.store
             assert store is not None
             try:
-                if new_state is None:
+                if state is None:
                     store.delete(pending.entity)
                 else:
-                    store.put(pending.entity, new_state)  # encodes, or raises and writes nothing
+                    store.put(pending.entity, state)  # encodes, or raises and writes nothing
             except SerializationError as bad:
-                reply = self._failure(
-                    command,
-                    attempt,
-                    SerializationError(
-                        f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} to a "
-                        f"value store {store.name!r} cannot serialize: {bad}"
-                    ),
-                    retryable=False,
-                )
-        self.rt.send(command.reply, command.id.encode(), reply, command.reply_partition, None, None)
-        self.offsets.finish(pending.offset)
-        self.fresh_done.append(pending.offset)
-        if pending.entity is not None:
-            self._hand_over(pending.entity)
-
-    def _reply(self, command: StepCommand, ctx: StepContext, attempt: Attempt) -> tuple[bytes, Any]:
-        """The encoded reply, and the entity's new state (``_UNSET``: leave it).
-
-        A value that cannot be serialized (the result here, the state when the store encodes
-        it in ``_complete``) fails the attempt for good: no retry makes it serializable."""
-        exc = attempt.error
-        if exc is None:
-            changed, state = ctx.changed_state()
-            try:
-                reply = dumps(command.result(pack(self.sdef.result, attempt.result)).to_json())
-                return reply, (state if changed else _UNSET)
-            except Exception as bad:  # noqa: BLE001
-                exc = SerializationError(
-                    f"step {self.sdef.name!r} returned a value that cannot be serialized "
-                    f"for the workflow: {type(bad).__name__}: {bad}"
-                )
-            return self._failure(command, attempt, exc, retryable=False), _UNSET
-        if not isinstance(exc, Exception):  # cancelled, or SystemExit in a step
-            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-        return self._failure(command, attempt, exc, not isinstance(exc, self.non_retryable)), _UNSET
-
-    def _failure(
-        self, command: StepCommand, attempt: Attempt, exc: BaseException, retryable: bool
-    ) -> bytes:
-        remember(type(exc))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s failed: %r", self.describe(attempt), exc)
-        return dumps(command.failure(StepError.of(exc), retryable).to_json())
+                raise SerializationError(
+                    f"step {self.sdef.name!r} set the state of entity {ctx.entity!r} (instance "
+                    f"{command.id!r}) to a value store {store.name!r} cannot keep: {bad}"
+                ) from None
+        self._send_reply(command, reply)
 
     # -- flow control ----------------------------------------------------------------------------
 
@@ -521,6 +620,25 @@ class StepRunner:
         """Attempts not started yet are never run; running ones finish, their results void."""
         for attempt in self.attempts:
             self.executor.forget(attempt)
+
+
+def _names(cancel: StepCancel, command: StepCommand) -> bool:
+    """``cancel`` is for ``command``'s attempt (the same instance, call, attempt and run)."""
+    return (
+        cancel.id == command.id
+        and cancel.seq == command.seq
+        and cancel.attempt == command.attempt
+        and cancel.run == command.run
+    )
+
+
+def _error(exc: BaseException) -> StepError:
+    """``exc`` as a failure reply carries it, its message cut to ``MAX_ERROR_MESSAGE``."""
+    error = StepError.of(exc)
+    if len(error.message) <= MAX_ERROR_MESSAGE:
+        return error
+    cut = f"{error.message[:MAX_ERROR_MESSAGE]}... ({len(error.message)} characters)"
+    return StepError(error.type, cut, error.module, error.qualname)
 
 
 def _entity_keys(rt: ProcessorRuntime) -> EntityKeys:
