@@ -42,6 +42,8 @@ class Effects(Protocol):
 
     def start_step(self, journal: Journal, seq: int, sdef: StepDef, args: list[Any]) -> None: ...
 
+    def check_size(self, what: str, value: Any) -> None: ...
+
     def cancelled_call(self, journal: Journal, entry: dict[str, Any]) -> None: ...
 
     def start_timer(
@@ -167,6 +169,7 @@ class WorkflowContext:
             if self.journal.cancel_requested:
                 self._cancelled("step", sdef.name, seq, args_digest(sdef.name, sdef.args, plain))
             else:
+                self.effects.check_size(f"the arguments of ctx.step({sdef.name}, ...)", plain)
                 self.effects.start_step(self.journal, seq, sdef, plain)
         result_type = return_type(sdef.fn)
 
@@ -202,6 +205,7 @@ class WorkflowContext:
             "compensate", sdef.name, call_digest, _rehash_args(sdef) if sdef.args else None
         )
         if entry is None:
+            self.effects.check_size(f"the arguments of ctx.compensate({sdef.name}, ...)", plain)
             self.journal.put_entry(
                 {
                     "seq": seq,

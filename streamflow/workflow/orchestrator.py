@@ -84,7 +84,13 @@ class Orchestrator:
         self.timers = TimerStore(rt.store(node.timers.name))
         self.counts = rt.store(node.counts.name) if node.counts is not None else None
         self.machine = WorkflowMachine(
-            node.workflow, node.versions, node.steps, node.topics, node.events.name, rt.partition
+            node.workflow,
+            node.versions,
+            node.steps,
+            node.topics,
+            node.events.name,
+            rt.partition,
+            rt.max_record_bytes,
         )
         self.journals: OrderedDict[str, Journal] = OrderedDict()
         self.parked = rt.store(node.parked.name) if node.parked is not None else None

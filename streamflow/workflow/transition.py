@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamflow.errors import NonDeterminism
+from streamflow.errors import NonDeterminism, RecordTooLarge
+from streamflow.runtime.collector import DEFAULT_MAX_RECORD_BYTES
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.topology.specs import TopicSpec
 from streamflow.workflow.api import (
@@ -66,6 +67,7 @@ from streamflow.workflow.messages import (
     StepResult,
     Terminate,
     TimerFired,
+    dumps,
 )
 from streamflow.workflow.payloads import args_digest, pack, parameter_types, rebuild, unpack
 from streamflow.workflow.timers import (
@@ -136,6 +138,7 @@ class WorkflowMachine:
         topics: Mapping[str, TopicSpec],
         reply_topic: str,
         reply_partition: int | None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self.workflow = workflow
         self.versions = versions
@@ -143,6 +146,9 @@ class WorkflowMachine:
         self.topics = topics
         self.reply_topic = reply_topic
         self.reply_partition = reply_partition
+        self.max_record_bytes = max_record_bytes
+        """What one changelog record or command may hold: a call or a result past it is a
+        bug in the workflow (it suspends), never a transaction that cannot commit."""
         self.live: OrderedDict[str, _Live] = OrderedDict()
 
     # -- the transition --------------------------------------------------------------------------
@@ -391,6 +397,13 @@ class WorkflowMachine:
                 "its signals, or send fewer)"
             )
         inbox.setdefault(event.name, []).append(payload)
+        if len(dumps(journal.header)) > self.max_record_bytes // 2:
+            inbox[event.name].pop()
+            raise RecordTooLarge(
+                f"instance {journal.id!r} of {self.workflow!r}: its unread signals would pass "
+                f"half the record limit of {self.max_record_bytes} bytes; signal "
+                f"{event.name!r} refused (have the workflow wait for its signals)"
+            )
         journal.header_dirty = True
         return False
 
@@ -473,6 +486,7 @@ class WorkflowMachine:
             self.live.pop(journal.id, None)
             try:
                 result = pack(wdef.result, done.value)
+                out.check_size(f"the result of {self.workflow} instance {journal.id!r}", result)
             except Exception as exc:  # noqa: BLE001 - a result that cannot be kept is a bug
                 self._suspend(journal, wdef, exc, out)
                 return
@@ -771,6 +785,17 @@ class _Transition:
             journal.header.get("run", 1),
         )
         self.outcome.step_cancels.append((sdef, cancel, key))
+
+    def check_size(self, what: str, value: Any) -> None:
+        """``value`` goes into one record (a command, a journal entry or header): past the
+        limit it fails the call that made it, inside the workflow, naming it."""
+        size = len(dumps(value))
+        limit = self.machine.max_record_bytes
+        if size > limit:
+            raise RecordTooLarge(
+                f"{what} is {size} bytes encoded, over the record limit of {limit} bytes; "
+                "pass a reference (a key, a URL) instead of the data"
+            )
 
     # -- Effects ---------------------------------------------------------------------------------
 

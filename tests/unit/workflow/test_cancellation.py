@@ -468,3 +468,31 @@ def test_compensations_of_a_cancelled_instance_still_retry_until_they_succeed() 
         assert view.status == "cancelled"
         assert driver.store("accounts") == {"alice": 1000, "bob": 1000}
         assert [c[2] for c in CALLS if c[1] == f"t3:{base}"] == [1, 2, 3]
+
+
+def test_oversize_step_arguments_or_result_suspend_the_instance_instead_of_stranding_it() -> None:
+    app = App("big")
+
+    @app.step
+    def store_doc(ctx, doc: str) -> int:
+        return len(doc)
+
+    @app.workflow
+    async def sends_big(ctx, _: None) -> int:
+        return await ctx.step(store_doc, "x" * 3_000_000)
+
+    @app.workflow
+    async def returns_big(ctx, _: None) -> str:
+        return "y" * 3_000_000
+
+    with TestDriver(app) as driver:
+        driver.workflows.start(sends_big, id="a")
+        driver.workflows.start(returns_big, id="b")
+        for workflow, ident, what in ((sends_big, "a", "arguments"), (returns_big, "b", "result")):
+            view = driver.workflows.get(workflow, ident)
+            assert view.status == "suspended", (ident, view.header)
+            error = view.header["error"]
+            assert error["type"] == "RecordTooLarge" and what in error["message"]
+            assert "over the record limit" in error["message"]
+        assert driver.dead_letters() == []
+        assert driver.messages("big.step.store_doc") == []
