@@ -22,7 +22,7 @@ from streamflow.topology.nodes import SourceNode, TableSourceNode
 from streamflow.topology.punctuation import PunctuationContext, PunctuationNode
 from streamflow.topology.specs import StoreSpec, TopicSpec
 from streamflow.topology.stream import Stream, Table
-from streamflow.workflow.api import Retry
+from streamflow.workflow.api import DEFAULT_RETENTION, Retry
 from streamflow.workflow.client import WorkflowClient
 from streamflow.workflow.compiler import WorkflowRegistry
 
@@ -173,24 +173,30 @@ class App:
         result: str | Serde | None = None,
         signals: Mapping[str, str | Serde] | None = None,
         timeout: timedelta | None = None,
+        retention: timedelta | None = DEFAULT_RETENTION,
     ) -> Any:
         """Declare a durable workflow ``async def w(ctx, input)``; versions run side by side.
 
         ``input=avro("acme.Transfer")``, ``result=…`` and ``signals={"approve": …}`` journal
         those payloads as Avro, so a sleeping instance reads them after its schemas evolve.
         ``timeout`` bounds an instance from start to end: past it the instance is cancelled
-        (its compensations run) and ends ``failed`` with ``WorkflowTimedOut``.
+        (its compensations run) and ends ``failed`` with ``WorkflowTimedOut``. A finished
+        instance is deleted ``retention`` after it ended (default 7 days; None keeps it):
+        a start with the same id is ignored only while the instance is kept.
         """
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            if timeout is not None and (
-                not isinstance(timeout, timedelta) or timeout.total_seconds() <= 0
-            ):
-                raise ConfigError(
-                    f"workflow {name or f.__name__!r}: timeout must be a positive "
-                    f"timedelta, not {timeout!r}"
-                )
-            wdef = self.workflows.add_workflow(f, name, version, input, result, signals, timeout)
+            for what, value in (("timeout", timeout), ("retention", retention)):
+                if value is not None and (
+                    not isinstance(value, timedelta) or value.total_seconds() <= 0
+                ):
+                    raise ConfigError(
+                        f"workflow {name or f.__name__!r}: {what} must be a positive "
+                        f"timedelta or None, not {value!r}"
+                    )
+            wdef = self.workflows.add_workflow(
+                f, name, version, input, result, signals, timeout, retention
+            )
             f.__streamflow_workflow__ = wdef.name  # type: ignore[attr-defined]
             return f
 

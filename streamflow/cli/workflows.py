@@ -11,6 +11,7 @@ import orjson
 
 from streamflow.cli.engine import load_app
 from streamflow.cli.kafka_options import cluster_options, kafka_settings, registry_settings
+from streamflow.workflow.journal import TERMINAL
 
 _bootstrap = cluster_options
 """``--bootstrap`` with ``--config`` / ``--kafka``: what every command here needs."""
@@ -224,3 +225,46 @@ def list_(
             )
     if not rows:
         click.echo("no instances match", err=True)
+
+
+@workflows.command()
+@click.argument("target")
+@click.argument("workflow")
+@click.argument("instance_ids", nargs=-1)
+@click.option(
+    "--status",
+    type=click.Choice(sorted(TERMINAL)),
+    help="Every finished instance in this status (with --older-than: that long finished).",
+)
+@click.option(
+    "--older-than",
+    type=float,
+    default=0.0,
+    help="Hours since the instance finished (with --status).",
+)
+@_bootstrap
+def purge(
+    target: str,
+    workflow: str,
+    instance_ids: tuple[str, ...],
+    status: str | None,
+    older_than: float,
+    bootstrap: str | None,
+) -> None:
+    """Delete finished instances now instead of after their retention: INSTANCE_IDS, or every
+    instance in --status finished more than --older-than hours ago. Instances that have not
+    ended are left alone."""
+    if not instance_ids and status is None:
+        raise click.UsageError("name instances to purge, or select them with --status")
+    _, client = _client(target, bootstrap)
+    chosen = list(instance_ids)
+    if status is not None:
+        cutoff = datetime.now(UTC).timestamp() * 1000 - older_than * 3_600_000
+        chosen += [
+            view.id
+            for view in client.list(workflow)
+            if view.status == status and (view.header.get("finished_ms") or 0) <= cutoff
+        ]
+    for instance_id in chosen:
+        client.purge(workflow, instance_id)
+    click.echo(f"purge requested for {len(chosen)} instance(s) of {workflow}")

@@ -49,6 +49,12 @@ class Retry:
         return self.attempts is None or attempt < self.attempts
 
 
+DEFAULT_RETENTION = timedelta(days=7)
+"""Finished instances are kept a week by default (Temporal's and Restate's order of
+magnitude): long enough to read a result and to dedupe a retried start, short enough that
+stores, changelogs and restores do not grow with every instance ever run."""
+
+
 class NonRetryable(Exception):
     """Raise (or subclass) in a step to fail it for good at once: no retry will help."""
 
@@ -116,6 +122,9 @@ class WorkflowDef:
     """Avro types of the input, the result and signal payloads by signal name (None: JSON)."""
     result: AvroSerde | None = None
     signals: tuple[tuple[str, AvroSerde], ...] = ()
+    retention: timedelta | None = None
+    """How long a finished instance is kept (its journal, its counts): then it is deleted
+    through the changelog, and its id may start a new instance. None: forever."""
     timeout: timedelta | None = None
     """From start to end: past it the instance is cancelled (``Cancelled`` at its current
     await, compensations run) and ends failed with ``WorkflowTimedOut``."""

@@ -26,6 +26,7 @@ from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
 from streamflow.workflow.messages import (
     Cancel,
     Event,
+    Purge,
     Resume,
     Signal,
     Start,
@@ -109,6 +110,11 @@ class WorkflowCommands:
         deleted, its running attempts cancelled, and its compensations run before it reports
         ``cancelled``."""
         self._send(workflow, id, Cancel(id))
+
+    def purge(self, workflow: Any, id: str) -> None:
+        """Delete a finished instance now instead of after its retention (one that has not
+        ended is left alone)."""
+        self._send(workflow, id, Purge(id))
 
     def resume(self, workflow: Any, id: str) -> None:
         """Run a ``suspended`` instance's code again (after a fix, or a passing cause)."""

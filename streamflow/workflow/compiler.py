@@ -137,6 +137,7 @@ class WorkflowRegistry:
         result: str | Serde | None = None,
         signals: Mapping[str, str | Serde] | None = None,
         timeout: timedelta | None = None,
+        retention: timedelta | None = None,
     ) -> WorkflowDef:
         name = name or fn.__name__
         prefix, what = f"{self.topology.app_name}.{name}", f"workflow {name!r} v{version}"
@@ -151,6 +152,7 @@ class WorkflowRegistry:
             self._payload(input, f"{prefix}-input", f"{what} input"),
             self._payload(result, f"{prefix}-result", f"{what} result"),
             tuple((k, v) for k, v in sorted(declared.items()) if v is not None),
+            retention,
             timeout,
         )
         node = self.workflows.get(name)

@@ -95,6 +95,17 @@ class Terminate:
 
 
 @dataclass(frozen=True, slots=True)
+class Purge:
+    """Delete a finished instance now (``streamflow workflows purge``), before its retention
+    is over; an instance that has not ended is left alone."""
+
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "purge", "id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
 class StepError:
     """Why an attempt failed: the exception's class (to raise it again in the workflow when
     that class can be imported there) and its message."""
@@ -185,7 +196,7 @@ class TimerFired:
         }
 
 
-Event = Start | Signal | Cancel | Resume | Terminate | StepResult | StepFailure | TimerFired
+Event = Start | Signal | Cancel | Resume | Terminate | Purge | StepResult | StepFailure | TimerFired
 
 
 def decode_event(raw: Any, key: str | None = None) -> Event:
@@ -204,6 +215,8 @@ def decode_event(raw: Any, key: str | None = None) -> Event:
             return Signal(instance_id, str(raw["name"]), raw.get("payload"))
         if kind == "cancel":
             return Cancel(instance_id)
+        if kind == "purge":
+            return Purge(instance_id)
         if kind == "resume":
             return Resume(instance_id)
         if kind == "terminate":

@@ -26,10 +26,22 @@ from typing import Any
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push
 from streamflow.topology.specs import StoreSpec, TopicSpec
 from streamflow.workflow.api import StepDef, WorkflowDef
-from streamflow.workflow.journal import SUSPENDED, TERMINAL, Journal, entry_key
+from streamflow.workflow.journal import (
+    ENTRY,
+    SUSPENDED,
+    TERMINAL,
+    Journal,
+    entry_key,
+    header_key,
+)
 from streamflow.workflow.messages import Event, Resume, Start, decode_event, dumps
-from streamflow.workflow.timers import TimerStore
-from streamflow.workflow.transition import Outcome, WorkflowMachine, code_fingerprint
+from streamflow.workflow.timers import RETENTION, Timer, TimerStore
+from streamflow.workflow.transition import (
+    RETENTION_TIMER_SEQ,
+    Outcome,
+    WorkflowMachine,
+    code_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +135,8 @@ class Orchestrator:
                 if isinstance(event, Start)
                 else None
             )
-            if not self.machine.knows(version):
+            ended = journal is not None and journal.status in TERMINAL
+            if not ended and not self.machine.knows(version):
                 self._park(event, version)
                 return
             if event.id in self.parked_ids:
@@ -242,6 +255,9 @@ class Orchestrator:
         was encoded by the transition), so an outcome is applied whole."""
         journal = outcome.journal
         assert journal is not None
+        if outcome.purge:
+            self._purge(journal)
+            return
         commands: list[tuple[str, bytes, bytes | None]] = [
             (
                 self.node.step_topics[sdef.name],
@@ -288,6 +304,22 @@ class Orchestrator:
             self.journals.pop(journal.id, None)
         else:
             self._cache(journal)
+
+    def _purge(self, journal: Journal) -> None:
+        """Delete a finished instance through the changelog (tombstones): header, entries,
+        its count. Its id is free again: a later start begins a new instance."""
+        prefix = (journal.id + ENTRY).encode()
+        for key, _ in list(self.store.prefix_items(prefix)):
+            self.store.delete(key if isinstance(key, str) else key.decode())
+        self.store.delete(header_key(journal.id))
+        expires = journal.header.get("expires_ms")
+        if expires is not None:  # purged before its retention ended: its timer goes too
+            self.timers.delete(Timer(int(expires), journal.id, RETENTION_TIMER_SEQ, RETENTION))
+        if journal.saved_status is not None:
+            self._count(journal.saved_status, -1)
+        self.journals.pop(journal.id, None)
+        self.machine.drop_live(journal.id)
+        self._metric("purged")
 
     def _journal(self, instance_id: str) -> Journal | None:
         journal = self.journals.get(instance_id)

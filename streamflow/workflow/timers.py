@@ -17,6 +17,8 @@ from streamflow.workflow.messages import TimerFired
 SLEEP, SIGNAL_TIMEOUT, RETRY = "sleep", "signal_timeout", "retry"
 STEP_DEADLINE, WORKFLOW_TIMEOUT = "step_deadline", "workflow_timeout"
 """A step call's ``schedule_to_close`` and an instance's ``timeout``."""
+RETENTION = "retention"
+"""A finished instance's retention is over: it is deleted."""
 
 MAX_FIRED_PER_PUNCTUATION = 1000
 """Timers fired per punctuation: a backlog of due timers must not make one huge transaction."""

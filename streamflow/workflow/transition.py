@@ -57,6 +57,7 @@ from streamflow.workflow.journal import (
 from streamflow.workflow.messages import (
     Cancel,
     Event,
+    Purge,
     Resume,
     Signal,
     Start,
@@ -71,6 +72,7 @@ from streamflow.workflow.messages import (
 )
 from streamflow.workflow.payloads import args_digest, pack, parameter_types, rebuild, unpack
 from streamflow.workflow.timers import (
+    RETENTION,
     RETRY,
     SIGNAL_TIMEOUT,
     SLEEP,
@@ -94,8 +96,9 @@ FAILURES = (StepFailed, SignalTimeout, NonRetryable, Cancelled)
 compensates). Any other exception is a bug in the workflow code: the instance is suspended
 until fixed code runs it again, since failing it would make a deploy unable to save it."""
 
-WORKFLOW_TIMER_SEQ = -1
-"""The sequence number of an instance's own timer (its ``timeout``): never a journal entry."""
+WORKFLOW_TIMER_SEQ, RETENTION_TIMER_SEQ = -1, -2
+"""Sequence numbers of an instance's own timers (its ``timeout``, its retention): never
+journal entries."""
 
 
 @dataclass
@@ -115,6 +118,8 @@ class Outcome:
     on the same step partition."""
     signal_dropped: bool = False
     """A signal came for an instance that had ended: dropped, and counted."""
+    purge: bool = False
+    """Delete the (finished) instance: its header, entries and count."""
 
 
 @dataclass
@@ -185,12 +190,24 @@ class WorkflowMachine:
         journal.set(updated_ms=now_ms)
         if journal.status in TERMINAL:
             self.drop_live(journal.id)
+            self._keep_until(journal, out)
             if journal.header.get("timeout_due") is not None:
                 due = int(journal.header.pop("timeout_due"))
                 out.outcome.cancelled_timers.append(
                     Timer(due, journal.id, WORKFLOW_TIMER_SEQ, WORKFLOW_TIMEOUT)
                 )
         return out.outcome
+
+    def _keep_until(self, journal: Journal, out: _Transition) -> None:
+        """The instance just ended: set the timer that deletes it after its retention."""
+        wdef = self.versions.get(journal.header["version"])
+        if wdef is None or wdef.retention is None or journal.header.get("expires_ms"):
+            return
+        due = int(journal.header.get("finished_ms", out.now_ms)) + int(
+            wdef.retention.total_seconds() * 1000
+        )
+        journal.set(expires_ms=due)
+        out.set_timer(journal, Timer(due, journal.id, RETENTION_TIMER_SEQ, RETENTION))
 
     def knows(self, version: int | None) -> bool:
         """Can this worker run instances pinned to ``version`` (None: the newest it has)?"""
@@ -231,6 +248,9 @@ class WorkflowMachine:
             return self._resume(journal)
         if isinstance(event, Terminate):
             return self._terminate(journal, event, out)
+        if isinstance(event, Purge):
+            out.outcome.purge = journal.status in TERMINAL
+            return False
         assert isinstance(event, (StepResult, StepFailure, TimerFired))
         if event.run is not None and event.run != journal.header.get("run", 1):
             log.debug(
@@ -240,6 +260,9 @@ class WorkflowMachine:
                 journal.id,
                 journal.header.get("run"),
             )
+            return False
+        if isinstance(event, TimerFired) and event.timer == RETENTION:
+            out.outcome.purge = journal.status in TERMINAL
             return False
         if isinstance(event, TimerFired) and event.timer == WORKFLOW_TIMEOUT:
             journal.header.pop("timeout_due", None)

@@ -72,6 +72,13 @@ def _saga(name: str = "bank") -> App:
     return app
 
 
+def _timers(driver: TestDriver, workflow: str) -> dict:
+    """The workflow's pending timers, but the retention timers of finished instances."""
+    return {
+        k: v for k, v in driver.store(f"{workflow}-timers").items() if v["timer"] != "retention"
+    }
+
+
 def _driver(app: App, **kw) -> TestDriver:
     FAIL.clear()
     CALLS.clear()
@@ -98,7 +105,7 @@ def test_cancel_during_a_retry_backoff_deletes_the_retry_and_refunds_everything(
         driver.advance_time(3_600_000)  # the retry would have been due long ago
         assert [c for c in CALLS if c[1] == "t1:2"] == [("debit", "t1:2", 1)]
         assert driver.store("accounts") == {"alice": 1000, "bob": 1000}
-        assert driver.store("transfer-timers") == {}
+        assert _timers(driver, "transfer") == {}
         assert wf.get(app.transfer, "t1").status == "cancelled"
 
 
@@ -132,7 +139,7 @@ def test_cancel_raises_cancelled_at_the_await_and_new_calls_send_nothing() -> No
         assert view.status == "cancelled"
         assert [v for _, v in driver.read("audit")] == ["cleaned up", "second cancel seen"]
         assert CALLS == [] and driver.messages("cleanup.step.work") == []
-        assert driver.store("flow-timers") == {}
+        assert _timers(driver, "flow") == {}
         # A second cancel, and a signal, to the ended instance change nothing.
         driver.workflows.cancel(flow, "f")
         driver.workflows.signal(flow, "f", "late")
@@ -219,12 +226,12 @@ def test_workflow_timeout_cancels_and_fails_with_workflow_timed_out() -> None:
         assert view.status == "compensated"
         assert view.header["error"]["type"] == "WorkflowTimedOut"
         assert [c[0] for c in CALLS] == ["unbook"]
-        assert driver.store("trip-timers") == {}
+        assert _timers(driver, "trip") == {}
         # A workflow that ends in time leaves no timeout timer behind.
         driver.workflows.start(trip, id="u")
         driver.workflows.signal(trip, "u", "paid")
         assert driver.workflows.get(trip, "u").status == "completed"
-        assert driver.store("trip-timers") == {}
+        assert _timers(driver, "trip") == {}
 
 
 def test_schedule_to_close_ends_endless_retries() -> None:
@@ -252,7 +259,7 @@ def test_schedule_to_close_ends_endless_retries() -> None:
         assert view.status == "completed" and view.result == "gave up: ScheduleToCloseTimeout"
         # 1 s, 2 s, 4 s, 8 s backoffs (± 20 %) fit in 30 s; the next one would not.
         assert 4 <= len(CALLS) <= 5
-        assert driver.store("flow-timers") == {}
+        assert _timers(driver, "flow") == {}
 
 
 def test_default_retry_rides_out_an_outage_with_jittered_backoff() -> None:
@@ -496,3 +503,58 @@ def test_oversize_step_arguments_or_result_suspend_the_instance_instead_of_stran
             assert "over the record limit" in error["message"]
         assert driver.dead_letters() == []
         assert driver.messages("big.step.store_doc") == []
+
+
+def test_finished_instances_are_deleted_after_their_retention_and_the_id_is_free_again() -> None:
+    app = App("retention")
+
+    @app.workflow(retention=timedelta(days=1))
+    async def short(ctx, n: int) -> int:
+        await ctx.sleep(timedelta(hours=1))
+        return n
+
+    @app.workflow(retention=None)
+    async def forever(ctx, n: int) -> int:
+        return n
+
+    day = 86_400_000
+    with TestDriver(app) as driver:
+        wf = driver.workflows
+        wf.start(short, id="s", input=1)
+        wf.start(forever, id="f", input=2)
+        driver.advance_time(3_600_000)
+        assert wf.get(short, "s").result == 1
+        wf.start(short, id="s", input=9)  # within the retention: an idempotent start
+        driver.advance_time(day - 1)
+        assert wf.get(short, "s").result == 1
+        driver.advance_time(1)
+        assert wf.get(short, "s") is None
+        assert driver.store("short-instances") == {} and _timers(driver, "short") == {}
+        assert driver.store("short-counts") == {"running": 0, "completed": 0}
+        driver.advance_time(365 * day)
+        assert wf.get(forever, "f").result == 2
+        wf.purge(forever, "f")
+        assert wf.get(forever, "f") is None
+        # The id is free again: a new instance.
+        wf.start(short, id="s", input=3)
+        driver.advance_time(3_600_000)
+        assert wf.get(short, "s").result == 3
+        wf.purge(short, "s")  # before its retention: its retention timer goes with it
+        assert wf.get(short, "s") is None and driver.store("short-timers") == {}
+        driver.advance_time(2 * day)
+        assert driver.dead_letters() == []
+
+
+def test_purge_leaves_a_running_instance_alone() -> None:
+    app = App("purge")
+
+    @app.workflow
+    async def waits(ctx, _: None) -> str:
+        return await ctx.wait_signal("go")
+
+    with TestDriver(app) as driver:
+        driver.workflows.start(waits, id="w")
+        driver.workflows.purge(waits, "w")
+        assert driver.workflows.get(waits, "w").status == "running"
+        driver.workflows.signal(waits, "w", "go", "ok")
+        assert driver.workflows.get(waits, "w").result == "ok"
