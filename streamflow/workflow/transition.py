@@ -489,16 +489,19 @@ class WorkflowMachine:
         if live is not None and live.ctx.journal is not journal:
             self.drop_live(journal.id)  # its journal was evicted and reloaded: replay instead
             live = None
+        if live is None:
+            # An input that does not fit the function's type raises here, outside the code:
+            # bad input, not a bug, so the start goes to the dead-letter topic naming it.
+            ctx = WorkflowContext(journal, out, self.steps, wdef)
+            types_ = parameter_types(wdef.fn)
+            what = f"the input of {wdef.name} instance {journal.id!r}"
+            arg = (
+                rebuild(types_[0], unpack(wdef.input, journal.header["input"], what), what)
+                if types_
+                else None
+            )
         try:
             if live is None:
-                ctx = WorkflowContext(journal, out, self.steps, wdef)
-                types_ = parameter_types(wdef.fn)
-                what = f"the input of {wdef.name} instance {journal.id!r}"
-                arg = (
-                    rebuild(types_[0], unpack(wdef.input, journal.header["input"], what), what)
-                    if types_
-                    else None
-                )
                 coroutine = wdef.fn(ctx, arg) if types_ else wdef.fn(ctx)
                 live = _Live(coroutine, ctx)
             else:

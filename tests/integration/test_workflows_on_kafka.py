@@ -74,7 +74,7 @@ def test_signal_sent_before_the_wait_is_seen(kafka_bootstrap: str, tmp_path: Pat
     assert len(waited) == 1 and view.header["signals"] == {"go": []}
 
 
-def test_changed_body_without_new_version_is_reported_non_deterministic(
+def test_changed_body_without_new_version_suspends_as_non_deterministic(
     kafka_bootstrap: str, tmp_path: Path, env
 ) -> None:
     _, client = _client(env, kafka_bootstrap)
@@ -91,7 +91,7 @@ def test_changed_body_without_new_version_is_reported_non_deterministic(
     )
     try:
         client.signal("changing", "c1", "next")
-        view = _wait(client, "changing", "c1", "failed", timeout=90)
+        view = _wait(client, "changing", "c1", "suspended", timeout=90)
     finally:
         worker.terminate()
     assert view.header["error"]["type"] == "NonDeterminism"
