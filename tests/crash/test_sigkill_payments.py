@@ -160,6 +160,7 @@ def test_sigkill_during_transfers_conserves_money_and_moves_it_once(
             w.terminate()
 
     statuses = Counter(v.status for v in views.values())
+    print(f"transfers by status: {dict(statuses)}, {kills} kills, {len(cancelled)} cancels sent")
     assert finished == TRANSFERS, f"unfinished transfers: {statuses}"
     assert set(statuses) <= {"completed", "compensated", "failed", "cancelled"}, statuses
     assert statuses["completed"] > TRANSFERS // 4 and statuses["compensated"] > 0
