@@ -86,3 +86,36 @@ async def long_one(ctx, n: int) -> int:
     result = await ctx.step(long_call, n)
     ctx.emit(done, ctx.workflow_id, result)
     return result
+
+
+@app.step(entity="wallets")
+async def hold_funds(ctx, wallet: str, amount: int) -> int:
+    """A slow entity step: cancelled while it waits, its state write must never land."""
+    await asyncio.sleep(LONG)
+    ctx.state = (ctx.state or 0) - amount
+    return ctx.state
+
+
+@app.step
+def polling_export(ctx, n: int) -> int:
+    """A sync step that checks for a cancel between chunks of work."""
+    for _ in range(int(LONG * 20)):
+        ctx.check_cancelled()
+        time.sleep(0.05)
+    return n
+
+
+@app.step(entity="wallets")
+def release_funds(ctx, wallet: str, amount: int) -> int:
+    ctx.state = (ctx.state or 0) + amount
+    return ctx.state
+
+
+@app.workflow
+async def cancellable(ctx, n: int) -> str:
+    await ctx.step(release_funds, f"w-{n}", 100)  # opens the wallet with 100
+    exported = ctx.step(polling_export, n)
+    held = await ctx.step(hold_funds, f"w-{n}", 30)
+    ctx.compensate(release_funds, f"w-{n}", 30)
+    await exported
+    return f"held {held}"

@@ -155,3 +155,42 @@ def test_sigterm_during_a_long_step_leaves_after_the_grace_and_the_next_worker_r
     assert entry["attempt"] == 1, "the same attempt ran again, not a retry"
     records = read_topic(kafka_bootstrap, f"done-{env['SF_TEST_APP']}")
     assert [m.key().decode() for m in records] == ["long"]
+
+
+def test_cancel_stops_running_attempts_and_nothing_lands_after_cancelled(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """An async entity step waiting on I/O and a sync step polling ``ctx.check_cancelled()``
+    are both running when the cancel comes: both stop (the instance is cancelled well within
+    the 60 s they would run), the entity write of the cancelled one never lands, and the
+    instance reports ``cancelled`` only after both answered."""
+    env = {"SF_TEST_APP": f"cancel-{uuid.uuid4().hex[:8]}", "SF_LONG_STEP": "60"}
+    app = load_app_with_env(APP_FILE, env)
+    client = app.client(kafka_bootstrap)
+    worker = WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        _ready(worker)
+        client.start("cancellable", id="c", input=1)
+        deadline = time.monotonic() + 60
+        while True:  # both long attempts were sent: the journal has entries 1 and 2
+            view = client.get("cancellable", "c")
+            if view is not None and len(view.entries) >= 3:
+                break
+            assert time.monotonic() < deadline, view
+            time.sleep(0.5)
+        time.sleep(2)  # both attempts run
+        client.cancel("cancellable", "c")
+        view = client.wait("cancellable", "c", timeout=45)
+    finally:
+        assert worker.terminate() == 0
+    assert view.status == "cancelled", view.header
+    steps = {e["name"]: e for e in view.entries if e["kind"] == "step"}
+    assert steps["hold_funds"]["status"] == "cancelled"
+    assert steps["polling_export"]["status"] == "cancelled"
+    wallets = {
+        m.key().decode(): orjson.loads(m.value())
+        for m in read_topic(kafka_bootstrap, f"{env['SF_TEST_APP']}-wallets-changelog")
+        if m.value() is not None
+    }
+    # Opened with 100 (no compensation for that); the hold never landed.
+    assert wallets == {"w-1": 100}
