@@ -180,7 +180,7 @@ class App:
         ``input=avro("acme.Transfer")``, ``result=…`` and ``signals={"approve": …}`` journal
         those payloads as Avro, so a sleeping instance reads them after its schemas evolve.
         ``timeout`` bounds an instance from start to end: past it the instance is cancelled
-        (its compensations run) and ends ``failed`` with ``WorkflowTimedOut``. A finished
+        (its compensations run) and ends with the error ``WorkflowTimedOut``. A finished
         instance is deleted ``retention`` after it ended (default 7 days; None keeps it):
         a start with the same id is ignored only while the instance is kept.
         """

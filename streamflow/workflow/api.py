@@ -126,8 +126,9 @@ class WorkflowDef:
     """How long a finished instance is kept (its journal, its counts): then it is deleted
     through the changelog, and its id may start a new instance. None: forever."""
     timeout: timedelta | None = None
-    """From start to end: past it the instance is cancelled (``Cancelled`` at its current
-    await, compensations run) and ends failed with ``WorkflowTimedOut``."""
+    """From start to end, across ``continue_as_new`` runs: past it the instance is cancelled
+    (``Cancelled`` at its current await, compensations run) and ends ``failed`` (or
+    ``compensated``, when it had compensations to run) with the error ``WorkflowTimedOut``."""
 
     def signal_serde(self, name: str) -> AvroSerde | None:
         return dict(self.signals).get(name)

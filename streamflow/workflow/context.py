@@ -169,7 +169,6 @@ class WorkflowContext:
             if self.journal.cancel_requested:
                 self._cancelled("step", sdef.name, seq, args_digest(sdef.name, sdef.args, plain))
             else:
-                self.effects.check_size(f"the arguments of ctx.step({sdef.name}, ...)", plain)
                 self.effects.start_step(self.journal, seq, sdef, plain)
         result_type = return_type(sdef.fn)
 
@@ -187,11 +186,6 @@ class WorkflowContext:
         self.effects.cancelled_call(
             self.journal, {"seq": seq, "kind": kind, "name": name, "digest": call_digest}
         )
-
-    @property
-    def cancelled(self) -> bool:
-        """True once the instance was asked to stop (cancel, or its timeout passed)."""
-        return self.journal.cancel_requested
 
     def compensate(self, step: Any, *args: Any) -> None:
         """Register ``step(*args)`` to run if the workflow later fails for good or is cancelled.

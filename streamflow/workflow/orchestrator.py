@@ -34,13 +34,20 @@ from streamflow.workflow.journal import (
     entry_key,
     header_key,
 )
-from streamflow.workflow.messages import Event, Resume, Start, decode_event, dumps
+from streamflow.workflow.messages import (
+    Event,
+    Purge,
+    Resume,
+    Start,
+    Terminate,
+    decode_event,
+    dumps,
+)
 from streamflow.workflow.timers import RETENTION, Timer, TimerStore
 from streamflow.workflow.transition import (
     RETENTION_TIMER_SEQ,
     Outcome,
     WorkflowMachine,
-    code_fingerprint,
 )
 
 log = logging.getLogger(__name__)
@@ -106,16 +113,13 @@ class Orchestrator:
         )
         self.journals: OrderedDict[str, Journal] = OrderedDict()
         self.parked = rt.store(node.parked.name) if node.parked is not None else None
-        self.parked_ids: set[str] = set()
-        """Instances with parked events (loaded once): their newer events wait behind them."""
-        self._recheck_after: str | None = ""
+        self.parked_ids: dict[str, _Held] = {}
+        """Instances with parked events: their newer events wait behind them."""
+        self._recheck_after: str | None = None
         """Where the start-up look at parked and suspended instances stands (None: done)."""
         if self.parked is not None:
-            for key, _ in self.parked.prefix_items(PARKED.encode()):
-                self.parked_ids.add(_parked_id(key))
+            self._load_parked()
             rt.schedule(lambda now_ms: self._recheck_after is not None, self.recheck)
-        else:
-            self._recheck_after = None
         rt.schedule(self.timers.due, self.fire)
         rt.on_abort(self.forget)
 
@@ -127,21 +131,29 @@ class Orchestrator:
 
     def handle(self, event: Event, now_ms: int) -> None:
         journal = self._journal(event.id)
-        if self.parked is not None:
-            version = (
-                journal.header.get("version")
-                if journal is not None
-                else event.version
-                if isinstance(event, Start)
-                else None
-            )
+        # Operators' terminate and purge need no workflow code: never parked.
+        if self.parked is not None and not isinstance(event, (Terminate, Purge)):
+            held = self.parked_ids.get(event.id)
+            if journal is not None:
+                version = journal.header.get("version")
+            elif held is not None and held.version is not None:
+                version = held.version  # a parked start pinned it
+            else:
+                version = event.version if isinstance(event, Start) else None
             ended = journal is not None and journal.status in TERMINAL
             if not ended and not self.machine.knows(version):
                 self._park(event, version)
                 return
-            if event.id in self.parked_ids:
+            if held is not None:
                 self._unpark(event.id, now_ms)  # the older events first, in their order
-                journal = self._journal(event.id)
+                try:
+                    self._transition(self._journal(event.id), event, now_ms)
+                except BaseException:
+                    # The task rolls the store back (the parked events are there again):
+                    # so must this index, or they would wait until the next restart.
+                    self.parked_ids[event.id] = held
+                    raise
+                return
         self._transition(journal, event, now_ms)
 
     def _transition(self, journal: Journal | None, event: Event, now_ms: int) -> None:
@@ -158,12 +170,28 @@ class Orchestrator:
 
     # -- parked events (rolling upgrades) -------------------------------------------------------
 
+    def _load_parked(self) -> None:
+        """The index of parked instances, from the store (at start, and after an abort)."""
+        assert self.parked is not None
+        self.parked_ids.clear()
+        for key, raw in self.parked.prefix_items(PARKED.encode()):
+            instance_id, number = _parked_id(key), _parked_number(key)
+            held = self.parked_ids.get(instance_id) or _Held()
+            held.next = max(held.next, number + 1)
+            if isinstance(raw, dict) and raw.get("type") == "start" and raw.get("version"):
+                held.version = int(raw["version"])
+            self.parked_ids[instance_id] = held
+        self._recheck_after = ""
+
     def _park(self, event: Event, version: int | None) -> None:
         assert self.parked is not None
-        prefix = f"{PARKED}{event.id}\x00"
-        held = sum(1 for _ in self.parked.prefix_items(prefix.encode()))
-        self.parked.put(f"{prefix}{held:010d}", event.to_json())
-        self.parked_ids.add(event.id)
+        held = self.parked_ids.get(event.id)
+        if held is None:
+            held = self.parked_ids[event.id] = _Held()
+        if isinstance(event, Start) and event.version is not None:
+            held.version = event.version
+        self.parked.put(f"{PARKED}{event.id}\x00{held.next:010d}", event.to_json())
+        held.next += 1
         self._count(PARKED_COUNT, +1)
         self._metric("parked")
         log.warning(
@@ -182,7 +210,7 @@ class Orchestrator:
         assert self.parked is not None
         prefix = f"{PARKED}{instance_id}\x00".encode()
         held = list(self.parked.prefix_items(prefix))
-        self.parked_ids.discard(instance_id)
+        self.parked_ids.pop(instance_id, None)
         for key, raw in held:
             self.parked.delete(key)
             self._count(PARKED_COUNT, -1)
@@ -207,17 +235,16 @@ class Orchestrator:
             if name.startswith(SUSPENDED_INDEX):
                 instance_id = name[len(SUSPENDED_INDEX) :]
                 wdef = self.machine.versions.get(value.get("version"))
-                if wdef is not None and code_fingerprint(wdef) != value.get("code"):
+                if wdef is not None and self.machine.fingerprint(wdef) != value.get("code"):
                     log.info("instance %s: new code for %s, running it again", instance_id, wdef)
                     self._guarded(Resume(instance_id), now_ms, "resume")
             elif name.startswith(PARKED):
                 instance_id = _parked_id(name)
-                if instance_id not in self.parked_ids:
+                held = self.parked_ids.get(instance_id)
+                if held is None:
                     continue  # already run
                 journal = self._journal(instance_id)
-                version = (
-                    journal.header.get("version") if journal is not None else value.get("version")
-                )
+                version = journal.header.get("version") if journal is not None else held.version
                 if self.machine.knows(version):
                     self._unpark(instance_id, now_ms)
         self._recheck_after = None
@@ -262,9 +289,9 @@ class Orchestrator:
             (
                 self.node.step_topics[sdef.name],
                 (str(cmd.args[0]) if sdef.is_entity else cmd.id).encode(),
-                dumps(cmd.to_json()),
+                encoded,
             )
-            for sdef, cmd in outcome.commands
+            for (sdef, cmd), encoded in zip(outcome.commands, outcome.command_bytes, strict=True)
         ]
         commands.extend(
             (self.node.step_topics[sdef.name], key.encode(), dumps(cancel.to_json()))
@@ -339,6 +366,8 @@ class Orchestrator:
         self.machine.forget()
         self.journals.clear()
         self.timers.forget()
+        if self.parked is not None:
+            self._load_parked()  # and look again at what waits, from the top
 
     # -- durable timers --------------------------------------------------------------------------
 
@@ -373,6 +402,20 @@ class Orchestrator:
             )
 
 
+@dataclass
+class _Held:
+    """An instance's parked events: the number the next one gets, and the version its parked
+    start pinned (None: the instance exists, its journal says)."""
+
+    next: int = 0
+    version: int | None = None
+
+
 def _parked_id(key: str | bytes) -> str:
     name = key if isinstance(key, str) else key.decode()
     return name[len(PARKED) :].rsplit("\x00", 1)[0]
+
+
+def _parked_number(key: str | bytes) -> int:
+    name = key if isinstance(key, str) else key.decode()
+    return int(name.rsplit("\x00", 1)[1])

@@ -107,6 +107,8 @@ class Outcome:
 
     journal: Journal | None = None
     commands: list[tuple[StepDef, StepCommand]] = field(default_factory=list)
+    command_bytes: list[bytes] = field(default_factory=list)
+    """Each command encoded (in the order of ``commands``): sized when it was made."""
     timers: list[Timer] = field(default_factory=list)
     cancelled_timers: list[Timer] = field(default_factory=list)
     emits: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
@@ -155,6 +157,14 @@ class WorkflowMachine:
         """What one changelog record or command may hold: a call or a result past it is a
         bug in the workflow (it suspends), never a transaction that cannot commit."""
         self.live: OrderedDict[str, _Live] = OrderedDict()
+        self._fingerprints: dict[int, str] = {}
+
+    def fingerprint(self, wdef: WorkflowDef) -> str:
+        """``code_fingerprint`` of a version, computed once per process (it reads a file)."""
+        found = self._fingerprints.get(wdef.version)
+        if found is None:
+            found = self._fingerprints[wdef.version] = code_fingerprint(wdef)
+        return found
 
     # -- the transition --------------------------------------------------------------------------
 
@@ -173,6 +183,9 @@ class WorkflowMachine:
                 due = now_ms + int(wdef.timeout.total_seconds() * 1000)
                 journal.set(timeout_due=due)
                 out.set_timer(journal, Timer(due, journal.id, WORKFLOW_TIMER_SEQ, WORKFLOW_TIMEOUT))
+        elif journal is None and isinstance(event, TimerFired):
+            log.debug("timer %s of instance %s dropped: no such instance", event.timer, event.id)
+            return out.outcome
         elif journal is None:
             raise LookupError(
                 f"no instance {event.id!r} of workflow {self.workflow!r} "
@@ -252,6 +265,15 @@ class WorkflowMachine:
             out.outcome.purge = journal.status in TERMINAL
             return False
         assert isinstance(event, (StepResult, StepFailure, TimerFired))
+        # An instance's own timers span its runs (a timeout covers the whole chain of
+        # continue_as_new runs): they are checked before the run filter.
+        if isinstance(event, TimerFired) and event.timer == RETENTION:
+            out.outcome.purge = journal.status in TERMINAL
+            return False
+        if isinstance(event, TimerFired) and event.timer == WORKFLOW_TIMEOUT:
+            journal.header.pop("timeout_due", None)
+            journal.header_dirty = True
+            return self._cancel(journal, out, _timed_out_error(journal))
         if event.run is not None and event.run != journal.header.get("run", 1):
             log.debug(
                 "%s of run %s dropped: instance %s is in run %s",
@@ -261,13 +283,6 @@ class WorkflowMachine:
                 journal.header.get("run"),
             )
             return False
-        if isinstance(event, TimerFired) and event.timer == RETENTION:
-            out.outcome.purge = journal.status in TERMINAL
-            return False
-        if isinstance(event, TimerFired) and event.timer == WORKFLOW_TIMEOUT:
-            journal.header.pop("timeout_due", None)
-            journal.header_dirty = True
-            return self._cancel(journal, out, _timed_out_error(journal))
         entry = journal.entries.get(event.seq)
         if entry is None or entry["status"] != "pending":
             return False  # a duplicate or late reply (e.g. after a retry timer fired): ignore
@@ -291,7 +306,7 @@ class WorkflowMachine:
             out.cancel_deadline(journal, entry)
             journal.touch(entry["seq"])
             return True
-        tried.update(outcome="failed", error=event.error.to_json())
+        tried.update(outcome="failed", error=_short(event.error.to_json()))
         sdef = self.steps.get(entry["name"])
         if sdef is None:
             raise LookupError(
@@ -299,9 +314,14 @@ class WorkflowMachine:
                 "is not registered on this worker, so its retry policy is unknown"
             )
         attempt = entry["attempt"]
-        own = entry["seq"] < COMPENSATION_BASE  # compensations retry whatever happens
-        stopped = entry.get("deadline_passed") or (
-            own and (journal.cancel_requested or journal.header.get("ending") is not None)
+        own = entry["seq"] < COMPENSATION_BASE
+        # The workflow's own calls stop retrying once it is cancelled or its function ended
+        # (no code is left to register their undo); compensations retry until they succeed,
+        # unless an operator ended the instance (``ending``).
+        stopped = (
+            entry.get("deadline_passed")
+            or journal.header.get("ending") is not None
+            or (own and (journal.cancel_requested or journal.status == COMPENSATING))
         )
         if event.retryable and not stopped and sdef.retry.allows(attempt):
             # Retries wait on a durable timer, never in the worker: other instances go on.
@@ -315,6 +335,8 @@ class WorkflowMachine:
                 out.set_timer(journal, Timer(due, journal.id, entry["seq"], RETRY))
                 journal.touch(entry["seq"])
                 return False
+            error = _deadline_error(sdef, entry, event.error.to_json())
+        elif entry.get("deadline_passed"):
             error = _deadline_error(sdef, entry, event.error.to_json())
         elif own and journal.cancel_requested:
             error = event.error.to_json()
@@ -349,7 +371,8 @@ class WorkflowMachine:
         if status == SUSPENDED:
             # Its code cannot run: no Cancelled to raise in it; undo what it did at once.
             journal.header.pop("suspended", None)
-            journal.set(status=COMPENSATING)
+            journal.set(status=CANCELLING)
+            self._fail(journal, Cancelled(f"instance {journal.id!r} was cancelled"), out)
             return True
         journal.set(status=CANCELLING)
         return True
@@ -512,7 +535,10 @@ class WorkflowMachine:
             self.live.pop(journal.id, None)
             try:
                 result = pack(wdef.result, done.value)
-                out.check_size(f"the result of {self.workflow} instance {journal.id!r}", result)
+                out.check_size(
+                    f"the result of {self.workflow} instance {journal.id!r} (with its header)",
+                    {**journal.header, "result": result},
+                )
             except Exception as exc:  # noqa: BLE001 - a result that cannot be kept is a bug
                 self._suspend(journal, wdef, exc, out)
                 return
@@ -575,7 +601,7 @@ class WorkflowMachine:
         journal.set(
             status=SUSPENDED,
             error=error,
-            suspended={"at_ms": out.now_ms, "code": code_fingerprint(wdef)},
+            suspended={"at_ms": out.now_ms, "code": self.fingerprint(wdef)},
         )
 
     def _fail(self, journal: Journal, exc: BaseException, out: _Transition) -> None:
@@ -672,8 +698,26 @@ class WorkflowMachine:
         self.live.clear()
 
 
+ENVELOPE_MARGIN = 256 * 1024
+"""Room kept beside a call's arguments or a result in its record: the command's envelope, the
+journal entry's own fields, its attempts (messages cut to 1,000 characters) and its result."""
+
+
+def _payload_limit(record_limit: int) -> int:
+    return record_limit - min(ENVELOPE_MARGIN, record_limit // 4)
+
+
 ATTEMPTS_KEPT = 20
 """Attempts a step entry lists (the newest): retries are unlimited by default."""
+
+
+def _short(error: dict[str, Any]) -> dict[str, Any]:
+    """An attempt's error as its entry lists it: the message cut, so twenty attempts of a step
+    that fails with long messages keep the entry small."""
+    message = error.get("message")
+    if isinstance(message, str) and len(message) > 1_000:
+        return {**error, "message": message[:1_000] + "…"}
+    return error
 
 
 def _cancelled(journal: Journal) -> bool:
@@ -756,22 +800,29 @@ class _Transition:
     def command(
         self, journal: Journal, seq: int, sdef: StepDef, args: list[Any], attempt: int
     ) -> None:
+        """Encode the command once, here: one over the record limit fails the call that made
+        it (inside the workflow: it suspends), never the transaction that would send it."""
         m = self.machine
-        self.outcome.commands.append(
-            (
-                sdef,
-                StepCommand(
-                    journal.header["workflow"],
-                    journal.id,
-                    seq,
-                    attempt,
-                    args,
-                    m.reply_topic,
-                    m.reply_partition,
-                    journal.header.get("run", 1),
-                ),
-            )
+        cmd = StepCommand(
+            journal.header["workflow"],
+            journal.id,
+            seq,
+            attempt,
+            args,
+            m.reply_topic,
+            m.reply_partition,
+            journal.header.get("run", 1),
         )
+        encoded = dumps(cmd.to_json())
+        limit = _payload_limit(m.max_record_bytes)
+        if len(encoded) > limit:
+            raise RecordTooLarge(
+                f"the arguments of step {sdef.name!r} (instance {journal.id!r}) are "
+                f"{len(encoded)} bytes encoded, over the record limit of {limit} bytes; pass "
+                "a reference (a key, a URL) instead of the data"
+            )
+        self.outcome.commands.append((sdef, cmd))
+        self.outcome.command_bytes.append(encoded)
 
     def set_timer(self, journal: Journal, timer: Timer) -> None:
         self.outcome.timers.append(
@@ -816,7 +867,7 @@ class _Transition:
         """``value`` goes into one record (a command, a journal entry or header): past the
         limit it fails the call that made it, inside the workflow, naming it."""
         size = len(dumps(value))
-        limit = self.machine.max_record_bytes
+        limit = _payload_limit(self.machine.max_record_bytes)
         if size > limit:
             raise RecordTooLarge(
                 f"{what} is {size} bytes encoded, over the record limit of {limit} bytes; "
@@ -826,6 +877,7 @@ class _Transition:
     # -- Effects ---------------------------------------------------------------------------------
 
     def start_step(self, journal: Journal, seq: int, sdef: StepDef, args: list[Any]) -> None:
+        self.command(journal, seq, sdef, args, 1)  # first: a command too large journals nothing
         journal.put_entry(
             {
                 "seq": seq,
@@ -843,7 +895,6 @@ class _Transition:
             due = self.now_ms + int(sdef.schedule_to_close.total_seconds() * 1000)
             entry.update(deadline_ms=due, deadline_due=due)
             self.set_timer(journal, Timer(due, journal.id, seq, STEP_DEADLINE))
-        self.command(journal, seq, sdef, args, 1)
 
     def cancelled_call(self, journal: Journal, entry: dict[str, Any]) -> None:
         """A call made after the instance was cancelled: journaled as cancelled, nothing sent
