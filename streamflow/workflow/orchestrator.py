@@ -26,6 +26,7 @@ from typing import Any
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push
 from streamflow.topology.specs import StoreSpec, TopicSpec
 from streamflow.workflow.api import StepDef, WorkflowDef
+from streamflow.workflow.effects import Outcome
 from streamflow.workflow.journal import (
     ENTRY,
     SUSPENDED,
@@ -44,11 +45,7 @@ from streamflow.workflow.messages import (
     dumps,
 )
 from streamflow.workflow.timers import RETENTION, Timer, TimerStore
-from streamflow.workflow.transition import (
-    RETENTION_TIMER_SEQ,
-    Outcome,
-    WorkflowMachine,
-)
+from streamflow.workflow.transition import RETENTION_TIMER_SEQ, WorkflowMachine
 
 log = logging.getLogger(__name__)
 

@@ -17,20 +17,16 @@ reader checking determinism wants every case in one file.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
-import sys
 import traceback
-import types
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from streamflow.errors import NonDeterminism, RecordTooLarge
 from streamflow.runtime.collector import DEFAULT_MAX_RECORD_BYTES
-from streamflow.serde.avro.serde import AvroSerde
 from streamflow.topology.specs import TopicSpec
 from streamflow.workflow.api import (
     Cancelled,
@@ -40,7 +36,9 @@ from streamflow.workflow.api import (
     StepFailed,
     WorkflowDef,
 )
+from streamflow.workflow.code_version import code_fingerprint
 from streamflow.workflow.context import SUSPEND, ContinueAsNew, WorkflowContext
+from streamflow.workflow.effects import Outcome, TransitionEffects
 from streamflow.workflow.journal import (
     CANCELLED,
     CANCELLING,
@@ -61,8 +59,6 @@ from streamflow.workflow.messages import (
     Resume,
     Signal,
     Start,
-    StepCancel,
-    StepCommand,
     StepError,
     StepFailure,
     StepResult,
@@ -70,7 +66,7 @@ from streamflow.workflow.messages import (
     TimerFired,
     dumps,
 )
-from streamflow.workflow.payloads import args_digest, pack, parameter_types, rebuild, unpack
+from streamflow.workflow.payloads import pack, parameter_types, rebuild, unpack
 from streamflow.workflow.timers import (
     RETENTION,
     RETRY,
@@ -99,29 +95,6 @@ until fixed code runs it again, since failing it would make a deploy unable to s
 WORKFLOW_TIMER_SEQ, RETENTION_TIMER_SEQ = -1, -2
 """Sequence numbers of an instance's own timers (its ``timeout``, its retention): never
 journal entries."""
-
-
-@dataclass
-class Outcome:
-    """What one transition wants done, besides the journal changes it marked dirty."""
-
-    journal: Journal | None = None
-    commands: list[tuple[StepDef, StepCommand]] = field(default_factory=list)
-    command_bytes: list[bytes] = field(default_factory=list)
-    """Each command encoded (in the order of ``commands``): sized when it was made."""
-    timers: list[Timer] = field(default_factory=list)
-    cancelled_timers: list[Timer] = field(default_factory=list)
-    emits: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
-    """(topic, key, value) already serialized: a value that cannot be fails the transition."""
-    dropped_entries: list[int] = field(default_factory=list)
-    """Journal entries to delete from the store (``continue_as_new``)."""
-    step_cancels: list[tuple[StepDef, StepCancel, str]] = field(default_factory=list)
-    """Attempts to stop: (step, cancel, the command's key) — the cancel follows its command
-    on the same step partition."""
-    signal_dropped: bool = False
-    """A signal came for an instance that had ended: dropped, and counted."""
-    purge: bool = False
-    """Delete the (finished) instance: its header, entries and count."""
 
 
 @dataclass
@@ -170,7 +143,7 @@ class WorkflowMachine:
 
     def apply(self, journal: Journal | None, event: Event, now_ms: int) -> Outcome:
         """Fold ``event`` into ``journal`` (None: the instance does not exist yet)."""
-        out = _Transition(self, now_ms)
+        out = TransitionEffects(self, now_ms)
         if isinstance(event, Start):
             if journal is not None:
                 log.debug("duplicate start of %s ignored (idempotent start)", event.id)
@@ -211,7 +184,7 @@ class WorkflowMachine:
                 )
         return out.outcome
 
-    def _keep_until(self, journal: Journal, out: _Transition) -> None:
+    def _keep_until(self, journal: Journal, out: TransitionEffects) -> None:
         """The instance just ended: set the timer that deletes it after its retention."""
         wdef = self.versions.get(journal.header["version"])
         if wdef is None or wdef.retention is None or journal.header.get("expires_ms"):
@@ -251,7 +224,7 @@ class WorkflowMachine:
             )
         return journal
 
-    def _fold(self, journal: Journal, event: Event, out: _Transition) -> bool:
+    def _fold(self, journal: Journal, event: Event, out: TransitionEffects) -> bool:
         """Fold one event into the journal; True when the workflow should run on."""
         if isinstance(event, Signal):
             return self._signal(journal, event, out)
@@ -351,7 +324,9 @@ class WorkflowMachine:
         journal.touch(entry["seq"])
         return True
 
-    def _cancel(self, journal: Journal, out: _Transition, reason: dict[str, Any] | None) -> bool:
+    def _cancel(
+        self, journal: Journal, out: TransitionEffects, reason: dict[str, Any] | None
+    ) -> bool:
         """Stop the instance's work: pending timers deleted, running attempts cancelled, and
         ``Cancelled`` raised at the workflow's current await (``reason``: why, when it is not
         a person's cancel — a workflow timeout). Attempts in flight are waited for: one that
@@ -377,7 +352,9 @@ class WorkflowMachine:
         journal.set(status=CANCELLING)
         return True
 
-    def _stop_pending(self, journal: Journal, out: _Transition, everything: bool = False) -> None:
+    def _stop_pending(
+        self, journal: Journal, out: TransitionEffects, everything: bool = False
+    ) -> None:
         """Every pending call of the workflow (``everything``: compensations too) ends:
         sleeps, signal waits and retry backoffs at once (status ``cancelled``, their timers
         deleted); attempts in flight get a ``StepCancel`` and stay pending until they answer."""
@@ -404,7 +381,7 @@ class WorkflowMachine:
         journal.header.pop("error", None)
         return True
 
-    def _terminate(self, journal: Journal, event: Terminate, out: _Transition) -> bool:
+    def _terminate(self, journal: Journal, event: Terminate, out: TransitionEffects) -> bool:
         if journal.status in TERMINAL:
             return False
         self.drop_live(journal.id)
@@ -416,7 +393,7 @@ class WorkflowMachine:
         journal.set(ending={"status": FAILED, "error": error})
         return True
 
-    def _signal(self, journal: Journal, event: Signal, out: _Transition) -> bool:
+    def _signal(self, journal: Journal, event: Signal, out: TransitionEffects) -> bool:
         if journal.status in TERMINAL or journal.header.get("ending"):
             out.outcome.signal_dropped = True  # nobody will ever read it: counted, not kept
             return False
@@ -453,7 +430,9 @@ class WorkflowMachine:
         journal.header_dirty = True
         return False
 
-    def _timer(self, journal: Journal, entry: dict[str, Any], timer: str, out: _Transition) -> bool:
+    def _timer(
+        self, journal: Journal, entry: dict[str, Any], timer: str, out: TransitionEffects
+    ) -> bool:
         if timer == STEP_DEADLINE:
             entry.pop("deadline_due", None)
             sdef = self.steps.get(entry["name"])
@@ -489,7 +468,7 @@ class WorkflowMachine:
 
     # -- running the workflow function -----------------------------------------------------------
 
-    def _advance(self, journal: Journal, out: _Transition) -> None:
+    def _advance(self, journal: Journal, out: TransitionEffects) -> None:
         ending = journal.header.get("ending")
         if ending is not None:
             self._end_when_settled(journal, out)
@@ -578,7 +557,7 @@ class WorkflowMachine:
             _close(evicted)
 
     def _suspend(
-        self, journal: Journal, wdef: WorkflowDef, exc: BaseException, out: _Transition
+        self, journal: Journal, wdef: WorkflowDef, exc: BaseException, out: TransitionEffects
     ) -> None:
         """A bug in the workflow code (an exception, a non-determinism): keep the instance as
         it is, with the error and its stack, until code that differs runs it again (a worker
@@ -604,7 +583,7 @@ class WorkflowMachine:
             suspended={"at_ms": out.now_ms, "code": self.fingerprint(wdef)},
         )
 
-    def _fail(self, journal: Journal, exc: BaseException, out: _Transition) -> None:
+    def _fail(self, journal: Journal, exc: BaseException, out: TransitionEffects) -> None:
         """The workflow function ended with an error (or was cancelled): its other pending
         calls stop, and its compensations run once every attempt it started has answered."""
         self.drop_live(journal.id)
@@ -618,20 +597,20 @@ class WorkflowMachine:
         final = CANCELLED if _cancelled(journal) else FAILED
         self._end(journal, out, {"status": final})
 
-    def _end(self, journal: Journal, out: _Transition, ending: dict[str, Any]) -> None:
+    def _end(self, journal: Journal, out: TransitionEffects, ending: dict[str, Any]) -> None:
         """The function returned or failed: stop what it left pending, and report the final
         status once no attempt it started is still out (``_end_when_settled``)."""
         self._stop_pending(journal, out)
         journal.set(ending=ending)
         self._end_when_settled(journal, out)
 
-    def _end_when_settled(self, journal: Journal, out: _Transition) -> None:
+    def _end_when_settled(self, journal: Journal, out: TransitionEffects) -> None:
         if journal.in_flight():
             return
         ending = journal.header.pop("ending")
         journal.set(finished_ms=out.now_ms, **ending)
 
-    def _compensate(self, journal: Journal, out: _Transition) -> None:
+    def _compensate(self, journal: Journal, out: TransitionEffects) -> None:
         """Run registered compensations newest first, one at a time, each a durable step,
         after every attempt of the workflow's own steps has answered (a step whose success
         arrives during a cancel is recorded first, so nothing lands after the undo)."""
@@ -665,7 +644,7 @@ class WorkflowMachine:
         done = CANCELLED if _cancelled(journal) else COMPENSATED
         journal.set(status=done, finished_ms=out.now_ms)
 
-    def _continue_as_new(self, journal: Journal, new_input: Any, out: _Transition) -> None:
+    def _continue_as_new(self, journal: Journal, new_input: Any, out: TransitionEffects) -> None:
         """A fresh journal under the same id, in a new run: the old run's timers are deleted,
         and whatever of it is still in flight (replies, timers) is dropped as another run's."""
         self.drop_live(journal.id)
@@ -696,15 +675,6 @@ class WorkflowMachine:
         for live in self.live.values():
             _close(live)
         self.live.clear()
-
-
-ENVELOPE_MARGIN = 256 * 1024
-"""Room kept beside a call's arguments or a result in its record: the command's envelope, the
-journal entry's own fields, its attempts (messages cut to 1,000 characters) and its result."""
-
-
-def _payload_limit(record_limit: int) -> int:
-    return record_limit - min(ENVELOPE_MARGIN, record_limit // 4)
 
 
 ATTEMPTS_KEPT = 20
@@ -744,221 +714,8 @@ def _deadline_error(
     }
 
 
-def code_fingerprint(wdef: WorkflowDef) -> str:
-    """What identifies the code a suspended instance failed in: its function's bytecode and
-    its module's source. A worker whose fingerprint differs runs the instance again."""
-    digest = hashlib.sha256()
-
-    def walk(code: types.CodeType) -> None:
-        digest.update(code.co_code)
-        digest.update(repr(code.co_names).encode())
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                walk(const)
-            elif isinstance(const, frozenset):
-                digest.update(repr(sorted(map(repr, const))).encode())
-            else:
-                digest.update(repr(const).encode())
-
-    code = getattr(wdef.fn, "__code__", None)
-    if isinstance(code, types.CodeType):
-        walk(code)
-    module = sys.modules.get(getattr(wdef.fn, "__module__", "") or "")
-    path = getattr(module, "__file__", None)
-    if path:
-        try:
-            with open(path, "rb") as source:
-                digest.update(source.read())
-        except OSError:
-            pass
-    return digest.hexdigest()[:16]
-
-
 def _close(live: _Live) -> None:
     try:
         live.coroutine.close()
     except RuntimeError:
         pass  # a ``finally`` that awaited a ctx call while being discarded
-
-
-class _Transition:
-    """The effects one transition records (the ``Effects`` a ``WorkflowContext`` calls)."""
-
-    def __init__(self, machine: WorkflowMachine, now_ms: int) -> None:
-        self.machine = machine
-        self.now_ms = now_ms
-        self.outcome = Outcome()
-
-    @property
-    def journal(self) -> Journal | None:
-        return self.outcome.journal
-
-    @journal.setter
-    def journal(self, journal: Journal) -> None:
-        self.outcome.journal = journal
-
-    def command(
-        self, journal: Journal, seq: int, sdef: StepDef, args: list[Any], attempt: int
-    ) -> None:
-        """Encode the command once, here: one over the record limit fails the call that made
-        it (inside the workflow: it suspends), never the transaction that would send it."""
-        m = self.machine
-        cmd = StepCommand(
-            journal.header["workflow"],
-            journal.id,
-            seq,
-            attempt,
-            args,
-            m.reply_topic,
-            m.reply_partition,
-            journal.header.get("run", 1),
-        )
-        encoded = dumps(cmd.to_json())
-        limit = _payload_limit(m.max_record_bytes)
-        if len(encoded) > limit:
-            raise RecordTooLarge(
-                f"the arguments of step {sdef.name!r} (instance {journal.id!r}) are "
-                f"{len(encoded)} bytes encoded, over the record limit of {limit} bytes; pass "
-                "a reference (a key, a URL) instead of the data"
-            )
-        self.outcome.commands.append((sdef, cmd))
-        self.outcome.command_bytes.append(encoded)
-
-    def set_timer(self, journal: Journal, timer: Timer) -> None:
-        self.outcome.timers.append(
-            Timer(
-                timer.due_ms, timer.instance_id, timer.seq, timer.kind, journal.header.get("run", 1)
-            )
-        )
-
-    def cancel_timer(self, journal: Journal, entry: dict[str, Any], kind: str) -> None:
-        due = entry.pop("timer_due", None)
-        if due is not None:
-            self.outcome.cancelled_timers.append(Timer(int(due), journal.id, entry["seq"], kind))
-
-    def cancel_deadline(self, journal: Journal, entry: dict[str, Any]) -> None:
-        """The step call ended: its ``schedule_to_close`` timer is not needed any more."""
-        due = entry.pop("deadline_due", None)
-        if due is not None:
-            self.outcome.cancelled_timers.append(
-                Timer(int(due), journal.id, entry["seq"], STEP_DEADLINE)
-            )
-
-    def cancel_attempt(self, journal: Journal, entry: dict[str, Any]) -> None:
-        """Ask the step task to stop the attempt in flight (once per attempt)."""
-        if entry.get("cancel_sent") == entry["attempt"]:
-            return
-        sdef = self.machine.steps.get(entry["name"])
-        if sdef is None:
-            return  # not registered here: its answer is waited for all the same
-        entry["cancel_sent"] = entry["attempt"]
-        journal.touch(entry["seq"])
-        key = str(entry["args"][0]) if sdef.is_entity else journal.id
-        cancel = StepCancel(
-            journal.header["workflow"],
-            journal.id,
-            entry["seq"],
-            entry["attempt"],
-            journal.header.get("run", 1),
-        )
-        self.outcome.step_cancels.append((sdef, cancel, key))
-
-    def check_size(self, what: str, value: Any) -> None:
-        """``value`` goes into one record (a command, a journal entry or header): past the
-        limit it fails the call that made it, inside the workflow, naming it."""
-        size = len(dumps(value))
-        limit = _payload_limit(self.machine.max_record_bytes)
-        if size > limit:
-            raise RecordTooLarge(
-                f"{what} is {size} bytes encoded, over the record limit of {limit} bytes; "
-                "pass a reference (a key, a URL) instead of the data"
-            )
-
-    # -- Effects ---------------------------------------------------------------------------------
-
-    def start_step(self, journal: Journal, seq: int, sdef: StepDef, args: list[Any]) -> None:
-        self.command(journal, seq, sdef, args, 1)  # first: a command too large journals nothing
-        journal.put_entry(
-            {
-                "seq": seq,
-                "kind": "step",
-                "name": sdef.name,
-                "digest": args_digest(sdef.name, sdef.args, args),
-                "status": "pending",
-                "attempt": 1,
-                "args": args,
-                "started_ms": self.now_ms,
-            }
-        )
-        if sdef.schedule_to_close is not None:
-            entry = journal.entries[seq]
-            due = self.now_ms + int(sdef.schedule_to_close.total_seconds() * 1000)
-            entry.update(deadline_ms=due, deadline_due=due)
-            self.set_timer(journal, Timer(due, journal.id, seq, STEP_DEADLINE))
-
-    def cancelled_call(self, journal: Journal, entry: dict[str, Any]) -> None:
-        """A call made after the instance was cancelled: journaled as cancelled, nothing sent
-        (its await raises ``Cancelled``; a replay finds the same entry)."""
-        entry.update(status="cancelled", finished_ms=self.now_ms)
-        journal.put_entry(entry)
-
-    def start_timer(self, journal: Journal, seq: int, kind: str, due_ms: int, what: str) -> None:
-        journal.put_entry(
-            {
-                "seq": seq,
-                "kind": "sleep",
-                "name": kind,
-                "digest": what,
-                "status": "pending",
-                "due_ms": due_ms,
-                "timer_due": due_ms,
-            }
-        )
-        self.set_timer(journal, Timer(due_ms, journal.id, seq, SLEEP))
-
-    def wait_signal(self, journal: Journal, seq: int, name: str, timeout_ms: int | None) -> None:
-        entry = journal.put_entry(
-            {
-                "seq": seq,
-                "kind": "signal",
-                "name": name,
-                "digest": str(timeout_ms),
-                "status": "pending",
-            }
-        )
-        inbox = journal.header.setdefault("signals", {}).get(name)
-        if inbox:
-            # Signals sent before the wait are kept in the inbox, oldest first.
-            entry.update(status="done", result=inbox.pop(0))
-            journal.header_dirty = True
-        elif timeout_ms is not None:
-            due = self.now_ms + timeout_ms
-            entry["timer_due"] = due
-            self.set_timer(journal, Timer(due, journal.id, seq, SIGNAL_TIMEOUT))
-
-    def avro_serdes(self, topic: str) -> tuple[AvroSerde | None, AvroSerde | None]:
-        """The Avro key and value serdes of ``topic`` (None where it is not Avro)."""
-        spec = self.machine.topics.get(topic)
-        if spec is None:
-            return None, None
-        key, value = spec.key_serde, spec.value_serde
-        return (
-            key if key.carries_schema else None,  # type: ignore[return-value]
-            value if value.carries_schema else None,
-        )
-
-    def emit(self, topic: str, key: Any, value: Any) -> None:
-        spec = self.machine.topics.get(topic)
-        if spec is None:
-            raise KeyError(
-                f"ctx.emit: topic {topic!r} is not declared; call app.topic({topic!r}, ...)"
-            )
-        try:
-            kb = None if key is None else spec.key_serde.serialize(key)
-            vb = None if value is None else spec.value_serde.serialize(value)
-        except Exception as exc:  # noqa: BLE001 - name the call and the topic
-            raise TypeError(
-                f"ctx.emit({topic!r}, key, value): cannot serialize with the "
-                f"topic's serdes: {type(exc).__name__}: {exc}"
-            ) from None
-        self.outcome.emits.append((topic, kb, vb))
