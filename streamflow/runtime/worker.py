@@ -866,8 +866,8 @@ class Worker:
                 # Some of its partitions stayed assigned without a task since an incremental
                 # revocation took the others (parked): start them from the committed offsets.
                 task.rewind_on_start = True
-            task.pause_input = functools.partial(self._pause, parts)
-            task.resume_input = functools.partial(self._resume_if_running, parts)
+            task.pause_input = functools.partial(self._pause_source, task.partition)
+            task.resume_input = functools.partial(self._resume_source, task.partition)
             self._tasks[task_id] = task
             self._initializing.append(task)
             created.append(task_id)
@@ -952,12 +952,14 @@ class Worker:
             self.consumer.resume([TopicPartition(topic, task.partition)])
         self._aligned_paused[task.id] = pause
 
-    def _pause(self, parts: list[TopicPartition]) -> None:
-        self.consumer.pause(parts)  # the consumer of now: it is replaced on recovery
+    def _pause_source(self, partition: int, topic: str) -> None:
+        """A step task's lane is full: stop fetching this one partition (not the task's other
+        topics, whose steps have lanes of their own)."""
+        self.consumer.pause([TopicPartition(topic, partition)])  # the consumer of now
 
-    def _resume_if_running(self, parts: list[TopicPartition]) -> None:
-        if all(self._route[tp.topic][tp.partition] is not None for tp in parts):
-            self.consumer.resume(parts)
+    def _resume_source(self, partition: int, topic: str) -> None:
+        if self._route[topic][partition] is not None:  # still running here (not restoring)
+            self.consumer.resume([TopicPartition(topic, partition)])
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Commit before giving tasks up, so their next owner starts exactly where we stopped;
