@@ -545,6 +545,7 @@ class Worker:
             tasks=figures,
             restore_records_per_second=restore_rate,
             standby_lag=self.standbys.lag() if self.standbys is not None else {},
+            long_attempts=self.executor.long_running(),
             published_at=time.time(),
         )
         if measure:
