@@ -13,6 +13,7 @@ their own modules (commit_cycle, input_offsets, restore, step_executor, bounded_
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import logging
@@ -24,7 +25,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamflow.errors import ConfigError, KafkaUnavailable
-from streamflow.runtime import access
+from streamflow.runtime import access, group_protocol
 from streamflow.runtime.access import AdminConnection
 from streamflow.runtime.aligned_input import AlignedInput, extracted_time
 from streamflow.runtime.collector import KafkaCollector
@@ -248,6 +249,8 @@ class Worker:
         access.check_app(
             admin, self.topology, existing, self._principal, before_plan=True, registry=registry
         )
+        protocol = group_protocol.resolve(self.config.group_protocol, admin, self.config.name)
+        self.config = dataclasses.replace(self.config, group_protocol=protocol)
         self.plan = plan_topics(self.topology, existing, self.dead_letter_topic)
         ensure_topics(admin, self.topology, self.plan, existing, principal=self._principal)
         access.check_app(
