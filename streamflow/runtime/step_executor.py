@@ -323,6 +323,9 @@ class StepExecutor:
         """Attempts with a timeout not reported yet: waiting ones (either kind), running sync
         ones (async ones time themselves out with ``asyncio.timeout``)."""
         self._shared: dict[str, Any] = {}
+        self._stopping = False
+        """``forget_waiting`` was called: attempts submitted from now on never run (a key handed
+        on to a waiting command while the worker drains must not start new work)."""
         self._next_timeout_check = 0.0
         self.in_flight = 0
         """Attempts submitted and not yet completed (overrunning sync attempts included)."""
@@ -367,6 +370,10 @@ class StepExecutor:
         lane = attempt.lane
         attempt.submitted_at = time.monotonic()
         self._attempts.add(attempt)
+        if self._stopping and attempt.claim():
+            attempt.cancelled = True
+            self._finish(attempt)  # never runs; its command runs on the next owner
+            return
         if attempt.timeout is not None:
             self._timed.add(attempt)
         if not lane._admit(attempt):
@@ -546,6 +553,7 @@ class StepExecutor:
     def forget_waiting(self) -> int:
         """Stopping: attempts that have not started never will (their commands run again on
         the next owner); returns how many."""
+        self._stopping = True
         forgotten = 0
         for lane in self._lanes.values():
             for attempt in list(lane._waiting):

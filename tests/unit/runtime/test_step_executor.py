@@ -8,7 +8,7 @@ import threading
 from datetime import timedelta
 
 from streamflow import App
-from streamflow.runtime.step_executor import DEFAULT_SYNC_SHARE
+from streamflow.runtime.step_executor import DEFAULT_SYNC_SHARE, Attempt, AttemptId, StepExecutor
 from streamflow.testing import DriverWorkflowClient, TestDriver
 from streamflow.workflow.api import Retry
 
@@ -127,3 +127,39 @@ def test_an_attempt_past_its_timeout_is_listed_with_its_instance_seq_attempt_and
     assert listed[0].id.seq == 1  # the instance's second call (seq counts from 0)
     assert listed[0].timeout_seconds == 0.02 and listed[0].age_seconds > 0.02
     assert not listed[0].id.void
+
+
+class _Owner:
+    """Records how its attempts ended (the worker-thread side of a step task)."""
+
+    def __init__(self) -> None:
+        self.done: list[Attempt] = []
+
+    def attempt_done(self, attempt: Attempt) -> None:
+        self.done.append(attempt)
+
+    def attempt_timed_out(self, attempt: Attempt) -> None:
+        raise AssertionError("no timeout here")
+
+    def describe(self, attempt: Attempt) -> str:
+        return "test attempt"
+
+    def identify(self, attempt: Attempt) -> AttemptId:
+        return AttemptId("s", "i", 0, 1, False)
+
+
+def test_a_draining_executor_never_starts_what_is_submitted_after_it_began_to_drain() -> None:
+    executor = StepExecutor(threads=2)
+    owner, ran = _Owner(), []
+    lane = executor.lane("s", None, is_async=False)
+    try:
+        assert executor.forget_waiting() == 0  # the worker is stopping
+        # A key handed on to a waiting command submits it now: it must not run.
+        executor.submit(Attempt(lane, owner, lambda ctx: ran.append(1), None, [], None))
+        assert executor.wait(SAFETY)
+        executor.run_completions()
+    finally:
+        executor.close()
+    assert ran == [] and len(owner.done) == 1
+    assert owner.done[0].cancelled and owner.done[0].started_at is None
+    assert executor.in_flight == 0
