@@ -476,15 +476,15 @@ class StepExecutor:
                         f"{attempt.owner.describe(attempt)} took longer than "
                         f"{attempt.timeout:g} s and was cancelled"
                     )
-                elif isinstance(exc, asyncio.CancelledError) and _given_up(attempt):
-                    # Cancelled by ``forget`` (its task gave it up): the request was for this
-                    # attempt, not for the slot, which goes on serving its lane.
-                    this = asyncio.current_task()
-                    if this is not None:
-                        this.uncancel()
                 attempt.error = error
             finally:
                 attempt.running_on = None
+                this = asyncio.current_task()
+                if this is not None and this.cancelling() and _given_up(attempt):
+                    # Cancelled by ``forget`` (its task gave it up), whether the step let the
+                    # CancelledError out or swallowed it: the request was for this attempt, not
+                    # for the slot, which goes on serving its lane with no cancellation pending.
+                    this.uncancel()
                 self._finish(attempt)
             attempt = lane._next()
 
