@@ -47,7 +47,7 @@ class App:
         async_step_concurrency: int = DEFAULT_ASYNC_STEP_CONCURRENCY,
         kafka: Mapping[str, object] | None = None,
         num_standbys: int = 0,
-        group_protocol: GroupProtocol = "classic",
+        group_protocol: GroupProtocol = "auto",
     ) -> None:
         # `streamflow run FILE --app-name NEW` (and STREAMFLOW_APP_NAME for every command): the
         # same code under another group and other internal topics, as a replay wants.
@@ -73,9 +73,9 @@ class App:
             if isinstance(commit_interval, timedelta)
             else float(commit_interval)
         )
-        if group_protocol not in ("classic", "consumer"):
+        if group_protocol not in ("auto", "classic", "consumer"):
             raise ConfigError(
-                f"app {name!r}: group_protocol must be 'classic' or 'consumer', not "
+                f"app {name!r}: group_protocol must be 'auto', 'classic' or 'consumer', not "
                 f"{group_protocol!r}"
             )
         if not isinstance(num_standbys, int) or num_standbys < 0:

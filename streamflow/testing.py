@@ -3,9 +3,13 @@
 The driver uses the real task, processor and RocksDB store code; only Kafka is replaced, by
 per-topic in-memory logs. Every ``pipe`` is one committed cycle: the record and everything it
 causes downstream (repartition hops included) is processed, the step attempts it started are
-waited for (unless ``settle=False``), then stores commit. Keys are placed on partitions with
-Kafka's murmur2 partitioner, exactly where a real producer would put them. Records are held to
-the size a worker's producer accepts (``max_record_bytes``).
+waited for (unless ``settle=False``: the cycle commits with them running, as a worker's does),
+then stores commit. Keys are placed on partitions with Kafka's murmur2 partitioner, exactly
+where a real producer would put them. Records are held to the size a worker's producer accepts
+(``max_record_bytes``). A task that pauses a partition (a step whose lane is full) gets no
+records of it until it resumes it, as from a paused consumer. ``pipe(..., wait=False)`` leaves
+the cycle open with its step attempts running; ``abort()`` and ``settle()`` then end it as a
+worker would.
 
     driver = TestDriver(app, partitions=2)
     driver.pipe("orders", "alice", {"amount": 10})
@@ -14,6 +18,7 @@ the size a worker's producer accepts (``max_record_bytes``).
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections import deque
@@ -123,9 +128,6 @@ class TestDriver:
             topology, app.config, schema_registry or InMemorySchemaRegistry()
         )
         self._subs = topology.sub_topologies()
-        self.max_record_bytes = max_record_bytes(producer_config(app.config, None))
-        """What a worker's producer would accept (``App(kafka={"message.max.bytes": ...})``):
-        ``send`` refuses larger records as the worker does, so tests fail where it would."""
         # Real step threads and a real asyncio loop, as in a worker; ``pipe`` and
         # ``advance_time`` return once every attempt they caused has finished.
         self.step_executor = StepExecutor(
@@ -133,6 +135,14 @@ class TestDriver:
         )
         self._tasks: dict[tuple[str, int], Task] = {}
         self._all_tasks: list[Task] = []
+        self.max_record_bytes = max_record_bytes(producer_config(app.config, None))
+        """What a worker's producer would accept (``App(kafka={"message.max.bytes": ...})``):
+        ``send`` refuses larger records as the worker does, so tests fail where it would."""
+        self._paused: set[tuple[str, int]] = set()
+        """(topic, partition) a task paused: its records wait in ``_pending``."""
+        self._cycle_inputs: list[DriverMessage] = []
+        self._cycle_outputs: list[DriverMessage] = []
+        """What the open cycle consumed and produced (``abort`` undoes it)."""
         for sub in self._subs:
             nodes = {t.name: topology.source_node(t.name) for t in sub.sources}
             for p in range(partitions):
@@ -147,6 +157,8 @@ class TestDriver:
                     step_executor=self.step_executor,
                     max_record_bytes=self.max_record_bytes,
                 )
+                task.pause_input = functools.partial(self._pause, p)
+                task.resume_input = functools.partial(self._resume, p)
                 self._all_tasks.append(task)
                 for topic in nodes:
                     self._tasks[(topic, p)] = task
@@ -161,19 +173,22 @@ class TestDriver:
         *,
         timestamp: int | None = None,
         headers: Headers = None,
+        wait: bool = True,
         settle: bool = True,
     ) -> None:
         """Produce one record to ``topic`` (encoded with its serdes), process all it causes.
 
-        ``settle=False``: return without waiting for the step attempts it started (what
-        finished already is applied); they keep running, and the next ``pipe`` or ``settle()``
-        waits for them. How a test acts on an attempt while it runs (cancels it, say)."""
+        ``settle=False``: commit the cycle without waiting for the step attempts it started
+        (what finished already is applied); they keep running, and the next ``pipe`` or
+        ``settle()`` waits for them. How a test acts on an attempt while it runs (cancels it).
+        ``wait=False``: process the records it causes but leave step attempts running and the
+        cycle open (``settle`` or ``abort`` ends it): how tests abort a cycle mid-attempt."""
         spec = self.app.topology.topics.get(topic)
         if spec is None:
             raise ConfigError(f"topic {topic!r} is not declared in app {self.app.name!r}")
         kb = None if key is None else spec.key_serde.serialize(key)
         vb = None if value is None else spec.value_serde.serialize(value)
-        self.pipe_raw(topic, kb, vb, timestamp=timestamp, headers=headers, settle=settle)
+        self.pipe_raw(topic, kb, vb, timestamp=timestamp, headers=headers, wait=wait, settle=settle)
 
     def pipe_raw(
         self,
@@ -183,20 +198,43 @@ class TestDriver:
         *,
         timestamp: int | None = None,
         headers: Headers = None,
+        wait: bool = True,
         settle: bool = True,
     ) -> None:
         """Produce bytes as they are: how tests feed poison records. Not held to
         ``max_record_bytes``: another producer, with other settings, may have written them.
-        ``settle``: as for ``pipe``."""
+        ``wait``, ``settle``: as for ``pipe``."""
         self._append(topic, key, value, None, timestamp, headers)
-        self._drain(settle)
+        self._cycle_outputs.pop()  # produced by the test, not by the cycle: an abort keeps it
+        if wait:
+            self._drain(settle)
+        else:
+            self._process_pending()
 
     def settle(self, timeout: float | None = None) -> None:
-        """Wait for every step attempt in flight, process what their replies cause, commit.
+        """Process what is queued, wait for every step attempt, process what their replies
+        cause and commit the cycle.
 
         ``timeout``: seconds to wait at most; ``TimeoutError`` when attempts still run then
         (a test that expects them to end stays a failing test, not a hanging one)."""
         self._drain(True, None if timeout is None else time.monotonic() + timeout)
+
+    def abort(self) -> None:
+        """Abort the open cycle as a worker does when a commit fails: what it produced is gone
+        (its transaction never commits; the offsets those records took stay used, as aborted
+        records' do), every task drops its uncommitted writes and forgets the commands it
+        admitted (attempts still running are void), and what the cycle consumed is delivered
+        again."""
+        dropped = {id(m) for m in self._cycle_outputs}
+        for log in self._logs.values():
+            log.records = [m for m in log.records if id(m) not in dropped]
+        again = [m for m in self._cycle_inputs if id(m) not in dropped]
+        rest = [m for m in self._pending if id(m) not in dropped]
+        self._cycle_inputs, self._cycle_outputs = [], []
+        for task in self._all_tasks:
+            task.aborted()
+        self._pending = deque(again + rest)
+        self._process_pending()  # delivered again at once; ``settle`` waits for the attempts
 
     def advance_time(self, ms: int | float) -> None:
         """Move the driver's wall clock and fire what came due (durable timers, retries).
@@ -249,6 +287,7 @@ class TestDriver:
             partition = partition_for(key, log.partitions)
         msg = log.append(partition, key, value, timestamp or self.now_ms, headers)
         msg._topic = topic
+        self._cycle_outputs.append(msg)
         if (topic, partition) in self._tasks:
             self._pending.append(msg)
 
@@ -263,18 +302,50 @@ class TestDriver:
         self.send(topic, key, value, partition, None, None)
         delivered(self._logs[topic].offsets[partition] - 1)
 
+    def revoke(self, partition: int) -> None:
+        """Take ``partition`` away as a rebalance does: its tasks close (their uncommitted
+        writes dropped, their step attempts given up: waiting ones never run, async ones are
+        cancelled), and its records are no longer processed here. Other partitions go on."""
+        for task in [t for t in self._all_tasks if t.partition == partition]:
+            self._all_tasks.remove(task)
+            for source in task.sub.sources:
+                self._tasks.pop((source.name, partition), None)
+            task.close()
+        self._pending = deque(m for m in self._pending if (m.topic(), m.partition()) in self._tasks)
+
+    def _pause(self, partition: int, topic: str) -> None:
+        self._paused.add((topic, partition))
+
+    def _resume(self, partition: int, topic: str) -> None:
+        self._paused.discard((topic, partition))
+
+    def _process_pending(self) -> None:
+        """Process the queued records in order; those of a paused partition (and every later
+        one of that partition, so its order holds) wait for its resume."""
+        held: deque[DriverMessage] = deque()
+        blocked: set[tuple[str, int]] = set()
+        pending = self._pending
+        while pending:
+            msg = pending.popleft()
+            where = (msg.topic(), msg.partition())
+            if where in blocked or where in self._paused:
+                blocked.add(where)
+                held.append(msg)
+                continue
+            self._cycle_inputs.append(msg)
+            self._tasks[where].process(msg)
+        pending.extend(held)
+
     def _drain(self, settle: bool = True, deadline: float | None = None) -> None:
         """Process what is pending and what it causes, then commit one cycle. ``settle``:
         also wait for the step attempts in flight (until ``deadline``, if given)."""
         executor = self.step_executor
         while True:
-            while self._pending:
-                msg = self._pending.popleft()
-                self._tasks[(msg.topic(), msg.partition())].process(msg)
+            self._process_pending()
             if not settle:
                 executor.tick()
-                if executor.run_completions() or self._pending:
-                    continue
+                if executor.run_completions():
+                    continue  # their replies and what those cause, in this cycle
                 break  # attempts still running stay in flight
             if executor.in_flight <= executor.overrunning and not executor.has_completions():
                 break  # an overrunning sync attempt was answered already; do not wait for it
@@ -285,6 +356,11 @@ class TestDriver:
             executor.wait(0.05)
             executor.tick()
             executor.run_completions()
+        if self._pending and settle:
+            raise RuntimeError(
+                f"{len(self._pending)} record(s) wait on paused partitions "
+                f"{sorted(self._paused)} and no step attempt runs that could resume them"
+            )
         for task in self._all_tasks:
             for source in task.sub.sources:  # step tasks: the offset logic of a worker's commit
                 log = self._logs.get(source.name)
@@ -294,6 +370,8 @@ class TestDriver:
             task.prepare_commit()
         for task in self._all_tasks:
             task.committed()
+        self._cycle_inputs.clear()
+        self._cycle_outputs.clear()
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -344,14 +422,19 @@ class TestDriver:
 
 
 class DriverWorkflowClient(WorkflowCommands):
-    """``app.client()``'s API against the driver: events are piped, journals read from stores."""
+    """``app.client()``'s API against the driver: events are piped, journals read from stores.
 
-    def __init__(self, driver: TestDriver) -> None:
+    ``wait=False``: each call returns with the step attempts it caused still running (the
+    cycle stays open until ``driver.settle()`` or ``driver.abort()``)."""
+
+    def __init__(self, driver: TestDriver, wait: bool = True) -> None:
         super().__init__(driver.app)
         self._driver = driver
+        self._wait = wait
 
     def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
-        self._driver.pipe(self._registry.events_topic(workflow), instance_id, event.to_json())
+        topic = self._registry.events_topic(workflow)
+        self._driver.pipe(topic, instance_id, event.to_json(), wait=self._wait)
 
     def get(self, workflow: Any, id: str) -> InstanceView | None:
         node = self._registry.node_of(workflow)

@@ -84,10 +84,11 @@ def _configure_logging(verbose: int, log_format: str = "text") -> None:
 )
 @click.option(
     "--group-protocol",
-    type=click.Choice(["classic", "consumer"]),
+    type=click.Choice(["auto", "classic", "consumer"]),
     envvar="STREAMFLOW_GROUP_PROTOCOL",
-    help="consumer: Kafka 4's rebalance protocol (KIP-848, assignment on the broker); "
-    "classic: the protocol every Kafka speaks (the default).",
+    help="consumer: Kafka 4's rebalance protocol (KIP-848, incremental, assignment on the "
+    "broker); classic: the protocol every Kafka speaks; auto (the default): consumer where the "
+    "brokers offer it, else classic.",
 )
 @click.option(
     "--num-standbys",

@@ -87,6 +87,14 @@ def _print(result: GroupStatus, workflows: dict[str, dict[str, int]]) -> None:
             click.echo(line)
         for standby in worker.get("standbys", []):
             click.echo(f"    standby {standby['task']:<9} lag {standby['lag']:,} changelog records")
+        for hung in worker.get("hung_attempts", []):
+            limit = hung["timeout_seconds"]
+            why = f"past its {limit:g} s timeout" if hung["past_timeout"] else "long-running"
+            click.echo(
+                f"    step {hung['step']} instance {hung['instance_id']} seq {hung['seq']} "
+                f"attempt {hung['attempt']}: running {hung['age_seconds']:,.0f} s ({why}"
+                f"{', void' if hung['void'] else ''})"
+            )
     click.echo("input partitions:")
     for p in result.partitions:
         committed = "-" if p.committed is None else f"{p.committed:,}"

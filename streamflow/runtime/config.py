@@ -14,7 +14,7 @@ from streamflow.runtime.kafka_settings import KafkaSettings
 from streamflow.serde.registry.settings import RegistrySettings
 
 Guarantee = Literal["exactly_once", "at_least_once"]
-GroupProtocol = Literal["classic", "consumer"]
+GroupProtocol = Literal["auto", "classic", "consumer"]
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,10 @@ class AppConfig:
     shutdown_grace: float = 10.0
     """Seconds a stopping worker waits for running step attempts before leaving the group
     (unfinished ones run again on the next owner)."""
-    group_protocol: GroupProtocol = "classic"
+    group_protocol: GroupProtocol = "auto"
     """``consumer``: Kafka 4's rebalance protocol (KIP-848), assignment on the broker;
-    ``classic``: the client-side assignors every Kafka since 0.9 speaks."""
+    ``classic``: the client-side assignors every Kafka since 0.9 speaks; ``auto``: consumer
+    where the brokers offer it, else classic (``runtime/group_protocol``)."""
     num_standbys: int = 0
     """Workers besides the owner that keep a warm copy of each task's stores (``standby``)."""
     http_port: int | None = None

@@ -162,6 +162,19 @@ class HttpEndpoint:
             "published_at": snap.published_at,
             "restore_records_per_second": snap.restore_records_per_second,
             "standbys": [{"task": t, "lag": lag} for t, lag in sorted(snap.standby_lag.items())],
+            "hung_attempts": [
+                {
+                    "step": a.id.step,
+                    "instance_id": a.id.instance_id,
+                    "seq": a.id.seq,
+                    "attempt": a.id.attempt,
+                    "age_seconds": a.age_seconds,
+                    "timeout_seconds": a.timeout_seconds,
+                    "past_timeout": a.past_timeout,
+                    "void": a.id.void,
+                }
+                for a in snap.long_attempts
+            ],
             "tasks": [
                 {
                     "task": t.task,

@@ -22,6 +22,10 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the executor counts into Metrics: a runtime import would be circular
+    from streamflow.runtime.step_executor import LongAttempt
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STEP_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 3600.0)
@@ -73,6 +77,8 @@ class Snapshot:
     restore_records_per_second: float = 0.0
     standby_lag: dict[str, int] = field(default_factory=dict)
     """Task id → changelog records its standby replica here is behind."""
+    long_attempts: list[LongAttempt] = field(default_factory=list)
+    """Step attempts running past their timeout or for over a minute (``StepExecutor``)."""
     published_at: float = 0.0
 
 
@@ -222,6 +228,16 @@ class Metrics:
         for (step, outcome), n in sorted(self.step_attempts.items()):
             labels = (*app, ("step", step), ("outcome", outcome))
             yield _sample("streamflow_step_attempts_total", labels, n)
+        yield head(
+            "streamflow_step_attempts_hung",
+            "gauge",
+            "Step attempts still running past their timeout or for over a minute.",
+        )
+        hung: dict[str, int] = defaultdict(int)
+        for attempt in snap.long_attempts:
+            hung[attempt.id.step] += 1
+        for step, n in sorted(hung.items()):
+            yield _sample("streamflow_step_attempts_hung", (*app, ("step", step)), n)
         yield head("streamflow_step_retries_total", "counter", "Step attempts after the first.")
         for step, n in sorted(self.step_retries.items()):
             yield _sample("streamflow_step_retries_total", (*app, ("step", step)), n)

@@ -4,7 +4,9 @@ A step is where a workflow meets the outside world (a payment API, an e-mail, an
 an attempt may take 5 ms or 5 hours. The worker thread only *starts* attempts and later
 *applies* their completions inside a commit cycle; the attempt itself runs here:
 
-- a plain ``def`` step on a bounded thread pool (default 100 threads, ``App(step_threads=)``);
+- a plain ``def`` step on a bounded thread pool (default 100 threads, ``App(step_threads=)``),
+  at most a quarter of them per step unless ``max_concurrency`` says otherwise
+  (``DEFAULT_SYNC_SHARE``);
 - an ``async def`` step on one asyncio loop owned by the worker (default at most 1,000 attempts
   at once, ``App(async_step_concurrency=)``).
 
@@ -16,11 +18,16 @@ has as many attempts waiting as it has slots pauses its partition instead of fet
 
 A sync attempt that overruns its timeout cannot be interrupted (Python threads cannot be
 killed): it is reported timed out at once, its late result and state writes are rejected, and
-its thread stays counted until the function returns, which the log says.
+its thread stays counted until the function returns, which the log says. An attempt that waits
+for a slot longer than its timeout is reported timed out the same way and never runs. Attempts
+running past their timeout, or longer than ``LONG_RUNNING``, are listed by ``long_running`` for
+``/status`` and ``/metrics``: a hung step is seen, not guessed.
 
-An attempt its workflow cancels (``interrupt``) leaves its lane if it still waits there; if a
-slot has it, an async attempt's task is cancelled at its current ``await`` (the slot takes the
-cancellation back and goes on), and a sync one is told through its owner's ``ctx``.
+Who runs an attempt is decided once: a slot and the timeout check (or a task giving the attempt
+up, or its workflow cancelling it) all ``claim`` it, and only the first one acts. An async
+attempt given up or cancelled while it runs is cancelled on the loop at its current ``await``
+(the slot takes the cancellation back and goes on); a sync one is told through its owner's
+``ctx`` (``ctx.cancelled``), since a thread cannot be stopped.
 
 Size: the lanes, the thread pool and the asyncio loop are one lock-free protocol (who may touch
 which deque from which thread); kept together so that protocol is read in one place.
@@ -35,15 +42,26 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, cast
 
 from streamflow.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_STEP_THREADS = 100
 DEFAULT_ASYNC_STEP_CONCURRENCY = 1000
+DEFAULT_SYNC_SHARE = 4
+"""A ``def`` step without ``max_concurrency`` holds at most ``step_threads // 4`` threads. A
+thread held by a hung call (a service that never answers, a lock never released) is lost until
+the call returns, and Python cannot take it back; without a share, one hung step would hold all
+the threads and starve every other step of the worker. A quarter leaves three quarters to the
+rest while three steps hang at once, and 25 threads of the default 100 still keep a blocking
+step busy; a step that needs more says so with ``max_concurrency``. Async steps need no share:
+a hung coroutine holds no thread."""
+LONG_RUNNING = 60.0
+"""Seconds after which a running attempt is listed in ``/status`` even without a timeout."""
 TIMEOUT_CHECK_INTERVAL = 0.05
 """Seconds between scans for sync attempts past their timeout."""
 INITIAL_SYNC_SLOTS = 1
@@ -66,16 +84,40 @@ class AttemptOwner(Protocol):
 
     def describe(self, attempt: Attempt) -> str: ...
 
+    def identify(self, attempt: Attempt) -> AttemptId: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptId:
+    """Which command an attempt runs, as an operator names it."""
+
+    step: str
+    instance_id: str
+    seq: int
+    attempt: int
+    void: bool
+    """Its task closed or its cycle aborted since it started: its result will be dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class LongAttempt:
+    """An attempt running past its timeout or longer than ``LONG_RUNNING`` (``/status``)."""
+
+    id: AttemptId
+    age_seconds: float
+    timeout_seconds: float | None
+    past_timeout: bool
+
 
 @dataclass(eq=False, slots=True)
 class Attempt:
     """One attempt of one step, as the executor runs it: ``fn(ctx, *args)`` (a coroutine
     function for async steps). Its return value or exception goes to ``owner.attempt_done``
     on the worker thread; ``owner.attempt_timed_out`` is called instead, at once, when a sync
-    attempt passes ``timeout`` seconds. An attempt marked ``cancelled`` before it starts is
-    never run (its task closed or its cycle aborted). An ``interrupted`` one (``interrupt``:
-    its workflow cancelled it) is never started either, and if it runs, its asyncio task is
-    cancelled. ``token`` is the owner's to read back.
+    attempt passes ``timeout`` seconds (running, or waiting for a slot: then it never runs).
+    An attempt marked ``cancelled`` before it starts is never run (its task closed or its cycle
+    aborted); nor is an ``interrupted`` one (its workflow cancelled it: ``interrupt``), and if it
+    runs, its asyncio task is cancelled. ``token`` is the owner's to read back.
     """
 
     lane: StepLane
@@ -87,16 +129,21 @@ class Attempt:
     token: Any = None
     result: Any = None
     error: BaseException | None = None
+    submitted_at: float = 0.0
     started_at: float | None = None
     finished: bool = False
     timed_out: bool = False
     cancelled: bool = False
     interrupted: bool = False
-    task: asyncio.Task[None] | None = None
-    """The async slot running the attempt, while it runs (loop thread only)."""
-    task_cancelled: bool = False
-    """``interrupt`` cancelled ``task`` (loop thread only): the slot takes the cancellation
-    back when the attempt ends, so it goes on serving its lane."""
+    running_on: asyncio.Task[None] | None = None
+    """The loop's task serving this async attempt while it runs (to cancel it)."""
+    _claim: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim(self) -> bool:
+        """True once, for whoever asks first: the slot that runs the attempt, or the worker
+        thread that gives it up before it ran. Never blocks (``acquire(False)``), so neither
+        side can stall the other."""
+        return self._claim.acquire(False)
 
 
 class StepLane:
@@ -187,11 +234,27 @@ class StepLane:
             self._released.append(1)
             return None
 
+    def _withdraw(self, attempt: Attempt) -> None:
+        """``attempt`` was claimed away from the slots (timed out or given up while waiting):
+        take it out of the line, so it no longer counts towards ``saturated``. A slot may have
+        popped it this instant; it then skips it (the claim is taken)."""
+        try:
+            self._waiting.remove(attempt)  # identity compare in C: atomic under the GIL
+        except ValueError:
+            pass
+
     def _room(self) -> None:
         if self._paused and len(self._waiting) <= self.limit // 2:
             paused, self._paused = self._paused, []
             for resume in paused:
                 resume()
+
+
+def _given_up(attempt: Attempt) -> bool:
+    """``attempt.cancelled`` or ``interrupted`` read now: the worker thread sets them while the
+    attempt runs (a plain attribute read would be narrowed away by the check made before it
+    started)."""
+    return attempt.cancelled or attempt.interrupted
 
 
 class _StepThreads:
@@ -259,7 +322,15 @@ class StepExecutor:
         self._async_queue: deque[tuple[StepLane, Attempt | None]] = deque()
         self._async_wakeup = False
         self._lanes: dict[str, StepLane] = {}
+        self._attempts: set[Attempt] = set()
+        """Submitted and not completed (what ``long_running`` looks through)."""
         self._timed: set[Attempt] = set()
+        """Attempts with a timeout not reported yet: waiting ones (either kind), running sync
+        ones (async ones time themselves out with ``asyncio.timeout``)."""
+        self._shared: dict[str, Any] = {}
+        self._stopping = False
+        """``forget_waiting`` was called: attempts submitted from now on never run (a key handed
+        on to a waiting command while the worker drains must not start new work)."""
         self._next_timeout_check = 0.0
         self.in_flight = 0
         """Attempts submitted and not yet completed (overrunning sync attempts included)."""
@@ -273,13 +344,27 @@ class StepExecutor:
     # -- lanes -----------------------------------------------------------------------------------
 
     def lane(self, step: str, max_concurrency: int | None, is_async: bool) -> StepLane:
-        """The lane of ``step``, shared by all its tasks on this worker."""
+        """The lane of ``step``, shared by all its tasks on this worker. A ``def`` step gets
+        ``step_threads // DEFAULT_SYNC_SHARE`` slots unless it names its own limit."""
         lane = self._lanes.get(step)
         if lane is None:
-            capacity = self.async_concurrency if is_async else self.threads
-            lane = StepLane(step, min(max_concurrency or capacity, capacity), is_async)
+            if is_async:
+                capacity = default = self.async_concurrency
+            else:
+                capacity, default = self.threads, max(1, self.threads // DEFAULT_SYNC_SHARE)
+            lane = StepLane(step, min(max_concurrency or default, capacity), is_async)
             self._lanes[step] = lane
         return lane
+
+    def shared(self, name: str, make: Callable[[], T]) -> T:
+        """One object per ``name`` for the life of this executor (the worker), whichever task
+        asks: what must outlive a task because the attempts it started do. Entity key locks
+        live here: a key stays held until its attempt has ended, even when the task that
+        launched it was revoked or aborted and a new one reads the same commands again."""
+        value = self._shared.get(name)
+        if value is None:
+            value = self._shared[name] = make()
+        return cast(T, value)
 
     # -- running attempts ------------------------------------------------------------------------
 
@@ -288,7 +373,13 @@ class StepExecutor:
         self.in_flight += 1
         self.submitted += 1
         lane = attempt.lane
-        if attempt.timeout is not None and not lane.is_async:
+        attempt.submitted_at = time.monotonic()
+        self._attempts.add(attempt)
+        if self._stopping and attempt.claim():
+            attempt.cancelled = True
+            self._finish(attempt)  # never runs; its command runs on the next owner
+            return
+        if attempt.timeout is not None:
             self._timed.add(attempt)
         if not lane._admit(attempt):
             self._start_slots(lane, time.monotonic())
@@ -319,7 +410,10 @@ class StepExecutor:
     def _serve_sync(self, lane: StepLane, attempt: Attempt | None) -> None:
         """A step thread holding one slot of ``lane``: run attempts until none waits."""
         while attempt is not None:
-            if attempt.cancelled or attempt.interrupted:  # forgotten or cancelled: never run
+            if not attempt.claim():  # given up while it waited (reported there): never run
+                attempt = lane._next()
+                continue
+            if attempt.cancelled or attempt.interrupted:  # forgotten or cancelled as it was taken
                 self._finish(attempt)
                 attempt = lane._next()
                 continue
@@ -362,14 +456,16 @@ class StepExecutor:
 
     async def _serve_async(self, lane: StepLane, attempt: Attempt | None) -> None:
         """One slot of an async ``lane``: run attempts until none waits."""
-        slot = asyncio.current_task()
         while attempt is not None:
+            if not attempt.claim():
+                attempt = lane._next()
+                continue
             if attempt.cancelled or attempt.interrupted:
                 self._finish(attempt)
                 attempt = lane._next()
                 continue
             attempt.started_at = time.monotonic()
-            attempt.task = slot
+            attempt.running_on = asyncio.current_task()
             deadline: asyncio.Timeout | None = None
             try:
                 coroutine = attempt.fn(attempt.ctx, *attempt.args)
@@ -387,24 +483,21 @@ class StepExecutor:
                     )
                 attempt.error = error
             finally:
-                attempt.task = None
-                if attempt.task_cancelled and slot is not None:
-                    # The cancellation was meant for this attempt, not the slot. Left pending,
-                    # every later attempt on this slot would run in a task whose cancelling()
-                    # says a cancellation is under way: code that asks it (asyncio's timeouts
-                    # and task groups compare counts; other libraries may not) would be misled.
-                    slot.uncancel()
+                attempt.running_on = None
+                this = asyncio.current_task()
+                if this is not None and this.cancelling() and _given_up(attempt):
+                    # Cancelled by ``forget`` (its task gave it up), whether the step let the
+                    # CancelledError out or swallowed it: the request was for this attempt, not
+                    # for the slot, which goes on serving its lane with no cancellation pending.
+                    this.uncancel()
                 self._finish(attempt)
             attempt = lane._next()
 
-    def _interrupt_async(self, attempt: Attempt) -> None:
-        """Loop thread: cancel the slot running ``attempt``, if it still runs it. The attempt
-        is started and finished on this thread too, so it cannot end between the check and
-        the cancel; the cancellation is delivered inside the attempt's own awaits."""
-        task = attempt.task
-        if task is not None and not attempt.finished and not attempt.task_cancelled:
-            attempt.task_cancelled = True
-            task.cancel()
+    def _cancel_running(self, attempt: Attempt) -> None:
+        """On the loop: cancel ``attempt`` if it still runs (it may have finished since)."""
+        running_on = attempt.running_on
+        if running_on is not None and not attempt.finished:
+            running_on.cancel()
 
     def _finish(self, attempt: Attempt) -> None:
         attempt.finished = True
@@ -419,16 +512,21 @@ class StepExecutor:
             return 0
         self._ready.clear()
         count = 0
+        lanes: set[StepLane] = set()
         while timeouts:
             count += 1
             attempt = timeouts.popleft()
+            if attempt.started_at is None:  # timed out waiting for a slot: it never runs
+                self.in_flight -= 1
+                self._attempts.discard(attempt)
+                lanes.add(attempt.lane)
             attempt.owner.attempt_timed_out(attempt)
-        lanes: set[StepLane] = set()
         while done:
             attempt = done.popleft()
             count += 1
             self.in_flight -= 1
             self._timed.discard(attempt)
+            self._attempts.discard(attempt)
             if attempt.timed_out:
                 self.overrunning -= 1
                 log.info(
@@ -443,32 +541,37 @@ class StepExecutor:
         return count
 
     def forget(self, attempt: Attempt) -> None:
-        """The owner will not use ``attempt``'s result: do not start it if it still waits."""
+        """The owner will not use ``attempt``'s result (its task was revoked or its cycle
+        aborted). One that has not started never will, and its completion comes at once (so
+        what it holds, an entity key, is freed now); a running async one is cancelled; a
+        running sync one cannot be stopped and completes when its function returns."""
         attempt.cancelled = True
+        if attempt.claim():
+            attempt.lane._withdraw(attempt)
+            self._finish(attempt)
+        elif attempt.lane.is_async and not attempt.finished and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._cancel_running, attempt)
 
     def interrupt(self, attempt: Attempt) -> bool:
         """Stop ``attempt`` (worker thread): its workflow cancelled it.
 
         True: it had not started and never will: it left its lane's waiting line and is no
         longer in flight, so no completion comes; the owner answers it now. False: a slot has
-        it (or is about to start it directly): an async attempt's task is cancelled, a sync
-        attempt sees what its owner set on its ``ctx``, and a slot that took it but had not
-        started it ends it unrun (``started_at`` None). Its completion comes as usual.
+        it: an async attempt's task is cancelled at its current ``await``, a sync attempt sees
+        what its owner set on its ``ctx``, and a slot that took it but had not started it ends
+        it unrun (``started_at`` None). Its completion comes as usual.
         """
         attempt.interrupted = True
-        lane = attempt.lane
-        try:
-            # Atomic against a slot's popleft (both run under the GIL, no Python code between):
-            # either the slot has it, or nobody ever will.
-            lane._waiting.remove(attempt)
-        except ValueError:
-            if lane.is_async and self._loop is not None:
-                self._loop.call_soon_threadsafe(self._interrupt_async, attempt)
-            return False
-        self.in_flight -= 1
-        self._timed.discard(attempt)
-        lane._room()
-        return True
+        if attempt.claim():  # no slot has it, and none ever will
+            attempt.lane._withdraw(attempt)
+            self.in_flight -= 1
+            self._timed.discard(attempt)
+            self._attempts.discard(attempt)
+            attempt.lane._room()
+            return True
+        if attempt.lane.is_async and not attempt.finished and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._cancel_running, attempt)
+        return False
 
     def has_completions(self) -> bool:
         return bool(self._done) or bool(self._timeouts)
@@ -476,11 +579,14 @@ class StepExecutor:
     def forget_waiting(self) -> int:
         """Stopping: attempts that have not started never will (their commands run again on
         the next owner); returns how many."""
+        self._stopping = True
         forgotten = 0
         for lane in self._lanes.values():
             for attempt in list(lane._waiting):
-                if not attempt.cancelled:
+                if attempt.claim():
                     attempt.cancelled = True
+                    lane._withdraw(attempt)
+                    self._finish(attempt)
                     forgotten += 1
         return forgotten
 
@@ -499,9 +605,26 @@ class StepExecutor:
         for attempt in [
             a
             for a in self._timed
-            if a.started_at is not None and not a.finished and now - a.started_at > (a.timeout or 0)
+            if not a.finished and now - (a.started_at or a.submitted_at) > (a.timeout or 0)
         ]:
+            if attempt.started_at is None:
+                if attempt.claim():  # still waiting for a slot: it never runs now
+                    self._timed.discard(attempt)
+                    attempt.timed_out = attempt.cancelled = True
+                    attempt.lane._withdraw(attempt)
+                    log.warning(
+                        "%s waited %.1f s for a slot of its step, past its timeout of %g s: "
+                        "reported as timed out without running",
+                        attempt.owner.describe(attempt),
+                        now - attempt.submitted_at,
+                        attempt.timeout,
+                    )
+                    self._timeouts.append(attempt)
+                    self._ready.set()
+                continue  # else a slot took it this instant: timed from its start from now
             self._timed.discard(attempt)
+            if attempt.lane.is_async:
+                continue  # running: asyncio.timeout times it from its start
             attempt.timed_out = True
             self.overrunning += 1
             log.warning(
@@ -516,6 +639,27 @@ class StepExecutor:
             # Its reply goes out with the completions, inside the cycle that applies them.
             self._timeouts.append(attempt)
             self._ready.set()
+
+    def long_running(self, now: float | None = None) -> list[LongAttempt]:
+        """Attempts running past their timeout or longer than ``LONG_RUNNING``, longest first
+        (worker thread, about once a second for ``/status``; one pass over the attempts in
+        flight)."""
+        now = time.monotonic() if now is None else now
+        found = []
+        for attempt in self._attempts:
+            started = attempt.started_at
+            if started is None or attempt.finished:
+                continue
+            age = now - started
+            past = attempt.timed_out or (attempt.timeout is not None and age > attempt.timeout)
+            if past or age > LONG_RUNNING:
+                found.append(
+                    LongAttempt(
+                        attempt.owner.identify(attempt), round(age, 3), attempt.timeout, past
+                    )
+                )
+        found.sort(key=lambda a: -a.age_seconds)
+        return found
 
     # -- the pools -------------------------------------------------------------------------------
 

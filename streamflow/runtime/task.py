@@ -42,8 +42,8 @@ def client_broken(exc: KafkaException) -> bool:
     )
 
 
-def _no_flow_control() -> None:
-    """The test driver has no consumer to pause: what is admitted waits in memory."""
+def _no_flow_control(topic: str) -> None:
+    """No consumer to pause (a task built outside a worker): what is admitted waits in memory."""
 
 
 def _wall_clock_ms() -> int:
@@ -122,9 +122,11 @@ class Task:
         # Where step attempts run (the worker's).
         self.step_executor = step_executor or StepExecutor()
         self._locals: dict[str, Any] = {}
-        self.pause_input: Callable[[], None] = _no_flow_control
-        """Stop fetching this task's input (set by the worker; a step task with no free slot)."""
-        self.resume_input: Callable[[], None] = _no_flow_control
+        self.pause_input: Callable[[str], None] = _no_flow_control
+        """Stop fetching this task's partition of one source topic (set by the worker or the
+        driver): a step whose lane is full pauses its own topic only, so the other steps of the
+        task keep reading theirs."""
+        self.resume_input: Callable[[str], None] = _no_flow_control
         try:
             for topic, node in source_nodes.items():
                 push = self._build(node)

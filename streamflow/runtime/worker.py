@@ -13,6 +13,7 @@ their own modules (commit_cycle, input_offsets, restore, step_executor, bounded_
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import logging
@@ -24,7 +25,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamflow.errors import ConfigError, KafkaUnavailable
-from streamflow.runtime import access
+from streamflow.runtime import access, group_protocol
 from streamflow.runtime.access import AdminConnection
 from streamflow.runtime.aligned_input import AlignedInput, extracted_time
 from streamflow.runtime.collector import KafkaCollector, max_record_bytes
@@ -248,6 +249,8 @@ class Worker:
         access.check_app(
             admin, self.topology, existing, self._principal, before_plan=True, registry=registry
         )
+        protocol = group_protocol.resolve(self.config.group_protocol, admin, self.config.name)
+        self.config = dataclasses.replace(self.config, group_protocol=protocol)
         self.plan = plan_topics(self.topology, existing, self.dead_letter_topic)
         ensure_topics(admin, self.topology, self.plan, existing, principal=self._principal)
         access.check_app(
@@ -547,6 +550,7 @@ class Worker:
             tasks=figures,
             restore_records_per_second=restore_rate,
             standby_lag=self.standbys.lag() if self.standbys is not None else {},
+            long_attempts=self.executor.long_running(),
             published_at=time.time(),
         )
         if measure:
@@ -869,8 +873,8 @@ class Worker:
                 # Some of its partitions stayed assigned without a task since an incremental
                 # revocation took the others (parked): start them from the committed offsets.
                 task.rewind_on_start = True
-            task.pause_input = functools.partial(self._pause, parts)
-            task.resume_input = functools.partial(self._resume_if_running, parts)
+            task.pause_input = functools.partial(self._pause_source, task.partition)
+            task.resume_input = functools.partial(self._resume_source, task.partition)
             self._tasks[task_id] = task
             self._initializing.append(task)
             created.append(task_id)
@@ -955,12 +959,14 @@ class Worker:
             self.consumer.resume([TopicPartition(topic, task.partition)])
         self._aligned_paused[task.id] = pause
 
-    def _pause(self, parts: list[TopicPartition]) -> None:
-        self.consumer.pause(parts)  # the consumer of now: it is replaced on recovery
+    def _pause_source(self, partition: int, topic: str) -> None:
+        """A step task's lane is full: stop fetching this one partition (not the task's other
+        topics, whose steps have lanes of their own)."""
+        self.consumer.pause([TopicPartition(topic, partition)])  # the consumer of now
 
-    def _resume_if_running(self, parts: list[TopicPartition]) -> None:
-        if all(self._route[tp.topic][tp.partition] is not None for tp in parts):
-            self.consumer.resume(parts)
+    def _resume_source(self, partition: int, topic: str) -> None:
+        if self._route[topic][partition] is not None:  # still running here (not restoring)
+            self.consumer.resume([TopicPartition(topic, partition)])
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Commit before giving tasks up, so their next owner starts exactly where we stopped;

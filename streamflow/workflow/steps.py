@@ -16,8 +16,11 @@ Exactly-once for Kafka-held effects under out-of-order completion:
   never changes its entity twice.
 
 Entity steps keep one attempt in flight per entity key (the single writer), parallel across
-keys. An attempt sees a copy of its entity's state: a mutation in place that is followed by a
-failure leaves nothing behind. Retries are not done here: the orchestrator schedules them on
+keys. A key is held until the attempt holding it has *ended*, not merely been answered or
+voided: a timed-out sync attempt, or one whose task was revoked or whose cycle aborted, keeps
+its key until its function returns, so a command read again never runs beside it. An attempt
+sees a copy of its entity's state: a mutation in place that is followed by a failure leaves
+nothing behind. Retries are not done here: the orchestrator schedules them on
 durable timers, so a failing step never blocks its partition.
 
 No instance waits forever: a command whose envelope decodes is answered even when it cannot
@@ -48,7 +51,7 @@ from confluent_kafka import KafkaException
 
 from streamflow.errors import ReplyRejected, ResultTooLarge, SerializationError
 from streamflow.runtime.completion_offsets import CompletionOffsets
-from streamflow.runtime.step_executor import Attempt
+from streamflow.runtime.step_executor import Attempt, AttemptId
 from streamflow.runtime.task import client_broken
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push
 from streamflow.topology.specs import StoreSpec
@@ -104,10 +107,15 @@ class _Pending:
 
 
 class EntityKeys:
-    """The single-writer rule of one entity store in one task: at most one attempt per key,
-    whichever entity step (``debit``, ``credit``) it belongs to. A command whose key is busy
-    waits here, and gets the key when the attempt before it completes — so it sees that
-    attempt's state."""
+    """The single-writer rule of one entity store on one partition: at most one attempt per
+    key, whichever entity step (``debit``, ``credit``) it belongs to. A command whose key is
+    busy waits here, and gets the key when the attempt before it ends — so it sees that
+    attempt's state.
+
+    Kept by the worker's executor (``StepExecutor.shared``), not by the task: an attempt can
+    outlive the task that launched it (revoked, or its cycle aborted), and the key stays held
+    until that attempt ended, so the command read again by the task's next incarnation waits
+    for it here like any other."""
 
     def __init__(self) -> None:
         self.busy: set[str] = set()
@@ -135,9 +143,16 @@ class EntityKeys:
             del self.waiting[key]
         return pending
 
-    def reset(self) -> None:
-        self.busy.clear()
-        self.waiting.clear()
+    def drop_waiting(self, runner: StepRunner) -> None:
+        """``runner``'s waiting commands will be read again (its cycle aborted) or elsewhere
+        (its task closed): forget them. Keys held by attempts still running stay held."""
+        for key, queue in list(self.waiting.items()):
+            if any(p.runner is runner for p in queue):
+                kept = deque(p for p in queue if p.runner is not runner)
+                if kept:
+                    self.waiting[key] = kept
+                else:
+                    del self.waiting[key]
 
 
 class StepRunner:
@@ -150,12 +165,14 @@ class StepRunner:
         self.node, self.rt = node, rt
         self.sdef = sdef = node.step
         self.store = rt.store(node.entity_store.name) if node.entity_store else None
-        self.keys: EntityKeys | None = None
-        if node.entity_store is not None:
-            self.keys = rt.local(f"entity-keys:{node.entity_store.name}", lambda: _entity_keys(rt))
         self.done = rt.store(node.done_store.name)
         self.is_async = inspect.iscoroutinefunction(sdef.fn)
         self.executor = rt.step_executor
+        self.keys: EntityKeys | None = None
+        if node.entity_store is not None:
+            self.keys = self.executor.shared(
+                f"entity-keys:{node.entity_store.name}:{rt.partition}", EntityKeys
+            )
         self.lane = self.executor.lane(sdef.name, sdef.max_concurrency, self.is_async)
         self.types = parameter_types(sdef.fn)
         self.plain_args = not sdef.args and all(is_plain_type(t) for t in self.types)
@@ -174,6 +191,7 @@ class StepRunner:
         """Bumped when the cycle aborts or the task closes: older attempts' results are void."""
         self.closed = False
         self.paused = False
+        """This step's topic partition is paused (its own, not the task's other topics)."""
         self.done_above: set[int] | None = None  # loaded from the store on first use
         self.fresh_done: list[int] = []
         self.last_committable = -1
@@ -248,6 +266,10 @@ class StepRunner:
         entity key goes to the next command waiting for it."""
         self.offsets.finish(pending.offset)
         self.fresh_done.append(pending.offset)
+        self._release(pending)
+
+    def _release(self, pending: _Pending) -> None:
+        """``pending``'s attempt has ended (or never will run): its key goes on."""
         if pending.entity is not None:
             self._hand_over(pending.entity)
 
@@ -403,23 +425,35 @@ class StepRunner:
     # -- AttemptOwner (worker thread) ------------------------------------------------------------
 
     def attempt_done(self, attempt: Attempt) -> None:
+        """The attempt ended (returned, raised, was cancelled, or never ran): apply it unless
+        it is void, then free its entity key — whatever happened to its task meanwhile."""
         self.attempts.discard(attempt)
         pending, generation = attempt.token
-        if attempt.cancelled and attempt.started_at is None:
-            return  # never ran: its command comes again
-        if attempt.timed_out or generation != self.generation or self.closed:
-            return  # reported already, or void: the command runs again or was answered
-        self._complete_guarded(pending, attempt)
+        # Never ran (its command comes again), reported already (timed out), or void (the
+        # command runs again or was answered): nothing to apply.
+        if not (
+            (attempt.cancelled and attempt.started_at is None)
+            or attempt.timed_out
+            or generation != self.generation
+            or self.closed
+        ):
+            self._complete_guarded(pending, attempt)
+        self._release(pending)
 
     def attempt_timed_out(self, attempt: Attempt) -> None:
+        """Answered now; the key is freed when the attempt ends: at once if it was still
+        waiting for a slot (it never runs), else when its function returns."""
         attempt.ctx.closed = True
         pending, generation = attempt.token
-        if generation != self.generation or self.closed:
-            return
-        attempt.error = StepTimedOut(
-            f"step {self.sdef.name!r} took longer than {attempt.timeout:g} s"
-        )
-        self._complete_guarded(pending, attempt)
+        if generation == self.generation and not self.closed:
+            waited = " waiting for a slot" if attempt.started_at is None else ""
+            attempt.error = StepTimedOut(
+                f"step {self.sdef.name!r} took longer than {attempt.timeout:g} s{waited}"
+            )
+            self._complete_guarded(pending, attempt)
+        if attempt.started_at is None:
+            self.attempts.discard(attempt)
+            self._release(pending)
 
     def _complete_guarded(self, pending: _Pending, attempt: Attempt) -> None:
         """Apply a completion inside the open cycle: the reply, the entity's new state and the
@@ -434,7 +468,7 @@ class StepRunner:
         if self.executor.metrics is not None:
             self._count(attempt, interrupted is not None)
         self._guarded(pending, lambda: self._deliver(pending, attempt), "step completion")
-        self._finished(pending, holds_key=True)
+        self._finished(pending, holds_key=False)  # its key goes on when it ended (the caller)
 
     def _guarded(self, pending: _Pending, deliver: Callable[[], None], stage: str) -> None:
         """Run ``deliver``; if it raises, undo its store writes, answer the instance with a
@@ -478,6 +512,12 @@ class StepRunner:
         self.fresh_done.append(pending.offset)
         if holds_key and pending.entity is not None:
             self._hand_over(pending.entity)
+
+    def identify(self, attempt: Attempt) -> AttemptId:
+        pending, generation = attempt.token
+        command = pending.command
+        void = generation != self.generation or self.closed
+        return AttemptId(self.sdef.name, command.id, command.seq, command.attempt, void)
 
     def describe(self, attempt: Attempt) -> str:
         return self._describe(attempt.token[0].command)
@@ -557,19 +597,23 @@ class StepRunner:
 
     # -- flow control ----------------------------------------------------------------------------
 
+    # Per runner, on the runner's own topic: a task of several entity steps reads several
+    # step topics, and a pause of the whole task by one runner was undone by another one's
+    # resume while the first still had its flag set, so its commands queued without bound.
+
     def _pause(self) -> None:
         if not self.paused:
             self.paused = True
-            self.rt.pause_input()
+            self.rt.pause_input(self.node.topic)
 
     def _resume(self) -> None:
         if not self.paused or self.closed:
             return  # a stale wake-up of a closed task must not resume its successor's input
         if self.lane.saturated:
-            self.lane.when_room(self._wake)  # whichever way this task got paused
+            self.lane.when_room(self._wake)  # whichever way this runner got paused
         elif self.key_waiting < QUEUE_PER_TASK:
             self.paused = False
-            self.rt.resume_input()
+            self.rt.resume_input(self.node.topic)
 
     # -- offsets ---------------------------------------------------------------------------------
 
@@ -601,7 +645,8 @@ class StepRunner:
 
     def reset(self) -> None:
         """The cycle aborted and the input is rewound to the committed offset: every command
-        above it comes again, so forget them; attempts still running are void."""
+        above it comes again, so forget them; attempts still running are void (async ones are
+        cancelled) and keep their keys until they end."""
         self.generation += 1
         self._forget_attempts()
         self.key_waiting = 0
@@ -612,14 +657,20 @@ class StepRunner:
         self._resume()
 
     def close(self) -> None:
+        """The task is revoked (or the worker stops): only this partition's attempts are
+        given up, as on an abort."""
         self.generation += 1
         self.closed = True
         self._forget_attempts()
 
     def _forget_attempts(self) -> None:
-        """Attempts not started yet are never run; running ones finish, their results void."""
-        for attempt in self.attempts:
+        """Attempts not started yet are never run (their completion comes at once and frees
+        their keys); running async ones are cancelled; running sync ones finish, their results
+        void. Commands waiting for a key are dropped: they come again."""
+        for attempt in list(self.attempts):
             self.executor.forget(attempt)
+        if self.keys is not None:
+            self.keys.drop_waiting(self)
 
 
 def _names(cancel: StepCancel, command: StepCommand) -> bool:
@@ -639,9 +690,3 @@ def _error(exc: BaseException) -> StepError:
         return error
     cut = f"{error.message[:MAX_ERROR_MESSAGE]}... ({len(error.message)} characters)"
     return StepError(error.type, cut, error.module, error.qualname)
-
-
-def _entity_keys(rt: ProcessorRuntime) -> EntityKeys:
-    keys = EntityKeys()
-    rt.on_abort(keys.reset)  # every runner forgets its commands too: none holds a key
-    return keys

@@ -581,12 +581,16 @@ def test_a_workflow_journal_is_read_from_its_worker_and_its_steps_are_counted(
     assert transitions == {"running": 1, "completed": 1}
 
 
-def test_the_consumer_group_protocol_moves_tasks_on_a_kill_and_loses_nothing(
-    kafka_bootstrap: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("asked", "spoken"), [("auto", "consumer"), ("consumer", "consumer"), ("classic", "classic")]
+)
+def test_the_group_protocol_moves_tasks_on_a_kill_and_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path, asked: str, spoken: str
 ) -> None:
+    # auto, the default, speaks the new protocol: the dev broker (Kafka 4) offers it.
     env = _env()
     _topics(kafka_bootstrap, env, 4)
-    extra = {"STREAMFLOW_GROUP_PROTOCOL": "consumer"}
+    extra = {"STREAMFLOW_GROUP_PROTOCOL": asked}
     workers = [
         WorkerProcess(APP_FILE, kafka_bootstrap, tmp_path / f"w{i}", {**env, **extra},
                       tmp_path / f"w{i}.log")
@@ -610,7 +614,7 @@ def test_the_consumer_group_protocol_moves_tasks_on_a_kill_and_loses_nothing(
                 bootstrap=kafka_bootstrap,
             )
         )
-        assert status["protocol"] == "consumer" and len(status["members"]) == 2
+        assert status["protocol"] == spoken and len(status["members"]) == 2
         workers[0].kill()
         produce_events(kafka_bootstrap, env["SF_TEST_INPUT"], events[2000:])
         wait_for(

@@ -12,6 +12,7 @@ from streamflow.runtime.dlq import parse_since
 from streamflow.runtime.http_endpoint import HttpEndpoint, WorkerCalls
 from streamflow.runtime.log_format import JsonFormatter
 from streamflow.runtime.metrics import Metrics, Snapshot, TaskFigures
+from streamflow.runtime.step_executor import AttemptId, LongAttempt
 
 
 def _families(text: str) -> dict[str, list]:
@@ -25,6 +26,11 @@ def _metrics() -> Metrics:
         tasks=[
             TaskFigures("0_0", "running", 10, 2.5, 1, [("in", 0, 7, 9)]),
             TaskFigures("0_1", "restoring", 0, 0.0, 0, [], restore_done=30, restore_total=100),
+        ],
+        long_attempts=[
+            LongAttempt(AttemptId("charge", "order-7", 2, 3, False), 75.5, 30.0, True),
+            LongAttempt(AttemptId("charge", "order-9", 0, 1, True), 64.0, None, False),
+            LongAttempt(AttemptId("mail", "order-7", 4, 1, False), 61.0, None, False),
         ],
     )
     for took in (0.002, 0.02, 0.2):
@@ -64,6 +70,8 @@ def test_rendered_text_parses_and_carries_the_counts() -> None:
     assert fams["streamflow_step_retries"][0].value == 2
     step_count = [s for s in fams["streamflow_step_latency_seconds"] if s.name.endswith("_count")]
     assert step_count[0].value == 2  # the timed-out attempt has no duration
+    hung = {s.labels["step"]: s.value for s in fams["streamflow_step_attempts_hung"]}
+    assert hung == {"charge": 2, "mail": 1}
     transitions = fams["streamflow_workflow_transitions"]
     assert [(s.labels["status"], s.value) for s in transitions] == [("completed", 1)]
 
@@ -81,6 +89,17 @@ def test_endpoint_serves_metrics_status_and_worker_calls() -> None:
         with urllib.request.urlopen(base + "/status", timeout=5) as r:
             body = json.loads(r.read())
         assert [t["state"] for t in body["tasks"]] == ["running", "restoring"]
+        assert body["hung_attempts"][0] == {
+            "step": "charge",
+            "instance_id": "order-7",
+            "seq": 2,
+            "attempt": 3,
+            "age_seconds": 75.5,
+            "timeout_seconds": 30.0,
+            "past_timeout": True,
+            "void": False,
+        }
+        assert len(body["hung_attempts"]) == 3
         import threading
 
         answer: list[bytes] = []
