@@ -194,3 +194,58 @@ def test_cancel_stops_running_attempts_and_nothing_lands_after_cancelled(
     }
     # Opened with 100 (no compensation for that); the hold never landed.
     assert wallets == {"w-1": 100}
+
+
+REBALANCE_APP = REPO / "tests" / "apps" / "entity_rebalance.py"
+
+
+def test_a_worker_joining_restarts_no_attempt_of_the_partitions_that_stay(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # The default protocol (auto: the consumer protocol on Kafka 4) rebalances incrementally:
+    # the first worker keeps running its staying tasks' attempts; only moved partitions' commands
+    # run again, on the newcomer. (Classic with the range assignor revoked every task, so the
+    # first worker started every in-flight attempt again itself.)
+    attempt_log, gate = tmp_path / "attempts.log", tmp_path / "gate"
+    env = {
+        "SF_TEST_APP": f"join-{uuid.uuid4().hex[:8]}",
+        "SF_ATTEMPT_LOG": str(attempt_log),
+        "SF_GATE": str(gate),
+    }
+    app = load_app_with_env(REBALANCE_APP, env)
+    client = app.client(kafka_bootstrap)
+    accounts = [f"acct-{i}" for i in range(16)]
+    first = WorkerProcess(REBALANCE_APP, kafka_bootstrap, tmp_path / "w1", env, tmp_path / "1.log")
+    second = None
+    try:
+        _ready(first)
+        for account in accounts:
+            client.start("pay", id=account, input=account)
+        deadline = time.monotonic() + 90
+        while _starts(attempt_log) < len(accounts):  # every attempt runs on the first worker
+            assert time.monotonic() < deadline, "the attempts did not all start"
+            time.sleep(0.2)
+        second = WorkerProcess(
+            REBALANCE_APP, kafka_bootstrap, tmp_path / "w2", env, tmp_path / "2.log"
+        )
+        _ready(second)
+        gate.touch()
+        records = _wait_done(kafka_bootstrap, f"done-{env['SF_TEST_APP']}", len(accounts), 120)
+    finally:
+        gate.touch()
+        for worker in (first, second):
+            if worker is not None and worker.alive():
+                worker.terminate()
+    assert sorted(m.key().decode() for m in records) == sorted(accounts)  # each done once
+    by_key: dict[str, list[str]] = {}
+    for line in attempt_log.read_text().splitlines():
+        pid, key = line.split()
+        by_key.setdefault(key, []).append(pid)
+    assert first.proc is not None
+    ran_twice_here = [k for k, pids in by_key.items() if pids.count(str(first.proc.pid)) > 1]
+    assert ran_twice_here == [], "the first worker started its own in-flight attempts again"
+    assert any(len(pids) == 1 for pids in by_key.values()), "no partition stayed"
+
+
+def _starts(attempt_log: Path) -> int:
+    return len(attempt_log.read_text().splitlines()) if attempt_log.exists() else 0
