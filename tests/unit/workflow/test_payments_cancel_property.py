@@ -2,8 +2,10 @@
 and no account changes once every transfer reports a final status.
 
 Driven through the in-process driver (real RocksDB stores, real step threads), with time moved
-by hand: cancels land before a transfer starts, while it waits for its approval, in retry
-backoffs of any step (failures are injected per attempt), between steps, and after it ended.
+by hand: cancels land before a transfer starts, while its step attempts run (starts and cancels
+are piped without waiting for the attempts: ledger calls take a few milliseconds), while it
+waits for its approval, in retry backoffs of any step (failures are injected per attempt),
+between steps, and after it ended.
 The truth is recomputed from each transfer's receipt alone: a ``completed`` receipt moved
 amount + fee, anything else moved nothing.
 """
@@ -18,9 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamflow.testing import TestDriver
+from streamflow.workflow.messages import Cancel, Start
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPOSITS = {"alice": 30_000, "bob": 2_000, "carol": 500}
+TRANSFER_FIELDS = ("source", "target", "amount")
 
 
 def _payments():
@@ -42,6 +46,7 @@ transfer = st.fixed_dictionaries(
         "amount": st.integers(1, 15_000),
         "cancel_at": st.one_of(st.none(), st.integers(-1, 12)),
         "approve_at": st.integers(0, 12),
+        "while_running": st.booleans(),
     }
 )
 
@@ -58,6 +63,7 @@ transfer = st.fixed_dictionaries(
 def test_cancels_and_transient_failures_conserve_money(transfers, failure_rate) -> None:
     m = PAYMENTS
     m.FAILURE_RATE = 0.0
+    m.LEDGER_LATENCY = 0.0
     with TestDriver(m.app, partitions=3) as driver:
         wf = driver.workflows
         for account, deposit in DEPOSITS.items():
@@ -66,6 +72,8 @@ def test_cancels_and_transient_failures_conserve_money(transfers, failure_rate) 
             )
         assert driver.store("accounts") == DEPOSITS
         m.FAILURE_RATE = failure_rate
+        m.LEDGER_LATENCY = 0.003  # attempts are still running when the next event comes
+        events = m.app.workflows.events_topic(m.transfer)
         ids = [f"t{i}" for i in range(len(transfers))]
         # Tick -1: cancels before the start (dead-lettered: no such instance yet).
         for tid, t in zip(ids, transfers, strict=True):
@@ -74,21 +82,20 @@ def test_cancels_and_transient_failures_conserve_money(transfers, failure_rate) 
         for tick in range(13):
             for tid, t in zip(ids, transfers, strict=True):
                 if tick == 0:
-                    wf.start(
-                        m.transfer,
-                        id=tid,
-                        input=m.Transfer(tid, t["source"], t["target"], t["amount"]),
-                    )
+                    start = Start(tid, {"id": tid, **{k: t[k] for k in TRANSFER_FIELDS}})
+                    driver.pipe(events, tid, start.to_json(), settle=False)
                 if t["approve_at"] == tick:
                     wf.signal(m.transfer, tid, "approved")
                 if t["cancel_at"] == tick:
-                    wf.cancel(m.transfer, tid)
+                    driver.pipe(events, tid, Cancel(tid).to_json(), settle=not t["while_running"])
             driver.advance_time(70)  # lands inside the ledger's 50 ms-doubling backoffs
         for _ in range(200):
             if all(wf.get(m.transfer, tid).done for tid in ids):
                 break
             driver.advance_time(1_000)
         m.FAILURE_RATE = 0.0
+        m.LEDGER_LATENCY = 0.0
+        driver.settle(timeout=60)
         views = {tid: wf.get(m.transfer, tid) for tid in ids}
         # Large transfers whose approval never came (cancel_at None, approve later) may wait.
         ended = {tid: v for tid, v in views.items() if v.done}
