@@ -48,20 +48,27 @@ def test_rolling_upgrade_parks_events_of_unknown_versions_and_completes_every_in
             120,
             what="every instance's first step",
         )
-        # Phase 2: an old worker joins; the instances' timers and later starts reach it.
+        # Phase 2: an old worker joins and the new one leaves (a rollout rolled back, or the
+        # old deploy winning the partitions): the v1 worker owns every partition. The v2
+        # instances' timers, and v2 starts, reach it.
         old = WorkerProcess(
             APP_FILE, kafka_bootstrap, tmp_path / "old", old_env, tmp_path / "old.log"
         )
-        time.sleep(8)  # the group rebalances and the 3 s sleeps come due on both workers
+        assert new.terminate() == 0
         for n in range(30, 50):
             pinned[client.start("order", id=f"o-{n}", input=n, version=2)] = 2
         parked_topic = f"{name}-order-parked-changelog"
         wait_for(
             lambda: len(read_topic(kafka_bootstrap, parked_topic)) > 0,
-            60,
+            90,
             what="events parked on the v1 worker",
         )
-        # Phase 3: the old worker stops; the new one takes its partitions and runs what waited.
+        # Phase 3: the new deploy comes back beside it, then the old worker stops; the new one
+        # takes every partition and runs what waited, in order.
+        new = WorkerProcess(
+            APP_FILE, kafka_bootstrap, tmp_path / "new", new_env, tmp_path / "new2.log"
+        )
+        time.sleep(5)  # side by side for a while
         assert old.terminate() == 0
         old = None
         # Phase 4: the old worker comes back upgraded, while instances still run.
