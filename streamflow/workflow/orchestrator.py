@@ -112,10 +112,13 @@ class Orchestrator:
         self.parked = rt.store(node.parked.name) if node.parked is not None else None
         self.parked_ids: dict[str, _Held] = {}
         """Instances with parked events: their newer events wait behind them."""
+        self._parked_loaded = False
+        """``parked_ids`` is read from the store on first use, never here: a task is built
+        before its stores are restored from their changelogs."""
         self._recheck_after: str | None = None
         """Where the start-up look at parked and suspended instances stands (None: done)."""
         if self.parked is not None:
-            self._load_parked()
+            self._recheck_after = ""
             rt.schedule(lambda now_ms: self._recheck_after is not None, self.recheck)
         rt.schedule(self.timers.due, self.fire)
         rt.on_abort(self.forget)
@@ -130,6 +133,8 @@ class Orchestrator:
         journal = self._journal(event.id)
         # Operators' terminate and purge need no workflow code: never parked.
         if self.parked is not None and not isinstance(event, (Terminate, Purge)):
+            if not self._parked_loaded:
+                self._load_parked()
             held = self.parked_ids.get(event.id)
             if journal is not None:
                 version = journal.header.get("version")
@@ -171,6 +176,7 @@ class Orchestrator:
         """The index of parked instances, from the store (at start, and after an abort)."""
         assert self.parked is not None
         self.parked_ids.clear()
+        self._parked_loaded = True
         for key, raw in self.parked.prefix_items(PARKED.encode()):
             instance_id, number = _parked_id(key), _parked_number(key)
             held = self.parked_ids.get(instance_id) or _Held()
@@ -219,6 +225,8 @@ class Orchestrator:
         """Once after the task starts (in batches): run parked events this worker now has the
         version of, and suspended instances whose code differs from what they failed in."""
         assert self.parked is not None
+        if not self._parked_loaded:
+            self._load_parked()
         after = self._recheck_after or ""
         seen = 0
         for key, value in self.parked.items():
@@ -363,8 +371,9 @@ class Orchestrator:
         self.machine.forget()
         self.journals.clear()
         self.timers.forget()
-        if self.parked is not None:
-            self._load_parked()  # and look again at what waits, from the top
+        if self.parked is not None:  # read the index again, and look at what waits from the top
+            self._parked_loaded = False
+            self._recheck_after = ""
 
     # -- durable timers --------------------------------------------------------------------------
 

@@ -84,7 +84,20 @@ def test_rolling_upgrade_parks_events_of_unknown_versions_and_completes_every_in
             views.update({v.id: v for v in client.list("order")})
             return len(views) == len(pinned) and all(v.done for v in views.values())  # type: ignore[attr-defined]
 
-        wait_for(all_done, 240, interval=2, what="every instance to complete")
+        try:
+            wait_for(all_done, 240, interval=2, what="every instance to complete")
+        except AssertionError:
+            waiting = {
+                i: (
+                    v.status,
+                    v.header.get("version"),
+                    [(e["kind"], e["status"]) for e in v.entries],
+                )  # type: ignore[attr-defined]
+                for i, v in views.items()
+                if not v.done  # type: ignore[attr-defined]
+            }
+            missing = sorted(set(pinned) - set(views))
+            raise AssertionError(f"not finished: {waiting}; never started: {missing}") from None
     finally:
         for worker in (new, old):
             if worker is not None:
