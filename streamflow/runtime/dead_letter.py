@@ -14,6 +14,12 @@ HEADER_TOPIC = "streamflow.source.topic"
 HEADER_PARTITION = "streamflow.source.partition"
 HEADER_OFFSET = "streamflow.source.offset"
 HEADER_TRACE = "streamflow.error.trace"
+HEADER_ANSWERED = "streamflow.answered"
+"""Set on a step command whose workflow was already answered with a failure when it was
+dead-lettered: replaying it would run the step (and change its entity) for a call the workflow
+has given up on, so it is never replayed; start the workflow again instead."""
+ANSWERED = "streamflow_answered"
+"""Attribute an exception carries (True) when the command it dead-letters was answered."""
 HEADER_TRUNCATED = "streamflow.truncated"
 """Set when the record was cut to fit the dead-letter topic: the original sizes, ``key,value``."""
 
@@ -56,6 +62,8 @@ def dead_letter_headers(
         (HEADER_OFFSET, str(offset).encode()),
         (HEADER_TRACE, trace[-8000:].encode()),
     ]
+    if getattr(exc, ANSWERED, False):
+        headers.append((HEADER_ANSWERED, b"1"))
     if original:
         headers.extend(original)
     return headers

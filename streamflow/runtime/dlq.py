@@ -39,6 +39,7 @@ from streamflow.runtime.dead_letter import (
     HEADER_STAGE,
     HEADER_TOPIC,
     HEADER_TRACE,
+    HEADER_ANSWERED,
     HEADER_TRUNCATED,
 )
 from streamflow.runtime.topic_reader import MissingTopic, read_to_end, reader_consumer
@@ -107,6 +108,12 @@ class DeadLetter:
         """None if it can be replayed; else why not."""
         if self.header(HEADER_TRUNCATED) is not None:
             return "cut to fit the dead-letter topic (not the original record)"
+        if self.header(HEADER_ANSWERED) is not None:
+            return (
+                "a step command its workflow was already answered for (a non-retryable "
+                "failure): replaying it would run the step for a call the workflow gave up "
+                "on; start the workflow again instead"
+            )
         if self.source is None:
             return "no source topic in its headers"
         return None

@@ -51,6 +51,7 @@ from confluent_kafka import KafkaException
 
 from streamflow.errors import ReplyRejected, ResultTooLarge, SerializationError
 from streamflow.runtime.completion_offsets import CompletionOffsets
+from streamflow.runtime.dead_letter import ANSWERED
 from streamflow.runtime.step_executor import Attempt, AttemptId
 from streamflow.runtime.task import client_broken
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push
@@ -306,6 +307,10 @@ class StepRunner:
         reply = dumps(command.failure(_error(exc), False).to_json())
         try:
             self._send_reply(command, reply)
+            try:  # its dead letter says so: replaying it would run a call given up on
+                setattr(exc, ANSWERED, True)
+            except AttributeError:
+                pass
         except KafkaException as refused:
             if client_broken(refused):
                 raise

@@ -287,3 +287,36 @@ def test_a_step_raising_with_a_huge_message_is_answered_with_the_message_cut() -
         message = driver.workflows.get(w, "l").result
     assert message.startswith("the service said: xxx") and len(message) < 10_000
     assert message.endswith("(2000018 characters)")
+
+
+def test_an_answered_command_is_never_replayed_from_the_dead_letter_topic() -> None:
+    """Its workflow already holds a non-retryable failure for the call: replaying the dead
+    letter would run the step (and change its entity) for a call the workflow gave up on."""
+    from streamflow.runtime.dead_letter import HEADER_ANSWERED
+    from streamflow.runtime.dlq import DeadLetter
+
+    app = App("answered")
+
+    @app.step
+    def charge(ctx, order: Order) -> int:
+        return order.amount
+
+    @app.workflow
+    async def pay(ctx, order: dict) -> str:
+        try:
+            return str(await ctx.step(charge, order))
+        except StepFailed as exc:
+            return exc.error_type
+
+    with TestDriver(app) as driver:
+        driver.workflows.start(pay, id="p1", input={"cents": 5})  # answered and dead-lettered
+        driver.pipe_raw("answered.step.charge", b"k", b'{"id": "x", "seq": 0}')  # not answered
+        answered, unanswered = driver.dead_letters()
+    letters = [
+        DeadLetter(0, i, 0, m.key(), m.value(), list(m.headers() or []))
+        for i, m in enumerate((answered, unanswered))
+    ]
+    assert dict(letters[0].headers)[HEADER_ANSWERED] == b"1"
+    assert "start the workflow again" in (letters[0].replayable or "")
+    assert HEADER_ANSWERED not in dict(letters[1].headers)
+    assert letters[1].replayable is None
