@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamflow.errors import StreamflowError
 from streamflow.runtime.dead_letter import (
+    HEADER_ANSWERED,
     HEADER_ERROR,
     HEADER_ERROR_TYPE,
     HEADER_OFFSET,
@@ -39,7 +40,6 @@ from streamflow.runtime.dead_letter import (
     HEADER_STAGE,
     HEADER_TOPIC,
     HEADER_TRACE,
-    HEADER_ANSWERED,
     HEADER_TRUNCATED,
 )
 from streamflow.runtime.topic_reader import MissingTopic, read_to_end, reader_consumer
