@@ -31,8 +31,8 @@ from streamflow.errors import ConfigError
 from streamflow.runtime.collector import (
     DeliveryCallback,
     Headers,
+    check_record_size,
     max_record_bytes,
-    record_too_large,
 )
 from streamflow.runtime.config import producer_config
 from streamflow.runtime.partitioner import partition_for
@@ -266,9 +266,7 @@ class TestDriver:
         timestamp: int | None,
         headers: Headers,
     ) -> None:
-        size = (0 if value is None else len(value)) + (0 if key is None else len(key))
-        if size > self.max_record_bytes:
-            raise record_too_large(topic, size, self.max_record_bytes)
+        check_record_size(topic, key, value, self.max_record_bytes)
         self._append(topic, key, value, partition, timestamp, headers)
 
     def _append(

@@ -30,6 +30,14 @@ def max_record_bytes(producer: Mapping[str, Any]) -> int:
 DEFAULT_MAX_RECORD_BYTES = max_record_bytes({})
 
 
+def check_record_size(topic: str, key: bytes | None, value: bytes | None, limit: int) -> None:
+    """Refuse a record over ``limit`` at the send that makes it: every collector (the
+    worker's and the test driver's) calls this one check, so both refuse the same records."""
+    size = (0 if value is None else len(value)) + (0 if key is None else len(key))
+    if size > limit:
+        raise record_too_large(topic, size, limit)
+
+
 def record_too_large(topic: str, size: int, limit: int) -> RecordTooLarge:
     return RecordTooLarge(
         f"a record for topic {topic!r} is {size} bytes (key + value), over the limit of "
@@ -88,9 +96,7 @@ class KafkaCollector:
         timestamp: int | None,
         headers: Headers,
     ) -> None:
-        size = (0 if value is None else len(value)) + (0 if key is None else len(key))
-        if size > self.max_record_bytes:
-            raise record_too_large(topic, size, self.max_record_bytes)
+        check_record_size(topic, key, value, self.max_record_bytes)
         # topic, value, key and partition positionally (faster to parse); the rest by keyword,
         # because produce()'s fifth and sixth positional slots are both delivery callbacks.
         try:
