@@ -143,7 +143,9 @@ def run(
         # Warm-up: until workers have their tasks running and a first wave of workflows has gone
         # through every partition, latencies measure start-up, not the engine. Not timed.
         _drive(producer, reader, events, "warm", warmup, rate, timeout=120)
+        cpu_before = _workers_cpu_s(procs)
         started, done, t0 = _drive(producer, reader, events, "i", instances, rate, timeout=300)
+        cpu_used = _workers_cpu_s(procs) - cpu_before
         elapsed = max(done.values()) - t0
         latencies = [1000 * (done[k] - started[k]) for k in done]
         if os.environ.get("SF_BENCH_VERBOSE"):
@@ -153,6 +155,7 @@ def run(
             "p50_ms": _percentile(latencies, 0.5),
             "p99_ms": _percentile(latencies, 0.99),
             "elapsed_s": elapsed,
+            "worker_cpu_ms_per_workflow": round(1000 * cpu_used / instances, 3),
             "peak_rss_mb": _workers_rss(procs),
         }
     finally:
@@ -237,6 +240,20 @@ def _wait_for_group(work: Path, workers: int, quiet_s: float = 3.0) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"workers did not settle in their group within 120 s (logs in {work})")
+
+
+def _workers_cpu_s(procs: list[subprocess.Popen]) -> float:
+    """User + system CPU seconds the workers have used so far: on a machine shared with the
+    broker and the bench itself, CPU per workflow moves far less between runs than wall time."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in procs:
+        try:
+            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def _workers_rss(procs: list[subprocess.Popen]) -> float:

@@ -96,7 +96,10 @@ class KafkaCollector:
         timestamp: int | None,
         headers: Headers,
     ) -> None:
-        check_record_size(topic, key, value, self.max_record_bytes)
+        if (0 if value is None else len(value)) + (0 if key is None else len(key)) > (
+            self.max_record_bytes
+        ):  # check_record_size, inline: this is the hot path of every record sent
+            check_record_size(topic, key, value, self.max_record_bytes)
         # topic, value, key and partition positionally (faster to parse); the rest by keyword,
         # because produce()'s fifth and sixth positional slots are both delivery callbacks.
         try:

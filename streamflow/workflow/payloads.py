@@ -38,8 +38,23 @@ AVRO = "$avro"
 """The key of a packed payload: ``{"$avro": base64 of the wire-format bytes}``."""
 
 
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
 def to_plain(value: Any) -> Any:
-    """The JSON shape of ``value`` (dataclasses become dicts), as it will be after a round trip."""
+    """The JSON shape of ``value`` (dataclasses become dicts), as it will be after a round trip.
+
+    Scalars the round trip would give back unchanged skip it: it runs for every step argument
+    and result. (A float may not: NaN becomes null; an int JSON cannot hold, or a string that
+    is not valid UTF-8, must still fail here, naming the call.)"""
+    kind = type(value)
+    if (
+        value is None
+        or kind is bool
+        or (kind is int and _INT64_MIN <= value <= _UINT64_MAX)
+        or (kind is str and value.isascii())
+    ):
+        return value
     return orjson.loads(dumps(value))
 
 

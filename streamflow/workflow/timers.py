@@ -9,10 +9,9 @@ run of its instance; the orchestrator drops one that fires into another run.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from streamflow.workflow.messages import TimerFired
+from streamflow.workflow.messages import TimerFired, record
 
 SLEEP, SIGNAL_TIMEOUT, RETRY = "sleep", "signal_timeout", "retry"
 STEP_DEADLINE, WORKFLOW_TIMEOUT = "step_deadline", "workflow_timeout"
@@ -24,7 +23,7 @@ MAX_FIRED_PER_PUNCTUATION = 1000
 """Timers fired per punctuation: a backlog of due timers must not make one huge transaction."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Timer:
     due_ms: int
     instance_id: str
