@@ -20,6 +20,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import engine_bench  # noqa: E402
+import client_bench  # noqa: E402
 import workflow_bench  # noqa: E402
 
 ENGINE_ROWS = [
@@ -245,12 +246,67 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
+def client_rows(bootstrap: str, instances: int = 20_000) -> list[dict]:
+    """The workflow client: lookups of finished instances, start→wait, starts per second.
+    The peer is the changelog scan every ``get`` made before lookups asked the workers."""
+    r = client_bench.run(bootstrap, instances)
+    base = {"system": "streamflow", "p99_ms": None, "peak_rss_mb": None}
+    return [
+        {
+            **base,
+            "workload": f"client.get of a finished instance, {instances} in the store",
+            "records_per_s": None,
+            "p50_ms": round(r["get_p50_ms"], 2),
+            "p99_ms": round(r["get_p99_ms"], 2),
+        },
+        {
+            **base,
+            "system": "changelog scan (get before)",
+            "workload": f"client.get of a finished instance, {instances} in the store",
+            "records_per_s": None,
+            "p50_ms": round(r["changelog_scan_get_p50_ms"], 1),
+        },
+        {
+            **base,
+            "workload": "1-step workflow, start→client.wait, one at a time",
+            "records_per_s": None,
+            "p50_ms": round(r["start_wait_p50_ms"], 1),
+            "p99_ms": round(r["start_wait_p99_ms"], 1),
+        },
+        {
+            **base,
+            "system": "completion seen on the changelog",
+            "workload": "1-step workflow, start→completion, one at a time",
+            "records_per_s": None,
+            "p50_ms": round(r["start_completion_on_topic_p50_ms"], 1),
+        },
+        {
+            **base,
+            "workload": "starts/s from one client: start_many (sync)",
+            "records_per_s": round(r["start_many_per_s"]),
+            "p50_ms": None,
+        },
+        {
+            **base,
+            "workload": "starts/s from one client: start_many (async)",
+            "records_per_s": round(r["async_start_many_per_s"]),
+            "p50_ms": None,
+        },
+        {
+            **base,
+            "workload": "starts/s from one client: start, one at a time",
+            "records_per_s": round(r["start_one_at_a_time_per_s"]),
+            "p50_ms": None,
+        },
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--workflows", type=int, default=5_000)
-    parser.add_argument("--only", choices=["engine", "workflows", "io", "avro"])
+    parser.add_argument("--only", choices=["engine", "workflows", "io", "avro", "client"])
     args = parser.parse_args()
     rows: list[dict] = []
     if args.only in (None, "workflows", "engine"):
@@ -264,6 +320,8 @@ def main() -> None:
         rows += engine_rows(args.bootstrap, args.records)
     if args.only in (None, "avro"):
         rows += avro_rows()
+    if args.only in (None, "client"):
+        rows += client_rows(args.bootstrap)
     print_table(rows)
     # bench/peers_bench.py's rows ("suite": "peers") stay: make bench runs it after this.
     path = HERE / "results.json"

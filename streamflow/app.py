@@ -28,6 +28,7 @@ from streamflow.workflow.compiler import WorkflowRegistry
 
 if TYPE_CHECKING:
     from streamflow.runtime.worker import Worker
+    from streamflow.workflow.async_client import AsyncWorkflowClient
 
 
 class App:
@@ -205,6 +206,12 @@ class App:
     def client(self, bootstrap: str | None = None) -> WorkflowClient:
         """Start, signal, cancel and query workflow instances from any process."""
         return WorkflowClient(self, bootstrap)
+
+    def async_client(self, bootstrap: str | None = None) -> AsyncWorkflowClient:
+        """``client()`` for asyncio code: every method is a coroutine."""
+        from streamflow.workflow.async_client import AsyncWorkflowClient
+
+        return AsyncWorkflowClient(self, bootstrap)
 
     # -- declarations ----------------------------------------------------------------------------
 

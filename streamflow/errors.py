@@ -27,6 +27,11 @@ class StoreError(StreamflowError):
     """A state store could not be opened, read, written or restored."""
 
 
+class StoreClosed(StoreError):
+    """A store was read after its task closed it (the task moved to another worker): the
+    reader asks again where the task runs now."""
+
+
 class SchemaError(StreamflowError):
     """A schema cannot be parsed or resolved."""
 
@@ -70,6 +75,11 @@ class AuthorizationFailed(ClusterAccessError):
 class RecordTooLarge(SerializationError):
     """A record (an output, a store write's changelog record, a step's reply) is larger than
     the producer accepts: it fails the record that made it, never the commit."""
+
+
+class PayloadTooLarge(RecordTooLarge):
+    """A command a client sends (a start's input, a signal's payload) is over the record
+    limit: refused at the client, naming the workflow, the instance, the size and the limit."""
 
 
 class ResultTooLarge(RecordTooLarge):

@@ -65,7 +65,13 @@ def _configure_logging(verbose: int, log_format: str = "text") -> None:
     "--http-port",
     type=int,
     envvar="STREAMFLOW_HTTP_PORT",
-    help="Serve /metrics (Prometheus), /status and store queries on this port (0: any free).",
+    help="Serve /metrics (Prometheus), /status and queries on this port (default: any free).",
+)
+@click.option(
+    "--no-http",
+    is_flag=True,
+    envvar="STREAMFLOW_NO_HTTP",
+    help="Serve no HTTP endpoint (clients then read instances from the changelogs: slower).",
 )
 @click.option(
     "--http-host",
@@ -112,6 +118,7 @@ def run(
     guarantee: str | None,
     commit_interval: float | None,
     http_port: int | None,
+    no_http: bool,
     http_host: str,
     log_format: str,
     group_protocol: str | None,
@@ -153,9 +160,11 @@ def run(
         changes["num_standbys"] = num_standbys
     if group_protocol is not None:
         changes["group_protocol"] = group_protocol
-    if http_port is not None:
+    changes["http_host"] = http_host
+    if no_http:
+        changes["http_port"] = None
+    elif http_port is not None:
         changes["http_port"] = http_port
-        changes["http_host"] = http_host
     config = replace(app.config, **changes)  # type: ignore[arg-type]
     try:
         Worker(app.topology, config, app.dead_letter_topic).run()

@@ -44,9 +44,10 @@ class AppConfig:
     where the brokers offer it, else classic (``runtime/group_protocol``)."""
     num_standbys: int = 0
     """Workers besides the owner that keep a warm copy of each task's stores (``standby``)."""
-    http_port: int | None = None
-    """Serve ``/metrics``, ``/status`` and store queries on this port (0: any free one);
-    None: no endpoint."""
+    http_port: int | None = 0
+    """Serve ``/metrics``, ``/status`` and queries on this port (0, the default: any free
+    one); None: no endpoint. Clients find a worker's endpoint through the group, so
+    ``client.get``/``wait`` ask the owning worker instead of reading a changelog."""
     http_host: str = "127.0.0.1"
     session_timeout_ms: int = 10_000
     transaction_timeout_ms: int = 10_000

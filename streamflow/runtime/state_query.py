@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from streamflow.errors import StreamflowError
+from streamflow.errors import StoreClosed, StreamflowError
 from streamflow.runtime.group_status import endpoint_of, fetch_json
 from streamflow.runtime.http_endpoint import QueryError
 from streamflow.runtime.topic_reader import MissingTopic, read_to_end
@@ -38,6 +38,9 @@ MAX_SCAN = 100_000
 """The most entries one worker scans for a query: it scans on its own thread, between
 batches, and must not keep a transaction open for long (a scan of 100,000 takes ~0.3 s)."""
 QUERY_TIMEOUT_S = 5.0
+MAX_WAIT_S = 30.0
+"""The longest one long poll (``/journal/...&wait=S``) is held: a client waiting longer asks
+again, so a worker that went away is noticed."""
 SETTLE_S = 10.0
 """How long a query waits for tasks on the move (a rebalance) to run again somewhere."""
 
@@ -138,6 +141,76 @@ class WorkerQueries:
         body = self.call(lambda: self._headers(spec, after, status, limit))
         return 200, _dumps(body), "application/json"
 
+    def journal(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str]:
+        """``/journal/<instances store>?id=ID[&task=T][&wait=S]``: one instance's header and
+        entries, read on the HTTP thread from the task that holds it (committed values only;
+        the store guards its reads against a concurrent close). With ``wait``, a long poll:
+        the answer comes when the instance has ended, or after ``S`` seconds with what it is
+        then, woken by the commit that writes its header, never by polling.
+
+        409 when this worker does not hold the instance's task (it moved, or never was here):
+        the client asks the group again."""
+        from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
+
+        name = urllib.parse.unquote(path.removeprefix("/journal/"))
+        spec = self.specs.get(name)
+        if spec is None:
+            raise QueryError(404, f"no store {name!r} in this app")
+        instance_id = query.get("id", [""])[0]
+        if not instance_id:
+            raise QueryError(400, "id is required")
+        wanted = query.get("task", [None])[0]
+        try:
+            wait = min(MAX_WAIT_S, max(0.0, float(query.get("wait", ["0"])[0])))
+        except ValueError:
+            raise QueryError(400, "wait must be a number of seconds") from None
+        head_kb = (instance_id + HEADER).encode()
+        deadline = time.monotonic() + wait
+        header: dict[str, Any] | None = None
+        while True:
+            held = [t for t in self._tasks_of(spec) if wanted is None or t.id == wanted]
+            if not held:
+                raise QueryError(409, f"task {wanted} is not on this worker")
+            if len(held) > 1:  # no task named: look in each, and answer at once
+                for task in held:
+                    header = self._committed(task, spec, head_kb)
+                    if header is not None:
+                        break
+                break
+            task = held[0]
+            store = _opened(task, spec)
+            # Armed before the read: a commit between the read and the wait still wakes it.
+            watched = store.watch(head_kb) if wait else None
+            try:
+                header = self._committed(task, spec, head_kb)
+                remaining = deadline - time.monotonic()
+                ended = header is not None and header.get("status") in TERMINAL
+                if watched is None or ended or remaining <= 0:
+                    break
+                watched.wait(remaining)  # a commit wrote its header, or the store closed
+            finally:
+                if watched is not None:
+                    store.unwatch(head_kb, watched)
+        body: dict[str, Any] = {"found": header is not None, "task": task.id, **self._who()}
+        if header is not None:
+            try:
+                entries = _opened(task, spec).committed_prefix(
+                    (instance_id + ENTRY).encode(), MAX_SCAN
+                )
+            except StoreClosed:
+                raise QueryError(409, f"task {task.id} moved off this worker") from None
+            body["done"] = header.get("status") in TERMINAL
+            body["header"] = header
+            body["entries"] = [value for _, value in entries]
+        return 200, _dumps(body), "application/json"
+
+    @staticmethod
+    def _committed(task: Any, spec: StoreSpec, kb: bytes) -> Any:
+        try:
+            return _opened(task, spec).committed_get(kb, None)
+        except StoreClosed:
+            raise QueryError(409, f"task {task.id} moved off this worker") from None
+
     def _headers(
         self, spec: StoreSpec, after: str | None, status: str | None, limit: int
     ) -> dict[str, Any]:
@@ -216,6 +289,15 @@ class WorkerQueries:
 
 
 _MISSING: Any = object()
+
+
+def _opened(task: Any, spec: StoreSpec) -> Any:
+    """``task``'s store of ``spec`` if it is open: a query thread never opens one (only the
+    worker thread does, as the task starts)."""
+    store = task.stores.get(spec.name)
+    if store is None or store.closed:
+        raise QueryError(409, f"task {task.id} does not serve {spec.name!r} right now")
+    return store
 
 
 def header_summary(header: dict[str, Any]) -> dict[str, Any]:

@@ -138,6 +138,7 @@ class Worker:
                 )
                 self.endpoint.routes["/state/"] = queries.route
                 self.endpoint.routes["/instances/"] = queries.instances
+                self.endpoint.routes["/journal/"] = queries.journal
                 self.endpoint.refresh = lambda: self.calls.call(self._publish, 2.0)
                 self.endpoint.start()
             connection = AdminConnection(cfg.kafka, cfg.bootstrap)
@@ -485,7 +486,8 @@ class Worker:
 
     def _running_task_list(self) -> list[Task]:
         """The tasks processing records now (restored): what a query may read."""
-        return [t for t in self._tasks.values() if self._route_of(t)]
+        # list() copies in one C call: the HTTP threads ask while the worker thread changes it.
+        return [t for t in list(self._tasks.values()) if self._route_of(t)]
 
     def _advertised(self) -> str:
         """The endpoint's address as other hosts reach it (a wildcard bind names this host)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch
 
-from streamflow.errors import SerializationError, StoreError
+from streamflow.errors import SerializationError, StoreClosed, StoreError
 from streamflow.serde.base import Serde
 from streamflow.state.write_buffer import TOMBSTONE, WriteBuffer
 
@@ -75,6 +76,12 @@ class KeyValueStore:
         self.undo: UndoLog = []
         """Where each write notes what it replaced; the task shares one log among its stores
         and rolls a failed record's writes back with it (a savepoint is the log's length)."""
+        self._closed = False
+        self._close_guard = threading.Lock()
+        """Held by a committed read from another thread (a query) and by ``close``: a read
+        never touches a closed RocksDB handle. The worker's own reads and writes skip it."""
+        self._watchers: dict[bytes, list[threading.Event]] = {}
+        """Keys someone waits to see committed (``watch``): woken by ``apply`` and ``close``."""
         self._db = self._open(path)
         self._meta = self._db.get_column_family_handle(_META_CF)
         self._meta_cf = self._db.get_column_family(_META_CF)
@@ -109,9 +116,16 @@ class KeyValueStore:
     def close(self) -> None:
         # rocksdict releases the RocksDB LOCK only when every handle is gone, so drop them all:
         # a task that moves away and back to this worker must be able to reopen its store.
-        self._meta_cf.close()
-        self._db.close()
-        del self._meta, self._meta_cf, self._db
+        with self._close_guard:
+            self._closed = True
+            self._meta_cf.close()
+            self._db.close()
+            del self._meta, self._meta_cf, self._db
+        self._wake(list(self._watchers))  # their answer is elsewhere now: let them ask again
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # -- reads and writes (the processor API) ---------------------------------------------------
 
@@ -261,11 +275,57 @@ class KeyValueStore:
 
     def committed_get(self, kb: bytes, default: Any = None) -> Any:
         """The committed value of an encoded key, never this cycle's write: what a query
-        outside the transaction may see (``runtime/state_query``)."""
-        raw = self._cache.get(kb)
-        if raw is None:
-            raw = self._db.get(kb)
+        outside the transaction may see (``runtime/state_query``). Safe from any thread:
+        RocksDB reads run beside the worker's writes; a closed store raises ``StoreClosed``."""
+        with self._close_guard:
+            if self._closed:
+                raise StoreClosed(f"store {self.name!r} was closed (its task moved)")
+            raw = self._cache.get(kb)
+            if raw is None:
+                raw = self._db.get(kb)
         return default if raw is None else self._value_deserialize(raw)
+
+    def committed_prefix(
+        self, prefix: bytes, limit: int, after: bytes | None = None
+    ) -> list[tuple[Any, Any]]:
+        """``committed_items`` read whole, at most ``limit`` entries: the thread-safe form (an
+        iterator could outlive the store's close)."""
+        with self._close_guard:
+            if self._closed:
+                raise StoreClosed(f"store {self.name!r} was closed (its task moved)")
+            found = []
+            for item in self.committed_items(prefix, after):
+                found.append(item)
+                if len(found) >= limit:
+                    break
+            return found
+
+    # -- watching keys (long polls) --------------------------------------------------------------
+
+    def watch(self, kb: bytes) -> threading.Event:
+        """An event set when a commit writes ``kb`` (or the store closes): how a query waits
+        for a change without polling. Call ``unwatch`` with it when done waiting."""
+        event = threading.Event()
+        self._watchers.setdefault(kb, []).append(event)
+        if self._closed:
+            event.set()
+        return event
+
+    def unwatch(self, kb: bytes, event: threading.Event) -> None:
+        waiting = self._watchers.get(kb)
+        if waiting is not None:
+            try:
+                waiting.remove(event)
+            except ValueError:
+                pass
+            if not waiting:
+                self._watchers.pop(kb, None)
+
+    def _wake(self, keys: list[bytes]) -> None:
+        watchers = self._watchers
+        for kb in keys:
+            for event in tuple(watchers.get(kb, ())):
+                event.set()
 
     def committed_items(
         self, prefix: bytes = b"", after: bytes | None = None
@@ -317,6 +377,8 @@ class KeyValueStore:
         if checkpoint is not None:
             self._put_checkpoint(batch, checkpoint)
         self._db.write(batch)
+        if self._watchers:  # one check per commit: nobody waits in the common case
+            self._wake([kb for kb, _ in self._pending])
         self._pending = []
         self.buffer.clear()
         self.undo.clear()

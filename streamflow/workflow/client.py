@@ -1,8 +1,9 @@
 """Start, signal, cancel and query workflow instances from any process.
 
-Commands are records on the workflow's events topic, keyed by instance id; queries read the
-instance's journal from the ``<workflow>-instances`` changelog (the partition of the id), so a
-client needs nothing but Kafka.
+Commands are records on the workflow's events topic, keyed by instance id. Queries ask the
+worker that owns the instance (``workflow/lookup.py``); when no worker serves an endpoint they
+read the instance's journal from the ``<workflow>-instances`` changelog (the partition of the
+id), so a client needs nothing but Kafka either way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +21,15 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamflow.errors import ConfigError, KafkaUnavailable
+from streamflow.runtime.collector import max_record_bytes
 from streamflow.runtime.kafka_settings import KafkaSettings
 from streamflow.runtime.partitioner import partition_for
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.serde.registry.settings import RegistrySettings
+from streamflow.workflow.deliveries import DELIVERY_TIMEOUT_S, Deliveries, check_payload_size
 from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
+from streamflow.workflow.lookup import Owners, asking, run_blocking
 from streamflow.workflow.messages import (
     Cancel,
     Event,
@@ -62,6 +69,14 @@ class InstanceView:
         return self.status in TERMINAL
 
 
+def _check_id(workflow: Any, instance_id: Any) -> None:
+    if not isinstance(instance_id, str) or not instance_id:
+        raise TypeError(
+            f"start({workflow!r}, id=...): the instance id must be a non-empty str, "
+            f"not {instance_id!r}"
+        )
+
+
 class WorkflowCommands:
     """Start, signal and cancel as events on a workflow's events topic; how they travel and how
     journals are read is the subclass's: Kafka (``WorkflowClient``) or the test driver."""
@@ -91,19 +106,28 @@ class WorkflowCommands:
         version: int | None = None,
     ) -> str:
         """Start an instance; a second start with the same id leaves the first one running."""
-        wdef = self._version(workflow, version)
-        if not isinstance(id, str) or not id:
-            raise TypeError(
-                f"start({workflow!r}, id=...): the instance id must be a non-empty str, not {id!r}"
-            )
-        self._send(workflow, id, Start(id, self._pack(wdef.input, input), version))
+        self._send(workflow, id, self._start_event(workflow, id, input, version))
         return id
 
-    def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:
+    def start_many(
+        self, workflow: Any, starts: Iterable[tuple[str, Any]], version: int | None = None
+    ) -> list[str]:
+        """Start many instances (``(id, input)`` pairs); returns their ids."""
+        return [self.start(workflow, id=i, input=value, version=version) for i, value in starts]
+
+    def _start_event(self, workflow: Any, id: str, input: Any, version: int | None) -> Start:
+        wdef = self._version(workflow, version)
+        _check_id(workflow, id)
+        return Start(id, self._pack(wdef.input, input), version)
+
+    def _signal_event(self, workflow: Any, id: str, name: str, payload: Any) -> Signal:
         # The instance may be pinned to another version: the newest one's declaration is a
         # compatible version of its schema, so the orchestrator reads it either way.
         serde = self._version(workflow, None).signal_serde(name)
-        self._send(workflow, id, Signal(id, name, self._pack(serde, payload)))
+        return Signal(id, name, self._pack(serde, payload))
+
+    def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:
+        self._send(workflow, id, self._signal_event(workflow, id, name, payload))
 
     def cancel(self, workflow: Any, id: str) -> None:
         """Stop the instance: ``Cancelled`` is raised at its current await, its timers are
@@ -138,38 +162,122 @@ class WorkflowCommands:
 
 
 class WorkflowClient(WorkflowCommands):
-    """``app.client()``: talks to a running app through its topics."""
+    """``app.client()``: talks to a running app through its topics and its workers.
+
+    Commands are produced without a flush per call: a command returns once the broker has
+    acknowledged its record, and commands made meanwhile (other threads, ``start_many``) share
+    the batches. Lookups ask the worker that owns the instance (``workflow/lookup.py``).
+    """
 
     def __init__(self, app: Any, bootstrap: str | None = None) -> None:
         super().__init__(app)
         self._bootstrap = bootstrap or app.config.bootstrap
         self._settings: dict[str, str] = dict(app.config.kafka.values)
-        self._producer = Producer(
-            {
-                "bootstrap.servers": self._bootstrap,
-                "linger.ms": 1,
-                "enable.idempotence": True,
-                "partitioner": "murmur2_random",
-                **self._settings,
-            }
-        )
+        producer_conf = {
+            "bootstrap.servers": self._bootstrap,
+            "linger.ms": 2,
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+            **self._settings,
+        }
+        self._producer = Producer(producer_conf)
+        self._max_record_bytes = max_record_bytes(producer_conf)
+        self._deliveries = Deliveries(self._producer)
+        self._owners = Owners(app, {"bootstrap.servers": self._bootstrap, **self._settings})
+        self._partition_counts: dict[str, int] = {}
+
+    def close(self) -> None:
+        """Deliver what is in flight and stop the delivery thread."""
+        self._deliveries.close()
+
+    def __enter__(self) -> WorkflowClient:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    # -- commands ---------------------------------------------------------------------------------
 
     def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
-        topic = self._registry.events_topic(workflow)
+        delivered = self._produce(workflow, instance_id, event)
         try:
-            self._producer.produce(topic, dumps(event.to_json()), instance_id.encode())
-        except KafkaException as exc:
-            if exc.args[0].code() == KafkaError._UNKNOWN_TOPIC:
-                raise ConfigError(
-                    f"topic {topic!r} does not exist on {self._bootstrap}: start a worker of app "
-                    f"{self._app.name!r} once (`streamflow run`), it creates its topics"
-                ) from exc
-            raise
-        if self._producer.flush(30):
+            delivered.result(DELIVERY_TIMEOUT_S)
+        except FutureTimeout:
             raise KafkaUnavailable(
                 f"could not deliver {type(event).__name__} for {instance_id!r} to "
-                f"{topic!r} within 30 s; is {self._bootstrap} reachable?"
+                f"{self._registry.events_topic(workflow)!r} within {DELIVERY_TIMEOUT_S:.0f} s; "
+                f"is {self._bootstrap} reachable?"
+            ) from None
+
+    def _produce(self, workflow: Any, instance_id: str, event: Event) -> Future[None]:
+        """Queue ``event``'s record; the future is done when the broker acknowledged it."""
+        topic = self._registry.events_topic(workflow)
+        value = dumps(event.to_json())
+        key = instance_id.encode()
+        if len(key) + len(value) > self._max_record_bytes:
+            check_payload_size(
+                f"{type(event).__name__.lower()} of {self._registry.node_of(workflow).workflow} "
+                f"instance {instance_id!r}",
+                len(key) + len(value),
+                self._max_record_bytes,
             )
+        try:
+            return self._deliveries.produce(topic, key, value)
+        except KafkaException as exc:
+            raise self._unknown_topic(topic, exc) from exc
+
+    def _unknown_topic(self, topic: str, exc: KafkaException) -> Exception:
+        if exc.args[0].code() == KafkaError._UNKNOWN_TOPIC:
+            return ConfigError(
+                f"topic {topic!r} does not exist on {self._bootstrap}: start a worker of app "
+                f"{self._app.name!r} once (`streamflow run`), it creates its topics"
+            )
+        return exc
+
+    def start_many(
+        self, workflow: Any, starts: Iterable[tuple[str, Any]], version: int | None = None
+    ) -> list[str]:
+        """Start many instances at once (``(id, input)`` pairs): every record is queued, then
+        all are waited for together. Returns the ids; raises after the whole batch if any
+        start was not delivered (a start is idempotent: sending the batch again is safe)."""
+        ids, delivered = self._produce_starts(workflow, starts, version)
+        try:
+            refused = delivered.result(DELIVERY_TIMEOUT_S)
+        except FutureTimeout:
+            raise KafkaUnavailable(
+                f"starts of {len(ids)} instances were not all acknowledged within "
+                f"{DELIVERY_TIMEOUT_S:.0f} s (send them again: starts are idempotent); is "
+                f"{self._bootstrap} reachable?"
+            ) from None
+        _raise_undelivered(refused, len(ids))
+        return ids
+
+    def _produce_starts(
+        self, workflow: Any, starts: Iterable[tuple[str, Any]], version: int | None
+    ) -> tuple[list[str], Future[list[tuple[bytes, KafkaError]]]]:
+        """Encode and check every start first (a bad one sends none), then queue them all."""
+        wdef = self._version(workflow, version)
+        serde = wdef.input
+        self._bind(serde)
+        name = self._registry.node_of(workflow).workflow
+        limit = self._max_record_bytes
+        ids: list[str] = []
+        records: list[tuple[bytes, bytes]] = []
+        for instance_id, value in starts:
+            _check_id(workflow, instance_id)
+            key = instance_id.encode()
+            encoded = dumps(Start(instance_id, pack(serde, value), version).to_json())
+            if len(key) + len(encoded) > limit:
+                check_payload_size(
+                    f"start of {name} instance {instance_id!r}", len(key) + len(encoded), limit
+                )
+            ids.append(instance_id)
+            records.append((key, encoded))
+        topic = self._registry.events_topic(workflow)
+        try:
+            return ids, self._deliveries.produce_many(topic, records)
+        except KafkaException as exc:
+            raise self._unknown_topic(topic, exc) from exc
 
     def _bind(self, serde: AvroSerde | None) -> None:
         if serde is not None and serde.schema_id is None:
@@ -183,9 +291,51 @@ class WorkflowClient(WorkflowCommands):
                 ),
             )
 
-    def get(self, workflow: Any, id: str) -> InstanceView | None:
+    # -- lookups ----------------------------------------------------------------------------------
+
+    def _asking(self, workflow: Any, id: str, wait: float) -> Any:
         node = self._registry.node_of(workflow)
-        changelog = node.instances.changelog
+        store = node.instances
+        task = self._owners.task_of(store, self._partitions(store.changelog), id)
+        return asking(self._owners, store.name, task, id, wait)
+
+    def get(self, workflow: Any, id: str) -> InstanceView | None:
+        """The instance as the worker that owns it last committed it (None: no such id).
+        Read from the changelog only when no worker serves an endpoint."""
+        answer = run_blocking(self._asking(workflow, id, 0.0))
+        if answer is None:
+            return self._get_from_changelog(workflow, id)
+        return self._answered(workflow, id, answer)
+
+    def wait(self, workflow: Any, id: str, timeout: float = 30.0) -> InstanceView:
+        """Until the instance has ended: the owning worker answers when its last commit lands
+        (a long poll), so this reacts within a commit, without polling."""
+        deadline = time.monotonic() + timeout
+        view: InstanceView | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            answer = run_blocking(self._asking(workflow, id, max(0.0, remaining)))
+            if answer is None:  # no worker answers: the changelog, every so often
+                view = self._get_from_changelog(workflow, id)
+                if view is None or not view.done:
+                    time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            else:
+                view = self._answered(workflow, id, answer)
+            if view is not None and view.done:
+                return view
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"instance {id!r} not finished after {timeout}s "
+                    f"(status: {view.status if view else 'not started'})"
+                )
+
+    def _answered(self, workflow: Any, id: str, answer: dict[str, Any]) -> InstanceView | None:
+        if not answer.get("found"):
+            return None
+        return self._viewed(workflow, InstanceView(id, answer["header"], answer["entries"]))
+
+    def _get_from_changelog(self, workflow: Any, id: str) -> InstanceView | None:
+        changelog = self._registry.node_of(workflow).instances.changelog
         partitions = self._partitions(changelog)
         found = self._scan(changelog, [partition_for(id.encode(), partitions)], id).get(id)
         return None if found is None else self._viewed(workflow, found)
@@ -200,22 +350,14 @@ class WorkflowClient(WorkflowCommands):
             key=lambda v: v.header.get("started_ms", 0),
         )
 
-    def wait(self, workflow: Any, id: str, timeout: float = 30.0) -> InstanceView:
-        deadline = time.monotonic() + timeout
-        while True:
-            view = self.get(workflow, id)
-            if view is not None and view.done:
-                return view
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"instance {id!r} not finished after {timeout}s "
-                    f"(status: {view.status if view else 'not started'})"
-                )
-            time.sleep(0.2)
-
     def _partitions(self, topic: str) -> int:
-        metadata = self._producer.list_topics(topic, timeout=10)
-        return len(metadata.topics[topic].partitions)
+        count = self._partition_counts.get(topic)
+        if count is None:
+            metadata = self._producer.list_topics(topic, timeout=10)
+            count = len(metadata.topics[topic].partitions)
+            if count:  # a topic not created yet has none: ask again next time
+                self._partition_counts[topic] = count
+        return count
 
     def _scan(self, topic: str, partitions: Any, only: str | None) -> dict[str, InstanceView]:
         consumer = Consumer(
@@ -264,6 +406,15 @@ class WorkflowClient(WorkflowCommands):
             if instance_id in views:
                 views[instance_id].entries.append(value)
         return views
+
+
+def _raise_undelivered(refused: list[tuple[bytes, KafkaError]], total: int) -> None:
+    if refused:
+        shown = "; ".join(f"{key.decode()}: {err.str()}" for key, err in refused[:5])
+        raise KafkaUnavailable(
+            f"{len(refused)} of {total} starts were not delivered (send them again: starts "
+            f"are idempotent): {shown}"
+        )
 
 
 @dataclass(frozen=True)

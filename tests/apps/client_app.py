@@ -1,0 +1,24 @@
+"""A small app for the client tests: a one-step workflow and one that waits for a signal."""
+
+import os
+from datetime import timedelta
+
+from streamflow import App
+
+app = App(os.environ.get("SF_TEST_APP", "client-app"), partitions=3)
+
+
+@app.step
+def measure(ctx, text: str) -> int:
+    return len(text)
+
+
+@app.workflow
+async def sized(ctx, text: str) -> int:
+    return await ctx.step(measure, text)
+
+
+@app.workflow
+async def gated(ctx, _: None) -> str:
+    go = await ctx.wait_signal("go", timeout=timedelta(minutes=5))
+    return f"went {go}"

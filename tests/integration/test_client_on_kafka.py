@@ -1,0 +1,151 @@
+"""The workflow client on a real broker: lookups from the owning worker, waits woken by the
+commit, commands acknowledged without a flush per call, and the async client."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from streamflow.errors import PayloadTooLarge
+from tests.engine_helpers import REPO, WorkerProcess, load_app_with_env, read_topic
+
+pytestmark = pytest.mark.kafka
+
+APP_FILE = REPO / "tests" / "apps" / "client_app.py"
+
+
+@pytest.fixture()
+def env() -> dict[str, str]:
+    return {"SF_TEST_APP": f"cl-{uuid.uuid4().hex[:8]}"}
+
+
+def _started(env: dict[str, str], bootstrap: str, tmp_path: Path, name: str = "w", **extra):
+    return WorkerProcess(
+        APP_FILE, bootstrap, tmp_path / name, {**env, **extra}, tmp_path / f"{name}.log"
+    )
+
+
+def test_get_and_wait_ask_the_worker_that_owns_the_instance(
+    kafka_bootstrap: str, tmp_path: Path, env
+) -> None:
+    app = load_app_with_env(APP_FILE, env)
+    worker = _started(env, kafka_bootstrap, tmp_path)
+    client = app.client(kafka_bootstrap)
+    try:
+        client.start("sized", id="a", input="hello")
+        view = client.wait("sized", "a", timeout=90)
+        assert (view.status, view.result) == ("completed", 5)
+        assert [e["name"] for e in view.entries] == ["measure"]
+        # The answer came from the worker (its endpoint is now known for the task)...
+        task = client._owners.task_of(app.workflows.node_of("sized").instances, 3, "a")
+        first_endpoint = client._owners.owner(task)
+        assert first_endpoint is not None
+        assert client.get("sized", "a").header == view.header
+        # ...which says so, too, for an id it does not hold.
+        assert client.get("sized", "never-started") is None
+        # The worker is replaced (a new port): the client finds the new owner.
+        worker.terminate()
+        worker = _started(env, kafka_bootstrap, tmp_path, "w2")
+        deadline = time.monotonic() + 90
+        while client._owners.owner(task) in (None, first_endpoint):
+            assert time.monotonic() < deadline, "the new worker never answered"
+            client._owners.endpoints(refresh=True)
+            assert client.get("sized", "a").result == 5
+            time.sleep(0.5)
+    finally:
+        client.close()
+        worker.terminate()
+
+
+def test_wait_returns_when_the_commit_ends_the_instance(
+    kafka_bootstrap: str, tmp_path: Path, env
+) -> None:
+    app = load_app_with_env(APP_FILE, env)
+    worker = _started(env, kafka_bootstrap, tmp_path)
+    client = app.client(kafka_bootstrap)
+    try:
+        client.start("gated", id="g")
+        answers: list = []
+        waiting = threading.Thread(
+            target=lambda: answers.append(client.wait("gated", "g", timeout=120))
+        )
+        waiting.start()
+        time.sleep(3)
+        assert waiting.is_alive() and not answers  # a long poll: nothing answered yet
+        client.signal("gated", "g", "go", 7)
+        waiting.join(60)
+        assert not waiting.is_alive()
+        assert answers[0].result == "went 7"
+    finally:
+        client.close()
+        worker.terminate()
+
+
+def test_without_worker_endpoints_the_changelog_answers(
+    kafka_bootstrap: str, tmp_path: Path, env
+) -> None:
+    app = load_app_with_env(APP_FILE, env)
+    worker = _started(env, kafka_bootstrap, tmp_path, STREAMFLOW_NO_HTTP="1")
+    client = app.client(kafka_bootstrap)
+    try:
+        client.start("sized", id="quiet", input="abc")
+        assert client.wait("sized", "quiet", timeout=90).result == 3
+        assert client.get("sized", "quiet").status == "completed"
+        assert client._owners.endpoints(refresh=True) == []
+    finally:
+        client.close()
+        worker.terminate()
+
+
+def test_async_client_starts_many_and_waits_for_all(
+    kafka_bootstrap: str, tmp_path: Path, env
+) -> None:
+    app = load_app_with_env(APP_FILE, env)
+    worker = _started(env, kafka_bootstrap, tmp_path)
+
+    async def scenario() -> None:
+        async with app.async_client(kafka_bootstrap) as client:
+            ids = await client.start_many("sized", [(f"m{i}", "x" * i) for i in range(300)])
+            assert len(ids) == 300
+            views = await asyncio.gather(*(client.wait("sized", i, timeout=120) for i in ids))
+            assert [v.result for v in views] == list(range(300))
+            await client.start("gated", id="ag")
+            waiting = asyncio.create_task(client.wait("gated", "ag", timeout=120))
+            await asyncio.sleep(2)
+            assert not waiting.done()
+            await client.signal("gated", "ag", "go", "now")
+            assert (await waiting).result == "went now"
+            assert (await client.get("sized", "m5")).result == 5
+            assert await client.get("sized", "nobody") is None
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        worker.terminate()
+    # Each start was sent once: 300 start records (and the gated one) on the events topic.
+    starts = [
+        m
+        for m in read_topic(kafka_bootstrap, f"{env['SF_TEST_APP']}.sized.events")
+        if b'"start"' in (m.value() or b"")
+    ]
+    assert len(starts) == 300
+
+
+def test_a_start_over_the_record_limit_is_refused_at_the_client_naming_it(
+    kafka_bootstrap: str, env
+) -> None:
+    app = load_app_with_env(APP_FILE, env)
+    client = app.client(kafka_bootstrap)
+    try:
+        with pytest.raises(PayloadTooLarge) as refused:
+            client.start("sized", id="huge", input="x" * 3_000_000)
+        message = str(refused.value)
+        assert "sized" in message and "'huge'" in message and "3000" in message
+        assert "limit" in message
+    finally:
+        client.close()
