@@ -19,8 +19,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import engine_bench  # noqa: E402
 import client_bench  # noqa: E402
+import engine_bench  # noqa: E402
 import workflow_bench  # noqa: E402
 
 ENGINE_ROWS = [
