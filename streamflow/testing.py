@@ -22,7 +22,9 @@ import functools
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +38,15 @@ from streamflow.runtime.collector import (
 )
 from streamflow.runtime.config import producer_config
 from streamflow.runtime.partitioner import partition_for
+from streamflow.runtime.state_query import header_summary
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
 from streamflow.serde.registry.base import InMemorySchemaRegistry, SchemaRegistry
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.state.store import KeyValueStore
 from streamflow.workflow.client import InstanceView, WorkflowCommands
-from streamflow.workflow.journal import Journal
+from streamflow.workflow.instance_filter import InstanceFilter
+from streamflow.workflow.journal import HEADER, Journal
 from streamflow.workflow.messages import Event
 
 
@@ -433,6 +437,28 @@ class DriverWorkflowClient(WorkflowCommands):
     def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
         topic = self._registry.events_topic(workflow)
         self._driver.pipe(topic, instance_id, event.to_json(), wait=self._wait)
+
+    def list(
+        self,
+        workflow: Any,
+        *,
+        status: str | None = None,
+        version: int | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        attributes: dict[str, Any] | None = None,
+        page_size: int = 200,
+    ) -> Iterator[InstanceView]:
+        """``WorkflowClient.list`` against the driver's stores: summaries, in id order."""
+        wanted = InstanceFilter.of(status, version, started_after, started_before, attributes)
+        name = self._registry.node_of(workflow).instances.name
+        found = []
+        for partition in range(self._driver.partitions):
+            for key, header in self._driver.store_of(name, partition).items():
+                if key.endswith(HEADER) and wanted.matches(header):
+                    found.append(InstanceView(key[: -len(HEADER)], header_summary(header), []))
+        found.sort(key=lambda view: view.id)
+        return iter([self._viewed(workflow, view) for view in found])
 
     def get(self, workflow: Any, id: str) -> InstanceView | None:
         node = self._registry.node_of(workflow)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -201,28 +201,61 @@ def show(target: str, workflow: str, instance_id: str, bootstrap: str | None) ->
 @click.option("--workflow", "workflow_filter", help="Only this workflow.")
 @click.option("--status", help="Only instances in this status (running, completed, failed, …).")
 @click.option("--version", type=int, help="Only instances pinned to this version.")
+@click.option("--since", type=float, help="Only instances started in the last SINCE hours.")
+@click.option(
+    "--attribute",
+    "attributes",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Only instances whose search attribute NAME is VALUE (JSON, else text); repeatable.",
+)
+@click.option("--limit", type=int, default=1000, show_default=True, help="Rows at most.")
 @_bootstrap
 def list_(
     target: str,
     workflow_filter: str | None,
     status: str | None,
     version: int | None,
+    since: float | None,
+    attributes: tuple[str, ...],
+    limit: int,
     bootstrap: str | None,
 ) -> None:
-    """List instances with their workflow, version and status."""
+    """List instances with their workflow, version and status, a page at a time from the
+    workers (which filter as they page)."""
     app, client = _client(target, bootstrap)
     names = [workflow_filter] if workflow_filter else sorted(app.workflows.workflows)
+    wanted: dict[str, Any] = {}
+    for pair in attributes:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--attribute")
+        try:
+            wanted[name] = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            wanted[name] = text  # --attribute customer=c-1: plain text
+    started_after = None if since is None else datetime.now(UTC) - timedelta(hours=since)
     rows = 0
     for name in names:
-        for view in client.list(name):
+        for view in client.list(
+            name,
+            status=status,
+            version=version,
+            started_after=started_after,
+            attributes=wanted or None,
+        ):
             h = view.header
-            if (status and h["status"] != status) or (version and h["version"] != version):
-                continue
             rows += 1
+            shown = " ".join(
+                f"{k}={orjson.dumps(v).decode()}" for k, v in (h.get("attributes") or {}).items()
+            )
             click.echo(
                 f"{name:<20} {view.id:<24} v{h['version']:<3} {h['status']:<13} "
-                f"{_time(h.get('started_ms'))}"
+                f"{_time(h.get('started_ms'))}  {shown}".rstrip()
             )
+            if rows >= limit:
+                click.echo(f"(first {limit} rows; --limit for more)", err=True)
+                return
     if not rows:
         click.echo("no instances match", err=True)
 
@@ -262,8 +295,8 @@ def purge(
         cutoff = datetime.now(UTC).timestamp() * 1000 - older_than * 3_600_000
         chosen += [
             view.id
-            for view in client.list(workflow)
-            if view.status == status and (view.header.get("finished_ms") or 0) <= cutoff
+            for view in client.list(workflow, status=status)
+            if (view.header.get("finished_ms") or 0) <= cutoff
         ]
     for instance_id in chosen:
         client.purge(workflow, instance_id)

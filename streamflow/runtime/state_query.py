@@ -132,13 +132,18 @@ class WorkerQueries:
         spec = self.specs.get(name)
         if spec is None:
             raise QueryError(404, f"no store {name!r} in this app")
+        from streamflow.workflow.instance_filter import InstanceFilter
+
         after = query.get("after", [None])[0]
-        status = query.get("status", [None])[0]
         try:
             limit = min(MAX_SCAN, int(query.get("limit", ["50"])[0]))
         except ValueError:
             raise QueryError(400, "limit must be a number") from None
-        body = self.call(lambda: self._headers(spec, after, status, limit))
+        try:
+            wanted = InstanceFilter.from_query(query)
+        except ValueError as exc:
+            raise QueryError(400, str(exc)) from None
+        body = self.call(lambda: self._headers(spec, after, wanted, limit))
         return 200, _dumps(body), "application/json"
 
     def journal(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str]:
@@ -212,7 +217,7 @@ class WorkerQueries:
             raise QueryError(409, f"task {task.id} moved off this worker") from None
 
     def _headers(
-        self, spec: StoreSpec, after: str | None, status: str | None, limit: int
+        self, spec: StoreSpec, after: str | None, wanted: Any, limit: int
     ) -> dict[str, Any]:
         from streamflow.workflow.journal import HEADER
 
@@ -230,7 +235,7 @@ class WorkerQueries:
                 looked += 1
                 if not key.endswith(HEADER):
                     continue
-                if status is None or value.get("status") == status:
+                if wanted.matches(value):
                     mine.append({"id": key[: -len(HEADER)], **header_summary(value)})
                 if len(mine) >= limit or looked >= MAX_SCAN:
                     stop = key[: -len(HEADER)]
@@ -302,7 +307,7 @@ def _opened(task: Any, spec: StoreSpec) -> Any:
 
 def header_summary(header: dict[str, Any]) -> dict[str, Any]:
     """What a list of instances shows of each: not the input or the result (they can be big)."""
-    keys = ("workflow", "status", "version", "started_ms", "finished_ms")
+    keys = ("workflow", "status", "version", "started_ms", "finished_ms", "attributes")
     return {k: header.get(k) for k in keys}
 
 
@@ -416,15 +421,23 @@ class StateQuery:
         }
 
     def instances(
-        self, workflow: Any, after: str | None = None, limit: int = 50, status: str | None = None
+        self,
+        workflow: Any,
+        after: str | None = None,
+        limit: int = 50,
+        status: str | None = None,
+        filters: Any = None,
     ) -> dict[str, Any]:
         """A page of a workflow's instances in id order, from the workers that own them:
-        ``{"instances": [...], "next": ID | None}`` (``next``: the cursor of the next page)."""
+        ``{"instances": [...], "next": ID | None}`` (``next``: the cursor of the next page).
+        ``filters``: an ``InstanceFilter`` the workers apply as they page."""
         node = self.app.workflows.node_of(workflow)
         store = node.instances.name
         query = {"limit": str(limit)}
         if after:
             query["after"] = after
+        if filters is not None:
+            query.update(filters.to_query())
         if status:
             query["status"] = status
         path = f"/instances/{urllib.parse.quote(store)}?{urllib.parse.urlencode(query)}"

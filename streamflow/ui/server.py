@@ -31,6 +31,7 @@ from streamflow.runtime.dlq import DeadLetters
 from streamflow.runtime.group_status import group_status
 from streamflow.runtime.http_endpoint import QueryError
 from streamflow.runtime.state_query import StateQuery, header_summary
+from streamflow.workflow.instance_filter import InstanceFilter
 
 log = logging.getLogger(__name__)
 
@@ -100,20 +101,20 @@ class Console:
             found = self.query.journal(workflow, ident)
             rows = [] if found is None else [{"id": ident, **header_summary(found["header"])}]
             return {"workflow": workflow, "instances": rows, "next": None}
+        try:
+            wanted = InstanceFilter(
+                status=query.get("status") or None,
+                version=int(query["version"]) if query.get("version") else None,
+                started_from_ms=int(query["since"]) if query.get("since") else None,
+            )
+        except ValueError as exc:
+            raise ApiError(400, f"version and since are numbers: {exc}") from None
         page = self.query.instances(
             workflow,
             after=query.get("after") or None,
             limit=int(query.get("limit") or 50),
-            status=query.get("status") or None,
+            filters=wanted,
         )
-        version = query.get("version")
-        if version:
-            page["instances"] = [i for i in page["instances"] if str(i["version"]) == version]
-        since = query.get("since")
-        if since:
-            page["instances"] = [
-                i for i in page["instances"] if (i.get("started_ms") or 0) >= int(since)
-            ]
         try:
             counts = self.query.counts(workflow)
         except StreamflowError:

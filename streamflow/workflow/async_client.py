@@ -112,10 +112,16 @@ class AsyncWorkflowClient:
                     f"(status: {view.status if view else 'not started'})"
                 )
 
-    async def list(self, workflow: Any) -> AsyncIterator[InstanceView]:
-        """Every instance of ``workflow`` (read on a thread: the loop is not held)."""
-        for view in await asyncio.to_thread(self._client.list, workflow):
-            yield view
+    async def list(self, workflow: Any, **filters: Any) -> AsyncIterator[InstanceView]:
+        """``WorkflowClient.list`` (same filters), each page fetched on a thread so the loop
+        is not held."""
+        pages = self._client.list(workflow, **filters)
+        done = object()
+        while True:
+            view = await asyncio.to_thread(next, pages, done)
+            if view is done:
+                return
+            yield view  # type: ignore[misc]
 
 
 async def _acknowledged(delivered: Future[None], what: str) -> None:

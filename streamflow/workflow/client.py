@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -24,10 +25,12 @@ from streamflow.errors import ConfigError, KafkaUnavailable
 from streamflow.runtime.collector import max_record_bytes
 from streamflow.runtime.kafka_settings import KafkaSettings
 from streamflow.runtime.partitioner import partition_for
+from streamflow.runtime.state_query import StateQuery
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.serde.registry.settings import RegistrySettings
 from streamflow.workflow.deliveries import DELIVERY_TIMEOUT_S, Deliveries, check_payload_size
+from streamflow.workflow.instance_filter import InstanceFilter
 from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
 from streamflow.workflow.lookup import Owners, asking, run_blocking
 from streamflow.workflow.messages import (
@@ -185,6 +188,7 @@ class WorkflowClient(WorkflowCommands):
         self._deliveries = Deliveries(self._producer)
         self._owners = Owners(app, {"bootstrap.servers": self._bootstrap, **self._settings})
         self._partition_counts: dict[str, int] = {}
+        self._query: StateQuery | None = None
 
     def close(self) -> None:
         """Deliver what is in flight and stop the delivery thread."""
@@ -340,15 +344,53 @@ class WorkflowClient(WorkflowCommands):
         found = self._scan(changelog, [partition_for(id.encode(), partitions)], id).get(id)
         return None if found is None else self._viewed(workflow, found)
 
-    def list(self, workflow: Any) -> list[InstanceView]:
+    def list(
+        self,
+        workflow: Any,
+        *,
+        status: str | None = None,
+        version: int | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        attributes: dict[str, Any] | None = None,
+        page_size: int = 200,
+    ) -> Iterator[InstanceView]:
+        """Instances of ``workflow`` in id order, fetched a page at a time from the workers
+        (which apply the filters as they page: a million instances are never loaded at once).
+        Each view is a summary: status, version, start and finish times, search attributes;
+        ``get`` reads one whole (input, result, journal). ``attributes`` match by equality
+        what the workflow set with ``ctx.set_attributes``."""
+        wanted = InstanceFilter.of(status, version, started_after, started_before, attributes)
+        if not self._owners.endpoints():
+            yield from self._list_from_changelog(workflow, wanted)
+            return
+        after: str | None = None
+        while True:
+            page = self._state_query().instances(
+                workflow, after=after, limit=page_size, filters=wanted
+            )
+            for row in page["instances"]:
+                header = {k: v for k, v in row.items() if k != "id"}
+                yield self._viewed(workflow, InstanceView(row["id"], header, []))
+            after = page["next"]
+            if after is None:
+                return
+
+    def _list_from_changelog(self, workflow: Any, wanted: InstanceFilter) -> Iterator[InstanceView]:
+        """No worker serves an endpoint: every partition of the changelog, read whole."""
         changelog = self._registry.node_of(workflow).instances.changelog
-        return sorted(
-            (
-                self._viewed(workflow, v)
-                for v in self._scan(changelog, range(self._partitions(changelog)), None).values()
-            ),
-            key=lambda v: v.header.get("started_ms", 0),
-        )
+        found = self._scan(changelog, range(self._partitions(changelog)), None)
+        for instance_id in sorted(found):
+            view = found[instance_id]
+            if wanted.matches(view.header):
+                yield self._viewed(workflow, view)
+
+    def _state_query(self) -> StateQuery:
+        if self._query is None:
+            self._query = StateQuery(
+                self._app, {"bootstrap.servers": self._bootstrap, **self._settings}
+            )
+        return self._query
 
     def _partitions(self, topic: str) -> int:
         count = self._partition_counts.get(topic)

@@ -20,6 +20,7 @@ from streamflow.serde.avro.serde import AvroSerde
 from streamflow.topology.specs import TopicSpec
 from streamflow.workflow.api import Cancelled, SignalTimeout, StepDef, WorkflowDef
 from streamflow.workflow.failures import step_exception
+from streamflow.workflow.instance_filter import checked_attributes
 from streamflow.workflow.journal import Journal
 from streamflow.workflow.messages import StepError
 from streamflow.workflow.payloads import (
@@ -240,6 +241,16 @@ class WorkflowContext:
                 }
             )
         return entry["result"]
+
+    def set_attributes(self, **values: Any) -> None:
+        """Search attributes of this instance (scalars: str, int, float, bool, None): kept in
+        its header, shown by ``workflows show``, and what ``client.list(attributes=...)``,
+        ``workflows list --attribute`` and the console select by. Setting one again replaces
+        its value; a replay sets the same values again, which changes nothing."""
+        header = self.journal.header
+        merged = checked_attributes(header.get("attributes") or {}, values)
+        if merged != header.get("attributes"):
+            self.journal.set(attributes=merged)
 
     def now(self) -> datetime:
         """The time as the workflow first saw it at this point (the same on every replay)."""

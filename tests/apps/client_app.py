@@ -15,6 +15,7 @@ def measure(ctx, text: str) -> int:
 
 @app.workflow
 async def sized(ctx, text: str) -> int:
+    ctx.set_attributes(length="long" if len(text) >= 10 else "short")
     return await ctx.step(measure, text)
 
 

@@ -86,6 +86,28 @@ def test_wait_returns_when_the_commit_ends_the_instance(
         worker.terminate()
 
 
+def test_list_pages_through_the_workers_filtering_as_they_go(
+    kafka_bootstrap: str, tmp_path: Path, env
+) -> None:
+    app = load_app_with_env(APP_FILE, env)
+    worker = _started(env, kafka_bootstrap, tmp_path)
+    client = app.client(kafka_bootstrap)
+    try:
+        ids = client.start_many("sized", [(f"i{n:02d}", "y" * n) for n in range(40)])
+        for instance_id in ids:
+            client.wait("sized", instance_id, timeout=120)
+        assert client._owners.endpoints()  # the listing below asks the workers
+        listed = [v.id for v in client.list("sized", page_size=7)]
+        assert listed == sorted(ids)
+        long_ones = list(client.list("sized", attributes={"length": "long"}, page_size=4))
+        assert [v.id for v in long_ones] == [f"i{n:02d}" for n in range(10, 40)]
+        assert {v.status for v in long_ones} == {"completed"}
+        assert list(client.list("sized", status="running")) == []
+    finally:
+        client.close()
+        worker.terminate()
+
+
 def test_without_worker_endpoints_the_changelog_answers(
     kafka_bootstrap: str, tmp_path: Path, env
 ) -> None:
@@ -97,6 +119,7 @@ def test_without_worker_endpoints_the_changelog_answers(
         assert client.wait("sized", "quiet", timeout=90).result == 3
         assert client.get("sized", "quiet").status == "completed"
         assert client._owners.endpoints(refresh=True) == []
+        assert [v.id for v in client.list("sized", attributes={"length": "short"})] == ["quiet"]
     finally:
         client.close()
         worker.terminate()

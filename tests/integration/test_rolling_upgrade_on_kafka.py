@@ -44,7 +44,7 @@ def test_rolling_upgrade_parks_events_of_unknown_versions_and_completes_every_in
             version = 1 if n % 2 else 2
             pinned[client.start("order", id=f"o-{n}", input=n, version=version)] = version
         wait_for(
-            lambda: sum(1 for v in client.list("order") if v.entries) >= 30,
+            lambda: sum(1 for i in pinned if (v := client.get("order", i)) and v.entries) >= 30,
             120,
             what="every instance's first step",
         )
