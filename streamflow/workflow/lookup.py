@@ -40,6 +40,10 @@ ENDPOINTS_TTL_S = 10.0
 that went away is noticed sooner: its requests fail)."""
 
 
+EMPTY_GROUP_TTL_S = 1.0
+"""How long "no worker serves an endpoint" is believed (the changelog is read meanwhile)."""
+
+
 class LookupFailed(StreamflowError):
     """A query the workers refused as wrong (an unknown store, a bad argument)."""
 
@@ -88,7 +92,9 @@ class Owners:
     def endpoints(self, refresh: bool = False) -> list[str]:
         """Every worker's endpoint (described at most once per ``ENDPOINTS_TTL_S``)."""
         with self._lock:
-            if refresh or time.monotonic() - self._described_at > ENDPOINTS_TTL_S:
+            # An empty group (workers still joining) is asked again soon, not trusted for long.
+            ttl = ENDPOINTS_TTL_S if self._endpoints else EMPTY_GROUP_TTL_S
+            if refresh or time.monotonic() - self._described_at > ttl:
                 self._endpoints = self._describe()
                 self._described_at = time.monotonic()
             return list(self._endpoints)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from streamflow.errors import PayloadTooLarge
-from tests.engine_helpers import REPO, WorkerProcess, load_app_with_env, read_topic
+from tests.engine_helpers import REPO, WorkerProcess, load_app_with_env, read_topic, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -41,11 +41,13 @@ def test_get_and_wait_ask_the_worker_that_owns_the_instance(
         view = client.wait("sized", "a", timeout=90)
         assert (view.status, view.result) == ("completed", 5)
         assert [e["name"] for e in view.entries] == ["measure"]
-        # The answer came from the worker (its endpoint is now known for the task)...
+        # Once the worker has joined, the answer comes from it (its endpoint is then known
+        # for the task)...
         task = client._owners.task_of(app.workflows.node_of("sized").instances, 3, "a")
+        wait_for(lambda: client._owners.endpoints(refresh=True), 60, 0.5, what="an endpoint")
+        assert client.get("sized", "a").header == view.header
         first_endpoint = client._owners.owner(task)
         assert first_endpoint is not None
-        assert client.get("sized", "a").header == view.header
         # ...which says so, too, for an id it does not hold.
         assert client.get("sized", "never-started") is None
         # The worker is replaced (a new port): the client finds the new owner.
@@ -96,7 +98,7 @@ def test_list_pages_through_the_workers_filtering_as_they_go(
         ids = client.start_many("sized", [(f"i{n:02d}", "y" * n) for n in range(40)])
         for instance_id in ids:
             client.wait("sized", instance_id, timeout=120)
-        assert client._owners.endpoints()  # the listing below asks the workers
+        wait_for(lambda: client._owners.endpoints(refresh=True), 60, 0.5, what="an endpoint")
         listed = [v.id for v in client.list("sized", page_size=7)]
         assert listed == sorted(ids)
         long_ones = list(client.list("sized", attributes={"length": "long"}, page_size=4))
