@@ -104,6 +104,10 @@ class _Log:
         return msg
 
 
+MAX_FIRINGS = 1_000_000
+"""Firings one ``advance_time`` may do (each at its own instant) before it calls it a loop."""
+
+
 class TestDriver:
     """In-process runner of an App's topology."""
 
@@ -240,19 +244,58 @@ class TestDriver:
         self._pending = deque(again + rest)
         self._process_pending()  # delivered again at once; ``settle`` waits for the attempts
 
-    def advance_time(self, ms: int | float) -> None:
-        """Move the driver's wall clock and fire what came due (durable timers, retries).
+    def advance_time(self, ms: int | float, *, late: bool = False) -> None:
+        """Move the driver's wall clock and fire what comes due (durable timers, retries).
+
+        Time passes in order: each timer fires at its own time, and the timers it sets (a
+        retry's backoff, the next sleep) fire too if they fall within the jump, so one call
+        gets through retries and timeouts. ``late=True`` instead jumps at once and fires what
+        is due at the end, as a worker that was stopped or stalled for ``ms`` would.
 
         Record timestamps default to this clock, and so does a workflow's ``ctx.now()``.
         """
-        self.now_ms += int(ms)
-        for _ in range(10_000):  # timers may schedule timers that are already due
-            due = [t for t in self._all_tasks if t.punctuators and t.due(self.now_ms)]
-            if not due:
+        if late:
+            self.now_ms += int(ms)
+            ms = 0
+        end = self.now_ms + int(ms)
+        for _ in range(MAX_FIRINGS):
+            at = self._next_due(end)
+            if at is None:
                 break
-            for task in due:
-                task.punctuate(self.now_ms)
+            # Time passes in order: a timer fires at its own time, and what it sets (a retry's
+            # backoff, the next sleep) counts from there, so it fires within this jump too.
+            self.now_ms = max(self.now_ms, at)
+            for task in self._all_tasks:
+                if task.punctuators and task.due(self.now_ms):
+                    task.punctuate(self.now_ms)
             self._drain()
+        else:
+            raise RuntimeError(
+                f"advance_time: more than {MAX_FIRINGS} firings before {end} ms; advance in "
+                "smaller steps (a timer that keeps setting itself due at once?)"
+            )
+        self.now_ms = end
+
+    def _next_due(self, end: int) -> int | None:
+        """The earliest time in ``[now, end]`` at which some task has a timer due, or None.
+        A punctuator only says whether it is due at a time, and that is monotonic in time: a
+        binary search finds the first instant without an API of its own."""
+
+        def any_due(at: int) -> bool:
+            return any(t.punctuators and t.due(at) for t in self._all_tasks)
+
+        if not any_due(end):
+            return None
+        lo, hi = self.now_ms, end
+        if any_due(lo):
+            return lo
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if any_due(mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
 
     @property
     def workflows(self) -> DriverWorkflowClient:
@@ -448,17 +491,20 @@ class DriverWorkflowClient(WorkflowCommands):
         started_before: datetime | None = None,
         attributes: dict[str, Any] | None = None,
         page_size: int = 200,
+        full: bool = False,
     ) -> Iterator[InstanceView]:
-        """``WorkflowClient.list`` against the driver's stores: summaries, in id order."""
+        """``WorkflowClient.list`` against the driver's stores, in id order."""
         wanted = InstanceFilter.of(status, version, started_after, started_before, attributes)
         name = self._registry.node_of(workflow).instances.name
         found = []
         for partition in range(self._driver.partitions):
             for key, header in self._driver.store_of(name, partition).items():
                 if key.endswith(HEADER) and wanted.matches(header):
-                    found.append(InstanceView(key[: -len(HEADER)], header_summary(header), []))
+                    ident = key[: -len(HEADER)]
+                    whole = self.get(workflow, ident) if full else None
+                    found.append(whole or InstanceView(ident, header_summary(header), []))
         found.sort(key=lambda view: view.id)
-        return iter([self._viewed(workflow, view) for view in found])
+        return iter([view if full else self._viewed(workflow, view) for view in found])
 
     def get(self, workflow: Any, id: str) -> InstanceView | None:
         node = self._registry.node_of(workflow)

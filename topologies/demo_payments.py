@@ -140,7 +140,7 @@ def main() -> int:
         producer.flush(30)
         deadline = time.monotonic() + 300
         while True:
-            views = {v.id: v for v in client.list("transfer")}
+            views = {v.id: v for v in client.list("transfer", full=True)}
             if sum(v.done for v in views.values()) >= len(transfers) or time.monotonic() > deadline:
                 break
             time.sleep(1)
@@ -152,15 +152,15 @@ def main() -> int:
             w.wait(60)
 
     statuses = Counter(v.status for v in views.values())
-    receipts = Counter(v.result["status"] for v in views.values() if v.status == "completed")
+    receipts = Counter(v.result.status for v in views.values() if v.status == "completed")
     expected = {a: opening for a in accounts}
     fees = 0
     for t in transfers:
         view = views.get(t["id"])
-        if view is not None and view.status == "completed" and view.result["status"] == "completed":
-            expected[t["source"]] -= t["amount"] + view.result["fee"]
+        if view is not None and view.status == "completed" and view.result.status == "completed":
+            expected[t["source"]] -= t["amount"] + view.result.fee
             expected[t["target"]] += t["amount"]
-            fees += view.result["fee"]
+            fees += view.result.fee
     expected["fees"] = fees
     balances = _balances(args.bootstrap, f"{env['PAYMENTS_APP']}-accounts-changelog")
     conserved = sum(balances.values()) == opening * len(accounts)

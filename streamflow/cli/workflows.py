@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,13 @@ import orjson
 
 from streamflow.cli.engine import load_app
 from streamflow.cli.kafka_options import cluster_options, kafka_settings, registry_settings
-from streamflow.workflow.journal import TERMINAL
+from streamflow.errors import StreamflowError
+from streamflow.workflow.journal import STATUSES, TERMINAL
+
+EXIT_ENDED_BADLY = 1
+"""``start --wait``: the instance failed, was compensated or was cancelled."""
+EXIT_TIMED_OUT = 3
+"""``start --wait``: the instance had not ended within ``--timeout``."""
 
 _bootstrap = cluster_options
 """``--bootstrap`` with ``--config`` / ``--kafka``: what every command here needs."""
@@ -45,6 +52,9 @@ def workflows() -> None:
 @click.argument("input_json", required=False)
 @click.option("--version", type=int, help="Pin a version (default: the newest registered).")
 @click.option("--wait", is_flag=True, help="Wait for the instance to finish and print its result.")
+@click.option(
+    "--timeout", type=float, default=300.0, show_default=True, help="Seconds --wait waits."
+)
 @_bootstrap
 def start(
     target: str,
@@ -53,15 +63,32 @@ def start(
     input_json: str | None,
     version: int | None,
     wait: bool,
+    timeout: float,
     bootstrap: str | None,
 ) -> None:
-    """Start WORKFLOW as INSTANCE_ID (idempotent: an existing instance is left as it is)."""
+    """Start WORKFLOW as INSTANCE_ID (idempotent: an existing instance is left as it is).
+
+    With --wait, the exit status says how it ended: 0 completed; 1 failed, compensated or
+    cancelled (the error is printed); 3 not ended within --timeout."""
     _, client = _client(target, bootstrap)
-    client.start(workflow, id=instance_id, input=_json(input_json), version=version)
+    try:
+        client.start(workflow, id=instance_id, input=_json(input_json), version=version)
+    except (TypeError, StreamflowError) as exc:  # ValueMismatch names the field at fault
+        raise click.ClickException(str(exc)) from None
     click.echo(f"started {workflow} {instance_id}")
     if wait:
-        view = client.wait(workflow, instance_id, timeout=300)
-        click.echo(f"{view.status}: {orjson.dumps(view.result).decode()}")
+        try:
+            view = client.wait(workflow, instance_id, timeout=timeout)
+        except TimeoutError as exc:
+            click.echo(f"timed out: {exc}", err=True)
+            sys.exit(EXIT_TIMED_OUT)
+        if view.status == "completed":
+            click.echo(f"completed: {orjson.dumps(view.result).decode()}")
+            return
+        error = view.header.get("error") or {}
+        reason = f"{error.get('type', '')}: {error.get('message', '')}" if error else ""
+        click.echo(f"{view.status}" + (f": {reason}" if reason else ""), err=True)
+        sys.exit(EXIT_ENDED_BADLY)
 
 
 @workflows.command()
@@ -199,7 +226,7 @@ def show(target: str, workflow: str, instance_id: str, bootstrap: str | None) ->
 @workflows.command(name="list")
 @click.argument("target")
 @click.option("--workflow", "workflow_filter", help="Only this workflow.")
-@click.option("--status", help="Only instances in this status (running, completed, failed, …).")
+@click.option("--status", type=click.Choice(STATUSES), help="Only instances in this status.")
 @click.option("--version", type=int, help="Only instances pinned to this version.")
 @click.option("--since", type=float, help="Only instances started in the last SINCE hours.")
 @click.option(

@@ -143,7 +143,8 @@ class WorkerQueries:
             wanted = InstanceFilter.from_query(query)
         except ValueError as exc:
             raise QueryError(400, str(exc)) from None
-        body = self.call(lambda: self._headers(spec, after, wanted, limit))
+        full = query.get("full", ["0"])[0] == "1"
+        body = self.call(lambda: self._headers(spec, after, wanted, limit, full))
         return 200, _dumps(body), "application/json"
 
     def journal(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str]:
@@ -217,9 +218,13 @@ class WorkerQueries:
             raise QueryError(409, f"task {task.id} moved off this worker") from None
 
     def _headers(
-        self, spec: StoreSpec, after: str | None, wanted: Any, limit: int
+        self, spec: StoreSpec, after: str | None, wanted: Any, limit: int, full: bool = False
     ) -> dict[str, Any]:
-        from streamflow.workflow.journal import HEADER
+        """A page of instances; ``full``: each whole (header and journal entries), else a
+        summary."""
+        from streamflow.workflow.journal import ENTRY, HEADER
+
+        holder: dict[str, Any] = {}
 
         found: list[dict[str, Any]] = []
         scanned_to: str | None = None
@@ -236,7 +241,9 @@ class WorkerQueries:
                 if not key.endswith(HEADER):
                     continue
                 if wanted.matches(value):
-                    mine.append({"id": key[: -len(HEADER)], **header_summary(value)})
+                    ident = key[: -len(HEADER)]
+                    mine.append({"id": ident, **(value if full else header_summary(value))})
+                    holder[ident] = task
                 if len(mine) >= limit or looked >= MAX_SCAN:
                     stop = key[: -len(HEADER)]
                     break
@@ -248,6 +255,11 @@ class WorkerQueries:
         found.sort(key=lambda h: h["id"])
         if bound is not None:
             scanned_to = bound
+        if full:
+            for h in found[:limit]:
+                store = holder[h["id"]].store(spec.name)
+                prefix = (h["id"] + ENTRY).encode()
+                h["entries"] = [v for _, v in store.committed_items(prefix)]
         return {
             "instances": found[:limit],
             "scanned_to": scanned_to if len(found) <= limit else found[limit - 1]["id"],
@@ -427,6 +439,7 @@ class StateQuery:
         limit: int = 50,
         status: str | None = None,
         filters: Any = None,
+        full: bool = False,
     ) -> dict[str, Any]:
         """A page of a workflow's instances in id order, from the workers that own them:
         ``{"instances": [...], "next": ID | None}`` (``next``: the cursor of the next page).
@@ -438,6 +451,8 @@ class StateQuery:
             query["after"] = after
         if filters is not None:
             query.update(filters.to_query())
+        if full:
+            query["full"] = "1"
         if status:
             query["status"] = status
         path = f"/instances/{urllib.parse.quote(store)}?{urllib.parse.urlencode(query)}"

@@ -43,7 +43,14 @@ from streamflow.workflow.messages import (
     Terminate,
     dumps,
 )
-from streamflow.workflow.payloads import pack, unpack
+from streamflow.workflow.payloads import (
+    is_plain_type,
+    pack,
+    parameter_types,
+    rebuild,
+    return_type,
+    unpack,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,9 @@ class InstanceView:
     entries: list[dict[str, Any]]
     result_serde: AvroSerde | None = None
     """The result's Avro type, when the workflow declares one: ``result`` is read with it."""
+    result_type: Any = None
+    """The workflow function's return annotation (a dataclass, say): ``result`` is rebuilt
+    into it, so a client sees what the workflow returned, not its JSON."""
 
     @property
     def status(self) -> str:
@@ -63,9 +73,13 @@ class InstanceView:
 
     @property
     def result(self) -> Any:
-        if self.result_serde is None:
-            return self.header.get("result")
-        return unpack(self.result_serde, self.header.get("result"), f"the result of {self.id!r}")
+        what = f"the result of {self.id!r}"
+        value = self.header.get("result")
+        if self.result_serde is not None:
+            value = unpack(self.result_serde, value, what)
+        if self.result_type is None or value is None or self.status != "completed":
+            return value
+        return rebuild(self.result_type, value, what)
 
     @property
     def done(self) -> bool:
@@ -115,13 +129,24 @@ class WorkflowCommands:
     def start_many(
         self, workflow: Any, starts: Iterable[tuple[str, Any]], version: int | None = None
     ) -> list[str]:
-        """Start many instances (``(id, input)`` pairs); returns their ids."""
-        return [self.start(workflow, id=i, input=value, version=version) for i, value in starts]
+        """Start many instances (``(id, input)`` pairs); returns their ids. Every input is
+        checked before any start is sent."""
+        events = [(i, self._start_event(workflow, i, value, version)) for i, value in starts]
+        for instance_id, event in events:
+            self._send(workflow, instance_id, event)
+        return [instance_id for instance_id, _ in events]
 
     def _start_event(self, workflow: Any, id: str, input: Any, version: int | None) -> Start:
+        """The start, its input checked here against the workflow's parameter type (the same
+        ``ValueMismatch``, naming the field, that the worker would raise), so a bad input is
+        refused before anything is sent."""
         wdef = self._version(workflow, version)
         _check_id(workflow, id)
-        return Start(id, self._pack(wdef.input, input), version)
+        packed = self._pack(wdef.input, input)
+        types_ = parameter_types(wdef.fn)
+        if types_ and wdef.input is None:
+            rebuild(types_[0], packed, f"the input of {wdef.name} instance {id!r}")
+        return Start(id, packed, version)
 
     def _signal_event(self, workflow: Any, id: str, name: str, payload: Any) -> Signal:
         # The instance may be pinned to another version: the newest one's declaration is a
@@ -158,10 +183,16 @@ class WorkflowCommands:
 
     def _viewed(self, workflow: Any, view: InstanceView) -> InstanceView:
         wdef = self._registry.node_of(workflow).versions.get(view.header.get("version"))
-        if wdef is None or wdef.result is None:
+        if wdef is None:
             return view
-        self._bind(wdef.result)
-        return dataclasses.replace(view, result_serde=wdef.result)
+        declared = return_type(wdef.fn)
+        if wdef.result is not None:
+            self._bind(wdef.result)
+        return dataclasses.replace(
+            view,
+            result_serde=wdef.result,
+            result_type=None if is_plain_type(declared) else declared,
+        )
 
 
 class WorkflowClient(WorkflowCommands):
@@ -265,12 +296,17 @@ class WorkflowClient(WorkflowCommands):
         self._bind(serde)
         name = self._registry.node_of(workflow).workflow
         limit = self._max_record_bytes
+        types_ = parameter_types(wdef.fn)
+        check = types_[0] if types_ and serde is None and not is_plain_type(types_[0]) else None
         ids: list[str] = []
         records: list[tuple[bytes, bytes]] = []
         for instance_id, value in starts:
             _check_id(workflow, instance_id)
             key = instance_id.encode()
-            encoded = dumps(Start(instance_id, pack(serde, value), version).to_json())
+            packed = pack(serde, value)
+            if check is not None:
+                rebuild(check, packed, f"the input of {name} instance {instance_id!r}")
+            encoded = dumps(Start(instance_id, packed, version).to_json())
             if len(key) + len(encoded) > limit:
                 check_payload_size(
                     f"start of {name} instance {instance_id!r}", len(key) + len(encoded), limit
@@ -354,12 +390,14 @@ class WorkflowClient(WorkflowCommands):
         started_before: datetime | None = None,
         attributes: dict[str, Any] | None = None,
         page_size: int = 200,
+        full: bool = False,
     ) -> Iterator[InstanceView]:
         """Instances of ``workflow`` in id order, fetched a page at a time from the workers
         (which apply the filters as they page: a million instances are never loaded at once).
-        Each view is a summary: status, version, start and finish times, search attributes;
-        ``get`` reads one whole (input, result, journal). ``attributes`` match by equality
-        what the workflow set with ``ctx.set_attributes``."""
+        Each view is a summary (status, version, start and finish times, search attributes)
+        unless ``full``: then whole, with input, result and journal entries, as ``get`` reads
+        one. ``attributes`` match by equality what the workflow set with
+        ``ctx.set_attributes``."""
         wanted = InstanceFilter.of(status, version, started_after, started_before, attributes)
         if not self._owners.endpoints():
             yield from self._list_from_changelog(workflow, wanted)
@@ -367,11 +405,12 @@ class WorkflowClient(WorkflowCommands):
         after: str | None = None
         while True:
             page = self._state_query().instances(
-                workflow, after=after, limit=page_size, filters=wanted
+                workflow, after=after, limit=page_size, filters=wanted, full=full
             )
             for row in page["instances"]:
-                header = {k: v for k, v in row.items() if k != "id"}
-                yield self._viewed(workflow, InstanceView(row["id"], header, []))
+                header = {k: v for k, v in row.items() if k not in ("id", "entries")}
+                entries = row.get("entries") or []
+                yield self._viewed(workflow, InstanceView(row["id"], header, entries))
             after = page["next"]
             if after is None:
                 return

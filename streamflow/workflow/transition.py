@@ -492,16 +492,24 @@ class WorkflowMachine:
             self.drop_live(journal.id)  # its journal was evicted and reloaded: replay instead
             live = None
         if live is None:
-            # An input that does not fit the function's type raises here, outside the code:
-            # bad input, not a bug, so the start goes to the dead-letter topic naming it.
             ctx = WorkflowContext(journal, out, self.steps, wdef)
             types_ = parameter_types(wdef.fn)
             what = f"the input of {wdef.name} instance {journal.id!r}"
-            arg = (
-                rebuild(types_[0], unpack(wdef.input, journal.header["input"], what), what)
-                if types_
-                else None
-            )
+            try:
+                arg = (
+                    rebuild(types_[0], unpack(wdef.input, journal.header["input"], what), what)
+                    if types_
+                    else None
+                )
+            except Exception as exc:  # noqa: BLE001 - ValueMismatch, SerializationError, ...
+                if journal.entries:
+                    # It ran with this input before: the code's type changed, not the input.
+                    self._suspend(journal, wdef, exc, out)
+                else:
+                    # Bad input from a client that did not check it: the instance ends
+                    # failed with the reason (a dead letter alone would leave `wait` waiting).
+                    self._fail(journal, exc, out)
+                return
         try:
             if live is None:
                 coroutine = wdef.fn(ctx, arg) if types_ else wdef.fn(ctx)

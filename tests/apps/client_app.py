@@ -4,6 +4,7 @@ import os
 from datetime import timedelta
 
 from streamflow import App
+from streamflow.workflow.api import NonRetryable
 
 app = App(os.environ.get("SF_TEST_APP", "client-app"), partitions=3)
 
@@ -23,3 +24,13 @@ async def sized(ctx, text: str) -> int:
 async def gated(ctx, _: None) -> str:
     go = await ctx.wait_signal("go", timeout=timedelta(minutes=5))
     return f"went {go}"
+
+
+@app.step
+def refuse(ctx, why: str) -> None:
+    raise NonRetryable(why)
+
+
+@app.workflow
+async def refused(ctx, why: str) -> None:
+    await ctx.step(refuse, why)

@@ -150,7 +150,7 @@ def test_sigkill_during_transfers_conserves_money_and_moves_it_once(
 
         deadline = time.monotonic() + max(300, TRANSFERS * 0.06)  # ~25 ms per fee credit
         while True:
-            views = {v.id: v for v in client.list("transfer")}
+            views = {v.id: v for v in client.list("transfer", full=True)}
             finished = sum(v.done for v in views.values())
             if finished == TRANSFERS or time.monotonic() > deadline:
                 break
@@ -171,8 +171,8 @@ def test_sigkill_during_transfers_conserves_money_and_moves_it_once(
     fees = 0
     for t in transfers:
         view = views[t["id"]]
-        if view.status == "completed" and view.result["status"] == "completed":
-            fee = view.result["fee"]
+        if view.status == "completed" and view.result.status == "completed":
+            fee = view.result.fee
             expected[t["source"]] -= t["amount"] + fee
             expected[t["target"]] += t["amount"]
             fees += fee

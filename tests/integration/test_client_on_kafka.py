@@ -4,6 +4,9 @@ commit, commands acknowledged without a flush per call, and the async client."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -174,3 +177,37 @@ def test_a_start_over_the_record_limit_is_refused_at_the_client_naming_it(
         assert "limit" in message
     finally:
         client.close()
+
+
+def _cli(env: dict[str, str], bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "streamflow", "workflows", args[0], str(APP_FILE)),
+            *args[1:],
+            *("--bootstrap", bootstrap),
+        ],
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_start_wait_exit_status_says_how_the_instance_ended(
+    kafka_bootstrap: str, tmp_path: Path, env
+) -> None:
+    worker = _started(env, kafka_bootstrap, tmp_path)
+    try:
+        ok = _cli(env, kafka_bootstrap, "start", "sized", "s1", '"four"', "--wait")
+        assert ok.returncode == 0 and "completed: 4" in ok.stdout, ok
+        failed = _cli(env, kafka_bootstrap, "start", "refused", "r1", '"no stock"', "--wait")
+        assert failed.returncode == 1, failed
+        assert "failed" in failed.stderr and "no stock" in failed.stderr
+        waiting = _cli(env, kafka_bootstrap, "start", "gated", "g1", "--wait", "--timeout", "2")
+        assert waiting.returncode == 3 and "timed out" in waiting.stderr, waiting
+        bad = _cli(env, kafka_bootstrap, "start", "sized", "b1", '{"x": 1}')
+        assert bad.returncode == 1 and "the input of sized instance 'b1'" in bad.stderr, bad
+        bogus = _cli(env, kafka_bootstrap, "list", "--status", "bogus")
+        assert bogus.returncode == 2 and "bogus" in bogus.stderr
+    finally:
+        worker.terminate()

@@ -81,7 +81,7 @@ def test_rolling_upgrade_parks_events_of_unknown_versions_and_completes_every_in
 
         def all_done() -> bool:
             views.clear()
-            views.update({v.id: v for v in client.list("order")})
+            views.update({v.id: v for v in client.list("order", full=True)})
             return len(views) == len(pinned) and all(v.done for v in views.values())  # type: ignore[attr-defined]
 
         try:

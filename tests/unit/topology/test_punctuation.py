@@ -89,7 +89,8 @@ def test_a_late_cycle_runs_once_and_keeps_to_the_schedule() -> None:
     start = 1_700_000_000_000
     with TestDriver(_app(lambda ctx: runs.append(ctx.now_ms)), start_time_ms=start) as driver:
         driver.pipe("orders", "c", {"cents": 1})
-        driver.advance_time(60_000 * 3 + 30_000)  # three runs were due: one runs, not three
+        # A worker late by three and a half intervals: one run, not three.
+        driver.advance_time(60_000 * 3 + 30_000, late=True)
         driver.advance_time(30_000)  # the schedule's next point: 4 minutes after the start
         assert runs == [start + 210_000, start + 240_000]
 

@@ -105,7 +105,7 @@ def test_cancels_and_transient_failures_conserve_money(transfers, failure_rate) 
         expected.setdefault("fees", 0)
         for tid, t in zip(ids, transfers, strict=True):
             view = views[tid]
-            if view.status == "completed" and view.result["status"] == "completed":
+            if view.status == "completed" and view.result.status == "completed":
                 fee = m.fee_for(t["amount"])
                 expected[t["source"]] -= t["amount"] + fee
                 expected[t["target"]] += t["amount"]

@@ -42,7 +42,7 @@ def test_small_transfer_completes_and_moves_money_once(payments) -> None:
     wf.start(m.transfer, id="t1", input=m.Transfer("t1", "alice", "bob", 500))
     view = wf.get(m.transfer, "t1")
     assert view.status == "completed"
-    assert view.result == {"transfer_id": "t1", "status": "completed", "fee": 5}
+    assert vars(view.result) == {"transfer_id": "t1", "status": "completed", "fee": 5}
     assert driver.store("accounts") == {"alice": 50_000 - 505, "bob": 1_500, "fees": 5}
 
 
@@ -79,7 +79,7 @@ def test_approval_times_out_after_two_days(payments) -> None:
     assert wf.get(m.transfer, "slow").status == "running"
     driver.advance_time(1)
     view = wf.get(m.transfer, "slow")
-    assert view.status == "completed" and view.result["status"] == "expired"
+    assert view.status == "completed" and view.result.status == "expired"
 
 
 def test_cancel_while_waiting_runs_compensations(payments) -> None:
