@@ -19,6 +19,10 @@ EXIT_ENDED_BADLY = 1
 """``start --wait``: the instance failed, was compensated or was cancelled."""
 EXIT_TIMED_OUT = 3
 """``start --wait``: the instance had not ended within ``--timeout``."""
+EXIT_NO_SUCH_INSTANCE = 4
+"""``signal``/``cancel``: no instance has that id (nothing was sent)."""
+EXIT_ALREADY_ENDED = 5
+"""``signal``/``cancel``: the instance has ended (nothing was sent)."""
 
 _bootstrap = cluster_options
 """``--bootstrap`` with ``--config`` / ``--kafka``: what every command here needs."""
@@ -106,8 +110,11 @@ def signal(
     payload_json: str | None,
     bootstrap: str | None,
 ) -> None:
-    """Send signal NAME (with an optional JSON payload) to an instance."""
+    """Send signal NAME (with an optional JSON payload) to an instance.
+
+    Exit status 4: no such instance; 5: it has ended (nothing is sent either way)."""
     _, client = _client(target, bootstrap)
+    _must_be_running(client, workflow, instance_id, f"signal {name!r}")
     client.signal(workflow, instance_id, name, _json(payload_json))
     click.echo(f"signalled {name} to {workflow} {instance_id}")
 
@@ -119,8 +126,11 @@ def signal(
 @_bootstrap
 def cancel(target: str, workflow: str, instance_id: str, bootstrap: str | None) -> None:
     """Cancel an instance: its timers are deleted, its running attempts cancelled, Cancelled
-    is raised at its current await, and its compensations run, newest first."""
+    is raised at its current await, and its compensations run, newest first.
+
+    Exit status 4: no such instance; 5: it has ended (nothing is sent either way)."""
     _, client = _client(target, bootstrap)
+    _must_be_running(client, workflow, instance_id, "cancel")
     client.cancel(workflow, instance_id)
     click.echo(f"cancel requested for {workflow} {instance_id}")
 
@@ -152,6 +162,25 @@ def fail_(target: str, workflow: str, instance_id: str, reason: str, bootstrap: 
     _, client = _client(target, bootstrap)
     client.fail(workflow, instance_id, reason)
     click.echo(f"fail requested for {workflow} {instance_id}")
+
+
+def _must_be_running(client: Any, workflow: str, instance_id: str, what: str) -> None:
+    """Refuse, before sending, a command the instance would drop: the owning worker says
+    whether it exists and whether it has ended. (The Python client sends regardless: a signal
+    may rightly arrive before its start is processed.)"""
+    view = client.get(workflow, instance_id)
+    if view is None:
+        click.echo(
+            f"no instance {instance_id!r} of workflow {workflow!r}: {what} not sent", err=True
+        )
+        sys.exit(EXIT_NO_SUCH_INSTANCE)
+    if view.done:
+        click.echo(
+            f"instance {instance_id!r} of {workflow!r} already ended ({view.status}): "
+            f"{what} not sent",
+            err=True,
+        )
+        sys.exit(EXIT_ALREADY_ENDED)
 
 
 def _time(ms: int | None) -> str:

@@ -147,12 +147,24 @@ class Console:
         name = body.get("name")
         if not name:
             raise ApiError(400, "a signal needs a name")
+        self._running(workflow, ident, "signal")
         self._commands().signal(workflow, ident, name, body.get("payload"))
         return {"sent": "signal", "name": name}
 
     def cancel(self, workflow: str, ident: str) -> dict[str, Any]:
+        self._running(workflow, ident, "cancel")
         self._commands().cancel(workflow, ident)
         return {"sent": "cancel"}
+
+    def _running(self, workflow: str, ident: str, what: str) -> None:
+        """Refuse a command the instance would drop, saying why (404, 409)."""
+        found = self._commands().get(workflow, ident)
+        if found is None:
+            raise ApiError(404, f"no instance {ident!r} of workflow {workflow!r}: {what} not sent")
+        if found.done:
+            raise ApiError(
+                409, f"instance {ident!r} already ended ({found.status}): {what} not sent"
+            )
 
     def resume(self, workflow: str, ident: str) -> dict[str, Any]:
         self._commands().resume(workflow, ident)

@@ -41,7 +41,7 @@ class AsyncWorkflowClient:
 
     async def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
         delivered = self._client._produce(workflow, instance_id, event)
-        await _acknowledged(delivered, f"{type(event).__name__} for {instance_id!r}")
+        await _acknowledged(self._client, delivered, f"{type(event).__name__} for {instance_id!r}")
 
     async def start(
         self, workflow: Any, *, id: str, input: Any = None, version: int | None = None
@@ -56,13 +56,11 @@ class AsyncWorkflowClient:
     ) -> list[str]:
         """Start many instances at once (``(id, input)`` pairs); see ``WorkflowClient``."""
         ids, delivered = self._client._produce_starts(workflow, starts, version)
-        try:
-            refused = await asyncio.wait_for(asyncio.wrap_future(delivered), DELIVERY_TIMEOUT_S)
-        except TimeoutError:
-            raise KafkaUnavailable(
-                f"starts of {len(ids)} instances were not all acknowledged within "
-                f"{DELIVERY_TIMEOUT_S:.0f} s (send them again: starts are idempotent)"
-            ) from None
+        refused = await _acknowledged(
+            self._client,
+            delivered,
+            f"starts of {len(ids)} instances (send them again: starts are idempotent)",
+        )
         _raise_undelivered(refused, len(ids))
         return ids
 
@@ -124,10 +122,21 @@ class AsyncWorkflowClient:
             yield view  # type: ignore[misc]
 
 
-async def _acknowledged(delivered: Future[None], what: str) -> None:
-    try:
-        await asyncio.wait_for(asyncio.wrap_future(delivered), DELIVERY_TIMEOUT_S)
-    except TimeoutError:
-        raise KafkaUnavailable(
-            f"could not deliver the {what} within {DELIVERY_TIMEOUT_S:.0f} s"
-        ) from None
+async def _acknowledged(client: WorkflowClient, delivered: Future[Any], what: str) -> Any:
+    """``WorkflowClient._acknowledged`` for a coroutine: the loop is never blocked."""
+    waiting = asyncio.wrap_future(delivered)
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+    while True:
+        try:
+            result = await asyncio.wait_for(
+                asyncio.shield(waiting), min(0.5, max(0.0, deadline - time.monotonic()))
+            )
+        except TimeoutError:
+            client._errors.raise_if_refused()
+            if time.monotonic() >= deadline:
+                raise KafkaUnavailable(
+                    f"could not deliver the {what} within {DELIVERY_TIMEOUT_S:.0f} s"
+                ) from None
+            continue
+        client._errors.reached()
+        return result

@@ -22,8 +22,10 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamflow.errors import ConfigError, KafkaUnavailable
+from streamflow.runtime.client_errors import ErrorWatch
 from streamflow.runtime.collector import max_record_bytes
 from streamflow.runtime.kafka_settings import KafkaSettings
+from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
 from streamflow.runtime.partitioner import partition_for
 from streamflow.runtime.state_query import StateQuery
 from streamflow.serde.avro.serde import AvroSerde
@@ -207,23 +209,30 @@ class WorkflowClient(WorkflowCommands):
         super().__init__(app)
         self._bootstrap = bootstrap or app.config.bootstrap
         self._settings: dict[str, str] = dict(app.config.kafka.values)
+        self._errors = ErrorWatch(app.config.kafka, self._bootstrap)
         producer_conf = {
             "bootstrap.servers": self._bootstrap,
             "linger.ms": 2,
             "enable.idempotence": True,
             "partitioner": "murmur2_random",
             **self._settings,
+            **self._errors.client_config(),
         }
         self._producer = Producer(producer_conf)
         self._max_record_bytes = max_record_bytes(producer_conf)
         self._deliveries = Deliveries(self._producer)
-        self._owners = Owners(app, {"bootstrap.servers": self._bootstrap, **self._settings})
+        self._owners = Owners(app, self._quiet_conf())
         self._partition_counts: dict[str, int] = {}
         self._query: StateQuery | None = None
 
-    def close(self) -> None:
-        """Deliver what is in flight and stop the delivery thread."""
-        self._deliveries.close()
+    def _quiet_conf(self) -> dict[str, Any]:
+        """Settings for this client's other clients (admin, readers): librdkafka's log lines
+        at DEBUG, like the producer's."""
+        return {"bootstrap.servers": self._bootstrap, **self._settings, "logger": LIBRDKAFKA_LOGGER}
+
+    def close(self, timeout: float = DELIVERY_TIMEOUT_S) -> None:
+        """Deliver what is in flight (for up to ``timeout`` s) and stop the delivery thread."""
+        self._deliveries.close(timeout)
 
     def __enter__(self) -> WorkflowClient:
         return self
@@ -235,14 +244,30 @@ class WorkflowClient(WorkflowCommands):
 
     def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
         delivered = self._produce(workflow, instance_id, event)
-        try:
-            delivered.result(DELIVERY_TIMEOUT_S)
-        except FutureTimeout:
-            raise KafkaUnavailable(
-                f"could not deliver {type(event).__name__} for {instance_id!r} to "
-                f"{self._registry.events_topic(workflow)!r} within {DELIVERY_TIMEOUT_S:.0f} s; "
-                f"is {self._bootstrap} reachable?"
-            ) from None
+        self._acknowledged(
+            delivered,
+            f"{type(event).__name__} for {instance_id!r} to "
+            f"{self._registry.events_topic(workflow)!r}",
+        )
+
+    def _acknowledged(self, delivered: Future[Any], what: str) -> Any:
+        """The future's result, waited for in slices: between them, what librdkafka reported
+        (a refused password or certificate, nothing listening) is raised as one clear line
+        within seconds, not as a timeout naming nothing."""
+        deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+        while True:
+            try:
+                result = delivered.result(min(0.5, max(0.0, deadline - time.monotonic())))
+            except FutureTimeout:
+                self._errors.raise_if_refused()
+                if time.monotonic() >= deadline:
+                    raise KafkaUnavailable(
+                        f"could not deliver the {what} within {DELIVERY_TIMEOUT_S:.0f} s; is "
+                        f"{self._bootstrap} reachable?"
+                    ) from None
+                continue
+            self._errors.reached()
+            return result
 
     def _produce(self, workflow: Any, instance_id: str, event: Event) -> Future[None]:
         """Queue ``event``'s record; the future is done when the broker acknowledged it."""
@@ -276,14 +301,9 @@ class WorkflowClient(WorkflowCommands):
         all are waited for together. Returns the ids; raises after the whole batch if any
         start was not delivered (a start is idempotent: sending the batch again is safe)."""
         ids, delivered = self._produce_starts(workflow, starts, version)
-        try:
-            refused = delivered.result(DELIVERY_TIMEOUT_S)
-        except FutureTimeout:
-            raise KafkaUnavailable(
-                f"starts of {len(ids)} instances were not all acknowledged within "
-                f"{DELIVERY_TIMEOUT_S:.0f} s (send them again: starts are idempotent); is "
-                f"{self._bootstrap} reachable?"
-            ) from None
+        refused = self._acknowledged(
+            delivered, f"starts of {len(ids)} instances (send them again: starts are idempotent)"
+        )
         _raise_undelivered(refused, len(ids))
         return ids
 
@@ -426,9 +446,7 @@ class WorkflowClient(WorkflowCommands):
 
     def _state_query(self) -> StateQuery:
         if self._query is None:
-            self._query = StateQuery(
-                self._app, {"bootstrap.servers": self._bootstrap, **self._settings}
-            )
+            self._query = StateQuery(self._app, self._quiet_conf())
         return self._query
 
     def _partitions(self, topic: str) -> int:
@@ -443,8 +461,7 @@ class WorkflowClient(WorkflowCommands):
     def _scan(self, topic: str, partitions: Any, only: str | None) -> dict[str, InstanceView]:
         consumer = Consumer(
             {
-                "bootstrap.servers": self._bootstrap,
-                **self._settings,
+                **self._quiet_conf(),
                 # Never joins (partitions are assigned); under the app's prefix for its ACLs.
                 "group.id": f"{self._app.name}-query-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,

@@ -207,6 +207,12 @@ def test_start_wait_exit_status_says_how_the_instance_ended(
         assert waiting.returncode == 3 and "timed out" in waiting.stderr, waiting
         bad = _cli(env, kafka_bootstrap, "start", "sized", "b1", '{"x": 1}')
         assert bad.returncode == 1 and "the input of sized instance 'b1'" in bad.stderr, bad
+        nobody = _cli(env, kafka_bootstrap, "signal", "gated", "nobody", "go")
+        assert nobody.returncode == 4 and "no instance 'nobody'" in nobody.stderr, nobody
+        ended = _cli(env, kafka_bootstrap, "cancel", "sized", "s1")
+        assert ended.returncode == 5 and "already ended (completed)" in ended.stderr, ended
+        go = _cli(env, kafka_bootstrap, "signal", "gated", "g1", "5")
+        assert go.returncode == 0, go
         bogus = _cli(env, kafka_bootstrap, "list", "--status", "bogus")
         assert bogus.returncode == 2 and "bogus" in bogus.stderr
     finally:

@@ -42,6 +42,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamflow.errors import ConfigError, KafkaUnavailable, SchemaError
+from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
 from streamflow.serde.avro.schema import Schema, canonical_schema
 from streamflow.serde.registry.base import RegisteredSchema, SubjectLog
 from streamflow.serde.registry.compatibility import CompatibilityMode, Incompatibility
@@ -59,14 +60,7 @@ TOPIC_CONFIG = {
 }
 
 
-class _DebugLogger:
-    """librdkafka's log lines, at DEBUG in our log."""
-
-    def log(self, _level: int, fmt: str, *args: Any) -> None:
-        log.debug(fmt, *args)
-
-
-_DEBUG_LOGGER = _DebugLogger()
+_DEBUG_LOGGER = LIBRDKAFKA_LOGGER
 
 Fact = tuple[bytes, bytes, Callable[[], None]]
 """(key, value, apply): one record to write, and how to apply it locally once committed."""

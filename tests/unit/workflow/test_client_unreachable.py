@@ -1,0 +1,29 @@
+"""A client whose cluster is not there says so in one line, within seconds, and librdkafka's
+own log lines stay off the terminal. (Nothing listens on 127.0.0.1:1: a real refusal.)"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from streamflow import App
+from streamflow.errors import KafkaUnavailable
+
+
+def test_a_start_to_nothing_listening_fails_in_one_clear_line(capfd) -> None:
+    app = App("nowhere")
+
+    @app.workflow
+    async def flow(ctx, n: int) -> int:
+        return n
+
+    client = app.client("127.0.0.1:1")
+    began = time.monotonic()
+    with pytest.raises(KafkaUnavailable, match=r"cannot reach Kafka at 127\.0\.0\.1:1") as failed:
+        client.start(flow, id="x", input=1)
+    assert time.monotonic() - began < 20
+    assert "is the broker running" in str(failed.value)
+    out, err = capfd.readouterr()
+    assert "rdkafka" not in out + err and "FAIL|" not in out + err
+    client.close(timeout=0)  # nothing will ever be delivered: no flush to wait out
