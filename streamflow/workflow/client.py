@@ -452,7 +452,14 @@ class WorkflowClient(WorkflowCommands):
     def _partitions(self, topic: str) -> int:
         count = self._partition_counts.get(topic)
         if count is None:
-            metadata = self._producer.list_topics(topic, timeout=10)
+            try:
+                metadata = self._producer.list_topics(topic, timeout=10)
+            except KafkaException as exc:
+                self._errors.raise_if_refused()  # the clear line, when librdkafka said why
+                raise KafkaUnavailable(
+                    f"cannot read the metadata of {topic!r} from {self._bootstrap}: "
+                    f"{exc.args[0].str()}"
+                ) from None
             count = len(metadata.topics[topic].partitions)
             if count:  # a topic not created yet has none: ask again next time
                 self._partition_counts[topic] = count
