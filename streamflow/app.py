@@ -4,6 +4,7 @@ and hands the resulting topology to a worker (``streamflow run``) or the test dr
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,15 @@ from streamflow.workflow.compiler import WorkflowRegistry
 if TYPE_CHECKING:
     from streamflow.runtime.worker import Worker
     from streamflow.workflow.async_client import AsyncWorkflowClient
+
+
+@functools.cache
+def _local_bootstrap() -> str:
+    """The dev cluster of this checkout when one runs (it listens on a free port), else the
+    usual local broker. Looked up once per process."""
+    from streamflow.dev.kafka import running_dev_bootstrap
+
+    return running_dev_bootstrap() or "127.0.0.1:9092"
 
 
 class App:
@@ -89,7 +99,8 @@ class App:
             name=name,
             bootstrap=bootstrap
             or settings.values.get("bootstrap.servers")
-            or os.environ.get("STREAMFLOW_BOOTSTRAP", "127.0.0.1:9092"),
+            or os.environ.get("STREAMFLOW_BOOTSTRAP")
+            or _local_bootstrap(),
             state_dir=Path(state_dir or os.environ.get("STREAMFLOW_STATE_DIR", ".state")),
             guarantee=guarantee,
             commit_interval=interval,

@@ -77,6 +77,20 @@ class ClusterStatus:
         return bool(self.nodes) and all(node.alive for node in self.nodes)
 
 
+def running_dev_bootstrap() -> str | None:
+    """The bootstrap of the local dev cluster (``streamflow dev kafka start``) running in the
+    default run directory, if a plain one runs there: what a command given no bootstrap uses
+    instead of 127.0.0.1:9092 (that cluster picks a free port). A secured one needs its
+    settings file, so it is never guessed."""
+    try:
+        status = LocalKafka().status()
+    except Exception:  # noqa: BLE001 - an unreadable run dir: no dev cluster to offer
+        return None
+    if status.running and not status.secure:
+        return status.bootstrap
+    return None
+
+
 class LocalKafka:
     """One local cluster, identified by its run directory.
 
