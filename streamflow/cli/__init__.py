@@ -13,11 +13,24 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so the group modules stay independent of each other.
-    from streamflow.cli import acls, dev, dlq, engine, replay, schemas, state, status, ui, workflows
+    from streamflow.cli import (
+        acls,
+        dev,
+        dlq,
+        engine,
+        produce,
+        replay,
+        schemas,
+        state,
+        status,
+        ui,
+        workflows,
+    )
 
     main.add_command(acls.acls)
     main.add_command(dev.dev)
     main.add_command(dlq.dlq)
+    main.add_command(produce.produce)
     main.add_command(status.status)
     main.add_command(state.state)
     main.add_command(replay.replay)
