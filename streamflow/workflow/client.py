@@ -27,7 +27,7 @@ from streamflow.runtime.collector import max_record_bytes
 from streamflow.runtime.kafka_settings import KafkaSettings
 from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
 from streamflow.runtime.partitioner import partition_for
-from streamflow.runtime.state_query import StateQuery
+from streamflow.runtime.state_query import SETTLE_S, StateQuery, StateQueryError
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.serde.registry.settings import RegistrySettings
@@ -423,17 +423,42 @@ class WorkflowClient(WorkflowCommands):
             yield from self._list_from_changelog(workflow, wanted)
             return
         after: str | None = None
+        listed = 0
         while True:
-            page = self._state_query().instances(
-                workflow, after=after, limit=page_size, filters=wanted, full=full
-            )
+            page = self._page(workflow, after, page_size, wanted, full)
+            if page is None:  # the workers do not answer: the changelog, if nothing was listed
+                if listed:
+                    raise StateQueryError(
+                        f"listing {self._registry.node_of(workflow).workflow} stopped after "
+                        f"{listed} instances: the workers stopped answering (a rebalance?)"
+                    )
+                yield from self._list_from_changelog(workflow, wanted)
+                return
             for row in page["instances"]:
+                listed += 1
                 header = {k: v for k, v in row.items() if k not in ("id", "entries")}
                 entries = row.get("entries") or []
                 yield self._viewed(workflow, InstanceView(row["id"], header, entries))
             after = page["next"]
             if after is None:
                 return
+
+    def _page(
+        self, workflow: Any, after: str | None, limit: int, wanted: InstanceFilter, full: bool
+    ) -> dict[str, Any] | None:
+        """One page from the workers; None when they do not all answer within ``SETTLE_S``
+        (a worker killed a moment ago is still in the group's description until its session
+        times out, and its tasks restore elsewhere)."""
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            try:
+                return self._state_query().instances(
+                    workflow, after=after, limit=limit, filters=wanted, full=full
+                )
+            except StateQueryError:
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.5)
 
     def _list_from_changelog(self, workflow: Any, wanted: InstanceFilter) -> Iterator[InstanceView]:
         """No worker serves an endpoint: every partition of the changelog, read whole."""
