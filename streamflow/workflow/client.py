@@ -46,6 +46,7 @@ from streamflow.workflow.messages import (
     dumps,
 )
 from streamflow.workflow.payloads import (
+    check_fits,
     is_plain_type,
     pack,
     parameter_types,
@@ -147,7 +148,7 @@ class WorkflowCommands:
         packed = self._pack(wdef.input, input)
         types_ = parameter_types(wdef.fn)
         if types_ and wdef.input is None:
-            rebuild(types_[0], packed, f"the input of {wdef.name} instance {id!r}")
+            check_fits(types_[0], packed, f"the input of {wdef.name} instance {id!r}")
         return Start(id, packed, version)
 
     def _signal_event(self, workflow: Any, id: str, name: str, payload: Any) -> Signal:
@@ -317,7 +318,7 @@ class WorkflowClient(WorkflowCommands):
         name = self._registry.node_of(workflow).workflow
         limit = self._max_record_bytes
         types_ = parameter_types(wdef.fn)
-        check = types_[0] if types_ and serde is None and not is_plain_type(types_[0]) else None
+        check = types_[0] if types_ and serde is None else None
         ids: list[str] = []
         records: list[tuple[bytes, bytes]] = []
         for instance_id, value in starts:
@@ -325,7 +326,7 @@ class WorkflowClient(WorkflowCommands):
             key = instance_id.encode()
             packed = pack(serde, value)
             if check is not None:
-                rebuild(check, packed, f"the input of {name} instance {instance_id!r}")
+                check_fits(check, packed, f"the input of {name} instance {instance_id!r}")
             encoded = dumps(Start(instance_id, packed, version).to_json())
             if len(key) + len(encoded) > limit:
                 check_payload_size(

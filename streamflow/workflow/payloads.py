@@ -74,6 +74,15 @@ def rebuild(tp: Any, value: Any, where: str = "value") -> Any:
 _PLAIN = (Any, int, float, str, bool, type(None), dict, list, object)
 
 
+def check_fits(tp: Any, value: Any, where: str) -> None:
+    """``ValueMismatch`` naming the field when ``value`` (plain JSON) does not fit ``tp``:
+    scalars included (``rebuild`` passes them through), so a client refuses a dict where a
+    ``str`` is declared before anything is sent."""
+    if tp is Any or tp is object:
+        return
+    from_plain(tp, value, where)
+
+
 def is_plain_type(tp: Any) -> bool:
     """JSON gives values of ``tp`` as they are: nothing to rebuild."""
     return tp in _PLAIN
