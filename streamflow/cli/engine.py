@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -30,7 +31,12 @@ def load_app(target: str) -> App:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     sys.path.insert(0, str(path.parent.resolve()))
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise click.ClickException(f"{exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}") from None
+    except Exception as exc:  # noqa: BLE001 - the app file's own error, said in one line
+        raise click.ClickException(_where_it_failed(path, exc)) from None
     if attr:
         app = getattr(module, attr, None)
         if not isinstance(app, App):
@@ -43,6 +49,16 @@ def load_app(target: str) -> App:
             f"{path} defines {len(apps)} Apps ({names}); use FILE:NAME", param_hint="FILE[:APP]"
         )
     return apps[0]
+
+
+def _where_it_failed(path: Path, exc: BaseException) -> str:
+    """``file:line: Type: message`` at the deepest line of the app's file (or of the code it
+    imports) that raised, instead of a traceback through importlib and click."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if "importlib" not in f.filename and "/click/" not in f.filename]
+    frame = mine[-1] if mine else None
+    where = f"{frame.filename}:{frame.lineno}" if frame else str(path)
+    return f"{where}: {type(exc).__name__}: {exc} (while loading {path})"
 
 
 def _configure_logging(verbose: int, log_format: str = "text") -> None:
