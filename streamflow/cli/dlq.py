@@ -8,6 +8,7 @@ import click
 import orjson
 
 from streamflow.cli.kafka_options import app_cluster, cluster_options
+from streamflow.runtime.dead_letter import HEADER_STAGE, HEADER_TRUNCATED
 from streamflow.runtime.dlq import DeadLetter, DeadLetterError, DeadLetters, parse_since
 from streamflow.runtime.log_format import ProgressLine
 
@@ -28,7 +29,10 @@ def _line(letter: DeadLetter, replayed: bool) -> str:
     if len(reason) > 90:
         reason = reason[:87] + "..."
     mark = " (replayed)" if replayed else ""
-    return f"{letter.id:<10} {_when(letter.timestamp_ms)}  {where:<28} {reason}{mark}"
+    if letter.header(HEADER_TRUNCATED) is not None:
+        mark += " (cut to fit)"
+    stage = letter.header(HEADER_STAGE) or "?"
+    return f"{letter.id:<10} {_when(letter.timestamp_ms)}  {stage:<11} {where:<28} {reason}{mark}"
 
 
 _filters = [
@@ -101,6 +105,14 @@ def show(target: str, letter_id: str, bootstrap: str | None) -> None:
         raise click.ClickException(str(exc)) from exc
     body = {**letter.to_json(), "replayed": replayed}
     click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+    if body["truncated"] is not None:
+        key_bytes, _, value_bytes = str(body["truncated"]).partition(",")
+        click.echo(
+            f"note: cut to fit the dead-letter topic (the record had a {key_bytes}-byte key "
+            f"and a {value_bytes}-byte value): the key and value above are not the whole "
+            "record, and it cannot be replayed",
+            err=True,
+        )
 
 
 @dlq.command()

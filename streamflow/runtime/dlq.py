@@ -127,6 +127,7 @@ class DeadLetter:
             "error": self.error,
             "stage": self.header(HEADER_STAGE),
             "processor": self.header(HEADER_PROCESSOR),
+            "truncated": self.header(HEADER_TRUNCATED),
             "source": None
             if source is None
             else {"topic": source[0], "partition": source[1], "offset": source[2]},
