@@ -179,6 +179,9 @@ def test_dead_letters_replayed_after_a_fix_are_processed_exactly_once(
         _cli("dlq", "show", str(APP_FILE), listed[0]["id"], env=env, bootstrap=kafka_bootstrap)
     )
     assert "poison event" in one["error"] and "Traceback" in one["trace"]
+    assert one["stage"] == "process" and one["truncated"] is None
+    text = _cli("dlq", "list", str(APP_FILE), env=env, bootstrap=kafka_bootstrap).splitlines()
+    assert all(" process " in line for line in text[:-1]), text  # the stage column
     filtered = _cli(
         "dlq", "list", str(APP_FILE), "--error", "KeyError", env=env, bootstrap=kafka_bootstrap
     )
