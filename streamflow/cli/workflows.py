@@ -13,7 +13,7 @@ import orjson
 from streamflow.cli.engine import load_app
 from streamflow.cli.kafka_options import cluster_options, kafka_settings, registry_settings
 from streamflow.errors import StreamflowError
-from streamflow.workflow.journal import STATUSES, TERMINAL
+from streamflow.workflow.journal import COMPENSATION_BASE, STATUSES, TERMINAL
 
 EXIT_ENDED_BADLY = 1
 """``start --wait``: the instance failed, was compensated or was cancelled."""
@@ -191,6 +191,9 @@ def _time(ms: int | None) -> str:
 
 def _describe_entry(entry: dict[str, Any]) -> str:
     kind, name, status = entry["kind"], entry["name"], entry["status"]
+    if status == "cancelled":
+        what = {"signal": f"wait for signal {name!r}", "sleep": "sleep"}.get(kind, f"{kind} {name}")
+        return f"{what} cancelled"
     if kind == "step":
         what = f"step {name}({', '.join(orjson.dumps(a).decode() for a in entry.get('args', []))})"
         if status == "done":
@@ -228,28 +231,57 @@ def _describe_entry(entry: dict[str, Any]) -> str:
 @click.argument("target")
 @click.argument("workflow")
 @click.argument("instance_id")
+@click.option("--json", "as_json", is_flag=True, help="The header and entries as JSON.")
 @_bootstrap
-def show(target: str, workflow: str, instance_id: str, bootstrap: str | None) -> None:
-    """Print an instance's status and its journal as a timeline."""
+def show(
+    target: str, workflow: str, instance_id: str, as_json: bool, bootstrap: str | None
+) -> None:
+    """Print an instance's status and its journal as a timeline (exit 4: no such instance)."""
     _, client = _client(target, bootstrap)
     view = client.get(workflow, instance_id)
     if view is None:
-        raise click.ClickException(f"no instance {instance_id!r} of workflow {workflow!r}")
+        click.echo(f"no instance {instance_id!r} of workflow {workflow!r}", err=True)
+        sys.exit(EXIT_NO_SUCH_INSTANCE)
+    if as_json:
+        body = {"id": view.id, "header": view.header, "entries": view.entries}
+        click.echo(orjson.dumps(body).decode())
+        return
+    for line in timeline(workflow, view):
+        click.echo(line)
+
+
+def timeline(workflow: str, view: Any) -> list[str]:
+    """An instance as ``workflows show`` prints it: header, then one line per journal entry
+    (failed attempts under their step, compensations numbered C1, C2, … as they ran)."""
     h = view.header
-    click.echo(f"{workflow} {instance_id}  v{h['version']} run {h['run']}  status: {h['status']}")
-    click.echo(f"  input:   {orjson.dumps(h.get('input')).decode()}")
-    click.echo(f"  started: {_time(h.get('started_ms'))}   updated: {_time(h.get('updated_ms'))}")
+    lines = [
+        f"{workflow} {view.id}  v{h['version']} run {h['run']}  status: {h['status']}",
+        f"  input:   {orjson.dumps(h.get('input')).decode()}",
+        f"  started: {_time(h.get('started_ms'))}   updated: {_time(h.get('updated_ms'))}",
+    ]
     for entry in view.entries:
         stamp = _time(entry.get("started_ms") or entry.get("finished_ms"))
-        label = "compensation " if entry["seq"] >= 1_000_000_000 else ""
-        click.echo(f"  #{entry['seq'] % 1_000_000_000:<4} {stamp}  {label}{_describe_entry(entry)}")
+        seq = entry["seq"]
+        if seq >= COMPENSATION_BASE:  # compensations run newest first: numbered as they ran
+            number, label = f"C{seq - COMPENSATION_BASE + 1}", "compensation: "
+        else:
+            number, label = str(seq), ""
+        lines.append(f"  #{number:<4} {stamp}  {label}{_describe_entry(entry)}")
+        for tried in entry.get("attempts") or []:
+            if tried.get("outcome") == "failed":
+                error = tried.get("error") or {}
+                lines.append(
+                    f"         {_time(tried.get('finished_ms'))}  attempt {tried['attempt']} "
+                    f"failed: {error.get('type', '?')}: {error.get('message', '')}"
+                )
     if h.get("error"):
-        click.echo(f"  error:   {h['error']['type']}: {h['error']['message']}")
+        lines.append(f"  error:   {h['error']['type']}: {h['error']['message']}")
     if "result" in h:
-        click.echo(f"  result:  {orjson.dumps(h['result']).decode()}")
+        lines.append(f"  result:  {orjson.dumps(h['result']).decode()}")
     inbox = {k: v for k, v in (h.get("signals") or {}).items() if v}
     if inbox:
-        click.echo(f"  unconsumed signals: {orjson.dumps(inbox).decode()}")
+        lines.append(f"  unconsumed signals: {orjson.dumps(inbox).decode()}")
+    return lines
 
 
 @workflows.command(name="list")
@@ -266,6 +298,7 @@ def show(target: str, workflow: str, instance_id: str, bootstrap: str | None) ->
     help="Only instances whose search attribute NAME is VALUE (JSON, else text); repeatable.",
 )
 @click.option("--limit", type=int, default=1000, show_default=True, help="Rows at most.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per instance.")
 @_bootstrap
 def list_(
     target: str,
@@ -275,6 +308,7 @@ def list_(
     since: float | None,
     attributes: tuple[str, ...],
     limit: int,
+    as_json: bool,
     bootstrap: str | None,
 ) -> None:
     """List instances with their workflow, version and status, a page at a time from the
@@ -302,6 +336,11 @@ def list_(
         ):
             h = view.header
             rows += 1
+            if as_json:
+                click.echo(orjson.dumps({"id": view.id, **h}).decode())
+                if rows >= limit:
+                    return
+                continue
             shown = " ".join(
                 f"{k}={orjson.dumps(v).decode()}" for k, v in (h.get("attributes") or {}).items()
             )

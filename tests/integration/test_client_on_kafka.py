@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
 from streamflow.errors import PayloadTooLarge
@@ -213,6 +214,12 @@ def test_start_wait_exit_status_says_how_the_instance_ended(
         assert ended.returncode == 5 and "already ended (completed)" in ended.stderr, ended
         go = _cli(env, kafka_bootstrap, "signal", "gated", "g1", "5")
         assert go.returncode == 0, go
+        shown = orjson.loads(_cli(env, kafka_bootstrap, "show", "sized", "s1", "--json").stdout)
+        assert shown["header"]["status"] == "completed" and shown["entries"][0]["name"] == "measure"
+        rows = _cli(env, kafka_bootstrap, "list", "--workflow", "sized", "--json").stdout
+        assert [orjson.loads(r)["id"] for r in rows.splitlines()] == ["s1"]
+        missing = _cli(env, kafka_bootstrap, "show", "sized", "nobody")
+        assert missing.returncode == 4, missing
         bogus = _cli(env, kafka_bootstrap, "list", "--status", "bogus")
         assert bogus.returncode == 2 and "bogus" in bogus.stderr
     finally:
