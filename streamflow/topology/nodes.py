@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from streamflow.errors import SerializationError
 from streamflow.topology.specs import StoreSpec, TopicSpec
 
 if TYPE_CHECKING:  # the runtime implements what these describe; only their types are needed
@@ -328,19 +329,37 @@ class SinkNode(Node):
             ts = rt.timestamp_override
             if ts is None:
                 ts = rt.msg.timestamp()[1]
-            send(
-                topic,
-                None if key is None else kser(key),
-                None if value is None else vser(value),
-                None,
-                ts,
-                rt.headers_override,
-            )
+            try:
+                kb = None if key is None else kser(key)
+            except Exception as exc:  # noqa: BLE001 - said in plain words, then dead-lettered
+                raise unencodable("key", topic, self.topic.key_serde.name, key, exc) from None
+            try:
+                vb = None if value is None else vser(value)
+            except Exception as exc:  # noqa: BLE001
+                raise unencodable("value", topic, self.topic.value_serde.name, value, exc) from None
+            send(topic, kb, vb, None, ts, rt.headers_override)
 
         return push
 
 
 _UNSET: Any = object()
+
+
+def unencodable(
+    what: str, topic: str, serde: str, value: Any, exc: Exception
+) -> SerializationError:
+    """A key or value its topic's serde cannot write, in plain words: which topic, which
+    serde, what type arrived, and where such a value comes from."""
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    expected = {"str": "a str", "bytes": "bytes", "json": "JSON (dicts, lists, str, numbers)"}
+    wanted = expected.get(serde, f"what the {serde} serde writes")
+    return SerializationError(
+        f"the {what} for topic {topic!r} is {type(value).__name__} {shown}, but the topic's "
+        f"{what} serde is {serde!r} and wants {wanted} ({type(exc).__name__}: {exc}); "
+        f"return {wanted} from the function that made the {what} (key_by, map, aggregate), "
+        f"or declare the topic with a {what} serde that fits"
+    )
 
 
 @dataclass(eq=False, kw_only=True)
