@@ -122,7 +122,14 @@ def test_console_lists_shows_signals_and_dead_letters(kafka_bootstrap: str, tmp_
             )
             assert kinds == ["step", "signal"], kinds
             assert "record" in page.inner_text("#timeline")
+            # A page of its own (a link, the back button), and no action that cannot apply.
+            assert page.url.endswith("#instance/waiter/ui-1"), page.url
+            assert page.is_disabled("#cancel") and page.is_disabled("#send-signal")
             page.screenshot(path=str(shots / "instance.png"), full_page=True)
+            page.go_back()
+            page.wait_for_selector("#instances tr[data-id='ui-1']", timeout=30_000)
+            page.go_forward()
+            page.wait_for_selector("#title .pill.completed", timeout=30_000)
 
             # Start again with the same input: a new instance, which the page then cancels.
             page.click("#restart")
