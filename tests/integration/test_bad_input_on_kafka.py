@@ -83,11 +83,12 @@ def _cases(events: str) -> list[tuple[str, str, bytes | None, bytes | None, str]
         ("RecursionError", "in", b"k", b'{"raise": "RecursionError"}', "RecursionError"),
         ("SystemExit", "in", b"k", b'{"raise": "SystemExit"}', "SystemExit"),
         (
+            # Not a dead letter: the instance ends failed with the reason (`wait` returns).
             "a workflow input that does not fit its dataclass",
             events,
             b"w-bad",
             orjson.dumps({"type": "start", "id": "w-bad", "input": {"id": "x", "oops": 1}}),
-            "does not fit Order (missing 'cents')",
+            "",
         ),
         (
             "a signal for an unknown instance",
@@ -155,6 +156,9 @@ def test_every_bad_input_lands_in_the_dead_letter_topic_and_nothing_else_is_lost
                 break
             time.sleep(1)
         dead = read_topic(kafka_bootstrap, f"{name}.dlq")
+        refused = client.wait("checkout", "w-bad", timeout=60)
+        assert refused.status == "failed", refused.header
+        assert "does not fit Order (missing 'cents')" in refused.header["error"]["message"]
         assert worker.alive()
     finally:
         assert worker.terminate() == 0
