@@ -28,7 +28,7 @@ def ui(target: str, port: int, host: str, token: str | None, bootstrap: str | No
     with replay. Live: the open page refreshes itself."""
     from streamflow.ui.server import Console, serve
 
-    cluster = app_cluster(target, bootstrap)
+    cluster = app_cluster(target, bootstrap, check=False)  # it may start before the cluster
     server = serve(Console(cluster.app, cluster.client), host, port, token)
     address = f"http://{host}:{server.server_address[1]}/"
     click.echo(f"streamflow console of {cluster.app.name} on {address} (Ctrl-C stops it)")

@@ -11,7 +11,12 @@ import click
 import orjson
 
 from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import cluster_options, kafka_settings, registry_settings
+from streamflow.cli.kafka_options import (
+    check_cluster,
+    cluster_options,
+    kafka_settings,
+    registry_settings,
+)
 from streamflow.errors import StreamflowError
 from streamflow.workflow.journal import COMPENSATION_BASE, STATUSES, TERMINAL
 
@@ -32,7 +37,12 @@ def _client(target: str, bootstrap: str | None) -> tuple[Any, Any]:
     app = load_app(target)
     settings = kafka_settings(dict(app.config.kafka_from_app))
     app.config = replace(app.config, kafka=settings, schema_registry=registry_settings())
-    return app, app.client(bootstrap or settings.values.get("bootstrap.servers"))
+    server = bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap
+    try:
+        check_cluster(settings, server)
+    except StreamflowError as exc:  # refused, unreachable: the one line `run` prints
+        raise click.ClickException(str(exc)) from None
+    return app, app.client(server)
 
 
 def _json(text: str | None) -> Any:
