@@ -34,3 +34,9 @@ def refuse(ctx, why: str) -> None:
 @app.workflow
 async def refused(ctx, why: str) -> None:
     await ctx.step(refuse, why)
+
+
+@app.workflow(retention=timedelta(seconds=3))
+async def brief(ctx, n: int) -> int:
+    """Finished instances of this one are deleted 3 s after they end (the retention soak)."""
+    return await ctx.step(measure, "x" * n)
