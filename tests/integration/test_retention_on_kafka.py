@@ -47,7 +47,7 @@ def test_finished_instances_go_after_their_retention_and_stay_gone_after_a_resto
     try:
         wait_for(lambda: client._owners.endpoints(refresh=True), 60, 0.5, what="the new worker")
         client.start("brief", id="after-restore", input=3)
-        assert client.wait("brief", "after-restore", timeout=60).result == 1
+        assert client.wait("brief", "after-restore", timeout=60).result == 3
         assert [v.id for v in client.list("brief")] in (["after-restore"], [])
         assert client.get("brief", "b0") is None
     finally:
