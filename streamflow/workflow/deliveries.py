@@ -10,6 +10,7 @@ while everything produced meanwhile (other threads, coroutines of the async clie
 from __future__ import annotations
 
 import threading
+import weakref
 from concurrent.futures import Future
 from typing import Any
 
@@ -22,6 +23,18 @@ DELIVERY_TIMEOUT_S = 30.0
 unreachable."""
 
 _POLL_S = 0.05
+
+
+def _serve(deliveries: weakref.ref[Deliveries]) -> None:
+    """Serve delivery callbacks until the client is closed, or dropped without a close (the
+    thread holds no strong reference between polls, so a forgotten client does not leak)."""
+    while True:
+        me = deliveries()
+        if me is None or me._closed:
+            return
+        producer = me._producer
+        del me
+        producer.poll(_POLL_S)
 
 
 def check_payload_size(what: str, size: int, limit: int) -> None:
@@ -103,13 +116,12 @@ class Deliveries:
         with self._lock:
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(
-                    target=self._serve, name="streamflow-client-deliveries", daemon=True
+                    target=_serve,
+                    args=(weakref.ref(self),),
+                    name="streamflow-client-deliveries",
+                    daemon=True,
                 )
                 self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._closed:
-            self._producer.poll(_POLL_S)
 
     def close(self, timeout: float = DELIVERY_TIMEOUT_S) -> None:
         """Deliver what is queued (up to ``timeout``), then stop serving callbacks."""

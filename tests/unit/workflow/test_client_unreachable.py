@@ -27,3 +27,23 @@ def test_a_start_to_nothing_listening_fails_in_one_clear_line(capfd) -> None:
     out, err = capfd.readouterr()
     assert "rdkafka" not in out + err and "FAIL|" not in out + err
     client.close(timeout=0)  # nothing will ever be delivered: no flush to wait out
+
+
+def test_a_client_dropped_without_close_does_not_leave_its_thread_behind() -> None:
+    import gc
+
+    from confluent_kafka import Producer
+
+    from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
+    from streamflow.workflow.deliveries import Deliveries
+
+    deliveries = Deliveries(
+        Producer({"bootstrap.servers": "127.0.0.1:1", "logger": LIBRDKAFKA_LOGGER})
+    )
+    deliveries.produce("t", b"k", b"v")
+    thread = deliveries._thread
+    assert thread is not None and thread.is_alive()
+    del deliveries
+    gc.collect()
+    thread.join(2)
+    assert not thread.is_alive()
