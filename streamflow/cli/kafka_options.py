@@ -119,10 +119,6 @@ class AppCluster:
     """Settings for a client of the cluster: ``bootstrap.servers`` and the shared ones."""
 
 
-CHECK_TIMEOUT_S = 5.0
-"""How long a command waits for the cluster's first answer before it calls it unreachable."""
-
-
 def app_cluster(target: str, bootstrap: str | None, check: bool = True) -> AppCluster:
     """Load TARGET and resolve its cluster: ``--bootstrap``, else the settings' own
     ``bootstrap.servers``, else the app's. ``check``: ask the cluster once first, so a wrong
@@ -134,12 +130,7 @@ def app_cluster(target: str, bootstrap: str | None, check: bool = True) -> AppCl
     settings = kafka_settings(dict(app.config.kafka_from_app))
     server = str(bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap)
     if check:
+        from streamflow.runtime.client_errors import check_cluster
+
         check_cluster(settings, server)
     return AppCluster(app, settings, server, dict(settings.client(server)))
-
-
-def check_cluster(settings: KafkaSettings, server: str) -> None:
-    """One metadata request through a quiet admin client (``access.AdminConnection``)."""
-    from streamflow.runtime.access import AdminConnection
-
-    AdminConnection(settings, server).list_topics(timeout=CHECK_TIMEOUT_S)

@@ -29,7 +29,7 @@ def ui(target: str, port: int, host: str, token: str | None, bootstrap: str | No
     from streamflow.ui.server import Console, serve
 
     cluster = app_cluster(target, bootstrap, check=False)  # it may start before the cluster
-    server = serve(Console(cluster.app, cluster.client), host, port, token)
+    server = serve(Console(cluster.app, cluster.client, cluster.settings), host, port, token)
     address = f"http://{host}:{server.server_address[1]}/"
     click.echo(f"streamflow console of {cluster.app.name} on {address} (Ctrl-C stops it)")
     try:

@@ -11,13 +11,9 @@ import click
 import orjson
 
 from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import (
-    check_cluster,
-    cluster_options,
-    kafka_settings,
-    registry_settings,
-)
+from streamflow.cli.kafka_options import cluster_options, kafka_settings, registry_settings
 from streamflow.errors import StreamflowError
+from streamflow.runtime.client_errors import check_cluster
 from streamflow.workflow.journal import COMPENSATION_BASE, STATUSES, TERMINAL
 
 EXIT_ENDED_BADLY = 1

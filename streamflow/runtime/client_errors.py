@@ -20,6 +20,9 @@ from streamflow.runtime.access import refusal_error
 from streamflow.runtime.kafka_settings import KafkaSettings
 from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
 
+CHECK_TIMEOUT_S = 5.0
+"""How long a command waits for the cluster's first answer before it calls it unreachable."""
+
 UNREACHABLE_AFTER_S = 5.0
 """How long only transport errors (nothing listening, a wrong address) are waited out before
 the cluster is called unreachable: brokers restarting come back within this."""
@@ -74,3 +77,12 @@ class ErrorWatch:
                 + "; is the broker running (streamflow dev kafka status), the bootstrap "
                 "address right, and security.protocol what its listener expects?"
             )
+
+
+def check_cluster(settings: KafkaSettings, server: str) -> None:
+    """Ask the cluster once, through the worker's quiet admin check
+    (``access.AdminConnection``): a refused password or certificate, or nothing listening,
+    raises the one line ``run`` prints, within seconds."""
+    from streamflow.runtime.access import AdminConnection
+
+    AdminConnection(settings, server).list_topics(timeout=CHECK_TIMEOUT_S)

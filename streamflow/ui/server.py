@@ -25,11 +25,14 @@ from importlib import resources
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
 
-from streamflow.errors import StreamflowError
+from streamflow.errors import KafkaUnavailable, StreamflowError
+from streamflow.runtime.client_errors import check_cluster
 from streamflow.runtime.dlq import DeadLetters
 from streamflow.runtime.group_status import group_status
 from streamflow.runtime.http_endpoint import QueryError
+from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
 from streamflow.runtime.state_query import StateQuery, header_summary
 from streamflow.workflow.instance_filter import InstanceFilter
 
@@ -46,13 +49,29 @@ ApiError = QueryError
 class Console:
     """The API behind the page, for one app."""
 
-    def __init__(self, app: Any, client: dict[str, Any]) -> None:
+    def __init__(self, app: Any, client: dict[str, Any], settings: Any = None) -> None:
         self.app = app
-        self.client = client
-        self.query = StateQuery(app, client)
-        self.dead_letters = DeadLetters(app.name, client["bootstrap.servers"], client)
+        # Its clients' log lines at DEBUG, not on the terminal: errors come as one line.
+        self.client = {**client, "logger": LIBRDKAFKA_LOGGER}
+        self.settings = settings
+        """The invocation's ``KafkaSettings``: what ``unavailable`` checks the cluster with."""
+        self.query = StateQuery(app, self.client)
+        self.dead_letters = DeadLetters(app.name, client["bootstrap.servers"], self.client)
         self._workflows: Any = None
         self._lock = threading.Lock()
+
+    def unavailable(self, exc: BaseException) -> str:
+        """What a request that met a cluster problem answers: the one line ``run`` prints
+        (a refused password or certificate, nothing listening), found by asking once more."""
+        if self.settings is not None:
+            try:
+                check_cluster(self.settings, self.client["bootstrap.servers"])
+            except StreamflowError as refused:
+                return str(refused)
+        return (
+            f"Kafka did not answer in time ({type(exc).__name__}: {exc}); it answers again "
+            "now: try again"
+        )
 
     def _commands(self) -> Any:
         with self._lock:
@@ -236,6 +255,8 @@ def serve(console: Console, host: str, port: int, token: str | None) -> Threadin
                 self._json(200, self._dispatch(method, url.path, query, body))
             except ApiError as exc:
                 self._json(exc.status, {"error": str(exc)})
+            except (TimeoutError, KafkaException, KafkaUnavailable) as exc:
+                self._json(503, {"error": console.unavailable(exc)})
             except (StreamflowError, orjson.JSONDecodeError, ValueError, TypeError) as exc:
                 self._json(400, {"error": f"{type(exc).__name__}: {exc}"})
             except Exception as exc:  # noqa: BLE001 - the page shows it; the server goes on

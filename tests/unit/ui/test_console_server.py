@@ -85,3 +85,30 @@ def test_errors_are_json_naming_what_is_wrong(running: Any) -> None:
 def test_binding_beyond_loopback_needs_a_token() -> None:
     with pytest.raises(StreamflowError, match="needs --token"):
         serve(_Console(), "0.0.0.0", 0, None)  # type: ignore[arg-type]
+
+
+def test_a_cluster_that_is_not_there_is_named_in_one_line() -> None:
+    """A real Console whose cluster (127.0.0.1:1) refuses connections: 503 with the line `run`
+    prints, not an empty TimeoutError."""
+    import urllib.request as request
+
+    from streamflow import App
+    from streamflow.runtime.kafka_settings import KafkaSettings
+    from streamflow.ui.server import Console
+
+    app = App("gone")
+    app.topic("t")
+    console = Console(app, {"bootstrap.servers": "127.0.0.1:1"}, KafkaSettings())
+    server = serve(console, "127.0.0.1", 0, None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/overview"
+        try:
+            request.urlopen(url, timeout=60)
+            raise AssertionError("answered without a cluster")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            assert "cannot reach Kafka at 127.0.0.1:1" in json.loads(exc.read())["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
