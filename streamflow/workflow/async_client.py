@@ -15,7 +15,12 @@ from concurrent.futures import Future
 from typing import Any
 
 from streamflow.errors import KafkaUnavailable
-from streamflow.workflow.client import InstanceView, WorkflowClient, _raise_undelivered
+from streamflow.workflow.client import (
+    InstanceView,
+    WorkflowClient,
+    _raise_undelivered,
+    not_ended,
+)
 from streamflow.workflow.deliveries import DELIVERY_TIMEOUT_S
 from streamflow.workflow.lookup import run_async
 from streamflow.workflow.messages import Cancel, Event, Purge, Resume, Terminate
@@ -105,10 +110,7 @@ class AsyncWorkflowClient:
             if view is not None and view.done:
                 return view
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"instance {id!r} not finished after {timeout}s "
-                    f"(status: {view.status if view else 'not started'})"
-                )
+                raise not_ended(id, timeout, view)
 
     async def list(self, workflow: Any, **filters: Any) -> AsyncIterator[InstanceView]:
         """``WorkflowClient.list`` (same filters), each page fetched on a thread so the loop

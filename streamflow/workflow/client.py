@@ -385,10 +385,7 @@ class WorkflowClient(WorkflowCommands):
             if view is not None and view.done:
                 return view
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"instance {id!r} not finished after {timeout}s "
-                    f"(status: {view.status if view else 'not started'})"
-                )
+                raise not_ended(id, timeout, view)
 
     def _answered(self, workflow: Any, id: str, answer: dict[str, Any]) -> InstanceView | None:
         if not answer.get("found"):
@@ -537,6 +534,14 @@ class WorkflowClient(WorkflowCommands):
             if instance_id in views:
                 views[instance_id].entries.append(value)
         return views
+
+
+def not_ended(instance_id: str, timeout: float, view: InstanceView | None) -> TimeoutError:
+    """What ``wait`` raises when ``timeout`` passed first (the sync and async clients')."""
+    status = view.status if view is not None else "not started"
+    return TimeoutError(
+        f"instance {instance_id!r} not finished after {timeout}s (status: {status})"
+    )
 
 
 def _raise_undelivered(refused: list[tuple[bytes, KafkaError]], total: int) -> None:
