@@ -184,7 +184,7 @@ class WorkerQueries:
                         break
                 break
             task = held[0]
-            store = _opened(task, spec)
+            store = self._opened(task, spec)
             # Armed before the read: a commit between the read and the wait still wakes it.
             watched = store.watch(head_kb) if wait else None
             try:
@@ -200,7 +200,7 @@ class WorkerQueries:
         body: dict[str, Any] = {"found": header is not None, "task": task.id, **self._who()}
         if header is not None:
             try:
-                entries = _opened(task, spec).committed_prefix(
+                entries = self._opened(task, spec).committed_prefix(
                     (instance_id + ENTRY).encode(), MAX_SCAN
                 )
             except StoreClosed:
@@ -210,10 +210,22 @@ class WorkerQueries:
             body["entries"] = [value for _, value in entries]
         return 200, _dumps(body), "application/json"
 
-    @staticmethod
-    def _committed(task: Any, spec: StoreSpec, kb: bytes) -> Any:
+    def _opened(self, task: Any, spec: StoreSpec) -> Any:
+        """``task``'s store of ``spec``. A store the task has not opened yet (no record has
+        touched it since the worker started) is opened by the worker thread, never by a query
+        thread: once per store, the wait of one turn of the worker's loop."""
+        store = task.stores.get(spec.name)
+        if store is None:
+            store = self.call(
+                lambda: task.store(spec.name) if task in self.running_tasks() else None
+            )
+        if store is None or store.closed:
+            raise QueryError(409, f"task {task.id} does not serve {spec.name!r} right now")
+        return store
+
+    def _committed(self, task: Any, spec: StoreSpec, kb: bytes) -> Any:
         try:
-            return _opened(task, spec).committed_get(kb, None)
+            return self._opened(task, spec).committed_get(kb, None)
         except StoreClosed:
             raise QueryError(409, f"task {task.id} moved off this worker") from None
 
@@ -306,15 +318,6 @@ class WorkerQueries:
 
 
 _MISSING: Any = object()
-
-
-def _opened(task: Any, spec: StoreSpec) -> Any:
-    """``task``'s store of ``spec`` if it is open: a query thread never opens one (only the
-    worker thread does, as the task starts)."""
-    store = task.stores.get(spec.name)
-    if store is None or store.closed:
-        raise QueryError(409, f"task {task.id} does not serve {spec.name!r} right now")
-    return store
 
 
 def header_summary(header: dict[str, Any]) -> dict[str, Any]:

@@ -68,6 +68,26 @@ def test_get_and_wait_ask_the_worker_that_owns_the_instance(
         worker.terminate()
 
 
+def test_a_fresh_worker_answers_for_an_instance_store_nothing_has_touched_yet(
+    kafka_bootstrap: str, tmp_path: Path, env
+) -> None:
+    app = load_app_with_env(APP_FILE, env)
+    worker = _started(env, kafka_bootstrap, tmp_path)
+    client = app.client(kafka_bootstrap)
+    try:
+        wait_for(lambda: client._owners.endpoints(refresh=True), 60, 0.5, what="an endpoint")
+        task = client._owners.task_of(app.workflows.node_of("gated").instances, 3, "nobody")
+        wait_for(
+            lambda: client.get("gated", "nobody") is None and client._owners.owner(task),
+            60,
+            0.5,
+            what="the worker (not the changelog) to say there is no such instance",
+        )
+    finally:
+        client.close()
+        worker.terminate()
+
+
 def test_wait_returns_when_the_commit_ends_the_instance(
     kafka_bootstrap: str, tmp_path: Path, env
 ) -> None:
