@@ -9,12 +9,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.engine_helpers import REPO, WorkerProcess
 
 pytestmark = pytest.mark.kafka
-
-fastapi_testclient = pytest.importorskip("fastapi.testclient")
 
 
 def test_the_service_starts_reads_waits_and_approves(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -32,7 +31,7 @@ def test_the_service_starts_reads_waits_and_approves(kafka_bootstrap: str, tmp_p
         sys.modules.pop(name, None)
     try:
         example = importlib.import_module("examples.fastapi_payments")
-        with fastapi_testclient.TestClient(example.service) as http:
+        with TestClient(example.service) as http:
             assert (
                 http.post("/accounts", json={"account": "a1", "deposit": 100_000}).status_code
                 == 202
