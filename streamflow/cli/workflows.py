@@ -10,10 +10,8 @@ from typing import Any
 import click
 import orjson
 
-from streamflow.cli.engine import load_app
-from streamflow.cli.kafka_options import cluster_options, kafka_settings, registry_settings
+from streamflow.cli.kafka_options import app_cluster, cluster_options, registry_settings
 from streamflow.errors import StreamflowError
-from streamflow.runtime.client_errors import check_cluster
 from streamflow.workflow.journal import COMPENSATION_BASE, STATUSES, TERMINAL
 
 EXIT_ENDED_BADLY = 1
@@ -30,15 +28,15 @@ _bootstrap = cluster_options
 
 
 def _client(target: str, bootstrap: str | None) -> tuple[Any, Any]:
-    app = load_app(target)
-    settings = kafka_settings(dict(app.config.kafka_from_app))
-    app.config = replace(app.config, kafka=settings, schema_registry=registry_settings())
-    server = bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap
+    """The app and a workflow client of the cluster this invocation names (checked once, as
+    every cluster command's is: ``app_cluster``)."""
     try:
-        check_cluster(settings, server)
+        cluster = app_cluster(target, bootstrap)
     except StreamflowError as exc:  # refused, unreachable: the one line `run` prints
         raise click.ClickException(str(exc)) from None
-    return app, app.client(server)
+    app = cluster.app
+    app.config = replace(app.config, kafka=cluster.settings, schema_registry=registry_settings())
+    return app, app.client(cluster.bootstrap)
 
 
 def _json(text: str | None) -> Any:
