@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamflow.errors import ConfigError
+from streamflow.runtime.collector import DEFAULT_MAX_PAYLOAD_BYTES
 from streamflow.runtime.config import AppConfig, GroupProtocol, Guarantee
 from streamflow.runtime.kafka_settings import resolve as resolve_kafka
 from streamflow.runtime.step_executor import DEFAULT_ASYNC_STEP_CONCURRENCY, DEFAULT_STEP_THREADS
@@ -59,6 +60,7 @@ class App:
         kafka: Mapping[str, object] | None = None,
         num_standbys: int = 0,
         group_protocol: GroupProtocol = "auto",
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         # `streamflow run FILE --app-name NEW` (and STREAMFLOW_APP_NAME for every command): the
         # same code under another group and other internal topics, as a replay wants.
@@ -93,6 +95,10 @@ class App:
             raise ConfigError(
                 f"app {name!r}: num_standbys must be an int >= 0, not {num_standbys!r}"
             )
+        if not isinstance(max_payload_bytes, int) or max_payload_bytes < 1024:
+            raise ConfigError(
+                f"app {name!r}: max_payload_bytes must be an int >= 1024, not {max_payload_bytes!r}"
+            )
         self.name = name
         settings = resolve_kafka(app=kafka)
         self.config = AppConfig(
@@ -112,6 +118,7 @@ class App:
             kafka_from_app=tuple((str(k), str(v)) for k, v in (kafka or {}).items()),
             num_standbys=num_standbys,
             group_protocol=group_protocol,
+            max_payload_bytes=max_payload_bytes,
         )
         self.topology = Topology(name)
         self.workflows = WorkflowRegistry(self.topology, partitions)

@@ -38,6 +38,7 @@ from streamflow.runtime.collector import (
 )
 from streamflow.runtime.config import producer_config
 from streamflow.runtime.partitioner import partition_for
+from streamflow.runtime.record_chunks import chunked_topics, send_chunks, split_value
 from streamflow.runtime.state_query import header_summary
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
@@ -45,9 +46,10 @@ from streamflow.serde.registry.base import InMemorySchemaRegistry, SchemaRegistr
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.state.store import KeyValueStore
 from streamflow.workflow.client import InstanceView, WorkflowCommands
+from streamflow.workflow.deliveries import check_payload_size, event_payload, event_payload_name
 from streamflow.workflow.instance_filter import InstanceFilter
 from streamflow.workflow.journal import HEADER, Journal
-from streamflow.workflow.messages import Event
+from streamflow.workflow.messages import Event, dumps
 
 
 @dataclass
@@ -146,6 +148,7 @@ class TestDriver:
         self.max_record_bytes = max_record_bytes(producer_config(app.config, None))
         """What a worker's producer would accept (``App(kafka={"message.max.bytes": ...})``):
         ``send`` refuses larger records as the worker does, so tests fail where it would."""
+        self._chunked = chunked_topics(topology.topics)
         self._paused: set[tuple[str, int]] = set()
         """(topic, partition) a task paused: its records wait in ``_pending``."""
         self._cycle_inputs: list[DriverMessage] = []
@@ -164,6 +167,7 @@ class TestDriver:
                     clock=lambda: self.now_ms,
                     step_executor=self.step_executor,
                     max_record_bytes=self.max_record_bytes,
+                    max_payload_bytes=app.config.max_payload_bytes,
                 )
                 task.pause_input = functools.partial(self._pause, p)
                 task.resume_input = functools.partial(self._resume, p)
@@ -313,6 +317,12 @@ class TestDriver:
         timestamp: int | None,
         headers: Headers,
     ) -> None:
+        size = (0 if key is None else len(key)) + (0 if value is None else len(value))
+        if size > self.max_record_bytes and topic in self._chunked and value is not None:
+            send_chunks(
+                self.send, topic, key, value, partition, timestamp, headers, self.max_record_bytes
+            )
+            return
         check_record_size(topic, key, value, self.max_record_bytes)
         self._append(topic, key, value, partition, timestamp, headers)
 
@@ -478,8 +488,24 @@ class DriverWorkflowClient(WorkflowCommands):
         self._wait = wait
 
     def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
+        """As the Kafka client sends: a payload over the app's limit refused, a record over
+        the producer's limit as chunks."""
+        driver = self._driver
         topic = self._registry.events_topic(workflow)
-        self._driver.pipe(topic, instance_id, event.to_json(), wait=self._wait)
+        key, value = instance_id.encode(), dumps(event.to_json())
+        if len(key) + len(value) <= driver.max_record_bytes:
+            driver.pipe_raw(topic, key, value, wait=self._wait)
+            return
+        check_payload_size(
+            f"{event_payload_name(event)} of {self._registry.node_of(workflow).workflow} "
+            f"instance {instance_id!r}",
+            event_payload(event),
+            self._app.config.max_payload_bytes,
+        )
+        chunks = split_value(key, value, driver.max_record_bytes)
+        for chunk in chunks[:-1]:
+            driver.pipe_raw(topic, key, chunk, wait=False)
+        driver.pipe_raw(topic, key, chunks[-1], wait=self._wait)
 
     def list(
         self,

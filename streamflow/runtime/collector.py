@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from streamflow.errors import RecordTooLarge
+from streamflow.runtime.record_chunks import send_chunks
 
 Headers = list[tuple[str, bytes]] | None
 DeliveryCallback = Callable[[int], None]
@@ -15,6 +16,15 @@ MESSAGE_MAX_BYTES = 1_000_000
 RECORD_HEADROOM = 64 * 1024
 """Kept free below ``message.max.bytes`` for what the producer adds to key and value: headers
 (a dead letter's reason and trace), the record and batch overhead."""
+
+
+DEFAULT_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024
+"""The largest payload (an input, a step's arguments or result, a signal, a store value)
+streamflow carries by default: ``App(max_payload_bytes=...)``. Records over the producer's
+limit travel as chunks (``record_chunks``, ``state/chunked_values``)."""
+ENVELOPE_BYTES = 256 * 1024
+"""Room beside a payload in its record or stored value: the command's envelope, a journal
+entry's own fields, its attempts (messages cut to 1,000 characters)."""
 
 
 def max_record_bytes(producer: Mapping[str, Any]) -> int:
@@ -77,9 +87,18 @@ class RecordCollector(Protocol):
 class KafkaCollector:
     """Sends through confluent-kafka's producer; a full local queue is waited out, not failed."""
 
-    def __init__(self, producer: object, limit: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self,
+        producer: object,
+        limit: int = DEFAULT_MAX_RECORD_BYTES,
+        chunked: frozenset[str] = frozenset(),
+    ) -> None:
         self.max_record_bytes = limit
-        """The largest key + value sent (``max_record_bytes`` of the producers' settings)."""
+        """The largest key + value of one record (``max_record_bytes`` of the producers'
+        settings)."""
+        self.chunked = chunked
+        """Topics whose larger records are sent as chunks (``record_chunks``); on any other
+        topic a larger record is refused."""
         self.use(producer)
 
     def use(self, producer: object) -> None:
@@ -99,6 +118,18 @@ class KafkaCollector:
         if (0 if value is None else len(value)) + (0 if key is None else len(key)) > (
             self.max_record_bytes
         ):  # check_record_size, inline: this is the hot path of every record sent
+            if topic in self.chunked and value is not None:
+                send_chunks(
+                    self.send,
+                    topic,
+                    key,
+                    value,
+                    partition,
+                    timestamp,
+                    headers,
+                    self.max_record_bytes,
+                )
+                return
             check_record_size(topic, key, value, self.max_record_bytes)
         # topic, value, key and partition positionally (faster to parse); the rest by keyword,
         # because produce()'s fifth and sixth positional slots are both delivery callbacks.

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from streamflow.runtime.collector import DEFAULT_MAX_PAYLOAD_BYTES
 from streamflow.runtime.kafka_settings import KafkaSettings
 from streamflow.serde.registry.settings import RegistrySettings
 
@@ -51,6 +52,9 @@ class AppConfig:
     http_host: str = "127.0.0.1"
     session_timeout_ms: int = 10_000
     transaction_timeout_ms: int = 10_000
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    """The largest input, step argument or result, signal payload or store value (encoded):
+    what is bigger than one record travels as chunks; past this, a ``PayloadTooLarge``."""
     consumer: tuple[tuple[str, str], ...] = ()
     producer: tuple[tuple[str, str], ...] = ()
     kafka: KafkaSettings = field(default_factory=KafkaSettings)

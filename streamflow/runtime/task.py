@@ -17,9 +17,16 @@ from typing import Any, TypeVar, cast
 from confluent_kafka import KafkaError, KafkaException
 
 from streamflow.runtime.aligned_input import AlignedInput
-from streamflow.runtime.collector import DEFAULT_MAX_RECORD_BYTES, Headers, RecordCollector
+from streamflow.runtime.collector import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_RECORD_BYTES,
+    ENVELOPE_BYTES,
+    Headers,
+    RecordCollector,
+)
 from streamflow.runtime.dead_letter import dead_letter_headers, failing_processor, fit_dead_letter
 from streamflow.runtime.input_offsets import Committable, InputOffsets
+from streamflow.runtime.record_chunks import PART_TIMEOUT_MS, ChunkError, ChunkJoiner, is_chunk
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.state.store import KeyValueStore, UndoLog
 from streamflow.state.ttl_store import TtlStore
@@ -51,11 +58,13 @@ def _wall_clock_ms() -> int:
 
 
 class _Source:
-    __slots__ = ("key_deserialize", "name", "push", "value_deserialize")
+    __slots__ = ("joiner", "key_deserialize", "name", "push", "value_deserialize")
 
     def __init__(self, key_deserialize: Any, value_deserialize: Any, push: Any, name: str) -> None:
         self.key_deserialize, self.value_deserialize = key_deserialize, value_deserialize
         self.push, self.name = push, name
+        self.joiner: ChunkJoiner | None = None
+        """Joins chunked records (a workflow topic's): ``runtime/record_chunks``."""
 
 
 class Task:
@@ -72,11 +81,15 @@ class Task:
         clock: Callable[[], int] | None = None,
         step_executor: StepExecutor | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.id = f"{sub.id}_{partition}"
         self.max_record_bytes = max_record_bytes
-        """The largest key + value the collector accepts: stores refuse a write over it (the
-        record that made it fails, not the commit), step replies are checked against it."""
+        """The largest key + value of one record the collector sends: larger store values are
+        written as chunks, larger workflow records sent as chunks."""
+        self.max_payload_bytes = max_payload_bytes
+        """The largest payload (``App(max_payload_bytes=...)``): stores refuse a value over it
+        plus ``ENVELOPE_BYTES`` at the write (the record that made it fails, not the commit)."""
         self.sub = sub
         self.partition = partition
         self.state_dir = state_dir / self.id
@@ -131,9 +144,11 @@ class Task:
             for topic, node in source_nodes.items():
                 push = self._build(node)
                 spec = node.topic
-                self.sources[topic] = _Source(
+                source = self.sources[topic] = _Source(
                     spec.key_serde.deserialize, spec.value_serde.deserialize, push, node.name
                 )
+                if node.parts_store is not None:
+                    source.joiner = self._joiner(topic, node.parts_store.name, node.name)
             for standalone in sub.nodes:
                 if standalone.standalone:
                     standalone.build(self, [])
@@ -142,6 +157,29 @@ class Task:
             raise
         # Most sub-topologies read one topic: skip the per-record lookup by topic for them.
         self._only_source = next(iter(self.sources.values())) if len(self.sources) == 1 else None
+
+    def _joiner(self, topic: str, store: str, source: str) -> ChunkJoiner:
+        """Chunked records of ``topic`` keep their parts in ``store``; parts whose last chunk
+        never comes are swept out, with a dead letter saying so."""
+        joiner = ChunkJoiner(self.store(store), self.now_ms)
+
+        def sweep(now_ms: int) -> None:
+            for group, parts, size in joiner.stale_groups(now_ms):
+                self.dead_letter_record(
+                    topic,
+                    None,
+                    None,
+                    ChunkError(
+                        f"{parts} chunk(s) ({size} bytes) of record {group.hex()} were dropped: "
+                        f"its last chunk did not come within {PART_TIMEOUT_MS // 60_000} min "
+                        "(its sender stopped mid-send); send the record again"
+                    ),
+                    "deserialize",
+                    f"source:{source}",
+                )
+
+        self.schedule(joiner.due, sweep)
+        return joiner
 
     def _build(self, node: Node) -> Push:
         return node.build(self, [self._build(child) for child in node.children])
@@ -163,6 +201,7 @@ class Task:
                 store = self._ttl_store(spec, path)
             store.undo = self._undo
             store.max_record_bytes = self.max_record_bytes
+            store.max_value_bytes = self.max_payload_bytes + ENVELOPE_BYTES
             self.stores[name] = store
         return store
 
@@ -241,7 +280,10 @@ class Task:
             key = None if kb is None else source.key_deserialize(kb)
             value = None if vb is None else source.value_deserialize(vb)
         except Exception as exc:  # noqa: BLE001 - any undecodable record is poison, not a stop
-            self.dead_letter(msg, exc, "deserialize", f"source:{source.name}")
+            if source.joiner is not None and is_chunk(msg.value()):
+                self._chunk(source, source.joiner, msg)  # no JSON starts as a chunk does
+            else:
+                self.dead_letter(msg, exc, "deserialize", f"source:{source.name}")
             return
         undo = self._undo
         if undo:
@@ -263,6 +305,21 @@ class Task:
         except BaseException as exc:  # noqa: BLE001 - SystemExit from user code is bad input too
             self.rollback(0)
             self.dead_letter(msg, exc, "process", failing_processor(exc))
+
+    def _chunk(self, source: _Source, joiner: ChunkJoiner, msg: SourceMessage) -> None:
+        """Keep a chunk as a part, or process the record its last chunk completes (which
+        starts a new undo log: the parts it deleted stay deleted if that record fails)."""
+        if self._undo:
+            self._undo.clear()
+        try:
+            whole = joiner.take(msg)
+        except ChunkError as exc:
+            self.rollback(0)
+            self.dead_letter(msg, exc, "deserialize", f"source:{source.name}")
+            return
+        if whole is not None:
+            self.processed -= 1  # the chunks and the record they make count as one
+            self.process(whole)
 
     def _record_time(self, msg: SourceMessage) -> None:
         event_time = self.record_event_time

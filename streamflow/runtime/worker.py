@@ -34,6 +34,7 @@ from streamflow.runtime.config import AppConfig, consumer_config, producer_confi
 from streamflow.runtime.http_endpoint import HTTP_CLIENT_ID_MARK, HttpEndpoint, WorkerCalls
 from streamflow.runtime.identity import WorkerIdentity
 from streamflow.runtime.metrics import Metrics, Snapshot, TaskFigures
+from streamflow.runtime.record_chunks import chunked_topics
 from streamflow.runtime.restore import Restorer
 from streamflow.runtime.standby import StandbyReplicas, standby_tasks
 from streamflow.runtime.state_query import WorkerQueries, store_specs
@@ -317,7 +318,9 @@ class Worker:
             conf["client.id"] = f"{cfg.name}-{worker_id}{HTTP_CLIENT_ID_MARK}{self._advertised()}"
         self.consumer = Consumer(conf)
         self.collector = KafkaCollector(
-            self.producers[0], max_record_bytes(producer_config(cfg, None))
+            self.producers[0],
+            max_record_bytes(producer_config(cfg, None)),
+            chunked_topics(self.topology.topics),
         )
         self.cycle.attach(self.producers, self.consumer, self.collector)
         replaced = getattr(self, "restorer", None)
@@ -867,6 +870,7 @@ class Worker:
                 self.dead_letter_topic,
                 step_executor=self.executor,
                 max_record_bytes=self.collector.max_record_bytes,
+                max_payload_bytes=self.config.max_payload_bytes,
             )
             parts = self._task_partitions(task)
             if len(parts) > 1 and not task.offsets.held:

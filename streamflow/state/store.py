@@ -10,6 +10,10 @@ the changelog checkpoint, and is called only after the transaction committed.
 Committed values are cached as bytes and decoded on each read: a value the store hands out is
 never an object it keeps, so code that mutates what it read and then raises cannot change
 committed state (docs/architecture.md, "Promises").
+
+A value larger than one changelog record is written as chunks in the store's reserved key
+range, with a manifest under its key (``chunked_values``); reads join them, scans of user keys
+end where the reserved range begins.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from rocksdict import Options, Rdict, WriteBatch
 
 from streamflow.errors import SerializationError, StoreClosed, StoreError
 from streamflow.serde.base import Serde
+from streamflow.state import chunked_values
+from streamflow.state.chunked_values import CHUNK_PREFIX, MANIFEST, RESERVED, ChunkMismatch
 from streamflow.state.write_buffer import TOMBSTONE, WriteBuffer
 
 log = logging.getLogger(__name__)
@@ -37,7 +43,9 @@ A task has several stores and a worker many tasks: at 100,000 a stream-stream jo
 400,000 records reached 3.5 GB of RSS (10,000: 1.0 GB, and faster), while a keyed count's hot
 keys still fit."""
 NO_LIMIT = 1 << 62
-"""``max_record_bytes`` of a store no task writes through (restores, queries)."""
+"""``max_value_bytes`` of a store no task writes through (restores, queries)."""
+ONE_RECORD = 1 << 62
+"""``max_record_bytes`` of a store that never chunks (no changelog producer to fit)."""
 _CHECKPOINT_KEY = b"changelog_next_offset"
 _CHECKPOINT_TIME_KEY = b"changelog_checkpoint_ms"
 
@@ -69,10 +77,15 @@ class KeyValueStore:
         # committed bytes enter it and bytes cannot be mutated, so an abort keeps it.
         self._cache: dict[bytes, bytes] = {}
         self._pending: list[ChangelogRecord] = []
-        self.max_record_bytes = NO_LIMIT
-        """The largest key + value a write may have: what its changelog's producer accepts
-        (the task sets it). Checked at the write, so an oversize value fails the record that
-        made it; at the commit it would fail the commit of every owner of the partition."""
+        self.max_record_bytes = ONE_RECORD
+        """The largest key + value one changelog record may have (the task sets it from its
+        producer's settings): a bigger value is written as chunks at the commit."""
+        self.max_value_bytes = NO_LIMIT
+        """The largest key + value a write may have (the app's ``max_payload_bytes`` plus
+        room for an envelope). Checked at the write, so an oversize value fails the record
+        that made it; at the commit it would fail the commit of every owner of the partition."""
+        self._oversize = False
+        """A write of this cycle is over ``max_record_bytes``: the commit splits it."""
         self.undo: UndoLog = []
         """Where each write notes what it replaced; the task shares one log among its stores
         and rolls a failed record's writes back with it (a savepoint is the log's length)."""
@@ -85,6 +98,10 @@ class KeyValueStore:
         self._db = self._open(path)
         self._meta = self._db.get_column_family_handle(_META_CF)
         self._meta_cf = self._db.get_column_family(_META_CF)
+        self._chunked = self._holds_chunks()
+        """RocksDB may hold chunked values: reads look for manifests, commits for chunks to
+        tombstone. False for most stores, so they pay nothing for big values."""
+        self._pending_chunks: list[ChangelogRecord] = []
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -148,7 +165,11 @@ class KeyValueStore:
             raw = self._cache.get(kb, _MISSING)
             if raw is _MISSING:
                 raw = self._db.get(kb)
-            return default if raw is None else self._value_deserialize(raw)
+            if raw is None:
+                return default
+            if self._chunked and raw.startswith(MANIFEST):
+                raw = self._join(kb, raw)
+            return self._value_deserialize(raw)
         if raw is None:
             return default
         value = buffer.entries[kb] = self._value_deserialize(raw)
@@ -170,7 +191,9 @@ class KeyValueStore:
                 f"cannot be serialized: {type(exc).__name__}: {exc}"
             ) from None
         if len(kb) + len(vb) > self.max_record_bytes:
-            raise self._too_large(kb, vb, key)
+            if len(kb) + len(vb) > self.max_value_bytes:
+                raise self._too_large(kb, vb, key)
+            self._oversize = True  # written as chunks at the commit
         buffer = self.buffer
         encoded = buffer.encoded
         before = encoded.get(kb, _MISSING)
@@ -185,10 +208,9 @@ class KeyValueStore:
         shown = shown if len(shown) <= 120 else f"{shown[:100]}... ({len(kb)} bytes)"
         return SerializationError(
             f"store {self.name!r}: the value for key {shown} is {len(kb) + len(vb)} bytes "
-            f"encoded (key + value), over the limit of {self.max_record_bytes} bytes its "
-            "changelog record may have (the producer's message.max.bytes less headroom); "
-            "keep less per key (split the value over several keys, or bound what it "
-            "accumulates), or raise message.max.bytes in App(kafka=...)"
+            f"encoded (key + value), over the limit of {self.max_value_bytes} bytes a stored "
+            "value may have (App(max_payload_bytes=...) plus room for its envelope); keep "
+            "less per key (split the value over several keys, or bound what it accumulates)"
         )
 
     def delete(self, key: Any) -> None:
@@ -203,6 +225,45 @@ class KeyValueStore:
         buffer.entries[kb] = TOMBSTONE
         if before is _MISSING and buffer.keys is not None:
             buffer.added(kb)
+
+    def put_bytes(self, kb: bytes, vb: bytes) -> None:
+        """Write bytes as they are, no serde: streamflow's own keys in the reserved range
+        (parts of a chunked record being reassembled). Read back with ``get_bytes``."""
+        if len(kb) + len(vb) > self.max_record_bytes:
+            self._oversize = True
+        buffer = self.buffer
+        before = buffer.encoded.get(kb, _MISSING)
+        self.undo += (self, kb, before)
+        buffer.encoded[kb] = vb
+        buffer.entries.pop(kb, None)
+        if before is _MISSING and buffer.keys is not None:
+            buffer.added(kb)
+
+    def get_bytes(self, kb: bytes) -> bytes | None:
+        """The bytes ``put_bytes`` wrote under ``kb`` (this cycle's, else committed)."""
+        raw: Any = self.buffer.encoded.get(kb, _MISSING)
+        if raw is _MISSING:
+            raw = self._cache.get(kb)
+            if raw is None:
+                raw = self._db.get(kb)
+        if raw is None:
+            return None
+        if self._chunked and raw.startswith(MANIFEST):
+            return self._join(kb, raw)
+        return bytes(raw)
+
+    def reserved_keys(self, prefix: bytes) -> list[bytes]:
+        """Committed keys of the reserved range starting with ``prefix`` (sweeps of parts)."""
+        it = self._db.iter()
+        it.seek(prefix)
+        found = []
+        while it.valid():
+            kb = it.key()
+            if not kb.startswith(prefix):
+                break
+            found.append(kb)
+            it.next()
+        return found
 
     def undo_write(self, kb: bytes, before: Any) -> None:
         """Put back what the buffer held for ``kb`` before a write (``_MISSING``: nothing):
@@ -225,12 +286,14 @@ class KeyValueStore:
     def items(self, start: Any = None, end: Any = None) -> Iterator[tuple[Any, Any]]:
         """Key order scan of ``[start, end)`` in encoded-key byte order, buffer merged in."""
         lo = None if start is None else self._key_serialize(start)
-        hi = None if end is None else self._key_serialize(end)
-        return self._scan(lo, hi, lambda kb: hi is not None and kb >= hi)
+        hi = RESERVED if end is None else min(self._key_serialize(end), RESERVED)
+        return self._scan(lo, hi, hi.__le__)
 
     def prefix_items(self, prefix: bytes) -> Iterator[tuple[Any, Any]]:
         """Every entry whose *encoded* key starts with ``prefix`` (windows, composite keys)."""
-        return self._scan(prefix, _after_prefix(prefix), lambda kb: not kb.startswith(prefix))
+        hi = _after_prefix(prefix)
+        hi = RESERVED if hi is None else min(hi, RESERVED)
+        return self._scan(prefix, hi, lambda kb: kb >= RESERVED or not kb.startswith(prefix))
 
     def range_encoded(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, Any]]:
         """``items`` over encoded keys ``[lo, hi)``, yielding the encoded keys: composite keys
@@ -268,7 +331,10 @@ class KeyValueStore:
                     it.next()
             else:
                 assert db_key is not None  # both None returned above
-                yield kd(db_key), vd(it.value())
+                raw = it.value()
+                if self._chunked and raw.startswith(MANIFEST):
+                    raw = self._join(db_key, raw)
+                yield kd(db_key), vd(raw)
                 it.next()
 
     # -- committed reads (interactive queries) ---------------------------------------------------
@@ -283,6 +349,8 @@ class KeyValueStore:
             raw = self._cache.get(kb)
             if raw is None:
                 raw = self._db.get(kb)
+            if raw is not None and self._chunked and raw.startswith(MANIFEST):
+                raw = self._join(kb, raw)
         return default if raw is None else self._value_deserialize(raw)
 
     def committed_prefix(
@@ -340,17 +408,73 @@ class KeyValueStore:
         kd, vd = self._key_deserialize, self._value_deserialize
         while it.valid():
             kb = it.key()
-            if prefix and not kb.startswith(prefix):
+            if (prefix and not kb.startswith(prefix)) or kb >= RESERVED:
                 return
-            yield kd(kb), vd(it.value())
+            raw = it.value()
+            if self._chunked and raw.startswith(MANIFEST):
+                raw = self._join(kb, raw)
+            yield kd(kb), vd(raw)
             it.next()
 
     # -- the commit protocol ---------------------------------------------------------------------
 
     def prepare_commit(self) -> list[ChangelogRecord]:
-        """This cycle's writes as changelog records (encoded already, when they were made)."""
+        """This cycle's writes as changelog records (encoded already, when they were made):
+        values over a record as chunks and a manifest, chunks first."""
         self._pending = list(self.buffer.encoded.items())
-        return self._pending
+        if not self._oversize and not self._chunked:
+            return self._pending
+        self._pending, self._pending_chunks = self._split_big(self._pending)
+        return self._pending_chunks + self._pending
+
+    def _split_big(
+        self, records: list[ChangelogRecord]
+    ) -> tuple[list[ChangelogRecord], list[ChangelogRecord]]:
+        """(the records to write under their own keys, the chunk records and the tombstones
+        of chunks a value no longer has)."""
+        plain: list[ChangelogRecord] = []
+        chunks: list[ChangelogRecord] = []
+        limit = self.max_record_bytes
+        for kb, vb in records:
+            old = chunked_values.chunk_count(self._committed_raw(kb)) if self._chunked else 0
+            if vb is not None and len(kb) + len(vb) > limit:
+                pieces, manifest = chunked_values.split(kb, vb, limit)
+                chunks += pieces
+                chunks += chunked_values.stale_chunks(kb, old, len(pieces))
+                plain.append((kb, manifest))
+            else:
+                chunks += chunked_values.stale_chunks(kb, old, 0)
+                plain.append((kb, vb))
+        return plain, chunks
+
+    def _committed_raw(self, kb: bytes) -> bytes | None:
+        raw = self._cache.get(kb)
+        return self._db.get(kb) if raw is None else raw
+
+    def _join(self, kb: bytes, manifest: bytes) -> bytes:
+        """The whole value behind a manifest. A read from another thread may race a commit
+        that rewrites the chunks: it reads the manifest again and retries."""
+        for _ in range(3):
+            try:
+                return chunked_values.join(kb, manifest, self._db.get)
+            except ChunkMismatch as exc:
+                error = exc
+                again = self._db.get(kb)
+                if again is None or not again.startswith(MANIFEST):
+                    raise StoreError(
+                        f"store {self.name!r}: the value of key {kb[:100]!r} changed while "
+                        "it was read; read it again"
+                    ) from None
+                manifest = again
+        raise StoreError(
+            f"store {self.name!r}: the chunked value of key {kb[:100]!r} cannot be read: "
+            f"{error}; rebuild the store from its changelog (streamflow state rebuild)"
+        )
+
+    def _holds_chunks(self) -> bool:
+        it = self._db.iter()
+        it.seek(CHUNK_PREFIX)
+        return it.valid() and it.key().startswith(CHUNK_PREFIX)
 
     def apply(self, checkpoint: int | None) -> None:
         """Write the committed cycle to RocksDB atomically with its changelog checkpoint.
@@ -360,10 +484,19 @@ class KeyValueStore:
         aborted data. ``checkpoint`` may lag the true changelog end: replaying full values from
         an earlier offset is idempotent.
         """
+        self._oversize = False
         if not self._pending and checkpoint is None:
             self.buffer.clear()
             return
         batch = WriteBatch(raw_mode=True)
+        if self._pending_chunks:
+            for kb, vb in self._pending_chunks:  # never cached: each may be a megabyte
+                if vb is None:
+                    batch.delete(kb)
+                else:
+                    batch.put(kb, vb)
+                    self._chunked = True  # before a manifest enters the cache
+            self._pending_chunks = []
         cache = self._cache
         if len(cache) + len(self._pending) > CACHE_ENTRIES:
             cache.clear()
@@ -387,6 +520,8 @@ class KeyValueStore:
         """Forget the open cycle: its writes never happened (the cache holds committed bytes
         only, so it stays)."""
         self._pending = []
+        self._pending_chunks = []
+        self._oversize = False
         self.buffer.clear()
         self.undo.clear()
 
@@ -421,6 +556,7 @@ class KeyValueStore:
         self._db = self._open(self.path)
         self._meta = self._db.get_column_family_handle(_META_CF)
         self._meta_cf = self._db.get_column_family(_META_CF)
+        self._chunked = False
 
     def restore_write(self, batch: WriteBatch, next_offset: int) -> None:
         """Write a restore slice the caller filled with raw changelog bytes, with its
@@ -428,6 +564,7 @@ class KeyValueStore:
         self._put_checkpoint(batch, next_offset)
         self._db.write(batch)
         self._cache.clear()
+        self._chunked = self._chunked or self._holds_chunks()
 
     def restore_batch(self, records: list[ChangelogRecord], next_offset: int) -> None:
         """Apply already-committed changelog records straight to RocksDB (restore path)."""
@@ -440,6 +577,7 @@ class KeyValueStore:
         self._put_checkpoint(batch, next_offset)
         self._db.write(batch)
         self._cache.clear()
+        self._chunked = self._chunked or self._holds_chunks()
 
 
 _MISSING: Any = object()

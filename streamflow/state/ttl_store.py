@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from streamflow.serde.base import Serde
+from streamflow.state.chunked_values import MANIFEST, RESERVED, chunk_key
 from streamflow.state.store import KeyValueStore
 
 _WRITTEN = struct.Struct(">q")
@@ -85,7 +86,12 @@ class TtlStore(KeyValueStore):
         it.seek_to_first()
         while it.valid() and len(expired) < SWEEP_BATCH:
             kb = it.key()
-            if kb not in pending and unpack(it.value())[0] <= cutoff:
+            if kb >= RESERVED:
+                break  # streamflow's own keys (chunks of big values): not entries
+            raw = it.value()
+            if self._chunked and raw.startswith(MANIFEST):
+                raw = self._db.get(chunk_key(kb, 0)) or raw  # the write time leads chunk 0
+            if kb not in pending and unpack(raw)[0] <= cutoff:
                 expired.append(kb)
             it.next()
         for kb in expired:

@@ -56,9 +56,12 @@ class ProcessorRuntime(Protocol):
     headers_override: list[tuple[str, bytes]] | None
     record_event_time: int | None
     max_record_bytes: int
-    """The largest key + value ``send`` accepts (the producer's ``message.max.bytes`` less
+    """The largest key + value of one record (the producer's ``message.max.bytes`` less
     headroom; the test driver enforces the same): larger raises ``RecordTooLarge`` at the send,
-    failing the record being processed. Stores refuse writes over it the same way."""
+    failing the record being processed, except on workflow topics, where it goes as chunks."""
+    max_payload_bytes: int
+    """The largest payload (``App(max_payload_bytes=...)``): inputs, step arguments and
+    results, signals; stores refuse values over it plus an envelope."""
 
     def store(self, name: str) -> KeyValueStore: ...
 
@@ -165,7 +168,13 @@ class SourceNode(Node):
     topic: TopicSpec
     timestamp: Callable[[Any], Any] | None = None
     """Event time from the value (ms, or a datetime); None: the record's timestamp."""
+    parts_store: StoreSpec | None = None
+    """The topic carries chunked records (workflow topics): the task keeps their parts in
+    this store until the last chunk comes (``runtime/record_chunks``)."""
     kind: str = field(default="source", init=False)
+
+    def stores(self) -> list[StoreSpec]:
+        return [] if self.parts_store is None else [self.parts_store]
 
     def detail(self) -> str:
         serdes = f"{self.topic.key_serde.name}/{self.topic.value_serde.name}"

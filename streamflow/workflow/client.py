@@ -31,7 +31,13 @@ from streamflow.runtime.state_query import SETTLE_S, StateQuery, StateQueryError
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.serde.registry.settings import RegistrySettings
-from streamflow.workflow.deliveries import DELIVERY_TIMEOUT_S, Deliveries, check_payload_size
+from streamflow.workflow.deliveries import (
+    DELIVERY_TIMEOUT_S,
+    Deliveries,
+    check_payload_size,
+    event_payload,
+    event_payload_name,
+)
 from streamflow.workflow.instance_filter import InstanceFilter
 from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
 from streamflow.workflow.lookup import Owners, asking, run_blocking
@@ -221,7 +227,8 @@ class WorkflowClient(WorkflowCommands):
         }
         self._producer = Producer(producer_conf)
         self._max_record_bytes = max_record_bytes(producer_conf)
-        self._deliveries = Deliveries(self._producer)
+        self._max_payload_bytes = app.config.max_payload_bytes
+        self._deliveries = Deliveries(self._producer, self._max_record_bytes)
         self._owners = Owners(app, self._quiet_conf())
         self._partition_counts: dict[str, int] = {}
         self._query: StateQuery | None = None
@@ -275,12 +282,12 @@ class WorkflowClient(WorkflowCommands):
         topic = self._registry.events_topic(workflow)
         value = dumps(event.to_json())
         key = instance_id.encode()
-        if len(key) + len(value) > self._max_record_bytes:
+        if len(key) + len(value) > self._max_record_bytes:  # sent as chunks, if it may be
             check_payload_size(
-                f"{type(event).__name__.lower()} of {self._registry.node_of(workflow).workflow} "
+                f"{event_payload_name(event)} of {self._registry.node_of(workflow).workflow} "
                 f"instance {instance_id!r}",
-                len(key) + len(value),
-                self._max_record_bytes,
+                event_payload(event),
+                self._max_payload_bytes,
             )
         try:
             return self._deliveries.produce(topic, key, value)
@@ -317,6 +324,7 @@ class WorkflowClient(WorkflowCommands):
         self._bind(serde)
         name = self._registry.node_of(workflow).workflow
         limit = self._max_record_bytes
+        payload_limit = self._max_payload_bytes
         types_ = parameter_types(wdef.fn)
         check = types_[0] if types_ and serde is None else None
         ids: list[str] = []
@@ -328,9 +336,9 @@ class WorkflowClient(WorkflowCommands):
             if check is not None:
                 check_fits(check, packed, f"the input of {name} instance {instance_id!r}")
             encoded = dumps(Start(instance_id, packed, version).to_json())
-            if len(key) + len(encoded) > limit:
+            if len(key) + len(encoded) > limit:  # sent as chunks, if it may be
                 check_payload_size(
-                    f"start of {name} instance {instance_id!r}", len(key) + len(encoded), limit
+                    f"input of {name} instance {instance_id!r}", packed, payload_limit
                 )
             ids.append(instance_id)
             records.append((key, encoded))
@@ -545,6 +553,7 @@ def not_ended(instance_id: str, timeout: float, view: InstanceView | None) -> Ti
 
 
 def _raise_undelivered(refused: list[tuple[bytes, KafkaError]], total: int) -> None:
+    refused = list(dict(refused).items())  # one per start, though a big one has many chunks
     if refused:
         shown = "; ".join(f"{key.decode()}: {err.str()}" for key, err in refused[:5])
         raise KafkaUnavailable(

@@ -113,10 +113,11 @@ class WorkflowRegistry:
         self.steps[fn] = self.steps[name] = sdef
         topic = self._topic(topic_name)
         self.step_topics[name] = topic.name
-        source = SourceNode(f"source-{topic.name}", topic=topic)
-        self.topology.add_source(topic, source)
-        # Offsets of commands finished above the committed offset (see workflow/steps.py).
+        # Offsets of commands finished above the committed offset (see workflow/steps.py); it
+        # also keeps the parts of chunked commands (runtime/record_chunks).
         done = self.topology.add_store(f"step-{name}-done", BYTES, JSON)
+        source = SourceNode(f"source-{topic.name}", topic=topic, parts_store=done)
+        self.topology.add_source(topic, source)
         source.children.append(
             StepNode(
                 f"step-{name}",
@@ -170,7 +171,8 @@ class WorkflowRegistry:
                 counts=self.topology.add_store(f"{name}-counts", STR, JSON),
                 parked=self.topology.add_store(f"{name}-parked", STR, JSON),
             )
-            source = SourceNode(f"source-{events.name}", topic=events)
+            # The parked store also keeps the parts of chunked events (runtime/record_chunks).
+            source = SourceNode(f"source-{events.name}", topic=events, parts_store=node.parked)
             self.topology.add_source(events, source)
             source.children.append(node)
             self.workflows[name] = node

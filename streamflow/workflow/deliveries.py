@@ -17,6 +17,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from streamflow.errors import PayloadTooLarge
+from streamflow.runtime.record_chunks import split_value
+from streamflow.workflow.messages import Signal, Start, dumps
 
 DELIVERY_TIMEOUT_S = 30.0
 """How long a command waits for its acknowledgement before the client reports the cluster
@@ -37,23 +39,40 @@ def _serve(deliveries: weakref.ref[Deliveries]) -> None:
         producer.poll(_POLL_S)
 
 
-def check_payload_size(what: str, size: int, limit: int) -> None:
-    """Refuse a command over the producer's record limit at the client, naming it: the
-    broker's own refusal names neither the instance nor the limit."""
+def check_payload_size(what: str, payload: Any, limit: int) -> None:
+    """Refuse a payload over the app's limit at the client, naming it: sent, it would only
+    fail at the worker (the broker's own refusal names neither the instance nor the limit).
+    Called only for a record over the producer's limit, so the encoding is paid rarely."""
+    size = len(dumps(payload))
     if size > limit:
         raise PayloadTooLarge(
-            f"the {what} is {size} bytes encoded, over the limit of {limit} bytes a record may "
-            "have (the producer's message.max.bytes less headroom for headers); pass a "
-            "reference (a key, a URL) instead of the data, or raise message.max.bytes in "
-            "App(kafka=...) together with the topic's max.message.bytes"
+            f"the {what} is {size} bytes encoded, over the limit of {limit} bytes a payload "
+            "may have (App(max_payload_bytes=...)); pass a reference (a key, a URL) instead "
+            "of the data"
         )
 
 
-class Deliveries:
-    """Produce with a future per record; a background thread serves the callbacks."""
+def event_payload(event: Any) -> Any:
+    """What a command carries for the workflow: a start's input, a signal's payload."""
+    return event.input if isinstance(event, Start) else getattr(event, "payload", None)
 
-    def __init__(self, producer: Producer) -> None:
+
+def event_payload_name(event: Any) -> str:
+    if isinstance(event, Start):
+        return "input"
+    if isinstance(event, Signal):
+        return f"payload of signal {event.name!r}"
+    return type(event).__name__.lower()
+
+
+class Deliveries:
+    """Produce with a future per record; a background thread serves the callbacks. A record
+    over the producer's limit goes as chunks (``runtime/record_chunks``), acknowledged once
+    every chunk is."""
+
+    def __init__(self, producer: Producer, record_bytes: int) -> None:
         self._producer = producer
+        self.record_bytes = record_bytes
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -62,19 +81,33 @@ class Deliveries:
         """Queue one record; a full local queue is waited out, not failed."""
         self._ensure_thread()
         delivered: Future[None] = Future()
+        values = self._chunked(key, value)
+        left = [len(values)]
+        lock = threading.Lock()
 
         def report(err: KafkaError | None, _msg: Any) -> None:
-            if err is None:
-                delivered.set_result(None)
-            else:
-                delivered.set_exception(KafkaException(err))
+            with lock:
+                left[0] -= 1
+                if delivered.done():
+                    return
+                if err is not None:
+                    delivered.set_exception(KafkaException(err))
+                elif not left[0]:
+                    delivered.set_result(None)
 
-        while True:
-            try:
-                self._producer.produce(topic, value, key, on_delivery=report)
-                return delivered
-            except BufferError:  # the local queue is full: let deliveries drain it
-                self._producer.poll(_POLL_S)
+        for part in values:
+            while True:
+                try:
+                    self._producer.produce(topic, part, key, on_delivery=report)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    self._producer.poll(_POLL_S)
+        return delivered
+
+    def _chunked(self, key: bytes, value: bytes) -> list[bytes]:
+        if len(key) + len(value) <= self.record_bytes:
+            return [value]
+        return split_value(key, value, self.record_bytes)
 
     def produce_many(
         self, topic: str, records: list[tuple[bytes, bytes]]
@@ -85,6 +118,9 @@ class Deliveries:
         self._ensure_thread()
         done: Future[list[tuple[bytes, KafkaError]]] = Future()
         failed: list[tuple[bytes, KafkaError]] = []
+        limit = self.record_bytes
+        if any(len(k) + len(v) > limit for k, v in records):
+            records = [(k, part) for k, v in records for part in self._chunked(k, v)]
         left = [len(records)]
         lock = threading.Lock()
         if not records:

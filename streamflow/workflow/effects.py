@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from streamflow.errors import RecordTooLarge
+from streamflow.errors import PayloadTooLarge
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.workflow.api import StepDef
 from streamflow.workflow.journal import Journal
@@ -62,15 +62,6 @@ class Outcome:
         """Delete the (finished) instance: its header, entries and count."""
 
 
-ENVELOPE_MARGIN = 256 * 1024
-"""Room kept beside a call's arguments or a result in its record: the command's envelope, the
-journal entry's own fields, its attempts (messages cut to 1,000 characters) and its result."""
-
-
-def _payload_limit(record_limit: int) -> int:
-    return record_limit - min(ENVELOPE_MARGIN, record_limit // 4)
-
-
 class TransitionEffects:
     """The effects one transition records (the ``Effects`` a ``WorkflowContext`` calls)."""
 
@@ -90,8 +81,9 @@ class TransitionEffects:
     def command(
         self, journal: Journal, seq: int, sdef: StepDef, args: list[Any], attempt: int
     ) -> None:
-        """Encode the command once, here: one over the record limit fails the call that made
-        it (inside the workflow: it suspends), never the transaction that would send it."""
+        """Encode the command once, here: one over the payload limit fails the call that made
+        it (inside the workflow: it suspends), never the transaction that would send it. A
+        command over one record's size is sent as chunks (``runtime/record_chunks``)."""
         m = self.machine
         cmd = StepCommand(
             journal.header["workflow"],
@@ -104,13 +96,16 @@ class TransitionEffects:
             journal.header.get("run", 1),
         )
         encoded = dumps(cmd.to_json())
-        limit = _payload_limit(m.max_record_bytes)
-        if len(encoded) > limit:
-            raise RecordTooLarge(
-                f"the arguments of step {sdef.name!r} (instance {journal.id!r}) are "
-                f"{len(encoded)} bytes encoded, over the record limit of {limit} bytes; pass "
-                "a reference (a key, a URL) instead of the data"
-            )
+        if len(encoded) > m.max_payload_bytes:  # rare: only then are the arguments measured
+            size = len(dumps(args))
+            if size > m.max_payload_bytes:
+                raise PayloadTooLarge(
+                    f"the arguments of step {sdef.name!r} (instance {journal.id!r} of "
+                    f"{m.workflow}) are {size} bytes encoded, over the limit of "
+                    f"{m.max_payload_bytes} bytes a payload may have "
+                    "(App(max_payload_bytes=...)); pass a reference (a key, a URL) instead of "
+                    "the data"
+                )
         self.outcome.commands.append((sdef, cmd))
         self.outcome.command_bytes.append(encoded)
 
@@ -153,15 +148,16 @@ class TransitionEffects:
         )
         self.outcome.step_cancels.append((sdef, cancel, key))
 
-    def check_size(self, what: str, value: Any) -> None:
-        """``value`` goes into one record (a command, a journal entry or header): past the
-        limit it fails the call that made it, inside the workflow, naming it."""
+    def check_size(self, what: str, value: Any, limit: int | None = None) -> None:
+        """``value`` is a payload (or, with ``limit``, a journal header holding some): past
+        the limit it fails the call that made it, inside the workflow, naming it."""
         size = len(dumps(value))
-        limit = _payload_limit(self.machine.max_record_bytes)
+        limit = limit or self.machine.max_payload_bytes
         if size > limit:
-            raise RecordTooLarge(
-                f"{what} is {size} bytes encoded, over the record limit of {limit} bytes; "
-                "pass a reference (a key, a URL) instead of the data"
+            raise PayloadTooLarge(
+                f"{what} is {size} bytes encoded, over the limit of {limit} bytes "
+                "(App(max_payload_bytes=...)); pass a reference (a key, a URL) instead of the "
+                "data"
             )
 
     # -- Effects ---------------------------------------------------------------------------------

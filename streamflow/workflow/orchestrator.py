@@ -106,8 +106,11 @@ class Orchestrator:
             node.topics,
             node.events.name,
             rt.partition,
-            rt.max_record_bytes,
+            rt.max_payload_bytes,
         )
+        # A journal value holds two payloads (a call's arguments and result, or the input
+        # and the result): values over a record are written as chunks (state/chunked_values).
+        self.store.max_value_bytes = self.machine.max_journal_bytes
         self.journals: OrderedDict[str, Journal] = OrderedDict()
         self.parked = rt.store(node.parked.name) if node.parked is not None else None
         self.parked_ids: dict[str, _Held] = {}

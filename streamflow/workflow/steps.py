@@ -61,6 +61,7 @@ from streamflow.workflow.failures import remember
 from streamflow.workflow.messages import StepCancel, StepCommand, StepError, dumps, is_cancel
 from streamflow.workflow.payloads import is_plain_type, pack, parameter_types, rebuild, unpack
 from streamflow.workflow.step_context import StepContext, StepTimedOut
+from streamflow.workflow.transition import journal_limit
 
 log = logging.getLogger(__name__)
 
@@ -566,23 +567,25 @@ class StepRunner:
             self._send_reply(command, dumps(command.failure(_error(exc), retryable).to_json()))
             return
         try:
-            reply = dumps(command.result(pack(self.sdef.result, attempt.result)).to_json())
+            packed = pack(self.sdef.result, attempt.result)
+            reply = dumps(command.result(packed).to_json())
         except Exception as bad:  # noqa: BLE001
             raise SerializationError(
                 f"step {self.sdef.name!r} returned a value that cannot be serialized for the "
                 f"workflow (instance {command.id!r}): {type(bad).__name__}: {bad}"
             ) from None
-        # The reply must fit in a record, and so must the journal entry the orchestrator
-        # writes from it (the result next to the call's arguments): a reply that fits but a
-        # journal entry that does not would strand the instance there instead of here.
-        size, limit = len(reply) + pending.size, self.rt.max_record_bytes
-        if size > limit:
+        # The result must be within the payload limit (a reply over one record goes as
+        # chunks), and so must the journal entry the orchestrator writes from it (the result
+        # next to the call's arguments): one that does not would strand the instance there.
+        limit = self.rt.max_payload_bytes
+        if len(reply) > limit and (
+            len(dumps(packed)) > limit or len(reply) + pending.size > journal_limit(limit)
+        ):
             raise ResultTooLarge(
-                f"{self._describe(command)} returned a result too large for the workflow: "
-                f"with the call's arguments (journaled together) it is {size} bytes, over the "
-                f"limit of {limit} bytes a record may have (the producer's message.max.bytes "
-                "less headroom); return a reference to the data (a key, a URL) instead of the "
-                "data, or raise message.max.bytes in App(kafka=...)"
+                f"{self._describe(command)} returned a result of {len(dumps(packed))} bytes "
+                f"encoded, over the limit of {limit} bytes a payload may have "
+                "(App(max_payload_bytes=...)); return a reference to the data (a key, a URL) "
+                "instead of the data"
             )
         changed, state = ctx.changed_state()
         if changed:

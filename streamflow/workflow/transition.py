@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamflow.errors import NonDeterminism, RecordTooLarge
-from streamflow.runtime.collector import DEFAULT_MAX_RECORD_BYTES
+from streamflow.runtime.collector import DEFAULT_MAX_PAYLOAD_BYTES, ENVELOPE_BYTES
 from streamflow.topology.specs import TopicSpec
 from streamflow.workflow.api import (
     Cancelled,
@@ -103,6 +103,12 @@ class _Live:
     ctx: WorkflowContext
 
 
+def journal_limit(max_payload_bytes: int) -> int:
+    """The largest journal value: two payloads with their envelopes (a call's arguments and
+    its result, or a header with the input and the result)."""
+    return 2 * (max_payload_bytes + ENVELOPE_BYTES)
+
+
 class WorkflowMachine:
     """Every version of one workflow, with the coroutines of hot instances.
 
@@ -118,7 +124,7 @@ class WorkflowMachine:
         topics: Mapping[str, TopicSpec],
         reply_topic: str,
         reply_partition: int | None,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.workflow = workflow
         self.versions = versions
@@ -126,9 +132,12 @@ class WorkflowMachine:
         self.topics = topics
         self.reply_topic = reply_topic
         self.reply_partition = reply_partition
-        self.max_record_bytes = max_record_bytes
-        """What one changelog record or command may hold: a call or a result past it is a
-        bug in the workflow (it suspends), never a transaction that cannot commit."""
+        self.max_payload_bytes = max_payload_bytes
+        """What one input, call's arguments, result or signal may weigh: past it, a bug in
+        the workflow (it suspends), never a transaction that cannot commit."""
+        self.max_journal_bytes = journal_limit(max_payload_bytes)
+        """What one journal value may hold: a call's arguments and its result, or a header
+        with the input and the result (the instances store's limit)."""
         self.live: OrderedDict[str, _Live] = OrderedDict()
         self._fingerprints: dict[int, str] = {}
 
@@ -420,12 +429,12 @@ class WorkflowMachine:
                 "its signals, or send fewer)"
             )
         inbox.setdefault(event.name, []).append(payload)
-        if len(dumps(journal.header)) > self.max_record_bytes // 2:
+        if len(dumps(journal.header)) > self.max_payload_bytes:
             inbox[event.name].pop()
             raise RecordTooLarge(
-                f"instance {journal.id!r} of {self.workflow!r}: its unread signals would pass "
-                f"half the record limit of {self.max_record_bytes} bytes; signal "
-                f"{event.name!r} refused (have the workflow wait for its signals)"
+                f"instance {journal.id!r} of {self.workflow!r}: its header with its unread "
+                f"signals would pass the payload limit of {self.max_payload_bytes} bytes; "
+                f"signal {event.name!r} refused (have the workflow wait for its signals)"
             )
         journal.header_dirty = True
         return False
@@ -525,7 +534,9 @@ class WorkflowMachine:
                 out.check_size(
                     f"the result of {self.workflow} instance {journal.id!r} (with its header)",
                     {**journal.header, "result": result},
+                    self.max_journal_bytes,
                 )
+                out.check_size(f"the result of {self.workflow} instance {journal.id!r}", result)
             except Exception as exc:  # noqa: BLE001 - a result that cannot be kept is a bug
                 self._suspend(journal, wdef, exc, out)
                 return

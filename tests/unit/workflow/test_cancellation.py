@@ -479,7 +479,7 @@ def test_compensations_of_a_cancelled_instance_still_retry_until_they_succeed() 
 
 
 def test_oversize_step_arguments_or_result_suspend_the_instance_instead_of_stranding_it() -> None:
-    app = App("big")
+    app = App("big", max_payload_bytes=2_000_000)
 
     @app.step
     def store_doc(ctx, doc: str) -> int:
@@ -500,8 +500,9 @@ def test_oversize_step_arguments_or_result_suspend_the_instance_instead_of_stran
             view = driver.workflows.get(workflow, ident)
             assert view.status == "suspended", (ident, view.header)
             error = view.header["error"]
-            assert error["type"] == "RecordTooLarge" and what in error["message"]
-            assert "over the record limit" in error["message"]
+            assert error["type"] == "PayloadTooLarge" and what in error["message"]
+            assert "over the limit of" in error["message"]
+            assert "App(max_payload_bytes=...)" in error["message"]
         assert driver.dead_letters() == []
         assert driver.messages("big.step.store_doc") == []
 

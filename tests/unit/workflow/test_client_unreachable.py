@@ -38,7 +38,7 @@ def test_a_client_dropped_without_close_does_not_leave_its_thread_behind() -> No
     from streamflow.workflow.deliveries import Deliveries
 
     deliveries = Deliveries(
-        Producer({"bootstrap.servers": "127.0.0.1:1", "logger": LIBRDKAFKA_LOGGER})
+        Producer({"bootstrap.servers": "127.0.0.1:1", "logger": LIBRDKAFKA_LOGGER}), 900_000
     )
     deliveries.produce("t", b"k", b"v")
     thread = deliveries._thread

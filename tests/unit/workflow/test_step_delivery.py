@@ -81,8 +81,8 @@ def test_an_undecodable_envelope_is_dead_lettered_only() -> None:
         assert driver.messages("envelope.w.events") == []
 
 
-def test_a_result_over_the_record_limit_fails_for_good_and_leaves_the_entity_as_it_was() -> None:
-    app = App("huge")
+def test_a_result_over_the_payload_limit_fails_for_good_and_leaves_the_entity_as_it_was() -> None:
+    app = App("huge", max_payload_bytes=2_000_000)
     attempts: list[int] = []
 
     @app.step(entity="docs", retry=Retry(attempts=5))
@@ -103,7 +103,7 @@ def test_a_result_over_the_record_limit_fails_for_good_and_leaves_the_entity_as_
         driver.workflows.start(publish, id="big", input=3_000_000)
         small = driver.workflows.get(publish, "small")
         big = driver.workflows.get(publish, "big")
-        limit = driver.max_record_bytes
+        limit = 2_000_000
         state = driver.store("docs")
         (reason,) = _reasons(driver)
     assert small.result == "10" and attempts == [1, 1]
@@ -213,10 +213,10 @@ def test_an_entity_command_without_its_key_is_answered() -> None:
     assert "no entity key" in reason
 
 
-def test_a_result_that_fits_a_reply_but_not_the_journal_entry_beside_its_arguments_fails() -> None:
-    """The orchestrator journals the result next to the call's arguments: a reply that fits
-    alone but not there would strand the instance at the orchestrator instead."""
-    app = App("echo", kafka={"message.max.bytes": "300000"})
+def test_arguments_and_results_over_one_record_travel_as_chunks_up_to_the_payload_limit() -> None:
+    """A 300 kB producer limit: arguments and results of several records go as chunks, and
+    the orchestrator journals them side by side; past the payload limit, ResultTooLarge."""
+    app = App("echo", kafka={"message.max.bytes": "300000"}, max_payload_bytes=1_000_000)
 
     @app.step
     def echo(ctx, text: str) -> str:
@@ -230,11 +230,14 @@ def test_a_result_that_fits_a_reply_but_not_the_journal_entry_beside_its_argumen
             return exc.error_type
 
     with TestDriver(app) as driver:
-        half = driver.max_record_bytes // 2
-        driver.workflows.start(w, id="fits", input=half - 1_000)
-        driver.workflows.start(w, id="not", input=half + 1_000)
-        assert driver.workflows.get(w, "fits").result == str(half - 1_000)
-        assert driver.workflows.get(w, "not").result == "ResultTooLarge"
+        assert driver.max_record_bytes < 300_000
+        driver.workflows.start(w, id="fits", input=900_000)
+        driver.workflows.start(w, id="not", input=1_100_000)
+        assert driver.workflows.get(w, "fits").result == "900000"
+        assert driver.workflows.get(w, "not").status == "suspended"  # its arguments, first
+        assert driver.dead_letters() == []
+        commands = driver.messages("echo.step.echo")
+        assert len(commands) == 4 and all(len(m.value()) < 300_000 for m in commands)
 
 
 def test_a_rejected_command_read_again_behind_a_running_one_is_not_answered_twice() -> None:
