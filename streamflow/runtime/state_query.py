@@ -31,6 +31,7 @@ from streamflow.runtime.group_status import endpoint_of, fetch_json
 from streamflow.runtime.http_endpoint import QueryError
 from streamflow.runtime.topic_reader import MissingTopic, read_to_end
 from streamflow.serde.base import Serde
+from streamflow.state.chunked_values import whole_values
 from streamflow.topology.specs import StoreSpec
 
 SCAN_LIMIT = 1000
@@ -526,21 +527,18 @@ class StateQuery:
     # -- no worker running: the changelog -------------------------------------------------------
 
     def _changelog(self, spec: StoreSpec) -> dict[bytes, bytes]:
-        """The changelog folded to its last value per key (tombstones delete)."""
-        latest: dict[bytes, bytes] = {}
+        """The changelog folded to its last value per key (tombstones delete), big values
+        joined from their chunks."""
+        latest: dict[bytes, bytes | None] = {}
         try:
             for msg in read_to_end(self.client, spec.changelog, f"{self.app.name}.state-query"):
-                kb = msg.key()
-                if msg.value() is None:
-                    latest.pop(kb, None)
-                else:
-                    latest[kb] = msg.value()
+                latest[msg.key()] = msg.value()  # a tombstone deletes (whole_values)
         except MissingTopic:
             raise StateQueryError(
                 f"store {spec.name!r} has no changelog {spec.changelog!r} yet: "
                 f"has app {self.app.name!r} run?"
             ) from None
-        return latest
+        return {kb: raw for kb, raw in whole_values(latest).items() if raw is not None}
 
     def _decode(self, spec: StoreSpec, raw: bytes) -> tuple[bool, Any]:
         """(live, value): a TTL store's value carries its write time first (``ttl_store``)."""

@@ -90,3 +90,14 @@ def join(kb: bytes, manifest: bytes, read: Callable[[bytes], bytes | None]) -> b
 def stale_chunks(kb: bytes, old_count: int, new_count: int) -> list[tuple[bytes, None]]:
     """Tombstones for the chunks an older version had beyond the new version's count."""
     return [(chunk_key(kb, i), None) for i in range(new_count, old_count)]
+
+
+def whole_values(latest: dict[bytes, bytes | None]) -> dict[bytes, bytes | None]:
+    """A changelog folded to its latest record per key, as user keys and whole values: what
+    a reader of the changelog itself (no worker running) needs."""
+    out: dict[bytes, bytes | None] = {}
+    for kb, raw in latest.items():
+        if kb.startswith(RESERVED):
+            continue
+        out[kb] = join(kb, raw, latest.get) if raw is not None and is_manifest(raw) else raw
+    return out

@@ -31,6 +31,7 @@ from streamflow.runtime.state_query import SETTLE_S, StateQuery, StateQueryError
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.serde.registry.settings import RegistrySettings
+from streamflow.state.chunked_values import RESERVED, whole_values
 from streamflow.workflow.deliveries import (
     DELIVERY_TIMEOUT_S,
     Deliveries,
@@ -510,7 +511,8 @@ class WorkflowClient(WorkflowCommands):
         )
         parts = list(partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        latest: dict[str, Any] = {}
+        latest_raw: dict[bytes, bytes | None] = {}
+        only_prefix = None if only is None else only.encode()
         eof: set[int] = set()
         try:
             while len(eof) < len(parts):
@@ -520,15 +522,21 @@ class WorkflowClient(WorkflowCommands):
                         if error.code() == KafkaError._PARTITION_EOF:
                             eof.add(msg.partition() or 0)
                         continue
-                    raw_key, value = msg.key(), msg.value()
+                    raw_key = msg.key()
                     if raw_key is None:
                         continue  # not an instance record: instances are keyed by workflow id
-                    key = raw_key.decode()
-                    if only is not None and not key.startswith(only):
-                        continue
-                    latest[key] = None if value is None else orjson.loads(value)
+                    if (
+                        only_prefix is None
+                        or raw_key.startswith(only_prefix)
+                        or raw_key.startswith(RESERVED)  # chunks of big values
+                    ):
+                        latest_raw[raw_key] = msg.value()
         finally:
             consumer.close()
+        latest = {
+            raw_key.decode(): None if raw is None else orjson.loads(raw)
+            for raw_key, raw in whole_values(latest_raw).items()
+        }
         views: dict[str, InstanceView] = {}
         for key, value in latest.items():
             if value is not None and key.endswith(HEADER):

@@ -429,12 +429,13 @@ class WorkflowMachine:
                 "its signals, or send fewer)"
             )
         inbox.setdefault(event.name, []).append(payload)
-        if len(dumps(journal.header)) > self.max_payload_bytes:
+        if len(dumps(journal.header)) > self.max_journal_bytes:
             inbox[event.name].pop()
             raise RecordTooLarge(
-                f"instance {journal.id!r} of {self.workflow!r}: its header with its unread "
-                f"signals would pass the payload limit of {self.max_payload_bytes} bytes; "
-                f"signal {event.name!r} refused (have the workflow wait for its signals)"
+                f"instance {journal.id!r} of {self.workflow!r}: its header with its input and "
+                f"unread signals would pass {self.max_journal_bytes} bytes (two payloads of "
+                f"App(max_payload_bytes={self.max_payload_bytes})); signal {event.name!r} "
+                "refused (have the workflow wait for its signals)"
             )
         journal.header_dirty = True
         return False
