@@ -21,6 +21,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import client_bench  # noqa: E402
 import engine_bench  # noqa: E402
+import retention_bench  # noqa: E402
 import workflow_bench  # noqa: E402
 
 ENGINE_ROWS = [
@@ -301,12 +302,37 @@ def client_rows(bootstrap: str, instances: int = 20_000) -> list[dict]:
     ]
 
 
+def retention_rows(bootstrap: str, instances: int = 20_000) -> list[dict]:
+    """A fresh worker after a soak of finished instances, with and without retention: how long
+    until it serves again, what it restored and what it holds (bench/retention_bench.py)."""
+    r = retention_bench.run(bootstrap, instances)
+    rows = []
+    for label, what in (("retention", "retention 2 s"), ("no_retention", "retention=None")):
+        rows.append(
+            {
+                "system": "streamflow",
+                "workload": (
+                    f"fresh worker ready after {instances} finished instances, {what}: "
+                    f"{r[label + '_restored_records']} changelog records restored, "
+                    f"{r[label + '_live_after_restore']} instances kept"
+                ),
+                "records_per_s": None,
+                "p50_ms": round(1000 * r[label + "_ready_s"]),
+                "p99_ms": None,
+                "peak_rss_mb": None,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--workflows", type=int, default=5_000)
-    parser.add_argument("--only", choices=["engine", "workflows", "io", "avro", "client"])
+    parser.add_argument(
+        "--only", choices=["engine", "workflows", "io", "avro", "client", "retention"]
+    )
     args = parser.parse_args()
     rows: list[dict] = []
     if args.only in (None, "workflows", "engine"):
@@ -322,6 +348,8 @@ def main() -> None:
         rows += avro_rows()
     if args.only in (None, "client"):
         rows += client_rows(args.bootstrap)
+    if args.only in (None, "retention"):
+        rows += retention_rows(args.bootstrap)
     print_table(rows)
     # bench/peers_bench.py's rows ("suite": "peers") stay: make bench runs it after this.
     path = HERE / "results.json"
