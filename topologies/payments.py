@@ -116,10 +116,13 @@ async def transfer(ctx, t: Transfer) -> Receipt:
     ctx.compensate(credit, t.source, fee)  # refunded if anything below fails for good
     await ctx.step(debit, t.source, t.amount)  # InsufficientFunds fails the saga: fee refunded
     ctx.compensate(credit, t.source, t.amount)
-    await ctx.step(credit, t.target, t.amount)
-    # Registered after each step returns, so a cancel at any point undoes exactly what moved.
-    ctx.compensate(debit, t.target, t.amount)
     await ctx.step(credit, FEE_ACCOUNT, fee)
+    # Registered after each step returns, so a cancel at any point undoes exactly what moved.
+    # The fee account only ever receives, so taking a fee back from it cannot fail.
+    ctx.compensate(debit, FEE_ACCOUNT, fee)
+    # The target is credited last: once it has the money the transfer is done, so no
+    # compensation ever has to take money back from an account that may have spent it.
+    await ctx.step(credit, t.target, t.amount)
     return Receipt(t.id, "completed", fee)
 
 
