@@ -190,14 +190,18 @@ class App:
         version: int = 1,
         input: str | Serde | None = None,
         result: str | Serde | None = None,
-        signals: Mapping[str, str | Serde] | None = None,
+        signals: Mapping[str, Any] | None = None,
         timeout: timedelta | None = None,
         retention: timedelta | None = DEFAULT_RETENTION,
     ) -> Any:
         """Declare a durable workflow ``async def w(ctx, input)``; versions run side by side.
 
-        ``input=avro("acme.Transfer")``, ``result=…`` and ``signals={"approve": …}`` journal
-        those payloads as Avro, so a sleeping instance reads them after its schemas evolve.
+        ``input=avro("acme.Transfer")``, ``result=…`` and ``signals={"approve": avro(…)}``
+        journal those payloads as Avro, so a sleeping instance reads them after its schemas
+        evolve. ``signals={"approve": Approval}`` (a Python type: a dataclass, ``int``,
+        ``list[str]``, a ``Literal``) keeps a JSON payload but checks it: the client refuses a
+        payload that does not fit, naming the field, and ``ctx.wait_signal("approve")``
+        returns an ``Approval``.
         ``timeout`` bounds an instance from start to end: past it the instance is cancelled
         (its compensations run) and ends with the error ``WorkflowTimedOut``. A finished
         instance is deleted ``retention`` after it ended (default 7 days; None keeps it):

@@ -15,11 +15,11 @@ from streamflow.errors import StreamflowError
 from streamflow.workflow.journal import COMPENSATION_BASE, STATUSES, TERMINAL
 
 EXIT_ENDED_BADLY = 1
-"""``start --wait``: the instance failed, was compensated or was cancelled."""
+"""``start --wait``, ``wait``: the instance failed, was compensated or was cancelled."""
 EXIT_TIMED_OUT = 3
-"""``start --wait``: the instance had not ended within ``--timeout``."""
+"""``start --wait``, ``wait``: the instance had not ended within ``--timeout``."""
 EXIT_NO_SUCH_INSTANCE = 4
-"""``signal``/``cancel``: no instance has that id (nothing was sent)."""
+"""``signal``/``cancel``/``wait``/``show``: no instance has that id (nothing was sent)."""
 EXIT_ALREADY_ENDED = 5
 """``signal``/``cancel``: the instance has ended (nothing was sent)."""
 
@@ -85,18 +85,45 @@ def start(
         raise click.ClickException(str(exc)) from None
     click.echo(f"started {workflow} {instance_id}")
     if wait:
-        try:
-            view = client.wait(workflow, instance_id, timeout=timeout)
-        except TimeoutError as exc:
-            click.echo(f"timed out: {exc}", err=True)
-            sys.exit(EXIT_TIMED_OUT)
-        if view.status == "completed":
-            click.echo(f"completed: {orjson.dumps(view.result).decode()}")
-            return
-        error = view.header.get("error") or {}
-        reason = f"{error.get('type', '')}: {error.get('message', '')}" if error else ""
-        click.echo(f"{view.status}" + (f": {reason}" if reason else ""), err=True)
-        sys.exit(EXIT_ENDED_BADLY)
+        _wait_and_report(client, workflow, instance_id, timeout)
+
+
+@workflows.command(name="wait")
+@click.argument("target")
+@click.argument("workflow")
+@click.argument("instance_id")
+@click.option(
+    "--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait at most."
+)
+@_bootstrap
+def wait_(
+    target: str, workflow: str, instance_id: str, timeout: float, bootstrap: str | None
+) -> None:
+    """Wait for an instance to end and print its result (or its error).
+
+    Exit status: 0 completed; 1 failed, compensated or cancelled; 3 not ended within
+    --timeout; 4 no such instance."""
+    _, client = _client(target, bootstrap)
+    if client.get(workflow, instance_id) is None:
+        click.echo(f"no instance {instance_id!r} of workflow {workflow!r}", err=True)
+        sys.exit(EXIT_NO_SUCH_INSTANCE)
+    _wait_and_report(client, workflow, instance_id, timeout)
+
+
+def _wait_and_report(client: Any, workflow: str, instance_id: str, timeout: float) -> None:
+    """Print how the instance ended; the exit status says it too (see ``wait``)."""
+    try:
+        view = client.wait(workflow, instance_id, timeout=timeout)
+    except TimeoutError as exc:
+        click.echo(f"timed out: {exc}", err=True)
+        sys.exit(EXIT_TIMED_OUT)
+    if view.status == "completed":
+        click.echo(f"completed: {orjson.dumps(view.result).decode()}")
+        return
+    error = view.header.get("error") or {}
+    reason = f"{error.get('type', '')}: {error.get('message', '')}" if error else ""
+    click.echo(f"{view.status}" + (f": {reason}" if reason else ""), err=True)
+    sys.exit(EXIT_ENDED_BADLY)
 
 
 @workflows.command()

@@ -130,5 +130,14 @@ class WorkflowDef:
     (``Cancelled`` at its current await, compensations run) and ends ``failed`` (or
     ``compensated``, when it had compensations to run) with the error ``WorkflowTimedOut``."""
 
+    signal_types: tuple[tuple[str, Any], ...] = ()
+    """Python types of JSON signal payloads by signal name (``signals={"approve": Approval}``):
+    the client checks a payload against it before sending, the worker before keeping it, and
+    ``ctx.wait_signal`` returns the payload rebuilt into it."""
+
     def signal_serde(self, name: str) -> AvroSerde | None:
         return dict(self.signals).get(name)
+
+    def signal_type(self, name: str) -> Any:
+        """The declared Python type of signal ``name``'s payload (None: any JSON)."""
+        return dict(self.signal_types).get(name)

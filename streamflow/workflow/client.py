@@ -161,8 +161,12 @@ class WorkflowCommands:
     def _signal_event(self, workflow: Any, id: str, name: str, payload: Any) -> Signal:
         # The instance may be pinned to another version: the newest one's declaration is a
         # compatible version of its schema, so the orchestrator reads it either way.
-        serde = self._version(workflow, None).signal_serde(name)
-        return Signal(id, name, self._pack(serde, payload))
+        wdef = self._version(workflow, None)
+        packed = self._pack(wdef.signal_serde(name), payload)
+        declared = wdef.signal_type(name)
+        if declared is not None:
+            check_fits(declared, packed, f"the payload of signal {name!r} of {wdef.name} {id!r}")
+        return Signal(id, name, packed)
 
     def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:
         self._send(workflow, id, self._signal_event(workflow, id, name, payload))

@@ -14,6 +14,7 @@ lives): ``A.W-input``, ``A.W-result``, ``A.W-signal-<name>``, ``A.step.S-arg<i>`
 from __future__ import annotations
 
 import dis
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -136,15 +137,17 @@ class WorkflowRegistry:
         version: int,
         input: str | Serde | None = None,
         result: str | Serde | None = None,
-        signals: Mapping[str, str | Serde] | None = None,
+        signals: Mapping[str, Any] | None = None,
         timeout: timedelta | None = None,
         retention: timedelta | None = None,
     ) -> WorkflowDef:
         name = name or fn.__name__
         prefix, what = f"{self.topology.app_name}.{name}", f"workflow {name!r} v{version}"
+        typed = {s: spec for s, spec in (signals or {}).items() if _is_python_type(spec)}
         declared = {
             signal: self._payload(spec, f"{prefix}-signal-{signal}", f"{what} signal {signal!r}")
             for signal, spec in (signals or {}).items()
+            if signal not in typed
         }
         wdef = WorkflowDef(
             name,
@@ -155,6 +158,7 @@ class WorkflowRegistry:
             tuple((k, v) for k, v in sorted(declared.items()) if v is not None),
             retention,
             timeout,
+            tuple(sorted(typed.items())),
         )
         node = self.workflows.get(name)
         if node is None:
@@ -206,3 +210,11 @@ class WorkflowRegistry:
                 if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_ATTR"):
                     names.add(str(instruction.argval))
         return sorted(n for n in names if n in self.step_topics)
+
+
+def _is_python_type(spec: Any) -> bool:
+    """A signal declared with a Python type (``Approval``, ``int``, ``list[str]``,
+    ``Literal["yes", "no"]``): a JSON payload of that shape, not an Avro schema."""
+    if isinstance(spec, (str, Serde)):
+        return False
+    return isinstance(spec, type) or typing.get_origin(spec) is not None

@@ -306,12 +306,15 @@ class WorkflowContext:
         elif entry is None:
             self.effects.wait_signal(self.journal, seq, name, timeout_ms)
 
-        serde = self._workflow.signal_serde(name) if self._workflow is not None else None
+        wdef = self._workflow
+        serde = wdef.signal_serde(name) if wdef is not None else None
+        declared = wdef.signal_type(name) if wdef is not None else None
 
         def convert(entry: dict[str, Any]) -> Any:
             if entry.get("timed_out"):
                 raise SignalTimeout(f"signal {name!r} did not arrive within {timeout_ms} ms")
-            return unpack(serde, entry.get("result"), f"signal {name!r}")
+            value = unpack(serde, entry.get("result"), f"signal {name!r}")
+            return value if declared is None else rebuild(declared, value, f"signal {name!r}")
 
         return _Call(self, seq, convert)
 

@@ -66,7 +66,7 @@ from streamflow.workflow.messages import (
     TimerFired,
     dumps,
 )
-from streamflow.workflow.payloads import pack, parameter_types, rebuild, unpack
+from streamflow.workflow.payloads import check_fits, pack, parameter_types, rebuild, unpack
 from streamflow.workflow.timers import (
     RETENTION,
     RETRY,
@@ -409,6 +409,9 @@ class WorkflowMachine:
         wdef = self.versions.get(journal.header["version"])
         serde = wdef.signal_serde(event.name) if wdef is not None else None
         payload = pack(serde, event.payload) if serde is not None else event.payload
+        declared = wdef.signal_type(event.name) if wdef is not None else None
+        if declared is not None:  # refused (dead-lettered, named) before the workflow sees it
+            check_fits(declared, payload, f"the payload of signal {event.name!r} of {journal.id!r}")
         waiting = [
             e
             for s, e in sorted(journal.entries.items())

@@ -15,7 +15,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamflow.errors import PayloadTooLarge
 from tests.engine_helpers import REPO, WorkerProcess, load_app_with_env, read_topic, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -185,21 +184,6 @@ def test_async_client_starts_many_and_waits_for_all(
     assert len(starts) == 300
 
 
-def test_a_start_over_the_record_limit_is_refused_at_the_client_naming_it(
-    kafka_bootstrap: str, env
-) -> None:
-    app = load_app_with_env(APP_FILE, env)
-    client = app.client(kafka_bootstrap)
-    try:
-        with pytest.raises(PayloadTooLarge) as refused:
-            client.start("sized", id="huge", input="x" * 3_000_000)
-        message = str(refused.value)
-        assert "sized" in message and "'huge'" in message and "3000" in message
-        assert "limit" in message
-    finally:
-        client.close()
-
-
 def _cli(env: dict[str, str], bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
@@ -226,6 +210,12 @@ def test_start_wait_exit_status_says_how_the_instance_ended(
         assert "failed" in failed.stderr and "no stock" in failed.stderr
         waiting = _cli(env, kafka_bootstrap, "start", "gated", "g1", "--wait", "--timeout", "2")
         assert waiting.returncode == 3 and "timed out" in waiting.stderr, waiting
+        still = _cli(env, kafka_bootstrap, "wait", "gated", "g1", "--timeout", "1")
+        assert still.returncode == 3 and "timed out" in still.stderr, still
+        done = _cli(env, kafka_bootstrap, "wait", "refused", "r1")
+        assert done.returncode == 1 and "no stock" in done.stderr, done
+        unknown = _cli(env, kafka_bootstrap, "wait", "sized", "nobody", "--timeout", "1")
+        assert unknown.returncode == 4 and "no instance 'nobody'" in unknown.stderr, unknown
         bad = _cli(env, kafka_bootstrap, "start", "sized", "b1", '{"x": 1}')
         assert bad.returncode == 1 and "the input of sized instance 'b1'" in bad.stderr, bad
         nobody = _cli(env, kafka_bootstrap, "signal", "gated", "nobody", "go")

@@ -254,6 +254,51 @@ def test_a_wrong_password_names_the_user_and_the_setting_not_the_password(
     assert "not-the-password" not in output and real not in output
 
 
+COMMANDS = {
+    "workflows start": ["workflows", "start", str(APP_FILE), "checkout", "c-1", "5"],
+    "workflows show": ["workflows", "show", str(APP_FILE), "checkout", "c-1"],
+    "workflows list": ["workflows", "list", str(APP_FILE)],
+    "status": ["status", str(APP_FILE)],
+    "dlq list": ["dlq", "list", str(APP_FILE)],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_names_a_wrong_password_in_one_line(
+    secured: Any, tmp_path: Path, command: str
+) -> None:
+    """Not only `run`: each command a user types says the same one line, and librdkafka's own
+    log lines stay out of the terminal."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamflow",
+            *COMMANDS[command],
+            "--config",
+            str(secured.security_files.settings_file("app")),
+        ],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "SF_TEST_APP": _name(),
+            "STREAMFLOW_KAFKA_SASL_PASSWORD": "not-the-password",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    _assert_one_line_error(
+        proc.returncode,
+        output,
+        f"authentication failed for user 'app' (SCRAM-SHA-512) at {secured.bootstrap}",
+        "sasl.password",
+    )
+    assert "|FAIL|" not in output and "rdkafka" not in output, output
+    assert "not-the-password" not in output
+
+
 def test_an_untrusted_ca_names_the_certificate_problem(secured: Any, tmp_path: Path) -> None:
     from streamflow.dev.certificates import CertificateAuthority
 
