@@ -129,6 +129,17 @@ def run(bootstrap: str, instances: int, partitions: int = 6, samples: int = 300)
             waits.append(1000 * (time.perf_counter() - t))
         out["start_wait_p50_ms"], out["start_wait_p99_ms"] = _pct(waits, 0.5), _pct(waits, 0.99)
         out["start_completion_on_topic_p50_ms"] = _on_topic_p50(client, app, bootstrap)
+
+        async def concurrent_waits() -> float:
+            """300 waits at once from one async client, of finished instances: how long
+            until every answer is in (a burst of long polls on one worker endpoint)."""
+            async with app.async_client(bootstrap) as aclient:
+                ids = [f"p{rng.randrange(instances)}" for _ in range(300)]
+                t = time.perf_counter()
+                await asyncio.gather(*(aclient.wait("one_step", i, timeout=120) for i in ids))
+                return 1000 * (time.perf_counter() - t)
+
+        out["concurrent_300_waits_ms"] = asyncio.run(concurrent_waits())
         # Last, as they leave the worker busy: starts one at a time (each waits for its
         # acknowledgement), and an async start_many.
         t0 = time.perf_counter()

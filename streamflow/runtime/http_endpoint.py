@@ -115,8 +115,7 @@ class HttpEndpoint:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("http: " + format, *args)
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), Handler)
         address: tuple[Any, ...] = tuple(self.server.server_address)
         self.host: str = str(address[0])
         self.port: int = int(address[1])
@@ -194,3 +193,13 @@ class HttpEndpoint:
             **self.status_extra(),
         }
         return 200, orjson.dumps(body), "application/json"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    """The listen backlog. socketserver's default of 5 overflowed when an async client sent a
+    burst of waits (300 long polls at once): the kernel dropped the extra connection attempts,
+    and each was retried after a second. 300 concurrent waits took 59 s; with room for the
+    burst, they take well under a second."""
+
