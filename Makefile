@@ -47,6 +47,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(PY) tests/check_layers.py
 
 format: venv
 	$(PY) -m ruff check --fix .

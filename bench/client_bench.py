@@ -51,7 +51,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def _load(app_file: Path, env: dict[str, str]):
     os.environ.update(env)
-    from streamflow.cli.engine import load_app
+    from streamflow.cli.app_file import load_app
 
     return load_app(str(app_file))
 

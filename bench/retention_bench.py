@@ -54,7 +54,7 @@ async def one_step(ctx, n: int) -> int:
 
 def _load(app_file: Path, env: dict[str, str]):
     os.environ.update(env)
-    from streamflow.cli.engine import load_app
+    from streamflow.cli.app_file import load_app
 
     return load_app(str(app_file))
 

@@ -32,7 +32,6 @@ from streamflow.app import App
 from streamflow.errors import ConfigError
 from streamflow.runtime.collector import (
     DeliveryCallback,
-    Headers,
     check_record_size,
     max_record_bytes,
 )
@@ -45,6 +44,7 @@ from streamflow.runtime.task import Task
 from streamflow.serde.registry.base import InMemorySchemaRegistry, SchemaRegistry
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.state.store import KeyValueStore
+from streamflow.topology.nodes import Headers
 from streamflow.workflow.client import InstanceView, WorkflowCommands
 from streamflow.workflow.deliveries import check_payload_size, event_payload, event_payload_name
 from streamflow.workflow.instance_filter import InstanceFilter

@@ -158,7 +158,7 @@ def load_app_with_env(app_file: Path, env: dict[str, str]) -> Any:
 
     Example modules read their settings at import; a test must not leak them into later tests.
     """
-    from streamflow.cli.engine import load_app
+    from streamflow.cli.app_file import load_app
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

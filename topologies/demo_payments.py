@@ -60,7 +60,7 @@ def main() -> int:
 
     env = {"PAYMENTS_APP": f"payments-demo-{uuid.uuid4().hex[:6]}", "PAYMENTS_FAILURE_RATE": "0.05"}
     os.environ.update(env)
-    from streamflow.cli.engine import load_app
+    from streamflow.cli.app_file import load_app
 
     app = load_app(str(HERE / "payments.py"))
     client = app.client(args.bootstrap)

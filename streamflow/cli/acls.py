@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 import orjson
 
-from streamflow.cli.engine import load_app
+from streamflow.cli.app_file import load_app
 from streamflow.cli.kafka_options import kafka_options, kafka_settings, registry_settings
 from streamflow.errors import ConfigError
 from streamflow.runtime.acls import Acl

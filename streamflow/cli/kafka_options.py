@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from streamflow.cli.app_file import load_app
 from streamflow.errors import ConfigError
 from streamflow.runtime.kafka_settings import CONFIG_ENV, KafkaSettings, resolve
 from streamflow.serde.registry.settings import RegistrySettings
@@ -124,8 +125,6 @@ def app_cluster(target: str, bootstrap: str | None, check: bool = True) -> AppCl
     ``bootstrap.servers``, else the app's. ``check``: ask the cluster once first, so a wrong
     password, an untrusted certificate or nothing listening is the one line ``run`` prints,
     within seconds, instead of librdkafka's log lines and a timeout later."""
-    from streamflow.cli.engine import load_app
-
     app = load_app(target)
     settings = kafka_settings(dict(app.config.kafka_from_app))
     server = str(bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap)

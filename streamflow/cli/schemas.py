@@ -318,7 +318,7 @@ def _check_dir(types: Mapping[str, Schema], registry: SchemaRegistry) -> int:
 
 
 def _check_app(target: str, bootstrap: str | None, registry_url: str | None) -> int:
-    from streamflow.cli.engine import load_app
+    from streamflow.cli.app_file import load_app
     from streamflow.serde.registry.binding import schema_uses
 
     app = load_app(target)

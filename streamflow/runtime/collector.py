@@ -7,8 +7,8 @@ from typing import Any, Protocol
 
 from streamflow.errors import RecordTooLarge
 from streamflow.runtime.record_chunks import send_chunks
+from streamflow.topology.nodes import Headers, Send
 
-Headers = list[tuple[str, bytes]] | None
 DeliveryCallback = Callable[[int], None]
 
 MESSAGE_MAX_BYTES = 1_000_000
@@ -62,16 +62,10 @@ class RecordCollector(Protocol):
     ``RecordTooLarge``, at ``send``: the worker's and the driver's alike, so a test through
     the driver fails where production would."""
 
-    def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        timestamp: int | None,
-        headers: Headers,
-    ) -> None:
+    @property
+    def send(self) -> Send:
         """Queue one record for the open transaction (or the next flush, at-least-once)."""
+        ...
 
     def send_tracked(
         self,

@@ -202,4 +202,3 @@ class _Server(ThreadingHTTPServer):
     burst of waits (300 long polls at once): the kernel dropped the extra connection attempts,
     and each was retried after a second. 300 concurrent waits took 59 s; with room for the
     burst, they take well under a second."""
-

@@ -29,6 +29,7 @@ from typing import Any
 from streamflow.errors import RecordTooLarge
 from streamflow.state.chunked_values import PART_PREFIX
 from streamflow.state.store import KeyValueStore
+from streamflow.topology.nodes import Send
 from streamflow.topology.specs import TopicKind
 
 CHUNK_MAGIC = b"\x00\xffstreamflow-record-chunk\x00"
@@ -162,7 +163,7 @@ class ChunkJoiner:
 
 
 def send_chunks(
-    send: Callable[..., None],
+    send: Send,
     topic: str,
     key: bytes | None,
     value: bytes,

@@ -21,7 +21,6 @@ from streamflow.runtime.collector import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
     ENVELOPE_BYTES,
-    Headers,
     RecordCollector,
 )
 from streamflow.runtime.dead_letter import dead_letter_headers, failing_processor, fit_dead_letter
@@ -30,7 +29,7 @@ from streamflow.runtime.record_chunks import PART_TIMEOUT_MS, ChunkError, ChunkJ
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.state.store import KeyValueStore, UndoLog
 from streamflow.state.ttl_store import TtlStore
-from streamflow.topology.nodes import Node, Push, SourceMessage, SourceNode
+from streamflow.topology.nodes import Headers, Node, Push, SourceMessage, SourceNode
 from streamflow.topology.specs import StoreSpec, SubTopology
 
 T = TypeVar("T")

@@ -47,6 +47,9 @@ STR = Serde("str", str.encode, bytes.decode)
 BYTES = Serde("bytes", _bytes_serialize, bytes)
 
 _REGISTRY: dict[str, Serde] = {s.name: s for s in (JSON, STR, BYTES)}
+_FAMILIES: dict[str, Callable[[str], Serde]] = {}
+"""Serdes made from a name (``"avro:com.acme.Order"``) by the family that registered the prefix:
+this module stays below the families it names (``serde/avro`` registers ``avro:``)."""
 
 
 def register_serde(serde: Serde) -> None:
@@ -54,15 +57,20 @@ def register_serde(serde: Serde) -> None:
     _REGISTRY[serde.name] = serde
 
 
+def register_family(prefix: str, make: Callable[[str], Serde]) -> None:
+    """``resolve_serde("<prefix><name>")`` returns ``make(name)``."""
+    _FAMILIES[prefix] = make
+
+
 def resolve_serde(spec: str | Serde) -> Serde:
     """Accept a serde, its registered name, or ``avro:<full name>``; an unknown name is a
     configuration error."""
     if isinstance(spec, Serde):
         return spec
-    if spec.startswith("avro:"):  # "avro:com.acme.Order": the schema from the schema directory
-        from streamflow.serde.avro.serde import avro
-
-        return avro(spec.removeprefix("avro:"))
+    prefix, colon, name = spec.partition(":")
+    make = _FAMILIES.get(prefix + colon) if colon else None
+    if make is not None:  # "avro:com.acme.Order": the schema from the schema directory
+        return make(name)
     try:
         return _REGISTRY[spec]
     except KeyError:

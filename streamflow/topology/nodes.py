@@ -27,6 +27,12 @@ T = TypeVar("T")
 Push = Callable[[Any, Any], None]
 
 
+Headers = list[tuple[str, bytes]] | None
+Send = Callable[[str, bytes | None, bytes | None, int | None, int | None, Headers], None]
+"""How a record leaves a task: ``send(topic, key, value, partition, timestamp, headers)``;
+partition None: by key; timestamp None: the record's being processed."""
+
+
 class SourceMessage(Protocol):
     """The record being processed, as confluent-kafka's ``Message`` (or the test driver's)
     presents it. Never an error event (the worker handles those), so topic, partition and
@@ -106,15 +112,10 @@ class ProcessorRuntime(Protocol):
 
     def resume_input(self, topic: str) -> None: ...
 
-    def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        timestamp: int | None,
-        headers: list[tuple[str, bytes]] | None,
-    ) -> None: ...
+    @property
+    def send(self) -> Send:
+        """Send a record from the task (its collector's ``send``)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -591,38 +592,5 @@ class ForeachNode(Node):
 
         def push(key: Any, value: Any, _sf_node: Node = self) -> None:
             fn(key, value)
-
-        return push
-
-
-@dataclass(eq=False, kw_only=True)
-class StartWorkflowNode(Node):
-    """Sends a workflow ``start`` event per record, in the same transaction as its consumption."""
-
-    events: TopicSpec
-    id_fn: Callable[[Any], str]
-    input_fn: Callable[[Any], Any] | None = None
-    kind: str = field(default="start_workflow", init=False)
-
-    def detail(self) -> str:
-        return self.events.name
-
-    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
-        # The one upward reach of the topology layer: the message format is the workflow's.
-        from streamflow.workflow.messages import Start, dumps
-
-        topic, id_fn, input_fn = self.events.name, self.id_fn, self.input_fn
-
-        def push(key: Any, value: Any, _sf_node: Node = self) -> None:
-            instance_id = str(id_fn(value))
-            payload = value if input_fn is None else input_fn(value)
-            rt.send(
-                topic,
-                instance_id.encode(),
-                dumps(Start(instance_id, payload).to_json()),
-                None,
-                None,
-                None,
-            )
 
         return push

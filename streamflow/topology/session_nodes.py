@@ -30,7 +30,7 @@ from streamflow.topology.windows import (
 
 if TYPE_CHECKING:
     from streamflow.topology.nodes import ProcessorRuntime, Push
-    from streamflow.topology.window_nodes import WindowAggregateNode
+    from streamflow.topology.window_aggregate import WindowAggregateNode
 
 _LEN = struct.Struct(">I")
 _TIMES = struct.Struct(">qq")

@@ -35,7 +35,7 @@ from streamflow.topology.windows import (
 
 if TYPE_CHECKING:
     from streamflow.topology.nodes import ProcessorRuntime, Push
-    from streamflow.topology.window_nodes import WindowAggregateNode
+    from streamflow.topology.window_aggregate import WindowAggregateNode
 
 _SEQ = struct.Struct(">QI")
 _SIGN = 1 << 63

@@ -26,7 +26,6 @@ from streamflow.topology.nodes import (
     ProcessNode,
     SinkNode,
     SourceNode,
-    StartWorkflowNode,
     TableJoinNode,
     TableSourceNode,
 )
@@ -336,12 +335,8 @@ class Stream:
         The start event is sent in the same transaction as the record's consumption, so a
         record starts its instance exactly once.
         """
-        events = self._topology.workflows.node_of(workflow).events
-        self._then(
-            StartWorkflowNode(
-                self._name("start_workflow", name), events=events, id_fn=id, input_fn=input
-            )
-        )
+        workflows = self._topology.workflows
+        self._then(workflows.start_node(self._name("start_workflow", name), workflow, id, input))
 
     # -- sinks -----------------------------------------------------------------------------------
 

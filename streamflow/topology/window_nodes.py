@@ -1,4 +1,6 @@
-"""The windowed aggregation processor: fold records into time windows, close them by stream time.
+"""The windowed aggregation's per-task state for time windows (the node that picks it is
+``window_aggregate``; sessions and sliding windows extend it): fold records into time windows,
+close them by stream time.
 
 Per task it keeps the stream time (the largest event time seen) and the end of the oldest open
 window. A record updates every window of its event time that is still open; when stream time
@@ -16,17 +18,12 @@ depend on when records arrive, not only on their timestamps).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamflow.state.store import KeyValueStore
-from streamflow.topology.nodes import Node, ProcessorRuntime, Push, _fanout
-from streamflow.topology.specs import StoreSpec
+from streamflow.topology.nodes import ProcessorRuntime, Push
 from streamflow.topology.windows import (
     LateRecord,
-    SessionWindows,
-    SlidingWindows,
     StreamTimeState,
     TimeWindows,
     Windowed,
@@ -36,56 +33,13 @@ from streamflow.topology.windows import (
     store_start,
 )
 
+if TYPE_CHECKING:
+    from streamflow.topology.window_aggregate import WindowAggregateNode
+
 log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
 _NEVER = float("inf")
-
-
-@dataclass(eq=False, kw_only=True)
-class WindowAggregateNode(Node):
-    store: StoreSpec
-    """Windows: key = window start + record key (``windows.store_key``), value = aggregate."""
-    time_store: StoreSpec
-    """The stream time, one entry per task."""
-    windows: TimeWindows | SessionWindows | SlidingWindows
-    index_store: StoreSpec | None = None
-    """Sessions: their keys ordered by end, for closing them by stream time. Sliding windows:
-    the buffered records ordered by time, for dropping them."""
-    buffer_store: StoreSpec | None = None
-    """Sliding windows only: the key's recent records, to fold a new window from."""
-    merge: Callable[[Any, Any], Any] | None = None
-    """Sessions only: how two sessions' aggregates combine when a record joins them."""
-    key_serializer: Callable[[Any], bytes]
-    key_deserializer: Callable[[bytes], Any]
-    initial: Callable[[], Any] | None
-    fn: Callable[[Any, Any], Any]
-    emit: str = "update"
-    late: str = "dead_letter"
-    idle_close_ms: int | None = None
-    kind: str = field(default="window", init=False)
-
-    def detail(self) -> str:
-        return f"store {self.store.name}, {self.windows.describe()}, emit on {self.emit}"
-
-    def stores(self) -> list[StoreSpec]:
-        extra = [s for s in (self.index_store, self.buffer_store) if s is not None]
-        return [self.store, self.time_store, *extra]
-
-    def build(self, rt: ProcessorRuntime, downstream: list[Push]) -> Push:
-        if isinstance(self.windows, SessionWindows):
-            from streamflow.topology.session_nodes import SessionTask
-
-            state: _WindowTask = SessionTask(self, rt, _fanout(downstream))
-        elif isinstance(self.windows, SlidingWindows):
-            from streamflow.topology.sliding_nodes import SlidingTask
-
-            state = SlidingTask(self, rt, _fanout(downstream))
-        else:
-            state = _WindowTask(self, rt, _fanout(downstream))
-        if self.idle_close_ms is not None:
-            rt.schedule(state.idle_due, state.idle_fire)
-        return state.push
 
 
 class _WindowTask(StreamTimeState):

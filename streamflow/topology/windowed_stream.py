@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamflow.errors import ConfigError
 from streamflow.serde.base import BYTES, JSON, STR, Serde, resolve_serde
-from streamflow.topology.window_nodes import WindowAggregateNode
+from streamflow.topology.window_aggregate import WindowAggregateNode
 from streamflow.topology.windows import SessionWindows, SlidingWindows, TimeWindows, windowed_serde
 
 if TYPE_CHECKING:

@@ -28,6 +28,7 @@ from streamflow.topology.specs import TopicKind, TopicSpec
 from streamflow.workflow.api import Retry, StepDef, WorkflowDef
 from streamflow.workflow.orchestrator import WorkflowNode
 from streamflow.workflow.steps import StepNode
+from streamflow.workflow.stream_start import StartWorkflowNode
 
 WORKFLOW_TOPIC_CONFIG: tuple[tuple[str, str], ...] = (
     ("cleanup.policy", "delete"),
@@ -184,6 +185,18 @@ class WorkflowRegistry:
             raise TopologyError(f"workflow {name!r} version {version} is registered twice")
         node.versions[version] = wdef
         return wdef
+
+    def start_node(
+        self,
+        name: str,
+        workflow: Any,
+        id_fn: Callable[[Any], str],
+        input_fn: Callable[[Any], Any] | None,
+    ) -> StartWorkflowNode:
+        """The node a stream's ``start_workflow`` adds: one start of ``workflow`` per record."""
+        return StartWorkflowNode(
+            name, events=self.node_of(workflow).events, id_fn=id_fn, input_fn=input_fn
+        )
 
     def events_topic(self, workflow: Any) -> str:
         return self.node_of(workflow).events.name

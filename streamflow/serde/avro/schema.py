@@ -23,6 +23,7 @@ from typing import Any
 
 import fastavro.schema
 import orjson
+from fastavro.schema import UnknownType
 
 from streamflow.errors import SchemaError
 
@@ -70,7 +71,7 @@ def _from_text(text: str | bytes, source: str) -> Schema:
 def _describe_error(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"missing attribute {exc}"
-    if type(exc).__name__ == "UnknownType":
+    if isinstance(exc, UnknownType):
         return f"unknown type {exc} (define it first, or load it from the schema directory)"
     return str(exc) or type(exc).__name__
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
 from fastavro.validation import validate
 
 from streamflow.errors import ConfigError, SchemaError, SerializationError
@@ -48,7 +49,7 @@ from streamflow.serde.avro.schema import (
     parse,
 )
 from streamflow.serde.avro.wire_format import HEADER_SIZE, header, schema_id_of
-from streamflow.serde.base import Serde
+from streamflow.serde.base import Serde, register_family
 from streamflow.serde.typed import from_plain
 
 if TYPE_CHECKING:  # the registry package imports this one; only its type is needed here
@@ -297,7 +298,7 @@ class SchemaBinding:
             writer = f"schema id {schema_id_of(data)}"
         except SerializationError:
             writer = "no schema id"
-        if type(exc).__name__ == "SchemaResolutionError":
+        if isinstance(exc, SchemaResolutionError):
             return SerializationError(
                 f"a record of Avro {self.name} written with {writer} cannot be resolved to the "
                 f"code's schema: {exc}; `streamflow schemas check` finds such changes before "
@@ -382,3 +383,6 @@ def _check_unions(schema: Any, names: Mapping[str, Any]) -> None:
 
 def _name(node: Any) -> str:
     return node if isinstance(node, str) else str(node.get("name", node.get("type")))
+
+
+register_family("avro:", avro)

@@ -301,20 +301,31 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _http_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(errors before any response, errors of a connection the server dropped) of the HTTP
+    client confluent-kafka's registry client uses: it prefers httpx2, then httpx."""
+    http: Any
+    try:
+        import httpx2 as http  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        try:
+            import httpx as http
+        except ImportError:  # no registry client installed: none of its errors can occur
+            return (), ()
+    return (http.TransportError,), (http.RemoteProtocolError, http.ReadError)
+
+
+_TRANSPORT_ERRORS, _DROPPED_ERRORS = _http_errors()
+
+
 def _is_transport_error(exc: BaseException) -> bool:
-    """A failure before any HTTP response (httpx's ``TransportError`` or a plain socket error),
-    recognised without importing the HTTP client, whose package name changed (httpx, httpx2)."""
-    for cause in _causes(exc):
-        if isinstance(cause, OSError):
-            return True
-        if any(cls.__name__ == "TransportError" for cls in type(cause).__mro__):
-            return True
-    return False
+    """A failure before any HTTP response (the HTTP client's ``TransportError`` or a plain
+    socket error)."""
+    return any(isinstance(cause, (OSError, *_TRANSPORT_ERRORS)) for cause in _causes(exc))
 
 
 def _reset(causes: list[BaseException]) -> bool:
     return any(
-        isinstance(e, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError)
-        or type(e).__name__ in ("RemoteProtocolError", "ReadError")
+        isinstance(e, (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, *_DROPPED_ERRORS))
         for e in causes
     )
