@@ -25,6 +25,8 @@ from streamflow.workflow.api import (
     SignalTimeout,
     StepFailed,
 )
+from streamflow.workflow.context import WorkflowContext
+from streamflow.workflow.step_context import StepContext
 
 __all__ = [
     "App",
@@ -40,6 +42,7 @@ __all__ = [
     "Serde",
     "SerializationError",
     "SignalTimeout",
+    "StepContext",
     "StepFailed",
     "StoreError",
     "Stream",
@@ -47,6 +50,7 @@ __all__ = [
     "Table",
     "TopologyError",
     "Windowed",
+    "WorkflowContext",
     "avro",
     "hopping",
     "session",

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from streamflow.errors import ConfigError
 from streamflow.runtime.collector import DEFAULT_MAX_PAYLOAD_BYTES
@@ -40,6 +40,10 @@ def _local_bootstrap() -> str:
     from streamflow.dev.kafka import running_dev_bootstrap
 
     return running_dev_bootstrap() or "127.0.0.1:9092"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+"""A step or workflow function: the decorators give it back with its own type."""
 
 
 class App:
@@ -127,9 +131,29 @@ class App:
 
     # -- workflows -------------------------------------------------------------------------------
 
+    @overload
+    def step(self, fn: F, /) -> F: ...
+
+    @overload
+    def step(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: timedelta | None = None,
+        entity: str | None = None,
+        args: Sequence[str | Serde | None] = (),
+        result: str | Serde | None = None,
+        max_concurrency: int | None = None,
+        schedule_to_close: timedelta | None = None,
+    ) -> Callable[[F], F]: ...
+
     def step(
         self,
         fn: Callable[..., Any] | None = None,
+        /,
         *,
         name: str | None = None,
         retry: Retry | None = None,
@@ -158,7 +182,7 @@ class App:
         (every attempt and backoff) and fails it for good when it passes.
         """
 
-        def register(f: Callable[..., Any]) -> Callable[..., Any]:
+        def register(f: Any) -> Any:
             for what, value in (("timeout", timeout), ("schedule_to_close", schedule_to_close)):
                 if value is not None and (
                     not isinstance(value, timedelta) or value.total_seconds() <= 0
@@ -182,9 +206,28 @@ class App:
 
         return register(fn) if fn is not None else register
 
+    @overload
+    def workflow(self, fn: F, /) -> F: ...
+
+    @overload
+    def workflow(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        input: str | Serde | None = None,
+        result: str | Serde | None = None,
+        signals: Mapping[str, Any] | None = None,
+        timeout: timedelta | None = None,
+        retention: timedelta | None = DEFAULT_RETENTION,
+    ) -> Callable[[F], F]: ...
+
     def workflow(
         self,
         fn: Callable[..., Any] | None = None,
+        /,
         *,
         name: str | None = None,
         version: int = 1,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from streamflow.errors import NonDeterminism
 from streamflow.serde.avro.serde import AvroSerde
@@ -70,17 +70,21 @@ class ContinueAsNew(Exception):
         self.input = input
 
 
-class _Call:
-    """An awaitable journal entry (a step, a timer, a signal wait)."""
+R = TypeVar("R")
+P = ParamSpec("P")
+
+
+class _Call(Generic[R]):
+    """An awaitable journal entry (a step, a timer, a signal wait): awaited, an ``R``."""
 
     __slots__ = ("_convert", "_ctx", "_seq")
 
     def __init__(
-        self, ctx: WorkflowContext, seq: int, convert: Callable[[dict[str, Any]], Any]
+        self, ctx: WorkflowContext, seq: int, convert: Callable[[dict[str, Any]], R]
     ) -> None:
         self._ctx, self._seq, self._convert = ctx, seq, convert
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, R]:
         entries = self._ctx.journal.entries
         while entries[self._seq]["status"] == "pending":
             yield SUSPEND
@@ -152,12 +156,32 @@ class WorkflowContext:
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def step(self, step: Any, *args: Any) -> _Call:
+    @overload
+    def step(
+        self,
+        step: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> _Call[R]: ...
+
+    @overload
+    def step(
+        self, step: Callable[Concatenate[Any, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> _Call[R]: ...
+
+    def step(self, step: Any, *args: Any, **kwargs: Any) -> _Call[Any]:
         """Run a step (at least once per attempt, with retries); await it for its result.
 
+        Typed: ``await ctx.step(debit, account, amount)`` is checked against ``debit``'s
+        parameters after ``ctx``, and is its return type (an ``async def`` step's too).
         The command is sent when ``step()`` is called, so several steps started before the
         first ``await`` run in parallel.
         """
+        if kwargs:
+            raise TypeError(
+                f"ctx.step({getattr(step, '__name__', step)!r}, ...): pass the step's "
+                f"arguments by position, not by name ({', '.join(kwargs)})"
+            )
         sdef = self._step_def("ctx.step", step)
         plain = _packed_args(f"ctx.step({sdef.name}, ...)", sdef, args)
         seq, entry = self._next(
@@ -188,11 +212,18 @@ class WorkflowContext:
             self.journal, {"seq": seq, "kind": kind, "name": name, "digest": call_digest}
         )
 
-    def compensate(self, step: Any, *args: Any) -> None:
+    def compensate(
+        self, step: Callable[Concatenate[Any, P], Any], *args: P.args, **kwargs: P.kwargs
+    ) -> None:
         """Register ``step(*args)`` to run if the workflow later fails for good or is cancelled.
 
         Compensations run in reverse order of registration (a saga's undo log).
         """
+        if kwargs:
+            raise TypeError(
+                f"ctx.compensate({getattr(step, '__name__', step)!r}, ...): pass the step's "
+                f"arguments by position, not by name ({', '.join(kwargs)})"
+            )
         sdef = self._step_def("ctx.compensate", step)
         plain = _packed_args(f"ctx.compensate({sdef.name}, ...)", sdef, args)
         call_digest = args_digest(sdef.name, sdef.args, plain)
@@ -267,7 +298,7 @@ class WorkflowContext:
 
     # -- timers and signals ----------------------------------------------------------------------
 
-    def sleep(self, duration: timedelta | float) -> _Call:
+    def sleep(self, duration: timedelta | float) -> _Call[None]:
         """A durable timer: survives restarts, rebalances and months of waiting."""
         ms = _milliseconds("ctx.sleep", "duration", duration)
         seq, entry = self._next("sleep", "sleep", str(ms))
@@ -277,7 +308,7 @@ class WorkflowContext:
             self.effects.start_timer(self.journal, seq, "sleep", self.effects.now_ms + ms, str(ms))
         return _Call(self, seq, lambda e: None)
 
-    def sleep_until(self, when: datetime) -> _Call:
+    def sleep_until(self, when: datetime) -> _Call[None]:
         if not isinstance(when, datetime):
             raise TypeError(
                 f"ctx.sleep_until(when): expected a datetime, got {type(when).__name__} {when!r}"
@@ -290,7 +321,7 @@ class WorkflowContext:
             self.effects.start_timer(self.journal, seq, "sleep_until", due, str(due))
         return _Call(self, seq, lambda e: None)
 
-    def wait_signal(self, name: str, timeout: timedelta | float | None = None) -> _Call:
+    def wait_signal(self, name: str, timeout: timedelta | float | None = None) -> _Call[Any]:
         """Wait for signal ``name``; a signal sent before the wait is kept and returned at once."""
         if not isinstance(name, str) or not name:
             raise TypeError(

@@ -1,0 +1,36 @@
+"""Typed use of the workflow API: mypy must accept all of it (tests/unit/test_typed_api.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import assert_type
+
+from streamflow import App, StepContext, WorkflowContext
+
+app = App("typed")
+
+
+@dataclass
+class Order:
+    id: str
+    cents: int
+
+
+@app.step
+def charge(ctx: StepContext, order: Order, attempt_note: str) -> int:
+    return order.cents
+
+
+@app.step(entity="stock")
+async def reserve(ctx: StepContext, sku: str, count: int) -> bool:
+    return count > 0
+
+
+@app.workflow
+async def checkout(ctx: WorkflowContext, order: Order) -> str:
+    charged = await ctx.step(charge, order, "first")
+    assert_type(charged, int)
+    reserved = await ctx.step(reserve, "sku-1", 2)  # an async def step: its awaited result
+    assert_type(reserved, bool)
+    ctx.compensate(charge, order, "refund")
+    return f"{order.id}: {charged}"
