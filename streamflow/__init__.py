@@ -14,10 +14,17 @@ from streamflow.errors import (
 )
 from streamflow.runtime.config import AppConfig
 from streamflow.serde.avro.serde import avro
-from streamflow.serde.base import Serde
+from streamflow.serde.base import BYTES, JSON, STR, Serde
 from streamflow.topology.nodes import ProcessorContext, Record
 from streamflow.topology.stream import Stream, Table
-from streamflow.topology.windows import Windowed, hopping, session, sliding, tumbling
+from streamflow.topology.windows import (
+    Windowed,
+    hopping,
+    session,
+    sliding,
+    tumbling,
+    windowed_serde,
+)
 from streamflow.workflow.api import (
     Exponential,
     NonRetryable,
@@ -26,13 +33,18 @@ from streamflow.workflow.api import (
     StepFailed,
 )
 from streamflow.workflow.context import WorkflowContext
+from streamflow.workflow.journal import InstanceStatus
 from streamflow.workflow.step_context import StepContext
 
 __all__ = [
+    "BYTES",
+    "JSON",
+    "STR",
     "App",
     "AppConfig",
     "ConfigError",
     "Exponential",
+    "InstanceStatus",
     "NonDeterminism",
     "NonRetryable",
     "ProcessorContext",
@@ -56,4 +68,5 @@ __all__ = [
     "session",
     "sliding",
     "tumbling",
+    "windowed_serde",
 ]

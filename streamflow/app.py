@@ -21,6 +21,7 @@ from streamflow.serde.base import JSON, STR, Serde, resolve_serde
 from streamflow.topology.describe import describe
 from streamflow.topology.graph import Topology
 from streamflow.topology.nodes import SourceNode, TableSourceNode
+from streamflow.topology.options import Clock
 from streamflow.topology.punctuation import PunctuationContext, PunctuationNode
 from streamflow.topology.specs import StoreSpec, TopicSpec
 from streamflow.topology.stream import Stream, Table
@@ -330,7 +331,7 @@ class App:
         *,
         stores: Sequence[str],
         name: str | None = None,
-        on: str = "wall_clock",
+        on: Clock = "wall_clock",
     ) -> None:
         """Run ``fn(ctx)`` every ``interval`` in each task that owns ``stores``:
         ``ctx.store(name)`` reads and writes them, ``ctx.send(topic, key, value)`` writes

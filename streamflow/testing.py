@@ -48,7 +48,7 @@ from streamflow.topology.nodes import Headers
 from streamflow.workflow.client import InstanceView, WorkflowCommands
 from streamflow.workflow.deliveries import check_payload_size, event_payload, event_payload_name
 from streamflow.workflow.instance_filter import InstanceFilter
-from streamflow.workflow.journal import HEADER, Journal
+from streamflow.workflow.journal import HEADER, InstanceStatus, Journal
 from streamflow.workflow.messages import Event, dumps
 
 
@@ -511,7 +511,7 @@ class DriverWorkflowClient(WorkflowCommands):
         self,
         workflow: Any,
         *,
-        status: str | None = None,
+        status: InstanceStatus | None = None,
         version: int | None = None,
         started_after: datetime | None = None,
         started_before: datetime | None = None,

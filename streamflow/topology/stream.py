@@ -29,6 +29,7 @@ from streamflow.topology.nodes import (
     TableJoinNode,
     TableSourceNode,
 )
+from streamflow.topology.options import JoinHow, Late, StreamJoinHow
 from streamflow.topology.specs import REPARTITION_CONFIG, StoreSpec, TopicKind, TopicSpec
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class Table:
         other: Table,
         joiner: Callable[[Any, Any], Any],
         *,
-        how: str = "inner",
+        how: JoinHow = "inner",
         name: str | None = None,
         value: str | Serde = "json",
     ) -> Stream:
@@ -224,7 +225,7 @@ class Stream:
         self,
         windows: TimeWindows | SessionWindows | SlidingWindows,
         *,
-        late: str = "dead_letter",
+        late: Late = "dead_letter",
         idle_close: timedelta | None = None,
     ) -> WindowedStream:
         """Cut this keyed stream into windows by event time (``tumbling``, ``hopping``,
@@ -241,13 +242,23 @@ class Stream:
         table: Table,
         joiner: Callable[[Any, Any], Any],
         *,
-        left: bool = False,
+        how: StreamJoinHow = "inner",
+        left: bool | None = None,
         name: str | None = None,
     ) -> Stream:
-        """Enrich each record with the table's current value for its key (co-partitioned)."""
+        """Enrich each record with the table's current value for its key (co-partitioned).
+        ``how="left"`` also passes records whose key the table lacks (the joiner gets None);
+        ``left=True`` is the older spelling of it."""
+        if left is not None:
+            how = "left" if left else "inner"
+        if how not in ("inner", "left"):
+            raise TopologyError(f"stream.join how={how!r}: use 'inner' or 'left'")
         return self._then(
             JoinNode(
-                self._name("join", name), table_store=table.store, joiner=joiner, inner=not left
+                self._name("join", name),
+                table_store=table.store,
+                joiner=joiner,
+                inner=how == "inner",
             )
         )
 
@@ -258,8 +269,8 @@ class Stream:
         *,
         within: timedelta,
         grace: timedelta = timedelta(0),
-        how: str = "inner",
-        late: str = "dead_letter",
+        how: JoinHow = "inner",
+        late: Late = "dead_letter",
         name: str | None = None,
         value: str | Serde = "json",
     ) -> Stream:

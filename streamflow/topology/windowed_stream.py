@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamflow.errors import ConfigError
 from streamflow.serde.base import BYTES, JSON, STR, Serde, resolve_serde
+from streamflow.topology.options import Emit, Late
 from streamflow.topology.window_aggregate import WindowAggregateNode
 from streamflow.topology.windows import SessionWindows, SlidingWindows, TimeWindows, windowed_serde
 
@@ -31,7 +32,7 @@ class WindowedStream:
         stream: Stream,
         windows: TimeWindows | SessionWindows | SlidingWindows,
         *,
-        late: str = "dead_letter",
+        late: Late = "dead_letter",
         idle_close: timedelta | None = None,
     ) -> None:
         if late not in LATE:
@@ -48,7 +49,7 @@ class WindowedStream:
         initial: Callable[[], Any],
         fn: Callable[[Any, Any], Any],
         value: str | Serde = "json",
-        emit: str = "update",
+        emit: Emit = "update",
         merge: Callable[[Any, Any], Any] | None = None,
     ) -> Stream:
         """Fold each window's records with ``fn(acc, value)`` from ``initial()``. ``emit``:
@@ -68,13 +69,13 @@ class WindowedStream:
         fn: Callable[[Any, Any], Any],
         *,
         value: str | Serde | None = None,
-        emit: str = "update",
+        emit: Emit = "update",
     ) -> Stream:
         """Like ``aggregate``, the window's first value being its starting aggregate."""
         serde = self._stream.value_serde if value is None else resolve_serde(value)
         return self._build(store, None, fn, serde, emit, fn)
 
-    def count(self, store: str, *, emit: str = "update") -> Stream:
+    def count(self, store: str, *, emit: Emit = "update") -> Stream:
         return self._build(store, _zero, _plus_one, JSON, emit, _add)
 
     def _build(
@@ -83,7 +84,7 @@ class WindowedStream:
         initial: Callable[[], Any] | None,
         fn: Callable[[Any, Any], Any],
         value_serde: Serde,
-        emit: str,
+        emit: Emit,
         merge: Callable[[Any, Any], Any] | None,
     ) -> Stream:
         if emit not in EMITS:

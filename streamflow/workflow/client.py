@@ -40,7 +40,7 @@ from streamflow.workflow.deliveries import (
     event_payload_name,
 )
 from streamflow.workflow.instance_filter import InstanceFilter
-from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
+from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL, InstanceStatus
 from streamflow.workflow.lookup import Owners, asking, run_blocking
 from streamflow.workflow.messages import (
     Cancel,
@@ -77,8 +77,8 @@ class InstanceView:
     into it, so a client sees what the workflow returned, not its JSON."""
 
     @property
-    def status(self) -> str:
-        status: str = self.header["status"]
+    def status(self) -> InstanceStatus:
+        status: InstanceStatus = self.header["status"]
         return status
 
     @property
@@ -415,7 +415,7 @@ class WorkflowClient(WorkflowCommands):
         self,
         workflow: Any,
         *,
-        status: str | None = None,
+        status: InstanceStatus | None = None,
         version: int | None = None,
         started_after: datetime | None = None,
         started_before: datetime | None = None,

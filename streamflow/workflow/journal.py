@@ -11,7 +11,7 @@ however long an instance runs (``continue_as_new`` exists for endless loops, not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 HEADER = "\x00"
 ENTRY = "\x01"
@@ -21,11 +21,23 @@ COMPENSATION_BASE = 1_000_000_000
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 COMPENSATING, COMPENSATED, CANCELLED = "compensating", "compensated", "cancelled"
 CANCELLING, SUSPENDED = "cancelling", "suspended"
+InstanceStatus = Literal[
+    "running",
+    "suspended",
+    "cancelling",
+    "compensating",
+    "completed",
+    "failed",
+    "compensated",
+    "cancelled",
+]
+"""What ``InstanceView.status`` says and what ``list(status=...)`` takes."""
 TERMINAL = frozenset({COMPLETED, FAILED, COMPENSATED, CANCELLED})
 STATUSES = (RUNNING, SUSPENDED, CANCELLING, COMPENSATING, COMPLETED, FAILED, COMPENSATED, CANCELLED)
 """Every status an instance can report: ``suspended`` waits for fixed code (or an operator),
 ``cancelling`` unwinds the workflow function after a cancel, ``compensating`` runs the saga's
 undo steps; the last four are final."""
+assert get_args(InstanceStatus) == STATUSES  # one list, in one order
 
 
 def header_key(instance_id: str) -> str:
