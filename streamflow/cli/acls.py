@@ -59,7 +59,8 @@ def _apply(rules: list[Acl], bootstrap: str | None) -> None:
     from confluent_kafka import KafkaException
 
     from streamflow.errors import StreamflowError
-    from streamflow.runtime.access import ACLS_HINT, AdminConnection, denied, principal_of
+    from streamflow.kafka.refusals import ACLS_HINT, denied, principal_of
+    from streamflow.runtime.access import AdminConnection
 
     settings = kafka_settings()
     address = bootstrap or settings.values.get("bootstrap.servers")

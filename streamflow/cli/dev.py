@@ -126,7 +126,7 @@ def start(
 def _print_secure_settings(cluster: LocalKafka) -> None:
     """Where the client settings are, and what they say (passwords stay in the files)."""
     from streamflow.dev.security import ADMIN_USER, APP_USER
-    from streamflow.runtime.kafka_settings import is_secret
+    from streamflow.kafka.settings import is_secret
 
     files = cluster.security_files
     click.echo(

@@ -2,7 +2,7 @@
 
 The options store what they were given in the click context instead of becoming parameters,
 so a command opts in with one decorator and reads the resolved settings with
-``kafka_settings()`` (``runtime/kafka_settings.py`` has the order of the sources).
+``kafka_settings()`` (``kafka/settings.py`` has the order of the sources).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import click
 
 from streamflow.cli.app_file import load_app
 from streamflow.errors import ConfigError
-from streamflow.runtime.kafka_settings import CONFIG_ENV, KafkaSettings, resolve
+from streamflow.kafka.settings import CONFIG_ENV, KafkaSettings, resolve
 from streamflow.serde.registry.settings import RegistrySettings
 from streamflow.serde.registry.settings import resolve as resolve_registry
 

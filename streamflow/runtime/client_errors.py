@@ -16,9 +16,9 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from streamflow.errors import KafkaUnavailable
-from streamflow.runtime.access import refusal_error
-from streamflow.runtime.kafka_settings import KafkaSettings
-from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
+from streamflow.kafka.client_log import LIBRDKAFKA_LOGGER
+from streamflow.kafka.refusals import refusal_error
+from streamflow.kafka.settings import KafkaSettings
 
 CHECK_TIMEOUT_S = 5.0
 """How long a command waits for the cluster's first answer before it calls it unreachable."""

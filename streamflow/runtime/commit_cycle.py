@@ -27,7 +27,7 @@ from typing import Generic, Protocol, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streamflow.runtime.access import AUTHORIZATION_CODES
+from streamflow.kafka.refusals import AUTHORIZATION_CODES
 from streamflow.runtime.bounded_calls import GRACE_SECONDS, BoundedCalls
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.input_offsets import InputOffsets

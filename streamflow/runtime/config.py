@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from streamflow.kafka.settings import KafkaSettings
 from streamflow.runtime.collector import DEFAULT_MAX_PAYLOAD_BYTES
-from streamflow.runtime.kafka_settings import KafkaSettings
 from streamflow.serde.registry.settings import RegistrySettings
 
 Guarantee = Literal["exactly_once", "at_least_once"]

@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from rocksdict import WriteBatch
 
-from streamflow.runtime.access import AUTHORIZATION_CODES
+from streamflow.kafka.refusals import AUTHORIZATION_CODES
 from streamflow.runtime.log_format import ProgressLine
 
 log = logging.getLogger(__name__)

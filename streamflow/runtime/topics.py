@@ -17,7 +17,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamflow.errors import ConfigError, KafkaUnavailable, TopologyError
-from streamflow.runtime.access import AdminConnection, denied
+from streamflow.kafka.refusals import denied
+from streamflow.runtime.access import AdminConnection
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamflow.errors import ConfigError, KafkaUnavailable
+from streamflow.kafka.refusals import denied, principal_of
 from streamflow.runtime import access, group_protocol
 from streamflow.runtime.access import AdminConnection
 from streamflow.runtime.aligned_input import AlignedInput, extracted_time
@@ -95,7 +96,7 @@ class Worker:
         self._dirty = False
         """Leaving on an error, or recovering: revocation must not commit."""
         self._next_punctuation = 0.0
-        self._principal = access.principal_of(config.kafka.values)
+        self._principal = principal_of(config.kafka.values)
         """Who the cluster sees: named by every authorization error."""
         self.executor = StepExecutor(config.step_threads, config.async_step_concurrency)
         self.max_cycle_seconds = min(
@@ -239,7 +240,7 @@ class Worker:
         self, exc: KafkaException, operation: str, resource: str, name: str | None
     ) -> None:
         """A missing ACL is not survivable: stop with the error that names it."""
-        refusal = access.denied(exc.args[0], operation, resource, name, self._principal)
+        refusal = denied(exc.args[0], operation, resource, name, self._principal)
         if refusal is not None:
             raise refusal from None
 
@@ -708,7 +709,7 @@ class Worker:
         err = msg.error()
         topic = msg.topic()
         on_topic = bool(topic) and err.code() != KafkaError.GROUP_AUTHORIZATION_FAILED
-        refusal = access.denied(
+        refusal = denied(
             err,
             "READ",
             "topic" if on_topic else "group",

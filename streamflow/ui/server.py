@@ -28,11 +28,11 @@ import orjson
 from confluent_kafka import KafkaException
 
 from streamflow.errors import KafkaUnavailable, StreamflowError
+from streamflow.kafka.client_log import LIBRDKAFKA_LOGGER
 from streamflow.runtime.client_errors import check_cluster
 from streamflow.runtime.dlq import DeadLetters
 from streamflow.runtime.group_status import group_status
 from streamflow.runtime.http_endpoint import QueryError
-from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
 from streamflow.runtime.state_query import StateQuery, header_summary
 from streamflow.workflow.instance_filter import InstanceFilter
 

@@ -22,10 +22,10 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamflow.errors import ConfigError, KafkaUnavailable
+from streamflow.kafka.client_log import LIBRDKAFKA_LOGGER
+from streamflow.kafka.settings import KafkaSettings
 from streamflow.runtime.client_errors import ErrorWatch
 from streamflow.runtime.collector import max_record_bytes
-from streamflow.runtime.kafka_settings import KafkaSettings
-from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
 from streamflow.runtime.partitioner import partition_for
 from streamflow.runtime.state_query import SETTLE_S, StateQuery, StateQueryError
 from streamflow.serde.avro.serde import AvroSerde

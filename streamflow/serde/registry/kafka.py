@@ -42,7 +42,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamflow.errors import ConfigError, KafkaUnavailable, SchemaError
-from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
+from streamflow.kafka.client_log import LIBRDKAFKA_LOGGER
 from streamflow.serde.avro.schema import Schema, canonical_schema
 from streamflow.serde.registry.base import RegisteredSchema, SubjectLog
 from streamflow.serde.registry.compatibility import CompatibilityMode, Incompatibility
@@ -336,7 +336,7 @@ class KafkaSchemaRegistry:
 
     def _raise_if_denied(self, error: KafkaError, operation: str, kind: str, name: str) -> None:
         """A missing ACL is said as such, at once: retrying cannot grant it."""
-        from streamflow.runtime.access import denied, principal_of
+        from streamflow.kafka.refusals import denied, principal_of
 
         refusal = denied(error, operation, kind, name, principal_of(self._client_config))
         if refusal is not None:

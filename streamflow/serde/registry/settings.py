@@ -3,7 +3,7 @@
 A registry in production sits behind TLS and wants credentials, and every place that talks to it
 (the worker binding its schemas, the workflow client, ``streamflow schemas``) must get the same
 ones. They come from three sources, each later one overriding the earlier ones for the keys it
-sets, the order Kafka client settings follow (``runtime/kafka_settings.py``):
+sets, the order Kafka client settings follow (``kafka/settings.py``):
 
 1. the ``[schema_registry]`` table of the config file (``--config streamflow.toml``, or
    ``$STREAMFLOW_CONFIG``), the same file whose ``[kafka]`` table configures the Kafka clients;
@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from streamflow.errors import ConfigError
-from streamflow.runtime.kafka_settings import setting_text, toml_table
+from streamflow.kafka.settings import setting_text, toml_table
 
 ENV_PREFIX = "STREAMFLOW_SCHEMA_REGISTRY_"
 URL_ENV = "STREAMFLOW_SCHEMA_REGISTRY_URL"

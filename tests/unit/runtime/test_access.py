@@ -20,16 +20,10 @@ from confluent_kafka.admin import AclOperation
 
 from streamflow import App
 from streamflow.errors import AuthenticationFailed, AuthorizationFailed, TlsFailure
-from streamflow.runtime.access import (
-    check_group,
-    check_topics,
-    denied,
-    principal_of,
-    refusal_error,
-    required_topic_operations,
-)
+from streamflow.kafka.refusals import denied, principal_of, refusal_error
+from streamflow.kafka.settings import KafkaSettings, resolve
+from streamflow.runtime.access import check_group, check_topics, required_topic_operations
 from streamflow.runtime.acls import app_acls
-from streamflow.runtime.kafka_settings import KafkaSettings, resolve
 
 BAD_PASSWORD = (
     "sasl_ssl://127.0.0.1:50097/bootstrap: SASL authentication error: Authentication failed "

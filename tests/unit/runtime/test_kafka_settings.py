@@ -1,4 +1,4 @@
-"""One place where Kafka client settings are resolved (runtime/kafka_settings.py)."""
+"""One place where Kafka client settings are resolved (kafka/settings.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from streamflow import App
 from streamflow.cli import main
 from streamflow.errors import ConfigError
+from streamflow.kafka.settings import resolve
 from streamflow.runtime.config import admin_config, consumer_config, producer_config
-from streamflow.runtime.kafka_settings import resolve
 
 
 def test_later_sources_win_key_by_key(tmp_path: Path) -> None:

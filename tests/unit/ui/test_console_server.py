@@ -93,7 +93,7 @@ def test_a_cluster_that_is_not_there_is_named_in_one_line() -> None:
     import urllib.request as request
 
     from streamflow import App
-    from streamflow.runtime.kafka_settings import KafkaSettings
+    from streamflow.kafka.settings import KafkaSettings
     from streamflow.ui.server import Console
 
     app = App("gone")

@@ -34,7 +34,7 @@ def test_a_client_dropped_without_close_does_not_leave_its_thread_behind() -> No
 
     from confluent_kafka import Producer
 
-    from streamflow.runtime.librdkafka_log import LIBRDKAFKA_LOGGER
+    from streamflow.kafka.client_log import LIBRDKAFKA_LOGGER
     from streamflow.workflow.deliveries import Deliveries
 
     deliveries = Deliveries(
