@@ -38,7 +38,6 @@ from streamflow.runtime.collector import (
 from streamflow.runtime.config import producer_config
 from streamflow.runtime.partitioner import partition_for
 from streamflow.runtime.record_chunks import chunked_topics, send_chunks, split_value
-from streamflow.runtime.state_query import header_summary
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
 from streamflow.serde.registry.base import InMemorySchemaRegistry, SchemaRegistry
@@ -48,6 +47,7 @@ from streamflow.topology.nodes import Headers
 from streamflow.workflow.client import InstanceView, WorkflowCommands
 from streamflow.workflow.deliveries import check_payload_size, event_payload, event_payload_name
 from streamflow.workflow.instance_filter import InstanceFilter
+from streamflow.workflow.instance_queries import header_summary
 from streamflow.workflow.journal import HEADER, InstanceStatus, Journal
 from streamflow.workflow.messages import Event, dumps
 

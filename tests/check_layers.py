@@ -32,12 +32,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("ui", "cli", "__main__"),
 ]
 KNOWN: dict[tuple[str, str], str] = {
-    ("streamflow.runtime.state_query", "streamflow.workflow.instance_filter"): (
-        "the instance queries move to an operating layer above workflow"
-    ),
-    ("streamflow.runtime.state_query", "streamflow.workflow.journal"): (
-        "the instance queries move to an operating layer above workflow"
-    ),
     ("streamflow.app", "streamflow.dev.kafka"): (
         "finding the local dev broker moves out of dev into the cluster settings"
     ),

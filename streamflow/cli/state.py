@@ -12,6 +12,7 @@ from streamflow.cli.kafka_options import app_cluster, cluster_options
 from streamflow.errors import StreamflowError
 from streamflow.runtime.log_format import ProgressLine
 from streamflow.runtime.state_query import SCAN_LIMIT, StateQuery, as_json, parse_key
+from streamflow.workflow.instance_queries import read_journal
 
 
 def _query(target: str, bootstrap: str | None) -> tuple[Any, StateQuery, dict[str, Any]]:
@@ -73,7 +74,7 @@ def journal(target: str, workflow: str, instance_id: str, bootstrap: str | None)
         known = ", ".join(sorted(app.workflows.workflows)) or "none"
         raise click.ClickException(f"no workflow {workflow!r} in the app (workflows: {known})")
     try:
-        answer = query.journal(workflow, instance_id)
+        answer = read_journal(query, workflow, instance_id)
     except StreamflowError as exc:
         raise click.ClickException(str(exc)) from exc
     if answer is None:

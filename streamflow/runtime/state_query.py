@@ -80,8 +80,12 @@ def _key_text(key: Any) -> str:
     return orjson.dumps(key).decode()
 
 
-def _dumps(body: Any) -> bytes:
+def dumps_json(body: Any) -> bytes:
     return orjson.dumps(body, default=lambda v: _json(v) if isinstance(v, bytes) else str(v))
+
+
+Route = Callable[[str, dict[str, list[str]]], tuple[int, bytes, str]]
+"""An endpoint route: ``(path, query) -> (status, body, content type)``."""
 
 
 def store_specs(topology: Any) -> dict[str, StoreSpec]:
@@ -93,7 +97,8 @@ def store_specs(topology: Any) -> dict[str, StoreSpec]:
 
 
 class WorkerQueries:
-    """The ``/state/`` route of one worker."""
+    """The ``/state/`` route of one worker, and the committed reads other routes build on
+    (``workflow/instance_queries`` serves instances with them)."""
 
     def __init__(
         self,
@@ -123,95 +128,9 @@ class WorkerQueries:
             except ValueError:
                 raise QueryError(400, "limit must be a number") from None
             body = self.call(lambda: self._scan(spec, prefix, limit))
-        return 200, _dumps(body), "application/json"
+        return 200, dumps_json(body), "application/json"
 
-    def instances(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str]:
-        """``/instances/<store>?after=ID&limit=N&status=S``: workflow headers in id order, a
-        page at a time (a million instances are never read at once). At most ``MAX_SCAN``
-        entries are looked at per request; ``scanned_to`` says how far, for the next page."""
-        name = urllib.parse.unquote(path.removeprefix("/instances/"))
-        spec = self.specs.get(name)
-        if spec is None:
-            raise QueryError(404, f"no store {name!r} in this app")
-        from streamflow.workflow.instance_filter import InstanceFilter
-
-        after = query.get("after", [None])[0]
-        try:
-            limit = min(MAX_SCAN, int(query.get("limit", ["50"])[0]))
-        except ValueError:
-            raise QueryError(400, "limit must be a number") from None
-        try:
-            wanted = InstanceFilter.from_query(query)
-        except ValueError as exc:
-            raise QueryError(400, str(exc)) from None
-        full = query.get("full", ["0"])[0] == "1"
-        body = self.call(lambda: self._headers(spec, after, wanted, limit, full))
-        return 200, _dumps(body), "application/json"
-
-    def journal(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str]:
-        """``/journal/<instances store>?id=ID[&task=T][&wait=S]``: one instance's header and
-        entries, read on the HTTP thread from the task that holds it (committed values only;
-        the store guards its reads against a concurrent close). With ``wait``, a long poll:
-        the answer comes when the instance has ended, or after ``S`` seconds with what it is
-        then, woken by the commit that writes its header, never by polling.
-
-        409 when this worker does not hold the instance's task (it moved, or never was here):
-        the client asks the group again."""
-        from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL
-
-        name = urllib.parse.unquote(path.removeprefix("/journal/"))
-        spec = self.specs.get(name)
-        if spec is None:
-            raise QueryError(404, f"no store {name!r} in this app")
-        instance_id = query.get("id", [""])[0]
-        if not instance_id:
-            raise QueryError(400, "id is required")
-        wanted = query.get("task", [None])[0]
-        try:
-            wait = min(MAX_WAIT_S, max(0.0, float(query.get("wait", ["0"])[0])))
-        except ValueError:
-            raise QueryError(400, "wait must be a number of seconds") from None
-        head_kb = (instance_id + HEADER).encode()
-        deadline = time.monotonic() + wait
-        header: dict[str, Any] | None = None
-        while True:
-            held = [t for t in self._tasks_of(spec) if wanted is None or t.id == wanted]
-            if not held:
-                raise QueryError(409, f"task {wanted} is not on this worker")
-            if len(held) > 1:  # no task named: look in each, and answer at once
-                for task in held:
-                    header = self._committed(task, spec, head_kb)
-                    if header is not None:
-                        break
-                break
-            task = held[0]
-            store = self._opened(task, spec)
-            # Armed before the read: a commit between the read and the wait still wakes it.
-            watched = store.watch(head_kb) if wait else None
-            try:
-                header = self._committed(task, spec, head_kb)
-                remaining = deadline - time.monotonic()
-                ended = header is not None and header.get("status") in TERMINAL
-                if watched is None or ended or remaining <= 0:
-                    break
-                watched.wait(remaining)  # a commit wrote its header, or the store closed
-            finally:
-                if watched is not None:
-                    store.unwatch(head_kb, watched)
-        body: dict[str, Any] = {"found": header is not None, "task": task.id, **self._who()}
-        if header is not None:
-            try:
-                entries = self._opened(task, spec).committed_prefix(
-                    (instance_id + ENTRY).encode(), MAX_SCAN
-                )
-            except StoreClosed:
-                raise QueryError(409, f"task {task.id} moved off this worker") from None
-            body["done"] = header.get("status") in TERMINAL
-            body["header"] = header
-            body["entries"] = [value for _, value in entries]
-        return 200, _dumps(body), "application/json"
-
-    def _opened(self, task: Any, spec: StoreSpec) -> Any:
+    def opened(self, task: Any, spec: StoreSpec) -> Any:
         """``task``'s store of ``spec``. A store the task has not opened yet (no record has
         touched it since the worker started) is opened by the worker thread, never by a query
         thread: once per store, the wait of one turn of the worker's loop."""
@@ -224,63 +143,13 @@ class WorkerQueries:
             raise QueryError(409, f"task {task.id} does not serve {spec.name!r} right now")
         return store
 
-    def _committed(self, task: Any, spec: StoreSpec, kb: bytes) -> Any:
+    def committed(self, task: Any, spec: StoreSpec, kb: bytes) -> Any:
         try:
-            return self._opened(task, spec).committed_get(kb, None)
+            return self.opened(task, spec).committed_get(kb, None)
         except StoreClosed:
             raise QueryError(409, f"task {task.id} moved off this worker") from None
 
-    def _headers(
-        self, spec: StoreSpec, after: str | None, wanted: Any, limit: int, full: bool = False
-    ) -> dict[str, Any]:
-        """A page of instances; ``full``: each whole (header and journal entries), else a
-        summary."""
-        from streamflow.workflow.journal import ENTRY, HEADER
-
-        holder: dict[str, Any] = {}
-
-        found: list[dict[str, Any]] = []
-        scanned_to: str | None = None
-        looked = 0
-        tasks = self._tasks_of(spec)
-        # Each task's store is in key order; their merge is too, up to the smallest stop.
-        per_task: list[tuple[list[dict[str, Any]], str | None]] = []
-        for task in tasks:
-            mine: list[dict[str, Any]] = []
-            stop: str | None = None
-            start = None if after is None else (after + HEADER).encode()
-            for key, value in task.store(spec.name).committed_items(b"", start):
-                looked += 1
-                if not key.endswith(HEADER):
-                    continue
-                if wanted.matches(value):
-                    ident = key[: -len(HEADER)]
-                    mine.append({"id": ident, **(value if full else header_summary(value))})
-                    holder[ident] = task
-                if len(mine) >= limit or looked >= MAX_SCAN:
-                    stop = key[: -len(HEADER)]
-                    break
-            per_task.append((mine, stop))
-        stops = [stop for _, stop in per_task if stop is not None]
-        bound = min(stops) if stops else None
-        for mine, _ in per_task:
-            found.extend(h for h in mine if bound is None or h["id"] <= bound)
-        found.sort(key=lambda h: h["id"])
-        if bound is not None:
-            scanned_to = bound
-        if full:
-            for h in found[:limit]:
-                store = holder[h["id"]].store(spec.name)
-                prefix = (h["id"] + ENTRY).encode()
-                h["entries"] = [v for _, v in store.committed_items(prefix)]
-        return {
-            "instances": found[:limit],
-            "scanned_to": scanned_to if len(found) <= limit else found[limit - 1]["id"],
-            "tasks": [t.id for t in tasks],
-            **self._who(),
-        }
-
-    def _tasks_of(self, spec: StoreSpec) -> list[Any]:
+    def tasks_of(self, spec: StoreSpec) -> list[Any]:
         return [t for t in self.running_tasks() if any(s.name == spec.name for s in t.sub.stores)]
 
     def _get(self, spec: StoreSpec, key: Any) -> dict[str, Any]:
@@ -290,16 +159,16 @@ class WorkerQueries:
         except Exception as exc:  # noqa: BLE001 - the asker's key, not our fault
             reason = f"key {key!r} cannot be encoded for store {spec.name!r}: {exc}"
             raise QueryError(400, reason) from None
-        tasks = self._tasks_of(spec)
+        tasks = self.tasks_of(spec)
         for task in tasks:
             value = task.store(spec.name).committed_get(kb, _MISSING)
             if value is not _MISSING:
-                return {"found": True, "key": key, "value": value, "task": task.id, **self._who()}
-        return {"found": False, "key": key, "tasks": [t.id for t in tasks], **self._who()}
+                return {"found": True, "key": key, "value": value, "task": task.id, **self.who()}
+        return {"found": False, "key": key, "tasks": [t.id for t in tasks], **self.who()}
 
     def _scan(self, spec: StoreSpec, prefix: bytes, limit: int) -> dict[str, Any]:
         entries: list[dict[str, Any]] = []
-        tasks = self._tasks_of(spec)
+        tasks = self.tasks_of(spec)
         truncated = False
         for task in tasks:
             for key, value in task.store(spec.name).committed_items(prefix):
@@ -311,20 +180,14 @@ class WorkerQueries:
             "entries": entries,
             "truncated": truncated,
             "tasks": [t.id for t in tasks],
-            **self._who(),
+            **self.who(),
         }
 
-    def _who(self) -> dict[str, str]:
+    def who(self) -> dict[str, str]:
         return {"worker": self.worker_id()}
 
 
 _MISSING: Any = object()
-
-
-def header_summary(header: dict[str, Any]) -> dict[str, Any]:
-    """What a list of instances shows of each: not the input or the result (they can be big)."""
-    keys = ("workflow", "status", "version", "started_ms", "finished_ms", "attributes")
-    return {k: header.get(k) for k in keys}
 
 
 # -- client side ----------------------------------------------------------------------------------
@@ -416,25 +279,6 @@ class StateQuery:
         if len(entries) > limit:
             entries, truncated = entries[:limit], True
         return {"entries": entries, "truncated": truncated, "source": "worker"}
-
-    def journal(self, workflow: Any, instance_id: str) -> dict[str, Any] | None:
-        """A workflow instance's header and journal entries, read like any store (from the
-        worker that owns the instance, or the changelog): None when there is no such id."""
-        from streamflow.workflow.journal import ENTRY, HEADER
-
-        node = self.app.workflows.node_of(workflow)
-        store = node.instances.name
-        head = self.get(store, instance_id + HEADER, text=instance_id + HEADER)
-        if not head["found"]:
-            return None
-        answer = self.scan(store, instance_id + ENTRY, limit=MAX_SCAN)
-        entries = sorted((e["value"] for e in answer["entries"]), key=lambda e: e.get("seq", 0))
-        return {
-            "id": instance_id,
-            "header": head["value"],
-            "entries": entries,
-            "source": head["source"],
-        }
 
     def instances(
         self,
@@ -587,4 +431,4 @@ def _unanswered(what: str, missing: set[str], failures: list[str]) -> str:
 
 
 def as_json(body: Any) -> str:
-    return _dumps(body).decode()
+    return dumps_json(body).decode()

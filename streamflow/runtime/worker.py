@@ -139,8 +139,9 @@ class Worker:
                     lambda: self.worker_id,
                 )
                 self.endpoint.routes["/state/"] = queries.route
-                self.endpoint.routes["/instances/"] = queries.instances
-                self.endpoint.routes["/journal/"] = queries.journal
+                workflows = self.topology.workflows  # its instances' routes: workflow layer
+                if workflows is not None:
+                    self.endpoint.routes.update(workflows.query_routes(queries))
                 self.endpoint.refresh = lambda: self.calls.call(self._publish, 2.0)
                 self.endpoint.start()
             connection = AdminConnection(cfg.kafka, cfg.bootstrap)

@@ -33,8 +33,9 @@ from streamflow.runtime.client_errors import check_cluster
 from streamflow.runtime.dlq import DeadLetters
 from streamflow.runtime.group_status import group_status
 from streamflow.runtime.http_endpoint import QueryError
-from streamflow.runtime.state_query import StateQuery, header_summary
+from streamflow.runtime.state_query import StateQuery
 from streamflow.workflow.instance_filter import InstanceFilter
+from streamflow.workflow.instance_queries import header_summary, read_journal
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class Console:
             return {"workflow": None, "instances": [], "next": None}
         ident = query.get("id")
         if ident:  # a search by id: one journal read, not a scan
-            found = self.query.journal(workflow, ident)
+            found = read_journal(self.query, workflow, ident)
             rows = [] if found is None else [{"id": ident, **header_summary(found["header"])}]
             return {"workflow": workflow, "instances": rows, "next": None}
         try:
@@ -141,7 +142,7 @@ class Console:
         return {"workflow": workflow, "counts": counts, **page}
 
     def instance(self, workflow: str, ident: str) -> dict[str, Any]:
-        found = self.query.journal(workflow, ident)
+        found = read_journal(self.query, workflow, ident)
         if found is None:
             raise ApiError(404, f"no instance {ident!r} of workflow {workflow!r}")
         return found

@@ -20,12 +20,14 @@ from datetime import timedelta
 from typing import Any
 
 from streamflow.errors import TopologyError
+from streamflow.runtime.state_query import Route, WorkerQueries
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.base import BYTES, JSON, STR, Serde, resolve_serde
 from streamflow.topology.graph import Topology
 from streamflow.topology.nodes import SourceNode
 from streamflow.topology.specs import TopicKind, TopicSpec
 from streamflow.workflow.api import Retry, StepDef, WorkflowDef
+from streamflow.workflow.instance_queries import InstanceRoutes
 from streamflow.workflow.orchestrator import WorkflowNode
 from streamflow.workflow.steps import StepNode
 from streamflow.workflow.stream_start import StartWorkflowNode
@@ -197,6 +199,10 @@ class WorkflowRegistry:
         return StartWorkflowNode(
             name, events=self.node_of(workflow).events, id_fn=id_fn, input_fn=input_fn
         )
+
+    def query_routes(self, queries: WorkerQueries) -> Mapping[str, Route]:
+        """The routes a worker serves for workflow instances, over its store queries."""
+        return InstanceRoutes(queries).routes()
 
     def events_topic(self, workflow: Any) -> str:
         return self.node_of(workflow).events.name
