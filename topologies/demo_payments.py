@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -60,9 +60,10 @@ def main() -> int:
 
     env = {"PAYMENTS_APP": f"payments-demo-{uuid.uuid4().hex[:6]}", "PAYMENTS_FAILURE_RATE": "0.05"}
     os.environ.update(env)
-    from streamflow.cli.app_file import load_app
+    sys.path.insert(0, str(HERE))
+    import payments  # reads PAYMENTS_APP as it is imported
 
-    app = load_app(str(HERE / "payments.py"))
+    app = payments.app
     client = app.client(args.bootstrap)
     shutil.rmtree(args.state_root, ignore_errors=True)
     args.state_root.mkdir(parents=True)
@@ -109,35 +110,19 @@ def main() -> int:
             "(5 % of step attempts fail; large ones wait for an approval signal) …",
             flush=True,
         )
-        producer = Producer(
-            {
-                "bootstrap.servers": args.bootstrap,
-                "partitioner": "murmur2_random",
-                "linger.ms": 5,
-                "enable.idempotence": True,
-            }
-        )
-        topic = app.workflows.events_topic("transfer")
         started = time.monotonic()
-        for n, t in enumerate(transfers):
-            producer.produce(
-                topic, orjson.dumps({"type": "start", "id": t["id"], "input": t}), t["id"].encode()
-            )
-            if t["amount"] > 10_000:
-                producer.produce(
-                    topic,
-                    orjson.dumps({"type": "signal", "id": t["id"], "name": "approved"}),
-                    t["id"].encode(),
-                )
-            if n == len(transfers) // 2:
-                producer.flush(30)
+        half = len(transfers) // 2
+        for part in (transfers[:half], transfers[half:]):
+            client.start_many("transfer", [(t["id"], payments.Transfer(**t)) for t in part])
+            for t in part:
+                if t["amount"] > 10_000:  # large transfers wait for an approval
+                    client.signal("transfer", t["id"], "approved")
+            if part is not transfers[half:]:
                 time.sleep(1)
                 workers[1].send_signal(signal.SIGKILL)
                 workers[1].wait()
                 print("SIGKILLed worker 2 halfway; restarting it", flush=True)
                 workers[1] = worker(1)
-            producer.poll(0)
-        producer.flush(30)
         deadline = time.monotonic() + 300
         while True:
             views = {v.id: v for v in client.list("transfer", full=True)}

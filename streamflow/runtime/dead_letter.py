@@ -5,6 +5,7 @@ from __future__ import annotations
 import traceback
 
 from streamflow.runtime.collector import DEFAULT_MAX_RECORD_BYTES
+from streamflow.topology.nodes import NODE_MARKER
 
 HEADER_ERROR = "streamflow.error"
 HEADER_ERROR_TYPE = "streamflow.error.type"
@@ -31,11 +32,12 @@ batch down with it."""
 
 
 def failing_processor(exc: BaseException) -> str:
-    """The innermost streamflow processor on the traceback (each keeps itself in ``_sf_node``)."""
+    """The innermost streamflow processor on the traceback (each keeps itself in a local
+    named ``NODE_MARKER``: see ``topology.nodes``)."""
     name = "unknown"
     tb = exc.__traceback__
     while tb is not None:
-        node = tb.tb_frame.f_locals.get("_sf_node")
+        node = tb.tb_frame.f_locals.get(NODE_MARKER)
         if node is not None:
             name = f"{node.kind}:{node.name}"
         tb = tb.tb_next

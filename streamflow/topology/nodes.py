@@ -27,6 +27,12 @@ T = TypeVar("T")
 Push = Callable[[Any, Any], None]
 
 
+NODE_MARKER = "_sf_node"
+"""Every push closure a node builds takes ``_sf_node: Node = self`` as a default argument, so
+the frame of a processor that raised names its node: ``runtime/dead_letter`` finds the
+innermost one on the traceback to say which processor failed, at no cost per record (no
+wrapper, no try/except around each push)."""
+
 Headers = list[tuple[str, bytes]] | None
 Send = Callable[[str, bytes | None, bytes | None, int | None, int | None, Headers], None]
 """How a record leaves a task: ``send(topic, key, value, partition, timestamp, headers)``;
