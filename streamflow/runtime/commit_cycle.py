@@ -58,7 +58,13 @@ TaskT = TypeVar("TaskT", bound=CycleTask)
 class CommitCycle(Generic[TaskT]):
     """One Kafka transaction (or, at-least-once, one flush-then-commit) at a time."""
 
-    def __init__(self, exactly_once: bool, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        exactly_once: bool,
+        timeout: float = 30.0,
+        commit_interval: float = 0.1,
+        commit_every: int = 20_000,
+    ) -> None:
         self._producers: list[Producer] = []
         self._producer: Producer = cast(Producer, None)  # set by attach, before any cycle
         self._turn = 0
@@ -82,6 +88,31 @@ class CommitCycle(Generic[TaskT]):
         """Moving average of one commit's duration; the worker never commits more often."""
         self.metrics: Metrics | None = None
         """Where commits (with their duration) and aborts are counted, if anywhere."""
+        self.commit_interval = commit_interval
+        self.commit_every = commit_every
+
+    # -- when to commit --------------------------------------------------------------------------
+
+    def count(self, records: int) -> None:
+        """``records`` more input records were processed in the open cycle."""
+        self.records += records
+
+    @property
+    def age(self) -> float:
+        """Seconds since the open cycle began."""
+        return time.monotonic() - self.opened_at
+
+    def due(self, batch_filled: bool) -> bool:
+        """Whether the open cycle should commit after a batch. Smart batching: a batch that
+        did not fill up means the input is kept up with, so commit, but not more often than
+        a commit itself takes, or commits would eat the worker. Under load batches fill and
+        the cycle commits every ``commit_interval`` or ``commit_every`` records."""
+        age = self.age
+        return (
+            (not batch_filled and age >= self.typical_commit_seconds)
+            or self.records >= self.commit_every
+            or age >= self.commit_interval
+        )
 
     def close(self) -> None:
         """Stop the helper thread of the transaction calls (its producers are being dropped)."""

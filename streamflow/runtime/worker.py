@@ -285,7 +285,12 @@ class Worker:
         eos = cfg.exactly_once
         # Waiting on a transaction call longer than the transaction may live is pointless: by
         # then the coordinator has aborted it.
-        self.cycle: CommitCycle[Task] = CommitCycle(eos, timeout=cfg.transaction_timeout_ms / 1000)
+        self.cycle: CommitCycle[Task] = CommitCycle(
+            eos,
+            timeout=cfg.transaction_timeout_ms / 1000,
+            commit_interval=cfg.commit_interval,
+            commit_every=cfg.commit_every,
+        )
         self.cycle.metrics = self.metrics
         if eos:
             # Two transactional ids, used in turn by consecutive cycles (see commit_cycle).
@@ -447,16 +452,7 @@ class Worker:
                 messages = consumer.consume(batch - 1, 0)
                 messages.insert(0, first)
             self._process(messages)
-            # Smart batching: a batch that did not fill up means we are keeping up with the
-            # input, so commit — but not more often than a commit itself takes, or commits
-            # would eat the worker. Under load batches fill and the cycle commits every
-            # commit_interval / commit_every records.
-            age = time.monotonic() - cycle.opened_at
-            if (
-                (len(messages) < batch and age >= cycle.typical_commit_seconds)
-                or cycle.records >= cfg.commit_every
-                or age >= cfg.commit_interval
-            ):
+            if cycle.due(batch_filled=len(messages) >= batch):
                 self._finish_quick_steps()
                 self._commit()
 
@@ -645,7 +641,7 @@ class Worker:
             executor.wait(0.05)
             executor.tick()
             self._complete_steps()
-            if self.cycle.open and time.monotonic() - self.cycle.opened_at > self.max_cycle_seconds:
+            if self.cycle.open and self.cycle.age > self.max_cycle_seconds:
                 self._commit()  # a drain is no reason to outlive the transaction timeout
         if executor.in_flight:
             log.warning(
@@ -669,7 +665,7 @@ class Worker:
         aligned = False
         for i, msg in enumerate(messages):
             if not i & 31 and i and time.monotonic() > deadline:
-                cycle.records += i - done
+                cycle.count(i - done)
                 self.processed += i - done
                 done = i
                 if not self._commit_before(messages[i:]):
@@ -690,7 +686,7 @@ class Worker:
                 aligned = True
                 continue
             task.process(msg)
-        cycle.records += len(messages) - done
+        cycle.count(len(messages) - done)
         self.processed += len(messages) - done
         if aligned:
             self._drain_aligned()
@@ -947,7 +943,7 @@ class Worker:
                 # Every record taken is processed: the offsets may be committed here, so a long
                 # drain commits on the commit interval like the loop (results become visible
                 # steadily, and no transaction outgrows a batch's).
-                if time.monotonic() - cycle.opened_at >= self.config.commit_interval:
+                if cycle.age >= cycle.commit_interval:
                     self._commit()
                 if task.aligned is not aligned or not self._route_of(task):
                     break  # the commit aborted and rewound, or the task went away
