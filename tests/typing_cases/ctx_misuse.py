@@ -1,5 +1,5 @@
-"""Misuses mypy must reject (tests/unit/test_typed_api.py reads the expected errors from the
-``# error:`` comments: each line so marked must get an error, and no other line)."""
+"""Misuses mypy must reject: tests/unit/test_typed_api.py expects an error on each line whose
+comment starts with "error", and on no other line."""
 
 from __future__ import annotations
 
