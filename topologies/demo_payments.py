@@ -112,12 +112,12 @@ def main() -> int:
         )
         started = time.monotonic()
         half = len(transfers) // 2
-        for part in (transfers[:half], transfers[half:]):
+        for first_half, part in ((True, transfers[:half]), (False, transfers[half:])):
             client.start_many("transfer", [(t["id"], payments.Transfer(**t)) for t in part])
             for t in part:
                 if t["amount"] > 10_000:  # large transfers wait for an approval
                     client.signal("transfer", t["id"], "approved")
-            if part is not transfers[half:]:
+            if first_half:
                 time.sleep(1)
                 workers[1].send_signal(signal.SIGKILL)
                 workers[1].wait()
