@@ -148,7 +148,7 @@ class TestDriver:
         self.max_record_bytes = max_record_bytes(producer_config(app.config, None))
         """What a worker's producer would accept (``App(kafka={"message.max.bytes": ...})``):
         ``send`` refuses larger records as the worker does, so tests fail where it would."""
-        self._chunked = chunked_topics(topology.topics)
+        self._chunked = chunked_topics(topology.topics) | {app.dead_letter_topic}
         self._paused: set[tuple[str, int]] = set()
         """(topic, partition) a task paused: its records wait in ``_pending``."""
         self._cycle_inputs: list[DriverMessage] = []

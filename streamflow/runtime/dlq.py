@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamflow.errors import StreamflowError
+from streamflow.runtime.collector import max_record_bytes
 from streamflow.runtime.dead_letter import (
     HEADER_ANSWERED,
     HEADER_ERROR,
@@ -42,6 +43,7 @@ from streamflow.runtime.dead_letter import (
     HEADER_TRACE,
     HEADER_TRUNCATED,
 )
+from streamflow.runtime.record_chunks import ChunkReader, is_chunk, split_value
 from streamflow.runtime.topic_reader import MissingTopic, read_to_end, reader_consumer
 
 log = logging.getLogger(__name__)
@@ -179,6 +181,8 @@ class DeadLetters:
         self.marker_topic = f"{app_name}.dlq-replayed"
         self.bootstrap = bootstrap
         self.client = {"bootstrap.servers": bootstrap, **client}
+        self.record_bytes = max_record_bytes(self.client)
+        """Replayed records larger than this go as chunks, as their first sender sent them."""
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -201,13 +205,19 @@ class DeadLetters:
     def list(
         self, error_type: str | None = None, since_ms: int | None = None
     ) -> Iterator[DeadLetter]:
+        """The dead letters in order; one larger than a record, written as chunks, is joined
+        and listed once, under the id of its last chunk."""
+        chunks = ChunkReader()
         for msg in self._read(self.topic, since_ms):
+            complete, value = chunks.whole(msg.value())
+            if not complete:
+                continue
             letter = DeadLetter(
                 msg.partition(),
                 msg.offset(),
                 msg.timestamp()[1],
                 msg.key(),
-                msg.value(),
+                value,
                 list(msg.headers() or []),
             )
             if error_type is None or _matches(letter.error_type, error_type):
@@ -235,6 +245,18 @@ class DeadLetters:
                     raise KafkaException(msg.error())
                 if msg.offset() != offset:
                     break  # compacted away or a transaction marker: not there
+                if is_chunk(msg.value()):  # a big one: joined from its chunks by the list
+                    return next(
+                        (d for d in self.list() if d.id == letter_id),
+                        DeadLetter(
+                            partition,
+                            offset,
+                            msg.timestamp()[1],
+                            msg.key(),
+                            msg.value(),
+                            list(msg.headers() or []),
+                        ),
+                    )
                 return DeadLetter(
                     partition,
                     offset,
@@ -338,10 +360,18 @@ class DeadLetters:
             *letter.original_headers,
             (HEADER_REPLAYED_FROM, f"{self.topic}:{letter.id}".encode()),
         ]
-        if partition >= 0:
-            producer.produce(topic, letter.value, letter.key, partition, headers=headers)
-        else:
-            producer.produce(topic, letter.value, letter.key, headers=headers)
+        values = [letter.value]
+        size = len(letter.value or b"") + len(letter.key or b"")
+        if letter.value is not None and size > self.record_bytes:  # a big one: as chunks
+            values = list(split_value(letter.key, letter.value, self.record_bytes))
+        for i, value in enumerate(values):
+            last = i == len(values) - 1
+            if partition >= 0:
+                producer.produce(
+                    topic, value, letter.key, partition, headers=headers if last else None
+                )
+            else:
+                producer.produce(topic, value, letter.key, headers=headers if last else None)
         mark = {"topic": topic, "partition": partition, "at_ms": int(time.time() * 1000)}
         producer.produce(self.marker_topic, orjson.dumps(mark), letter.id.encode(), 0)
         producer.poll(0)

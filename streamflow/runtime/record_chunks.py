@@ -62,6 +62,37 @@ def split_value(key: bytes | None, value: bytes, record_bytes: int) -> list[byte
     ]
 
 
+def chunk_head(value: bytes) -> tuple[bytes, int, int, int]:
+    """(group id, index, count, whole size) of a chunk's value."""
+    group, index, count, size = _HEAD.unpack_from(value, len(CHUNK_MAGIC))
+    return group, index, count, size
+
+
+class ChunkReader:
+    """Joins chunked records for a reader of a whole topic (the dead-letter tools): chunks are
+    kept in memory until their last one, which becomes the record. Only for reading a topic
+    from its start to its end; a task keeps its parts in a store instead (``ChunkJoiner``)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[bytes, list[bytes]] = {}
+
+    def whole(self, value: bytes | None) -> tuple[bool, bytes | None]:
+        """(complete, value): an ordinary value as it is; a chunk's record once its last
+        chunk came (``(False, None)`` before, or when earlier chunks were not read)."""
+        if value is None or not is_chunk(value):
+            return True, value
+        group, index, count, size = chunk_head(value)
+        parts = self._parts.setdefault(group, [])
+        if len(parts) != index:  # a chunk before this one was not read (a later start)
+            self._parts.pop(group, None)
+            return False, None
+        parts.append(value[HEAD_BYTES:])
+        if index + 1 < count:
+            return False, None
+        whole = b"".join(self._parts.pop(group))
+        return len(whole) == size, whole if len(whole) == size else None
+
+
 class ChunkError(ValueError):
     """A chunk that cannot be joined: its earlier parts are missing or do not add up."""
 

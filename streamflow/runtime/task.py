@@ -89,6 +89,9 @@ class Task:
         self.max_payload_bytes = max_payload_bytes
         """The largest payload (``App(max_payload_bytes=...)``): stores refuse a value over it
         plus ``ENVELOPE_BYTES`` at the write (the record that made it fails, not the commit)."""
+        self._letter_bytes = max_payload_bytes + ENVELOPE_BYTES
+        """What a dead letter may weigh before it is cut: one larger than a record goes as
+        chunks (the collector chunks the dead-letter topic), so a replay sends it whole."""
         self.sub = sub
         self.partition = partition
         self.state_dir = state_dir / self.id
@@ -350,9 +353,7 @@ class Task:
         headers = dead_letter_headers(
             msg.topic(), msg.partition(), msg.offset(), msg.headers(), exc, stage, processor
         )
-        key, value, headers = fit_dead_letter(
-            msg.key(), msg.value(), headers, self.max_record_bytes
-        )
+        key, value, headers = fit_dead_letter(msg.key(), msg.value(), headers, self._letter_bytes)
         self._send(self._dead_letter_topic, key, value, None, None, headers)
 
     def dead_letter_record(
@@ -382,7 +383,7 @@ class Task:
             key,
             value,
             dead_letter_headers(topic, self.partition, -1, None, exc, stage, processor),
-            self.max_record_bytes,
+            self._letter_bytes,
         )
         self._send(self._dead_letter_topic, key, value, None, None, headers)
 

@@ -327,7 +327,7 @@ class Worker:
         self.collector = KafkaCollector(
             self.producers[0],
             max_record_bytes(producer_config(cfg, None)),
-            chunked_topics(self.topology.topics),
+            chunked_topics(self.topology.topics) | {self.dead_letter_topic},
         )
         self.cycle.attach(self.producers, self.consumer, self.collector)
         replaced = getattr(self, "restorer", None)

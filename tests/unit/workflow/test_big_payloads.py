@@ -4,12 +4,13 @@ as chunks and arrive whole; past the payload limit, an error that names what is 
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from streamflow import App
 from streamflow.errors import PayloadTooLarge
-from streamflow.runtime.dead_letter import HEADER_ERROR
-from streamflow.runtime.record_chunks import PART_TIMEOUT_MS, is_chunk, split_value
+from streamflow.runtime.dead_letter import HEADER_ERROR, HEADER_TRUNCATED
+from streamflow.runtime.record_chunks import PART_TIMEOUT_MS, ChunkReader, is_chunk, split_value
 from streamflow.state.chunked_values import PART_PREFIX
 from streamflow.testing import TestDriver
 
@@ -102,3 +103,26 @@ def test_parts_whose_last_chunk_never_comes_are_dropped_with_a_dead_letter() -> 
         assert f"{len(chunks) - 1} chunk(s)" in reason and "were dropped" in reason
         for partition in range(driver.partitions):
             assert driver.store_of("review-parked", partition).reserved_keys(PART_PREFIX) == []
+
+
+def test_a_dead_letter_over_one_record_goes_whole_as_chunks_not_cut() -> None:
+    """A record that fails its processing is kept whole in the dead-letter topic: chunked
+    when it is over one record, so a replay sends the record itself, not a cut copy."""
+    app = App("big-dead", kafka=PRODUCER)
+    app.topic("in")
+
+    def refuse(value: dict) -> dict:
+        raise ValueError("refused")
+
+    app.stream("in").map(refuse).to("in")
+    big = {"doc": "d" * 600_000}
+    with TestDriver(app) as driver:
+        driver.pipe("in", "k", big)
+        letters = driver.dead_letters()
+        assert len(letters) > 1 and all(is_chunk(m.value()) for m in letters)
+        joined = ChunkReader()
+        wholes = [joined.whole(m.value()) for m in letters]
+        assert [complete for complete, _ in wholes] == [False] * (len(letters) - 1) + [True]
+        assert orjson.loads(wholes[-1][1]) == big
+        headers = dict(letters[-1].headers())
+        assert b"refused" in headers[HEADER_ERROR] and HEADER_TRUNCATED not in headers
