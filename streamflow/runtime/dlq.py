@@ -245,19 +245,7 @@ class DeadLetters:
                     raise KafkaException(msg.error())
                 if msg.offset() != offset:
                     break  # compacted away or a transaction marker: not there
-                if is_chunk(msg.value()):  # a big one: joined from its chunks by the list
-                    return next(
-                        (d for d in self.list() if d.id == letter_id),
-                        DeadLetter(
-                            partition,
-                            offset,
-                            msg.timestamp()[1],
-                            msg.key(),
-                            msg.value(),
-                            list(msg.headers() or []),
-                        ),
-                    )
-                return DeadLetter(
+                letter = DeadLetter(
                     partition,
                     offset,
                     msg.timestamp()[1],
@@ -265,6 +253,9 @@ class DeadLetters:
                     msg.value(),
                     list(msg.headers() or []),
                 )
+                if is_chunk(letter.value):  # a big one: joined from its chunks by the list
+                    return next((d for d in self.list() if d.id == letter_id), letter)
+                return letter
         finally:
             consumer.close()
         raise DeadLetterError(f"no dead letter {letter_id} in {self.topic!r}")
