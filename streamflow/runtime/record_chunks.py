@@ -139,6 +139,11 @@ class ChunkJoiner:
         self.store = store
         self.now_ms = now_ms
         self.next_sweep = now_ms() + SWEEP_EVERY_MS
+        self.may_have_parts = bool(store.reserved_keys(PART_PREFIX))
+        """Parts may wait for their last chunk: only then is a sweep due. A task that never
+        saw a chunk has no timer firing every minute (the test driver's ``advance_time`` over
+        a year would step through each one)."""
+        self._stored_since_sweep = False
 
     def take(self, msg: Any) -> JoinedMessage | None:
         """Keep a chunk as a part (None), or join the last one with its parts. Raises
@@ -149,6 +154,7 @@ class ChunkJoiner:
         store = self.store
         if index + 1 < count:
             store.put_bytes(_part_key(group, index), _TIME.pack(self.now_ms()) + data)
+            self.may_have_parts = self._stored_since_sweep = True
             return None
         pieces = []
         for i in range(index):
@@ -172,7 +178,7 @@ class ChunkJoiner:
         return JoinedMessage(msg, whole)
 
     def due(self, now_ms: int) -> bool:
-        return now_ms >= self.next_sweep
+        return self.may_have_parts and now_ms >= self.next_sweep
 
     def stale_groups(self, now_ms: int) -> list[tuple[bytes, int, int]]:
         """Parts older than ``PART_TIMEOUT_MS``, deleted (in this cycle): (group id, parts,
@@ -180,6 +186,7 @@ class ChunkJoiner:
         self.next_sweep = now_ms + SWEEP_EVERY_MS
         store = self.store
         dropped: dict[bytes, list[int]] = {}
+        kept = 0
         for kb in store.reserved_keys(PART_PREFIX):
             group = kb[len(PART_PREFIX) : len(PART_PREFIX) + 16]
             part = store.get_bytes(kb)
@@ -190,6 +197,11 @@ class ChunkJoiner:
                 counted[0] += 1
                 counted[1] += len(part or b"")
                 store.delete_encoded(kb)
+            else:
+                kept += 1
+        # Parts stored in this cycle are not committed yet, so not among the keys above.
+        self.may_have_parts = kept > 0 or self._stored_since_sweep
+        self._stored_since_sweep = False
         return [(group, parts, size) for group, (parts, size) in dropped.items()]
 
 

@@ -126,3 +126,36 @@ def test_a_dead_letter_over_one_record_goes_whole_as_chunks_not_cut() -> None:
         assert orjson.loads(wholes[-1][1]) == big
         headers = dict(letters[-1].headers())
         assert b"refused" in headers[HEADER_ERROR] and HEADER_TRUNCATED not in headers
+
+
+def test_the_sweep_of_parts_is_due_only_while_parts_may_wait(tmp_path) -> None:
+    """A task that never saw a chunk has no sweep timer: it would fire every minute, and the
+    driver's advance_time over a year would step through each one."""
+    from streamflow.runtime.record_chunks import SWEEP_EVERY_MS, ChunkJoiner
+    from streamflow.serde.base import BYTES, JSON
+    from streamflow.state.store import KeyValueStore
+
+    class Chunk:
+        def __init__(self, value: bytes) -> None:
+            self._value = value
+
+        def value(self) -> bytes:
+            return self._value
+
+    store = KeyValueStore("parts", tmp_path / "parts", BYTES, JSON)
+    now = [0]
+    joiner = ChunkJoiner(store, lambda: now[0])
+    later = SWEEP_EVERY_MS * 1000
+    assert not joiner.due(later)
+    first, last = split_value(b"k", b"x" * 5_000, 4_000)
+    assert joiner.take(Chunk(first)) is None  # a part waits
+    assert joiner.due(later)
+    assert joiner.stale_groups(SWEEP_EVERY_MS) == []  # too young to drop, still waiting
+    assert joiner.due(later)
+    whole = joiner.take(Chunk(last))
+    assert whole is not None and whole.value() == b"x" * 5_000
+    store.prepare_commit()
+    store.apply(1)
+    assert joiner.stale_groups(2 * SWEEP_EVERY_MS) == []  # nothing left: no more sweeps
+    assert not joiner.due(later)
+    store.close()
