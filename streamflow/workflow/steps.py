@@ -578,11 +578,10 @@ class StepRunner:
         # chunks), and so must the journal entry the orchestrator writes from it (the result
         # next to the call's arguments): one that does not would strand the instance there.
         limit = self.rt.max_payload_bytes
-        if len(reply) > limit and (
-            len(dumps(packed)) > limit or len(reply) + pending.size > journal_limit(limit)
-        ):
+        size = len(dumps(packed)) if len(reply) > limit else 0  # measured only when big
+        if size > limit or (size and len(reply) + pending.size > journal_limit(limit)):
             raise ResultTooLarge(
-                f"{self._describe(command)} returned a result of {len(dumps(packed))} bytes "
+                f"{self._describe(command)} returned a result of {size} bytes "
                 f"encoded, over the limit of {limit} bytes a payload may have "
                 "(App(max_payload_bytes=...)); return a reference to the data (a key, a URL) "
                 "instead of the data"
