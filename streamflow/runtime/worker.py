@@ -37,6 +37,7 @@ from streamflow.runtime.identity import WorkerIdentity
 from streamflow.runtime.metrics import Metrics, Snapshot, TaskFigures
 from streamflow.runtime.record_chunks import chunked_topics
 from streamflow.runtime.restore import Restorer
+from streamflow.runtime.stall_watch import StallWatch
 from streamflow.runtime.standby import StandbyReplicas, standby_tasks
 from streamflow.runtime.state_query import WorkerQueries, store_specs
 from streamflow.runtime.step_executor import StepExecutor
@@ -108,6 +109,7 @@ class Worker:
         self.calls = WorkerCalls()
         """Queries from the HTTP thread, answered on this thread between batches."""
         self.endpoint: HttpEndpoint | None = None
+        self._stall_watch = StallWatch()
         self._next_publish = 0.0
         self._published: tuple[float, dict[str, int], int] = (time.monotonic(), {}, 0)
         self._restored_before = 0
@@ -169,6 +171,7 @@ class Worker:
                     self._recover(exc)
             clean = True
         finally:
+            self._stall_watch.close()
             self._shutdown(clean)
             identity.release()
             if self.endpoint is not None:
@@ -409,7 +412,9 @@ class Worker:
         cfg = self.config
         consumer, cycle, executor = self.consumer, self.cycle, self.executor
         batch = cfg.batch_size
+        stall_watch = self._stall_watch
         while self._running:
+            stall_watch.turn()
             if self.calls.pending:
                 self.calls.run_pending()
             if self.endpoint is not None and time.monotonic() >= self._next_publish:
