@@ -57,7 +57,7 @@ def _load(app_file: Path, env: dict[str, str]):
 
 
 def _counts(client, app, workflow: str) -> dict[str, int]:
-    from streamflow.runtime.state_query import StateQuery
+    from streamflow.operate.state_query import StateQuery
 
     query = StateQuery(app, {"bootstrap.servers": client._bootstrap})
     return query.counts(workflow) or {}

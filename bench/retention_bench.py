@@ -96,7 +96,7 @@ def _changelogs(app) -> list[str]:
 
 
 def _count_records(bootstrap: str, topics: list[str]) -> int:
-    from streamflow.runtime.topic_reader import read_to_end
+    from streamflow.cluster.topic_reader import read_to_end
 
     client = {"bootstrap.servers": bootstrap}
     return sum(

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from streamflow.errors import ConfigError
+from streamflow.kafka.record_size import DEFAULT_MAX_PAYLOAD_BYTES
 from streamflow.kafka.settings import resolve as resolve_kafka
-from streamflow.runtime.collector import DEFAULT_MAX_PAYLOAD_BYTES
 from streamflow.runtime.config import AppConfig, GroupProtocol, Guarantee
 from streamflow.runtime.step_executor import DEFAULT_ASYNC_STEP_CONCURRENCY, DEFAULT_STEP_THREADS
 from streamflow.serde.base import JSON, STR, Serde, resolve_serde

@@ -29,15 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from streamflow.app import App
+from streamflow.cluster.record_chunks import chunked_topics, send_chunks, split_value
 from streamflow.errors import ConfigError
-from streamflow.runtime.collector import (
-    DeliveryCallback,
-    check_record_size,
-    max_record_bytes,
-)
+from streamflow.kafka.record_size import check_record_size, max_record_bytes
+from streamflow.runtime.collector import DeliveryCallback
 from streamflow.runtime.config import producer_config
 from streamflow.runtime.partitioner import partition_for
-from streamflow.runtime.record_chunks import chunked_topics, send_chunks, split_value
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
 from streamflow.serde.registry.base import InMemorySchemaRegistry, SchemaRegistry

@@ -1,7 +1,9 @@
 """Imports point down the layers, and no two modules import each other (``make lint``).
 
 Layers, bottom to top: ``errors``; ``dev`` (the local cluster, a leaf of its own);
-``kafka`` (settings, client log, refusals); ``serde``; ``state``; ``topology``; ``runtime``;
+``kafka`` (settings, client log, refusals, record sizes); ``serde``; ``state``; ``topology``;
+``cluster`` (access, ACLs, topics, identity); ``operate`` (endpoint, metrics, queries, dead
+letters, replay, rebuild: served by the worker, so below it); ``runtime`` (the engine);
 ``workflow``; the app (``app``, ``testing``, the package itself); the surfaces (``ui``,
 ``cli``, ``__main__``). A module may
 import its own layer and the ones below. Imports inside functions count as much as any other
@@ -28,6 +30,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("serde",),
     ("state",),
     ("topology",),
+    ("cluster",),
+    ("operate",),
     ("runtime",),
     ("workflow",),
     ("app", "testing", ""),

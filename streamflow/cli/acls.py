@@ -8,8 +8,8 @@ import orjson
 
 from streamflow.cli.app_file import load_app
 from streamflow.cli.kafka_options import kafka_options, kafka_settings, registry_settings
+from streamflow.cluster.acls import Acl
 from streamflow.errors import ConfigError
-from streamflow.runtime.acls import Acl
 
 
 @click.command()
@@ -36,7 +36,7 @@ def acls(
     target: str, principal: str | None, bootstrap: str | None, as_json: bool, apply: bool
 ) -> None:
     """Print (or --apply) the ACLs TARGET (FILE[:APP]) needs on a cluster with an authorizer."""
-    from streamflow.runtime.acls import app_acls, uses_kafka_registry
+    from streamflow.cluster.acls import app_acls, uses_kafka_registry
 
     app = load_app(target)
     try:
@@ -58,9 +58,9 @@ def acls(
 def _apply(rules: list[Acl], bootstrap: str | None) -> None:
     from confluent_kafka import KafkaException
 
+    from streamflow.cluster.access import AdminConnection
     from streamflow.errors import StreamflowError
     from streamflow.kafka.refusals import ACLS_HINT, denied, principal_of
-    from streamflow.runtime.access import AdminConnection
 
     settings = kafka_settings()
     address = bootstrap or settings.values.get("bootstrap.servers")

@@ -8,8 +8,8 @@ import click
 import orjson
 
 from streamflow.cli.kafka_options import app_cluster, cluster_options
-from streamflow.runtime.dead_letter import HEADER_STAGE, HEADER_TRUNCATED
-from streamflow.runtime.dlq import DeadLetter, DeadLetterError, DeadLetters, parse_since
+from streamflow.operate.dead_letter_format import HEADER_STAGE, HEADER_TRUNCATED
+from streamflow.operate.dead_letters import DeadLetter, DeadLetterError, DeadLetters, parse_since
 from streamflow.runtime.log_format import ProgressLine
 
 

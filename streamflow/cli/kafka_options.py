@@ -129,7 +129,7 @@ def app_cluster(target: str, bootstrap: str | None, check: bool = True) -> AppCl
     settings = kafka_settings(dict(app.config.kafka_from_app))
     server = str(bootstrap or settings.values.get("bootstrap.servers") or app.config.bootstrap)
     if check:
-        from streamflow.runtime.client_errors import check_cluster
+        from streamflow.cluster.client_errors import check_cluster
 
         check_cluster(settings, server)
     return AppCluster(app, settings, server, dict(settings.client(server)))

@@ -30,7 +30,7 @@ def produce(
     """Produce the JSON lines on stdin to TOPIC of the app in TARGET (FILE[:APP])."""
     from confluent_kafka import Producer
 
-    from streamflow.runtime.client_errors import ErrorWatch
+    from streamflow.cluster.client_errors import ErrorWatch
     from streamflow.serde.registry.binding import bind_schemas
 
     cluster = app_cluster(target, bootstrap)

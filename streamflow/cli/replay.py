@@ -43,7 +43,7 @@ def replay(
     while the group has members."""
     from confluent_kafka.admin import AdminClient
 
-    from streamflow.runtime.replay import apply_replay, describe_plan, plan_replay
+    from streamflow.operate.replay import apply_replay, describe_plan, plan_replay
 
     cluster = app_cluster(target, bootstrap)
     app, server = cluster.app, cluster.bootstrap

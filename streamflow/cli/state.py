@@ -10,8 +10,8 @@ import click
 
 from streamflow.cli.kafka_options import app_cluster, cluster_options
 from streamflow.errors import StreamflowError
+from streamflow.operate.state_query import SCAN_LIMIT, StateQuery, as_json, parse_key
 from streamflow.runtime.log_format import ProgressLine
-from streamflow.runtime.state_query import SCAN_LIMIT, StateQuery, as_json, parse_key
 from streamflow.workflow.instance_queries import read_journal
 
 
@@ -109,7 +109,7 @@ def rebuild(
 ) -> None:
     """Wipe and refill STORE (default: every store) of each task under --state-dir from its
     changelog, checkpointed at the changelog's end."""
-    from streamflow.runtime.rebuild import rebuild_store, task_dirs
+    from streamflow.operate.rebuild import rebuild_store, task_dirs
 
     app, query, client = _query(target, bootstrap)
     if store is not None:

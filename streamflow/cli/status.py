@@ -9,8 +9,8 @@ import orjson
 
 from streamflow.cli.kafka_options import app_cluster, cluster_options
 from streamflow.errors import StreamflowError
-from streamflow.runtime.dlq import DeadLetters
-from streamflow.runtime.group_status import GroupStatus, group_status
+from streamflow.operate.dead_letters import DeadLetters
+from streamflow.operate.group_status import GroupStatus, group_status
 
 COUNT_DEAD_LETTERS_UP_TO = 100_000
 """Below this many offsets the dead letters are read and counted exactly; above, the offsets
@@ -42,7 +42,7 @@ def status(target: str, as_json: bool, with_workflows: bool, bootstrap: str | No
     if with_workflows and app.workflows.workflows:
         from dataclasses import replace
 
-        from streamflow.runtime.state_query import StateQuery
+        from streamflow.operate.state_query import StateQuery
 
         query = StateQuery(app, client)
         app.config = replace(app.config, kafka=settings)

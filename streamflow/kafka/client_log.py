@@ -1,7 +1,7 @@
 """librdkafka's own log lines, at DEBUG in our log: never on the terminal by default.
 
 A client that cannot connect would otherwise print dozens of raw ``%3|...|FAIL|`` lines;
-what they mean is said once, clearly, by ``runtime/client_errors`` and ``runtime/access``.
+what they mean is said once, clearly, by ``cluster/client_errors`` and ``cluster/access``.
 """
 
 from __future__ import annotations

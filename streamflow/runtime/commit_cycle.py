@@ -28,10 +28,10 @@ from typing import Generic, Protocol, TypeVar, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamflow.kafka.refusals import AUTHORIZATION_CODES
+from streamflow.operate.metrics import Metrics
 from streamflow.runtime.bounded_calls import GRACE_SECONDS, BoundedCalls
 from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.input_offsets import InputOffsets
-from streamflow.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

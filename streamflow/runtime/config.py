@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from streamflow.kafka.record_size import DEFAULT_MAX_PAYLOAD_BYTES
 from streamflow.kafka.settings import KafkaSettings
-from streamflow.runtime.collector import DEFAULT_MAX_PAYLOAD_BYTES
 from streamflow.serde.registry.settings import RegistrySettings
 
 Guarantee = Literal["exactly_once", "at_least_once"]

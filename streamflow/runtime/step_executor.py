@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
-from streamflow.runtime.metrics import Metrics
+from streamflow.operate.metrics import Metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

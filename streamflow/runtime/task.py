@@ -16,16 +16,20 @@ from typing import Any, TypeVar, cast
 
 from confluent_kafka import KafkaError, KafkaException
 
-from streamflow.runtime.aligned_input import AlignedInput
-from streamflow.runtime.collector import (
+from streamflow.cluster.record_chunks import PART_TIMEOUT_MS, ChunkError, ChunkJoiner, is_chunk
+from streamflow.kafka.record_size import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
     ENVELOPE_BYTES,
-    RecordCollector,
 )
-from streamflow.runtime.dead_letter import dead_letter_headers, failing_processor, fit_dead_letter
+from streamflow.operate.dead_letter_format import (
+    dead_letter_headers,
+    failing_processor,
+    fit_dead_letter,
+)
+from streamflow.runtime.aligned_input import AlignedInput
+from streamflow.runtime.collector import RecordCollector
 from streamflow.runtime.input_offsets import Committable, InputOffsets
-from streamflow.runtime.record_chunks import PART_TIMEOUT_MS, ChunkError, ChunkJoiner, is_chunk
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.state.store import KeyValueStore, UndoLog
 from streamflow.state.ttl_store import TtlStore
@@ -63,7 +67,7 @@ class _Source:
         self.key_deserialize, self.value_deserialize = key_deserialize, value_deserialize
         self.push, self.name = push, name
         self.joiner: ChunkJoiner | None = None
-        """Joins chunked records (a workflow topic's): ``runtime/record_chunks``."""
+        """Joins chunked records (a workflow topic's): ``cluster/record_chunks``."""
 
 
 class Task:

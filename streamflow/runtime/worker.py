@@ -24,25 +24,27 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from streamflow.cluster import access
+from streamflow.cluster.access import AdminConnection
+from streamflow.cluster.identity import WorkerIdentity
+from streamflow.cluster.record_chunks import chunked_topics
+from streamflow.cluster.topics import ensure_topics, existing_topics, plan_topics
 from streamflow.errors import ConfigError, KafkaUnavailable
+from streamflow.kafka.record_size import max_record_bytes
 from streamflow.kafka.refusals import denied, principal_of
-from streamflow.runtime import access, group_protocol
-from streamflow.runtime.access import AdminConnection
+from streamflow.operate.http_endpoint import HTTP_CLIENT_ID_MARK, HttpEndpoint, WorkerCalls
+from streamflow.operate.metrics import Metrics, Snapshot, TaskFigures
+from streamflow.operate.state_query import WorkerQueries, store_specs
+from streamflow.runtime import group_protocol
 from streamflow.runtime.aligned_input import AlignedInput, extracted_time
-from streamflow.runtime.collector import KafkaCollector, max_record_bytes
+from streamflow.runtime.collector import KafkaCollector
 from streamflow.runtime.commit_cycle import CommitCycle
 from streamflow.runtime.config import AppConfig, consumer_config, producer_config
-from streamflow.runtime.http_endpoint import HTTP_CLIENT_ID_MARK, HttpEndpoint, WorkerCalls
-from streamflow.runtime.identity import WorkerIdentity
-from streamflow.runtime.metrics import Metrics, Snapshot, TaskFigures
-from streamflow.runtime.record_chunks import chunked_topics
 from streamflow.runtime.restore import Restorer
 from streamflow.runtime.stall_watch import StallWatch
 from streamflow.runtime.standby import StandbyReplicas, standby_tasks
-from streamflow.runtime.state_query import WorkerQueries, store_specs
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.task import Task
-from streamflow.runtime.topics import ensure_topics, existing_topics, plan_topics
 from streamflow.serde.registry.binding import bind_schemas
 
 log = logging.getLogger(__name__)

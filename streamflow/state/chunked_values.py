@@ -27,7 +27,7 @@ key a str or JSON serde can make (0xff never starts UTF-8), and scans of user ke
 CHUNK_PREFIX = RESERVED + b"c"
 """Chunks of big values: ``CHUNK_PREFIX + len(key) + key + index``."""
 PART_PREFIX = RESERVED + b"p"
-"""Parts of chunked input records being reassembled (``runtime/record_chunks``)."""
+"""Parts of chunked input records being reassembled (``cluster/record_chunks``)."""
 MANIFEST = b"\x00\xffstreamflow-chunked\x00"
 """How a manifest value starts: no JSON, str or TTL-prefixed value begins with 0x00 0xff."""
 _FIELDS = struct.Struct(">IQI")  # chunk count, whole size, CRC-32 of the whole value

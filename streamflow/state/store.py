@@ -341,7 +341,7 @@ class KeyValueStore:
 
     def committed_get(self, kb: bytes, default: Any = None) -> Any:
         """The committed value of an encoded key, never this cycle's write: what a query
-        outside the transaction may see (``runtime/state_query``). Safe from any thread:
+        outside the transaction may see (``operate/state_query``). Safe from any thread:
         RocksDB reads run beside the worker's writes; a closed store raises ``StoreClosed``."""
         with self._close_guard:
             if self._closed:

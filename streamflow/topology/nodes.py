@@ -29,7 +29,7 @@ Push = Callable[[Any, Any], None]
 
 NODE_MARKER = "_sf_node"
 """Every push closure a node builds takes ``_sf_node: Node = self`` as a default argument, so
-the frame of a processor that raised names its node: ``runtime/dead_letter`` finds the
+the frame of a processor that raised names its node: ``operate/dead_letter_format`` finds the
 innermost one on the traceback to say which processor failed, at no cost per record (no
 wrapper, no try/except around each push)."""
 
@@ -177,7 +177,7 @@ class SourceNode(Node):
     """Event time from the value (ms, or a datetime); None: the record's timestamp."""
     parts_store: StoreSpec | None = None
     """The topic carries chunked records (workflow topics): the task keeps their parts in
-    this store until the last chunk comes (``runtime/record_chunks``)."""
+    this store until the last chunk comes (``cluster/record_chunks``)."""
     kind: str = field(default="source", init=False)
 
     def stores(self) -> list[StoreSpec]:

@@ -3,8 +3,8 @@
 Why this stack: the standard library's threading HTTP server and one HTML page with plain
 JavaScript (``console.html``) — no build step, no framework to keep up to date, nothing to
 install beyond streamflow. The console is a client like the CLI: every figure comes from the
-cluster and the workers' endpoints (``runtime/group_status``, ``runtime/state_query``,
-``runtime/dlq``), and every action is an ordinary command (a signal, a cancel, a start, a
+cluster and the workers' endpoints (``operate/group_status``, ``operate/state_query``,
+``operate/dead_letters``), and every action is an ordinary command (a signal, a cancel, a start, a
 dead-letter replay) on the app's topics. Nothing it does needs a database of its own.
 
 It binds 127.0.0.1 unless told otherwise; binding anything else needs ``--token``, which
@@ -27,13 +27,13 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaException
 
+from streamflow.cluster.client_errors import check_cluster
 from streamflow.errors import KafkaUnavailable, StreamflowError
 from streamflow.kafka.client_log import LIBRDKAFKA_LOGGER
-from streamflow.runtime.client_errors import check_cluster
-from streamflow.runtime.dlq import DeadLetters
-from streamflow.runtime.group_status import group_status
-from streamflow.runtime.http_endpoint import QueryError
-from streamflow.runtime.state_query import StateQuery
+from streamflow.operate.dead_letters import DeadLetters
+from streamflow.operate.group_status import group_status
+from streamflow.operate.http_endpoint import QueryError
+from streamflow.operate.state_query import StateQuery
 from streamflow.workflow.instance_filter import InstanceFilter
 from streamflow.workflow.instance_queries import header_summary, read_journal
 

@@ -21,13 +21,13 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from streamflow.cluster.client_errors import ErrorWatch
 from streamflow.errors import ConfigError, KafkaUnavailable
 from streamflow.kafka.client_log import LIBRDKAFKA_LOGGER
+from streamflow.kafka.record_size import max_record_bytes
 from streamflow.kafka.settings import KafkaSettings
-from streamflow.runtime.client_errors import ErrorWatch
-from streamflow.runtime.collector import max_record_bytes
+from streamflow.operate.state_query import SETTLE_S, StateQuery, StateQueryError
 from streamflow.runtime.partitioner import partition_for
-from streamflow.runtime.state_query import SETTLE_S, StateQuery, StateQueryError
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.serde.registry.settings import RegistrySettings

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from streamflow.errors import TopologyError
-from streamflow.runtime.state_query import Route, WorkerQueries
+from streamflow.operate.state_query import Route, WorkerQueries
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.base import BYTES, JSON, STR, Serde, resolve_serde
 from streamflow.topology.graph import Topology
@@ -118,7 +118,7 @@ class WorkflowRegistry:
         topic = self._topic(topic_name)
         self.step_topics[name] = topic.name
         # Offsets of commands finished above the committed offset (see workflow/steps.py); it
-        # also keeps the parts of chunked commands (runtime/record_chunks).
+        # also keeps the parts of chunked commands (cluster/record_chunks).
         done = self.topology.add_store(f"step-{name}-done", BYTES, JSON)
         source = SourceNode(f"source-{topic.name}", topic=topic, parts_store=done)
         self.topology.add_source(topic, source)
@@ -178,7 +178,7 @@ class WorkflowRegistry:
                 counts=self.topology.add_store(f"{name}-counts", STR, JSON),
                 parked=self.topology.add_store(f"{name}-parked", STR, JSON),
             )
-            # The parked store also keeps the parts of chunked events (runtime/record_chunks).
+            # The parked store also keeps the parts of chunked events (cluster/record_chunks).
             source = SourceNode(f"source-{events.name}", topic=events, parts_store=node.parked)
             self.topology.add_source(events, source)
             source.children.append(node)

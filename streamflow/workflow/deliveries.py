@@ -16,8 +16,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from streamflow.cluster.record_chunks import split_value
 from streamflow.errors import PayloadTooLarge
-from streamflow.runtime.record_chunks import split_value
 from streamflow.workflow.messages import Signal, Start, dumps
 
 DELIVERY_TIMEOUT_S = 30.0
@@ -67,7 +67,7 @@ def event_payload_name(event: Any) -> str:
 
 class Deliveries:
     """Produce with a future per record; a background thread serves the callbacks. A record
-    over the producer's limit goes as chunks (``runtime/record_chunks``), acknowledged once
+    over the producer's limit goes as chunks (``cluster/record_chunks``), acknowledged once
     every chunk is."""
 
     def __init__(self, producer: Producer, record_bytes: int) -> None:

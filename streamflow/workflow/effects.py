@@ -83,7 +83,7 @@ class TransitionEffects:
     ) -> None:
         """Encode the command once, here: one over the payload limit fails the call that made
         it (inside the workflow: it suspends), never the transaction that would send it. A
-        command over one record's size is sent as chunks (``runtime/record_chunks``)."""
+        command over one record's size is sent as chunks (``cluster/record_chunks``)."""
         m = self.machine
         cmd = StepCommand(
             journal.header["workflow"],

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamflow.errors import StoreClosed
-from streamflow.runtime.http_endpoint import QueryError
-from streamflow.runtime.state_query import (
+from streamflow.operate.http_endpoint import QueryError
+from streamflow.operate.state_query import (
     MAX_SCAN,
     MAX_WAIT_S,
     Route,

@@ -8,7 +8,7 @@ request with ``wait=S``: the worker answers when the commit that ends the instan
 long poll woken by the store, see ``KeyValueStore.watch``), so nothing polls.
 
 Which worker: every worker advertises its endpoint in its consumer ``client.id`` (see
-``runtime/http_endpoint.py``), so the group's description lists them; the first answer for a
+``operate/http_endpoint.py``), so the group's description lists them; the first answer for a
 task says who holds it and is remembered. A worker that no longer holds the task answers 409
 and the next one is asked. Only when no worker serves an endpoint (none runs, or all were
 started with ``--no-http``) does the client fall back to reading the changelog.
@@ -31,9 +31,9 @@ from typing import Any
 import orjson
 
 from streamflow.errors import StreamflowError
-from streamflow.runtime.group_status import endpoint_of, fetch_json
+from streamflow.operate.group_status import endpoint_of, fetch_json
+from streamflow.operate.state_query import MAX_WAIT_S, QUERY_TIMEOUT_S, SETTLE_S
 from streamflow.runtime.partitioner import partition_for
-from streamflow.runtime.state_query import MAX_WAIT_S, QUERY_TIMEOUT_S, SETTLE_S
 
 ENDPOINTS_TTL_S = 10.0
 """How long the group's list of endpoints is trusted before it is described again (a worker

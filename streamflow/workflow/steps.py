@@ -50,8 +50,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from streamflow.errors import ReplyRejected, ResultTooLarge, SerializationError
+from streamflow.operate.dead_letter_format import ANSWERED
 from streamflow.runtime.completion_offsets import CompletionOffsets
-from streamflow.runtime.dead_letter import ANSWERED
 from streamflow.runtime.step_executor import Attempt, AttemptId
 from streamflow.runtime.task import client_broken
 from streamflow.topology.nodes import Node, ProcessorRuntime, Push

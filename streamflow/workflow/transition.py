@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamflow.errors import NonDeterminism, RecordTooLarge
-from streamflow.runtime.collector import DEFAULT_MAX_PAYLOAD_BYTES, ENVELOPE_BYTES
+from streamflow.kafka.record_size import DEFAULT_MAX_PAYLOAD_BYTES, ENVELOPE_BYTES
 from streamflow.topology.specs import TopicSpec
 from streamflow.workflow.api import (
     Cancelled,

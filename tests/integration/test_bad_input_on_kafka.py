@@ -11,8 +11,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streamflow.runtime.dead_letter import HEADER_ERROR, HEADER_TRUNCATED
-from streamflow.runtime.record_chunks import ChunkReader
+from streamflow.cluster.record_chunks import ChunkReader
+from streamflow.operate.dead_letter_format import HEADER_ERROR, HEADER_TRUNCATED
 from tests.engine_helpers import REPO, WorkerProcess, load_app_with_env, read_topic
 
 pytestmark = pytest.mark.kafka

@@ -9,16 +9,16 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
-from streamflow.runtime.collector import DEFAULT_MAX_RECORD_BYTES
-from streamflow.runtime.dead_letter import (
+from streamflow.cluster.record_chunks import ChunkReader, split_value
+from streamflow.kafka.record_size import DEFAULT_MAX_RECORD_BYTES
+from streamflow.operate.dead_letter_format import (
     HEADER_ERROR,
     HEADER_ERROR_TYPE,
     HEADER_OFFSET,
     HEADER_PARTITION,
     HEADER_TOPIC,
 )
-from streamflow.runtime.dlq import DeadLetters
-from streamflow.runtime.record_chunks import ChunkReader, split_value
+from streamflow.operate.dead_letters import DeadLetters
 from tests.engine_helpers import create_topic, read_topic
 
 pytestmark = pytest.mark.kafka

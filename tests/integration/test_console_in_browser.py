@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from streamflow.runtime.dlq import HEADER_REPLAYED_FROM, DeadLetters
+from streamflow.operate.dead_letters import HEADER_REPLAYED_FROM, DeadLetters
 from tests.engine_helpers import REPO, WorkerProcess, load_app_with_env, wait_for
 
 pytestmark = pytest.mark.kafka

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streamflow.runtime.dead_letter import (
+from streamflow.operate.dead_letter_format import (
     HEADER_ERROR,
     HEADER_OFFSET,
     HEADER_PROCESSOR,

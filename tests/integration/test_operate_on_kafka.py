@@ -640,7 +640,7 @@ def test_the_group_protocol_moves_tasks_on_a_kill_and_loses_nothing(
 def test_workflow_instances_page_through_two_workers_in_id_order(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    from streamflow.runtime.state_query import StateQuery
+    from streamflow.operate.state_query import StateQuery
     from tests.engine_helpers import load_app_with_env
 
     wf_file = REPO / "tests" / "apps" / "workflow_app.py"

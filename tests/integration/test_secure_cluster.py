@@ -52,7 +52,7 @@ def _name() -> str:
 
 
 def _rules(name: str) -> list[Any]:
-    from streamflow.runtime.acls import app_acls
+    from streamflow.cluster.acls import app_acls
 
     app = load_app_with_env(APP_FILE, {"SF_TEST_APP": name})
     return app_acls(app.topology, "User:app", uses_registry=True)

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from streamflow import App
-from streamflow.runtime.dead_letter import (
+from streamflow.operate.dead_letter_format import (
     DEAD_LETTER_MAX_BYTES,
     HEADER_ERROR,
     HEADER_TRUNCATED,

@@ -5,13 +5,13 @@ values larger than one record are written as chunks up to the payload limit."""
 from __future__ import annotations
 
 from streamflow import App
-from streamflow.runtime.collector import (
+from streamflow.kafka.record_size import (
     ENVELOPE_BYTES,
     MESSAGE_MAX_BYTES,
     RECORD_HEADROOM,
     max_record_bytes,
 )
-from streamflow.runtime.dead_letter import HEADER_ERROR
+from streamflow.operate.dead_letter_format import HEADER_ERROR
 from streamflow.testing import TestDriver
 
 LIMIT = MESSAGE_MAX_BYTES - RECORD_HEADROOM

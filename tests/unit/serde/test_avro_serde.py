@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from streamflow.app import App
 from streamflow.errors import ConfigError, SerializationError
-from streamflow.runtime.dead_letter import HEADER_ERROR, HEADER_STAGE
+from streamflow.operate.dead_letter_format import HEADER_ERROR, HEADER_STAGE
 from streamflow.serde.avro.serde import AvroSerde, avro
 from streamflow.serde.avro.wire_format import header, schema_id_of, split
 from streamflow.serde.registry.base import InMemorySchemaRegistry

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from streamflow import App, ConfigError, TopologyError
-from streamflow.runtime.dead_letter import HEADER_STAGE
+from streamflow.operate.dead_letter_format import HEADER_STAGE
 from streamflow.testing import TestDriver
 
 

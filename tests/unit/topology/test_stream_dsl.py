@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from streamflow import App, ProcessorContext, Record, TopologyError
-from streamflow.runtime.dead_letter import HEADER_PROCESSOR, HEADER_STAGE
+from streamflow.operate.dead_letter_format import HEADER_PROCESSOR, HEADER_STAGE
 from streamflow.testing import TestDriver
 
 

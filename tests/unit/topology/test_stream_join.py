@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from streamflow import App, TopologyError
-from streamflow.runtime.topics import plan_topics
+from streamflow.cluster.topics import plan_topics
 from streamflow.testing import TestDriver
 
 MIN = 60_000

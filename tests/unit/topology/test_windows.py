@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from streamflow import App, ConfigError, Windowed, hopping, tumbling
-from streamflow.runtime.dead_letter import HEADER_PROCESSOR, HEADER_STAGE
+from streamflow.operate.dead_letter_format import HEADER_PROCESSOR, HEADER_STAGE
 from streamflow.serde.base import STR
 from streamflow.testing import TestDriver
 from streamflow.topology.windows import TimeWindows, windowed_serde

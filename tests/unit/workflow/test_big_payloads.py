@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from streamflow import App
+from streamflow.cluster.record_chunks import PART_TIMEOUT_MS, ChunkReader, is_chunk, split_value
 from streamflow.errors import PayloadTooLarge
-from streamflow.runtime.dead_letter import HEADER_ERROR, HEADER_TRUNCATED
-from streamflow.runtime.record_chunks import PART_TIMEOUT_MS, ChunkReader, is_chunk, split_value
+from streamflow.operate.dead_letter_format import HEADER_ERROR, HEADER_TRUNCATED
 from streamflow.state.chunked_values import PART_PREFIX
 from streamflow.testing import TestDriver
 
@@ -131,7 +131,7 @@ def test_a_dead_letter_over_one_record_goes_whole_as_chunks_not_cut() -> None:
 def test_the_sweep_of_parts_is_due_only_while_parts_may_wait(tmp_path) -> None:
     """A task that never saw a chunk has no sweep timer: it would fire every minute, and the
     driver's advance_time over a year would step through each one."""
-    from streamflow.runtime.record_chunks import SWEEP_EVERY_MS, ChunkJoiner
+    from streamflow.cluster.record_chunks import SWEEP_EVERY_MS, ChunkJoiner
     from streamflow.serde.base import BYTES, JSON
     from streamflow.state.store import KeyValueStore
 

@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from streamflow import App
-from streamflow.runtime.dead_letter import HEADER_ERROR
+from streamflow.operate.dead_letter_format import HEADER_ERROR
 from streamflow.testing import TestDriver
 from streamflow.workflow.api import Retry, StepFailed
 from streamflow.workflow.messages import Start, StepCommand, dumps
@@ -295,8 +295,8 @@ def test_a_step_raising_with_a_huge_message_is_answered_with_the_message_cut() -
 def test_an_answered_command_is_never_replayed_from_the_dead_letter_topic() -> None:
     """Its workflow already holds a non-retryable failure for the call: replaying the dead
     letter would run the step (and change its entity) for a call the workflow gave up on."""
-    from streamflow.runtime.dead_letter import HEADER_ANSWERED
-    from streamflow.runtime.dlq import DeadLetter
+    from streamflow.operate.dead_letter_format import HEADER_ANSWERED
+    from streamflow.operate.dead_letters import DeadLetter
 
     app = App("answered")
 

@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 from streamflow import App
-from streamflow.runtime.dead_letter import HEADER_ERROR
+from streamflow.operate.dead_letter_format import HEADER_ERROR
 from streamflow.testing import TestDriver
 from streamflow.workflow.api import NonRetryable, Retry, StepFailed
 

@@ -7,7 +7,7 @@ import itertools
 from datetime import timedelta
 
 from streamflow import App
-from streamflow.runtime.dead_letter import HEADER_ERROR, HEADER_STAGE
+from streamflow.operate.dead_letter_format import HEADER_ERROR, HEADER_STAGE
 from streamflow.testing import TestDriver
 from streamflow.workflow.api import Retry
 from streamflow.workflow.journal import RUNNING

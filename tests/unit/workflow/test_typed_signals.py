@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from streamflow import App
-from streamflow.runtime.dead_letter import HEADER_ERROR
+from streamflow.operate.dead_letter_format import HEADER_ERROR
 from streamflow.serde.typed import ValueMismatch
 from streamflow.testing import TestDriver
 

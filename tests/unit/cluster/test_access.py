@@ -1,4 +1,4 @@
-"""What a secured cluster refused, as one clear line (runtime/access.py), without a broker.
+"""What a secured cluster refused, as one clear line (cluster/access.py), without a broker.
 
 A wrong password, an untrusted CA or a missing ACL never heals by retrying, so the worker stops
 with a message naming what to fix. These tests feed `refusal_error` the exact texts librdkafka
@@ -19,11 +19,11 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AclOperation
 
 from streamflow import App
+from streamflow.cluster.access import check_group, check_topics, required_topic_operations
+from streamflow.cluster.acls import app_acls
 from streamflow.errors import AuthenticationFailed, AuthorizationFailed, TlsFailure
 from streamflow.kafka.refusals import denied, principal_of, refusal_error
 from streamflow.kafka.settings import KafkaSettings, resolve
-from streamflow.runtime.access import check_group, check_topics, required_topic_operations
-from streamflow.runtime.acls import app_acls
 
 BAD_PASSWORD = (
     "sasl_ssl://127.0.0.1:50097/bootstrap: SASL authentication error: Authentication failed "

@@ -8,10 +8,10 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamflow.runtime.dlq import parse_since
-from streamflow.runtime.http_endpoint import HttpEndpoint, WorkerCalls
+from streamflow.operate.dead_letters import parse_since
+from streamflow.operate.http_endpoint import HttpEndpoint, WorkerCalls
+from streamflow.operate.metrics import Metrics, Snapshot, TaskFigures
 from streamflow.runtime.log_format import JsonFormatter
-from streamflow.runtime.metrics import Metrics, Snapshot, TaskFigures
 from streamflow.runtime.step_executor import AttemptId, LongAttempt
 
 

@@ -1,4 +1,4 @@
-"""The ACLs an app needs, derived from its topology (runtime/acls.py, `streamflow acls`)."""
+"""The ACLs an app needs, derived from its topology (cluster/acls.py, `streamflow acls`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from streamflow import App
 from streamflow.cli import main
-from streamflow.runtime.acls import app_acls
+from streamflow.cluster.acls import app_acls
 
 
 def _app() -> App:

@@ -27,7 +27,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaExcep
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streamflow.errors import StreamflowError
-from streamflow.runtime.dlq import parse_since
+from streamflow.operate.dead_letters import parse_since
 from streamflow.topology.specs import TopicKind
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from streamflow.runtime.metrics import Metrics
+from streamflow.operate.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 
+from streamflow.cluster.topic_reader import MissingTopic, read_to_end
 from streamflow.errors import StoreClosed, StreamflowError
-from streamflow.runtime.group_status import endpoint_of, fetch_json
-from streamflow.runtime.http_endpoint import QueryError
-from streamflow.runtime.topic_reader import MissingTopic, read_to_end
+from streamflow.operate.group_status import endpoint_of, fetch_json
+from streamflow.operate.http_endpoint import QueryError
 from streamflow.serde.base import Serde
 from streamflow.state.chunked_values import whole_values
 from streamflow.topology.specs import StoreSpec

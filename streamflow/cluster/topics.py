@@ -16,9 +16,9 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamflow.cluster.access import AdminConnection
 from streamflow.errors import ConfigError, KafkaUnavailable, TopologyError
 from streamflow.kafka.refusals import denied
-from streamflow.runtime.access import AdminConnection
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicCollection
 
+from streamflow.cluster.acls import Acl, app_acls, uses_kafka_registry
 from streamflow.errors import (
     AuthorizationFailed,
     KafkaUnavailable,
 )
 from streamflow.kafka.refusals import ACLS_HINT, AFTER, denied, refusal_error
 from streamflow.kafka.settings import KafkaSettings
-from streamflow.runtime.acls import Acl, app_acls, uses_kafka_registry
 from streamflow.serde.registry.settings import RegistrySettings
 
 if TYPE_CHECKING:

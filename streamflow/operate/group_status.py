@@ -18,7 +18,7 @@ import orjson
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streamflow.runtime.http_endpoint import HTTP_CLIENT_ID_MARK
+from streamflow.operate.http_endpoint import HTTP_CLIENT_ID_MARK
 
 ENDPOINT_TIMEOUT_S = 1.0
 

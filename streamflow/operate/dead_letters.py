@@ -1,9 +1,9 @@
 """Reading the dead-letter topic and replaying its records, each exactly once.
 
-A dead letter (``runtime/dead_letter.py``) is the original record plus headers that say where it
-was read (topic, partition, offset), what failed and why. After the bug is fixed, ``replay``
-writes each chosen record back to the partition it came from, with its own headers, so the
-fixed code processes it as if it had just arrived.
+A dead letter (``operate/dead_letter_format.py``) is the original record plus headers that
+say where it was read (topic, partition, offset), what failed and why. After the bug is fixed,
+``replay`` writes each chosen record back to the partition it came from, with its own headers,
+so the fixed code processes it as if it had just arrived.
 
 Exactly once per dead letter, even when a replay is interrupted or run twice: every replayed
 record leaves a marker (key ``partition:offset`` of the dead letter) on the compacted topic
@@ -29,9 +29,11 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamflow.cluster.record_chunks import ChunkReader, is_chunk, split_value
+from streamflow.cluster.topic_reader import MissingTopic, read_to_end, reader_consumer
 from streamflow.errors import StreamflowError
-from streamflow.runtime.collector import max_record_bytes
-from streamflow.runtime.dead_letter import (
+from streamflow.kafka.record_size import max_record_bytes
+from streamflow.operate.dead_letter_format import (
     HEADER_ANSWERED,
     HEADER_ERROR,
     HEADER_ERROR_TYPE,
@@ -43,8 +45,6 @@ from streamflow.runtime.dead_letter import (
     HEADER_TRACE,
     HEADER_TRUNCATED,
 )
-from streamflow.runtime.record_chunks import ChunkReader, is_chunk, split_value
-from streamflow.runtime.topic_reader import MissingTopic, read_to_end, reader_consumer
 
 log = logging.getLogger(__name__)
 

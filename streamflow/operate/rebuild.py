@@ -16,7 +16,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from streamflow.runtime.topic_reader import read_to_end, reader_consumer
+from streamflow.cluster.topic_reader import read_to_end, reader_consumer
 from streamflow.state.store import KeyValueStore
 from streamflow.topology.specs import StoreSpec, SubTopology
 

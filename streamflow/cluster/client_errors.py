@@ -83,6 +83,6 @@ def check_cluster(settings: KafkaSettings, server: str) -> None:
     """Ask the cluster once, through the worker's quiet admin check
     (``access.AdminConnection``): a refused password or certificate, or nothing listening,
     raises the one line ``run`` prints, within seconds."""
-    from streamflow.runtime.access import AdminConnection
+    from streamflow.cluster.access import AdminConnection
 
     AdminConnection(settings, server).list_topics(timeout=CHECK_TIMEOUT_S)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import traceback
 
-from streamflow.runtime.collector import DEFAULT_MAX_RECORD_BYTES
+from streamflow.kafka.record_size import DEFAULT_MAX_RECORD_BYTES
 from streamflow.topology.nodes import NODE_MARKER
 
 HEADER_ERROR = "streamflow.error"
