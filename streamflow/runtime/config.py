@@ -88,7 +88,7 @@ def consumer_config(config: AppConfig, assignment_strategy: str) -> dict[str, An
         "partition.assignment.strategy": assignment_strategy,
         "session.timeout.ms": config.session_timeout_ms,
         "heartbeat.interval.ms": max(1000, config.session_timeout_ms // 4),
-        "max.poll.interval.ms": 300_000,
+        "max.poll.interval.ms": max_poll_interval_ms(config),
         # A task reading several topics waits for a lagging one until it is known to be at
         # its end (runtime/aligned_input.py): partition-EOF is how it knows.
         "enable.partition.eof": True,
@@ -146,3 +146,18 @@ def producer_config(config: AppConfig, transactional_id: str | None) -> dict[str
 def admin_config(config: AppConfig) -> dict[str, Any]:
     """The admin client's settings: the cluster's address and the shared client settings."""
     return dict(config.kafka.client(config.bootstrap))
+
+
+def max_poll_interval_ms(config: AppConfig) -> int:
+    """How long the group waits for this worker, first of all to give up partitions.
+
+    With the consumer protocol (KIP-848) this is also the *rebalance timeout*: how long the
+    coordinator lets a member keep partitions it has been asked to revoke before fencing it.
+    The fault suite saw a member miss its new assignment after its coordinator broker was
+    killed (librdkafka kept the old one, and kept polling): the partitions it should have handed
+    over stayed unprocessed until this timeout fenced it, five minutes with the client's
+    default. So it is as short as the worker allows: its loop never blocks longer than a
+    shutdown grace plus two bounded transaction calls (``bounded_calls``), with room to spare.
+    """
+    blocked_ms = int(config.shutdown_grace * 1000) + 2 * config.transaction_timeout_ms
+    return max(45_000, blocked_ms + 10_000, config.session_timeout_ms)

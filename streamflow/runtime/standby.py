@@ -18,11 +18,11 @@ our own is needed. A worker never keeps a standby of a task it owns.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from streamflow.runtime.restore import Restorer
 from streamflow.state.store import KeyValueStore
@@ -69,11 +69,34 @@ class StandbyReplicas(Restorer):
     ) -> None:
         super().__init__(bootstrap, f"{app_name}-standby", settings, batch_size=5_000)
         self.state_dir = state_dir
+        self.all_subs = list(subs)
         self.subs = {sub.id: sub for sub in subs if sub.stores}
         self.replicas: dict[str, Replica] = {}
 
     def _finished(self) -> list[Any]:
         return []  # a standby never finishes: it follows its changelogs until released
+
+    def refresh(
+        self, admin: Any, group: str, mine: str, count: int, owned: Collection[str]
+    ) -> None:
+        """Keep the standbys the ring gives member ``mine`` now (``standby_tasks``), never one
+        of the tasks this worker ``owned``. The group's description is a network call: a
+        cluster that does not answer within 2 s leaves the standbys as they are until the next
+        refresh."""
+        try:
+            described = admin.describe_consumer_groups([group])[group].result(2)
+        except (KafkaException, RuntimeError, TimeoutError) as exc:
+            log.debug("standbys not refreshed: %s", exc)
+            return
+        sub_of_topic = {t.name: sub.id for sub in self.all_subs for t in sub.sources}
+        owners: dict[str, str] = {}
+        for member in described.members:
+            for tp in member.assignment.topic_partitions or []:
+                sub_id = sub_of_topic.get(tp.topic)
+                if sub_id is not None:
+                    owners[f"{sub_id}_{tp.partition}"] = member.member_id
+        members = [m.member_id for m in described.members]
+        self.keep(standby_tasks(mine, members, owners, count) - set(owned))
 
     def keep(self, wanted: set[str]) -> None:
         """Keep replicas of exactly the tasks ``wanted`` (ids ``<sub>_<partition>``). A standby
