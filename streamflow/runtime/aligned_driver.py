@@ -37,7 +37,7 @@ class AlignedDriver:
         topology: Any,
         consumer: Consumer,
         cycle: CommitCycle[Task],
-        commit: Callable[[], None],
+        commit: Callable[[], object],
     ) -> None:
         self._table = table
         self._topology = topology

@@ -30,7 +30,7 @@ class StepPump:
         self,
         executor: StepExecutor,
         cycle: CommitCycle[Task],
-        commit: Callable[[], None],
+        commit: Callable[[], object],
         max_cycle_seconds: float,
         submitted_at_commit: int = 0,
     ) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from streamflow.runtime.task import Task
 from streamflow.topology.specs import SubTopology
@@ -82,3 +82,28 @@ class TaskTable:
         for parts in self.route.values():
             parts[:] = [None] * len(parts)
         return tasks
+
+    def stage(self, consumer: Consumer, stop_at: dict[tuple[str, int], int] | None) -> list[Task]:
+        """Stage each running task's input offsets; return the tasks with something to commit.
+
+        Offsets come from the consumer's position (one call per cycle, not one dict write per
+        record): every record returned by the consumer was processed before a commit, so the
+        position of each partition is exactly the next offset to commit (``stop_at``: the first
+        unprocessed offsets of a mid-batch commit). Every running partition's offset goes into
+        every transaction, unchanged ones included: the offsets carry the group generation, so
+        a worker evicted from the group (a long pause, a cut network) is fenced even when its
+        cycle only fired timers.
+        """
+        tps = [tp for t in self.tasks.values() if self.is_running(t) for tp in self.partitions(t)]
+        if tps:
+            for tp in consumer.position(tps):
+                task = self.route[tp.topic][tp.partition]
+                if task is None:
+                    continue
+                position = tp.offset
+                if stop_at is not None:
+                    position = min(position, stop_at.get((tp.topic, tp.partition), position))
+                # Negative: nothing fetched since assignment (the committed offset stays); a
+                # step task commits only up to its lowest unfinished command.
+                task.offsets.stage(tp.topic, position)
+        return [t for t in self.tasks.values() if t.offsets.has_staged or t.stores]

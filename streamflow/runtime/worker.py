@@ -12,6 +12,10 @@ per job: ``worker_clients`` (topics first, then the clients, replaced together o
 error), ``task_table`` (which task runs where), ``assignments`` (a task's life from assignment
 to close), ``aligned_driver`` (tasks that read several topics), ``step_pump`` (finished step
 attempts into cycles), ``status_publisher`` (the endpoint's figures) and ``commit_cycle``.
+
+Size: over 450 lines because the loop, its commits, the recovery and the shutdown all decide
+what happens to the *open cycle* (commit it, abort it, never touch it again), and that
+decision must be read in one place.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from streamflow.cluster.access import AdminConnection
 from streamflow.cluster.identity import WorkerIdentity
 from streamflow.errors import ConfigError, KafkaUnavailable
-from streamflow.kafka.refusals import denied, principal_of
+from streamflow.kafka.refusals import principal_of
 from streamflow.operate.http_endpoint import HTTP_CLIENT_ID_MARK, HttpEndpoint, WorkerCalls
 from streamflow.operate.metrics import Metrics
 from streamflow.operate.state_query import WorkerQueries, store_specs
@@ -43,6 +47,8 @@ from streamflow.runtime.task import Task
 from streamflow.runtime.task_table import TaskTable
 from streamflow.runtime.worker_clients import (
     Clients,
+    check_librdkafka,
+    consumer_error,
     raise_if_denied,
     setup_topics,
     start_clients,
@@ -107,7 +113,7 @@ class Worker:
 
     def run(self, install_signal_handlers: bool = True) -> None:
         cfg = self.config
-        _check_librdkafka()
+        check_librdkafka()
         identity = WorkerIdentity(cfg.state_dir / cfg.name)
         clean = False
         self.worker_id = identity.worker_id
@@ -484,30 +490,19 @@ class Worker:
             self.aligned.drain()
 
     def _consumer_error(self, msg: Any) -> None:
-        err = msg.error()
-        topic = msg.topic()
-        on_topic = bool(topic) and err.code() != KafkaError.GROUP_AUTHORIZATION_FAILED
-        refusal = denied(
-            err,
-            "READ",
-            "topic" if on_topic else "group",
-            topic if on_topic else self.config.name,
-            self._principal,
-        )
-        if refusal is not None:
-            raise refusal
-        if err.fatal():
-            raise KafkaUnavailable(f"consumer fatal error: {err.str()}")
-        log.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err.str())
+        consumer_error(msg, self.config.name, self._principal)
 
     # -- commits -----------------------------------------------------------------------------------
 
-    def _commit(self) -> None:
+    def _commit(self, stop_at: dict[tuple[str, int], int] | None = None) -> bool:
+        """Commit the open cycle; False when it aborted (the input was rewound). Tasks the
+        abort could not rewind start again (``Assignments.restart``)."""
         cycle = self.cycle
-        cycle.commit(self._running_tasks())
+        committed = cycle.commit(self._running_tasks(stop_at))
         if cycle.unrewound:
             tasks, cycle.unrewound = cycle.unrewound, []
             self.assignments.restart(tasks)
+        return committed
 
     def _commit_before(self, unprocessed: list[Any]) -> bool:
         """Commit mid-batch: each partition's offset stops at its first unprocessed record."""
@@ -515,41 +510,12 @@ class Worker:
         for msg in unprocessed:
             if msg.error() is None:
                 first.setdefault((msg.topic(), msg.partition()), msg.offset())
-        cycle = self.cycle
-        committed = cycle.commit(self._running_tasks(first))
-        if cycle.unrewound:
-            tasks, cycle.unrewound = cycle.unrewound, []
-            self.assignments.restart(tasks)
-        return committed
+        return self._commit(first)
 
     def _running_tasks(self, stop_at: dict[tuple[str, int], int] | None = None) -> list[Task]:
-        """Tasks with something to commit, their input offsets filled in.
-
-        Offsets come from the consumer's position (one call per cycle, not one dict write per
-        record): every record returned by the consumer was processed before a commit, so the
-        position of each partition is exactly the next offset to commit (``stop_at``: the first
-        unprocessed offsets of a mid-batch commit). Every running partition's offset goes into
-        every transaction, unchanged ones included: the offsets carry the group generation, so
-        a worker evicted from the group (a long pause, a cut network) is fenced even when its
-        cycle only fired timers.
-        """
+        """Tasks with something to commit, their input offsets staged (``TaskTable.stage``)."""
         assert self.clients is not None
-        table = self.table
-        tps = [
-            tp for t in table.tasks.values() if table.is_running(t) for tp in table.partitions(t)
-        ]
-        if tps:
-            for tp in self.clients.consumer.position(tps):
-                task = table.route[tp.topic][tp.partition]
-                if task is None:
-                    continue
-                position = tp.offset
-                if stop_at is not None:
-                    position = min(position, stop_at.get((tp.topic, tp.partition), position))
-                # Negative: nothing fetched since assignment (the committed offset stays); a
-                # step task commits only up to its lowest unfinished command.
-                task.offsets.stage(tp.topic, position)
-        return [t for t in table.tasks.values() if t.offsets.has_staged or t.stores]
+        return self.table.stage(self.clients.consumer, stop_at)
 
     # -- rebalance callbacks: the open cycle is settled before tasks change hands ------------------
 
@@ -569,23 +535,3 @@ class Worker:
         # We are no longer the owner: our open transaction must not commit.
         self.cycle.abort(self._running_tasks(), "partitions lost")
         self.assignments.close(partitions)
-
-
-OLDEST_LIBRDKAFKA = (2, 16, 0)
-"""From 2.2 until its fix (librdkafka #4844, fixed by #5213 in 2025), librdkafka advanced the
-consumer's position by 2 after a partition-EOF in batch consumption; the worker commits positions
-and asks for EOFs, so a commit could skip a record. 2.16 is the oldest checked to be right
-(tests/integration/test_partition_eof.py)."""
-
-
-def _check_librdkafka() -> None:
-    from confluent_kafka import libversion
-
-    version = libversion()[0]
-    parts = tuple(int(p) for p in version.split("-")[0].split(".")[:3])
-    if parts < OLDEST_LIBRDKAFKA:
-        raise ConfigError(
-            f"librdkafka {version} is older than 2.16: versions since 2.2 that lack the fix "
-            "for librdkafka #4844 misplace the consumer's position after a partition end, which "
-            "could skip records; install confluent-kafka>=2.16 (it bundles librdkafka 2.16)"
-        )

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, libversion
 
 from streamflow.cluster import access
 from streamflow.cluster.access import AdminConnection
 from streamflow.cluster.record_chunks import chunked_topics
 from streamflow.cluster.topics import TopicPlan, ensure_topics, existing_topics, plan_topics
-from streamflow.errors import KafkaUnavailable
+from streamflow.errors import ConfigError, KafkaUnavailable
 from streamflow.kafka.record_size import max_record_bytes
 from streamflow.kafka.refusals import denied
 from streamflow.operate.metrics import Metrics
@@ -206,3 +206,37 @@ def start_clients(
         standbys=standbys,
         cooperative=cooperative,
     )
+
+
+def consumer_error(msg: Any, app: str, principal: str) -> None:
+    """An error the consumer returned as a message: a refusal names the missing ACL, a fatal
+    one ends these clients (the worker recovers with new ones), anything else is logged."""
+    err = msg.error()
+    topic = msg.topic()
+    on_topic = bool(topic) and err.code() != KafkaError.GROUP_AUTHORIZATION_FAILED
+    refusal = denied(
+        err, "READ", "topic" if on_topic else "group", topic if on_topic else app, principal
+    )
+    if refusal is not None:
+        raise refusal
+    if err.fatal():
+        raise KafkaUnavailable(f"consumer fatal error: {err.str()}")
+    log.warning("consumer error on %s[%s]: %s", msg.topic(), msg.partition(), err.str())
+
+
+OLDEST_LIBRDKAFKA = (2, 16, 0)
+"""From 2.2 until its fix (librdkafka #4844, fixed by #5213 in 2025), librdkafka advanced the
+consumer's position by 2 after a partition-EOF in batch consumption; the worker commits positions
+and asks for EOFs, so a commit could skip a record. 2.16 is the oldest checked to be right
+(tests/integration/test_partition_eof.py)."""
+
+
+def check_librdkafka() -> None:
+    version = libversion()[0]
+    parts = tuple(int(p) for p in version.split("-")[0].split(".")[:3])
+    if parts < OLDEST_LIBRDKAFKA:
+        raise ConfigError(
+            f"librdkafka {version} is older than 2.16: versions since 2.2 that lack the fix "
+            "for librdkafka #4844 misplace the consumer's position after a partition end, which "
+            "could skip records; install confluent-kafka>=2.16 (it bundles librdkafka 2.16)"
+        )
