@@ -112,6 +112,58 @@ READINGS_V2 = [STATUS_V2, READING_V2, STATS_V2]
 READINGS_V3 = [STATUS_V2, READING_V2, with_fields(STATS_V2, {"name": "median", "type": "double"})]
 
 
+# -- acme.Transfer → acme.Receipt: a payment workflow's payloads (tests/workflow_schema_versions.py)
+# v1 → v2 changes every payload the four compatible ways: a field added with a default
+# (Transfer.priority, Receipt.charged_by), a field that had a default removed (Transfer.memo,
+# Receipt.note), int promoted to long (amount), and an enum symbol added to an enum that has a
+# default (Channel.MOBILE). v3 adds a field without a default to Transfer: incompatible under
+# FULL_TRANSITIVE both ways.
+
+CHANNEL_V1: Schema = {
+    "type": "enum",
+    "name": "Channel",
+    "namespace": "acme",
+    "symbols": ["WEB", "BRANCH"],
+    "default": "WEB",
+}
+CHANNEL_V2 = {**CHANNEL_V1, "symbols": ["WEB", "BRANCH", "MOBILE"]}
+TRANSFER_V1 = record(
+    "Transfer",
+    {"name": "account", "type": "string"},
+    {"name": "amount", "type": "int"},
+    {"name": "channel", "type": "acme.Channel"},
+    {"name": "memo", "type": "string", "default": ""},
+)
+TRANSFER_V2 = record(
+    "Transfer",
+    {"name": "account", "type": "string"},
+    {"name": "amount", "type": "long"},
+    {"name": "channel", "type": "acme.Channel"},
+    {"name": "priority", "type": "int", "default": 0},
+)
+RECEIPT_V1 = record(
+    "Receipt",
+    {"name": "account", "type": "string"},
+    {"name": "amount", "type": "int"},
+    {"name": "channel", "type": "acme.Channel"},
+    {"name": "note", "type": "string", "default": "v1"},
+)
+RECEIPT_V2 = record(
+    "Receipt",
+    {"name": "account", "type": "string"},
+    {"name": "amount", "type": "long"},
+    {"name": "channel", "type": "acme.Channel"},
+    {"name": "charged_by", "type": "string", "default": "unknown"},
+)
+PAYMENTS_V1 = [CHANNEL_V1, TRANSFER_V1, RECEIPT_V1]
+PAYMENTS_V2 = [CHANNEL_V2, TRANSFER_V2, RECEIPT_V2]
+PAYMENTS_V3 = [
+    CHANNEL_V2,
+    with_fields(TRANSFER_V2, {"name": "currency", "type": "string"}),
+    RECEIPT_V2,
+]
+
+
 # -- a recursive record -----------------------------------------------------------------------
 
 NODE = record(
