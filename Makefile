@@ -6,7 +6,8 @@
 #   make kafka       start the local broker (`make kafka-stop` stops it); `make test` reuses it
 #   make chaos       the crash and fault tests at full size (10,000 transfers, 200,000 records,
 #                    100,000 windowed clicks, 60,000 joined views and clicks)
-#   make lint        ruff (lint + format check) and mypy --strict on streamflow/
+#   make lint        ruff (lint + format check), mypy --strict on streamflow/ and topologies/,
+#                    the layer check
 #
 # Kafka comes from Maven Central jars via `mvn` (cached in ~/.cache/streamflow, or
 # $STREAMFLOW_CACHE_DIR). Set STREAMFLOW_BOOTSTRAP=host:port to test against an existing cluster,

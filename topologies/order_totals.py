@@ -14,7 +14,27 @@ Run it (a broker from ``streamflow dev kafka start`` or your own):
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from streamflow import App
+
+
+class Order(TypedDict):
+    """A record of ``orders``, as JSON: what the filter, the re-key and ``add_order`` read."""
+
+    id: str
+    customer: str
+    cents: int
+    status: str  # paid | cancelled | pending
+
+
+class CustomerTotals(TypedDict):
+    """A customer's totals, in the store and on ``customer-totals``."""
+
+    orders: int
+    cents: int
+    last_order: str | None  # None only in the initial value, before the first order
+
 
 app = App("order-totals")
 
@@ -22,7 +42,7 @@ orders = app.topic("orders", key="str", value="json", partitions=6)
 totals = app.topic("customer-totals", key="str", value="json", partitions=6)
 
 
-def add_order(acc: dict, order: dict) -> dict:
+def add_order(acc: CustomerTotals, order: Order) -> CustomerTotals:
     """Counts and sums in cents: floats would drift, and replays must reproduce totals exactly."""
     return {
         "orders": acc["orders"] + 1,

@@ -22,8 +22,9 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from streamflow import App
+from streamflow import App, StepContext, WorkflowContext
 from streamflow.workflow.api import Exponential, NonRetryable, Retry, SignalTimeout
 
 app = App(os.environ.get("PAYMENTS_APP", "payments"))  # env: run several copies on one cluster
@@ -37,7 +38,7 @@ SCORING_LATENCY = float(os.environ.get("PAYMENTS_SCORING_LATENCY", "0"))
 """Seconds each ledger / scoring call waits, standing in for the services' round trips."""
 
 
-def _injected_failure(ctx, what: str) -> None:
+def _injected_failure(ctx: StepContext, what: str) -> None:
     # Seeded by idempotency key and attempt, so a replayed attempt fails (or not) the same way.
     if (
         FAILURE_RATE
@@ -69,26 +70,28 @@ LEDGER_RETRY = Retry(attempts=10, backoff=Exponential(0.05, 2))
 
 
 @app.step(entity="accounts", retry=LEDGER_RETRY)
-def credit(ctx, account: str, amount: int) -> int:
+def credit(ctx: StepContext, account: str, amount: int) -> int:
     time.sleep(LEDGER_LATENCY)
-    ctx.state = (ctx.state or 0) + amount
+    balance: int = (ctx.state or 0) + amount  # ctx.state: this account's balance in cents
+    ctx.state = balance
     _injected_failure(ctx, "ledger")  # after the write: a failed attempt's write must not stick
-    return ctx.state
+    return balance
 
 
 @app.step(entity="accounts", retry=LEDGER_RETRY)
-def debit(ctx, account: str, amount: int) -> int:
+def debit(ctx: StepContext, account: str, amount: int) -> int:
     time.sleep(LEDGER_LATENCY)
-    balance = ctx.state or 0
+    balance: int = ctx.state or 0
     if balance < amount:
         raise InsufficientFunds(f"account {account} has {balance}, needs {amount}")
-    ctx.state = balance - amount
+    balance -= amount
+    ctx.state = balance
     _injected_failure(ctx, "ledger")
-    return ctx.state
+    return balance
 
 
 @app.step(retry=Retry(attempts=5, backoff=Exponential(0.2, 30)), timeout=timedelta(seconds=10))
-def fraud_check(ctx, t: Transfer) -> str:
+def fraud_check(ctx: StepContext, t: Transfer) -> str:
     """Stands in for a call to a scoring service (which would get ctx.idempotency_key)."""
     time.sleep(SCORING_LATENCY)
     _injected_failure(ctx, "fraud scoring")
@@ -100,7 +103,7 @@ def fee_for(amount: int) -> int:
 
 
 @app.workflow(version=1)
-async def transfer(ctx, t: Transfer) -> Receipt:
+async def transfer(ctx: WorkflowContext, t: Transfer) -> Receipt:
     if await ctx.step(fraud_check, t) == "reject":
         return Receipt(t.id, "rejected")
     if t.amount > APPROVAL_LIMIT:
@@ -127,6 +130,13 @@ async def transfer(ctx, t: Transfer) -> Receipt:
 
 
 @app.workflow(version=1)
-async def open_account(ctx, opening: dict) -> int:
-    """Fund a new account; a second open with the same id is a no-op (idempotent start)."""
-    return await ctx.step(credit, opening["account"], opening["deposit"])
+async def open_account(ctx: WorkflowContext, opening: dict[str, Any]) -> int:
+    """Fund a new account; a second open with the same id is a no-op (idempotent start).
+
+    ``opening`` is the JSON object a client sends, ``{"account": str, "deposit": int}``. It is
+    annotated as a dict, not a TypedDict, because the input check at start (``serde/typed.py``)
+    refuses anything but a JSON object for a dict and would let anything through for a
+    TypedDict; its fields get their types here, so the ``credit`` call below is checked."""
+    account: str = opening["account"]
+    deposit: int = opening["deposit"]
+    return await ctx.step(credit, account, deposit)

@@ -15,10 +15,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import orjson
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
+
+if TYPE_CHECKING:  # the topology's record shapes; it runs in the workers, not imported here
+    from order_totals import CustomerTotals, Order
 
 HERE = Path(__file__).resolve().parent
 APP = "order-totals"
@@ -29,6 +33,13 @@ TOPICS = [
     f"{APP}-customer-totals-changelog",
     f"{APP}.dlq",
 ]
+
+
+class Counts(TypedDict):
+    """A customer's totals without ``last_order``: what is compared with the topology's."""
+
+    orders: int
+    cents: int
 
 
 def reset(bootstrap: str, state_root: Path) -> None:
@@ -49,7 +60,7 @@ def reset(bootstrap: str, state_root: Path) -> None:
         time.sleep(0.5)
 
 
-def make_orders(n: int, customers: int, seed: int = 2026) -> list[dict]:
+def make_orders(n: int, customers: int, seed: int = 2026) -> list[Order]:
     rng = random.Random(seed)
     weights = [1 / (i + 1) for i in range(customers)]  # a few big customers, a long tail
     names = [f"cust-{i:04d}" for i in range(customers)]
@@ -65,7 +76,7 @@ def make_orders(n: int, customers: int, seed: int = 2026) -> list[dict]:
     ]
 
 
-def produce(bootstrap: str, orders: list[dict]) -> None:
+def produce(bootstrap: str, orders: list[Order]) -> None:
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -97,14 +108,20 @@ class TotalsReader:
             }
         )
         self._consumer.subscribe(["customer-totals"])
-        self.latest: dict[str, dict] = {}
+        self.latest: dict[str, CustomerTotals] = {}
         self.updates = 0
 
     def poll(self, seconds: float) -> None:
         for msg in self._consumer.consume(10_000, seconds):
             if msg.error():
                 continue
-            self.latest[msg.key().decode()] = orjson.loads(msg.value())
+            key, value = msg.key(), msg.value()
+            if key is None or value is None:
+                # The topology only ever writes totals: a record without one is not its own.
+                raise RuntimeError(
+                    f"customer-totals: a record without a key or value at {msg.offset()}"
+                )
+            self.latest[key.decode()] = orjson.loads(value)
             self.updates += 1
 
     def close(self) -> None:
@@ -168,7 +185,7 @@ def main() -> int:
     for worker in workers:
         worker.wait(60)
 
-    truth: dict[str, dict] = {}
+    truth: dict[str, Counts] = {}
     for order in orders:
         if order["status"] == "paid":
             t = truth.setdefault(order["customer"], {"orders": 0, "cents": 0})

@@ -30,69 +30,10 @@ from streamflow.serde.avro.serde import AvroSerde, avro
 from streamflow.serde.avro.wire_format import schema_id_of
 from streamflow.serde.registry.compatibility import CompatibilityMode
 from streamflow.serde.registry.kafka import KafkaSchemaRegistry
+from tests.avro_schemas import READINGS_V1, READINGS_V2, READINGS_V3, write_schemas
 from tests.engine_helpers import RunningWorker, create_topic, read_topic, wait_for
 
 pytestmark = pytest.mark.kafka
-
-STATUS = {
-    "type": "enum",
-    "name": "Status",
-    "namespace": "acme",
-    "symbols": ["OK", "FAIL"],
-    "default": "OK",
-}
-READING = {
-    "type": "record",
-    "name": "Reading",
-    "namespace": "acme",
-    "fields": [
-        {"name": "sensor", "type": "string"},
-        {"name": "value", "type": "int"},
-        {"name": "status", "type": "acme.Status"},
-        {"name": "firmware", "type": "string", "default": "1.0"},
-    ],
-}
-STATS = {
-    "type": "record",
-    "name": "Stats",
-    "namespace": "acme",
-    "fields": [
-        {"name": "count", "type": "long"},
-        {"name": "max_value", "type": "long"},
-        {"name": "last_status", "type": "acme.Status"},
-        {"name": "source", "type": "string", "default": "v1"},
-    ],
-}
-V1 = [STATUS, READING, STATS]
-V2 = [  # every change compatible: int→long, a symbol, a field added, a field removed
-    {**STATUS, "symbols": ["OK", "FAIL", "DEGRADED"]},
-    {
-        **READING,
-        "fields": [
-            {"name": "sensor", "type": "string"},
-            {"name": "value", "type": "long"},
-            {"name": "status", "type": "acme.Status"},
-            {"name": "unit", "type": "string", "default": "celsius"},
-        ],
-    },
-    {
-        **STATS,
-        "fields": [
-            {"name": "count", "type": "long"},
-            {"name": "max_value", "type": "long"},
-            {"name": "last_status", "type": "acme.Status"},
-            {"name": "mean", "type": "double", "default": 0.0},
-        ],
-    },
-]
-V3 = [V2[0], V2[1], {**V2[2], "fields": [*V2[2]["fields"], {"name": "median", "type": "double"}]}]
-
-
-def write_schemas(directory: Path, schemas: list[dict[str, Any]]) -> Path:
-    directory.mkdir(parents=True)
-    for schema in schemas:
-        (directory / f"{schema['name'].lower()}.avsc").write_text(json.dumps(schema))
-    return directory
 
 
 def fold(stats: dict[str, Any], reading: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +103,10 @@ def test_v1_state_and_records_read_under_v2_and_an_incompatible_store_is_refused
     names = {"app": f"evolve-{run}", "input": f"readings-{run}", "output": f"stats-{run}"}
     create_topic(kafka_bootstrap, names["input"], 2)
     create_topic(kafka_bootstrap, names["output"], 2)
-    v1, v2, v3 = (write_schemas(tmp_path / n, s) for n, s in (("v1", V1), ("v2", V2), ("v3", V3)))
+    v1, v2, v3 = (
+        write_schemas(tmp_path / n, s)
+        for n, s in (("v1", READINGS_V1), ("v2", READINGS_V2), ("v3", READINGS_V3))
+    )
     state = tmp_path / "state"
     subject = f"{names['input']}-value"
     sensors = [f"s{i}" for i in range(6)]

@@ -24,8 +24,9 @@ from streamflow.serde.avro.wire_format import schema_id_of
 from streamflow.serde.registry.compatibility import CompatibilityMode
 from streamflow.serde.registry.kafka import KafkaSchemaRegistry
 from streamflow.workflow.payloads import AVRO, is_packed
+from tests.avro_schemas import PAYMENTS_V1, PAYMENTS_V2, write_schemas
 from tests.engine_helpers import RunningWorker, create_topic, read_topic, wait_for
-from tests.workflow_schema_versions import V1, V2, settle_app, write_schemas
+from tests.workflow_schema_versions import settle_app
 
 pytestmark = pytest.mark.kafka
 
@@ -50,7 +51,10 @@ def test_a_workflow_sleeping_under_v1_wakes_under_v2_reading_its_journal_and_wri
     run = uuid.uuid4().hex[:8]
     app_name, receipts = f"wfevolve-{run}", f"receipts-{run}"
     create_topic(kafka_bootstrap, receipts, 2)
-    v1, v2 = write_schemas(tmp_path / "v1", V1), write_schemas(tmp_path / "v2", V2)
+    v1, v2 = (
+        write_schemas(tmp_path / "v1", PAYMENTS_V1),
+        write_schemas(tmp_path / "v2", PAYMENTS_V2),
+    )
     state = tmp_path / "state"
     old_input = {"account": "acc-1", "amount": 2**30, "channel": "BRANCH", "memo": "rent"}
     new_input = {"account": "acc-2", "amount": 2**40, "channel": "MOBILE", "priority": 3}

@@ -2,6 +2,8 @@
 
 A Python block preceded by ``<!-- runs as written: NAME -->`` is run; blocks with the same
 NAME run one after the other in one namespace (a quickstart, then its test), in the driver.
+A block preceded by ``<!-- as in PATH -->`` is a verbatim part of that file of the checkout,
+so it is what the checks of that file (mypy over ``topologies/``, its tests) have read.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 MARKED = re.compile(
     r"<!-- runs as written: (?P<name>[\w-]+) -->\n```python\n(?P<code>.*?)```", re.S
 )
+COPIED = re.compile(r"<!-- as in (?P<path>[\w./-]+) -->\n```python\n(?P<code>.*?)```", re.S)
 
 
 def _examples() -> dict[str, list[str]]:
@@ -38,3 +41,10 @@ def test_the_readme_example_runs(name: str, tmp_path: Path, monkeypatch) -> None
     monkeypatch.setitem(sys.modules, module.__name__, module)
     for number, code in enumerate(_examples()[name], start=1):
         exec(compile(code, f"README.md ({name} #{number})", "exec"), module.__dict__)
+
+
+def test_the_readme_copies_its_typed_example_from_the_file_that_is_type_checked() -> None:
+    copies = {m["path"]: m["code"] for m in COPIED.finditer(README.read_text())}
+    assert "topologies/typed_payments.py" in copies
+    for path, code in copies.items():
+        assert code in (README.parent / path).read_text(), f"README block differs from {path}"

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from test_compatibility_fastavro import writer_schemas
 
 from streamflow.serde.avro.codec import CompiledCodec, compile_codec
+from tests.avro_schemas import NODE
 
 HEADER = b"\x00\x00\x00\x00\x2a"
 SETTINGS = settings(
@@ -218,16 +219,7 @@ def test_unions_that_need_fastavros_deep_validation_are_left_to_fastavro(schema:
 
 
 def test_recursive_records_compile() -> None:
-    parsed = fastavro.parse_schema(
-        {
-            "type": "record",
-            "name": "Node",
-            "fields": [
-                {"name": "value", "type": "int"},
-                {"name": "next", "type": ["null", "Node"], "default": None},
-            ],
-        }
-    )
+    parsed = fastavro.parse_schema(NODE)
     codec = compiled(parsed)
     assert codec is not None
     value = {"value": 1, "next": {"value": 2, "next": {"value": 3, "next": None}}}

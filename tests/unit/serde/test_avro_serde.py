@@ -19,55 +19,25 @@ from streamflow.serde.avro.wire_format import header, schema_id_of, split
 from streamflow.serde.registry.base import InMemorySchemaRegistry
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.testing import TestDriver
-
-STATUS_V1 = {
-    "type": "enum",
-    "name": "Status",
-    "namespace": "acme",
-    "symbols": ["OK", "FAIL"],
-    "default": "OK",
-}
-STATUS_V2 = {**STATUS_V1, "symbols": ["OK", "FAIL", "DEGRADED"]}
-READING_V1 = {
-    "type": "record",
-    "name": "Reading",
-    "namespace": "acme",
-    "fields": [
-        {"name": "sensor", "type": "string"},
-        {"name": "value", "type": "int"},
-        {"name": "status", "type": "acme.Status"},
-        {"name": "firmware", "type": "string", "default": "1.0"},
-    ],
-}
-READING_V2 = {  # int→long, a symbol added, a field with a default added, one with a default gone
-    "type": "record",
-    "name": "Reading",
-    "namespace": "acme",
-    "fields": [
-        {"name": "sensor", "type": "string"},
-        {"name": "value", "type": "long"},
-        {"name": "status", "type": "acme.Status"},
-        {"name": "unit", "type": "string", "default": "celsius"},
-    ],
-}
-
-
-def schema_dir(tmp_path: Path, name: str, *schemas: dict[str, Any]) -> Path:
-    directory = tmp_path / name
-    directory.mkdir()
-    for schema in schemas:
-        (directory / f"{schema['name'].lower()}.avsc").write_text(json.dumps(schema))
-    return directory
+from tests.avro_schemas import (
+    READING_V1,
+    READING_V2,
+    READINGS_V1,
+    READINGS_V2,
+    STATUS_V1,
+    STATUS_V2,
+    write_schemas,
+)
 
 
 @pytest.fixture
 def v1(tmp_path: Path) -> Path:
-    return schema_dir(tmp_path, "v1", STATUS_V1, READING_V1, STATS_V1)
+    return write_schemas(tmp_path / "v1", READINGS_V1)
 
 
 @pytest.fixture
 def v2(tmp_path: Path) -> Path:
-    return schema_dir(tmp_path, "v2", STATUS_V2, READING_V2, STATS_V2)
+    return write_schemas(tmp_path / "v2", READINGS_V2)
 
 
 def bound(
@@ -152,7 +122,7 @@ _V1_SERDE: list[AvroSerde] = []
 
 def _shared_v1(factory: pytest.TempPathFactory) -> AvroSerde:
     if not _V1_SERDE:
-        directory = schema_dir(factory.mktemp("shared"), "v1", STATUS_V1, READING_V1)
+        directory = write_schemas(factory.mktemp("shared") / "v1", [STATUS_V1, READING_V1])
         _V1_SERDE.append(
             bound(avro("acme.Reading", schema_dir=directory), InMemorySchemaRegistry())
         )
@@ -199,7 +169,8 @@ def test_a_new_enum_symbol_reads_as_the_enum_default_under_the_old_schema(
     registry = InMemorySchemaRegistry()
     old_serde = bound(avro("acme.Reading", schema_dir=v1), registry)
     new_serde = bound(
-        avro("acme.Reading", schema_dir=schema_dir(tmp_path, "v2i", STATUS_V2, int_v2)), registry
+        avro("acme.Reading", schema_dir=write_schemas(tmp_path / "v2i", [STATUS_V2, int_v2])),
+        registry,
     )
     data = new_serde.serialize({"sensor": "s", "value": 3, "status": "DEGRADED"})
     assert old_serde.deserialize(data) == {
@@ -259,30 +230,6 @@ def test_a_value_that_does_not_fit_the_schema_names_the_field(v1: Path) -> None:
     serde = bound(avro("acme.Reading", schema_dir=v1), InMemorySchemaRegistry())
     with pytest.raises(SerializationError, match=r"acme\.Reading\.value"):
         serde.serialize({"sensor": "s", "value": "not a number", "status": "OK"})
-
-
-STATS_V1 = {  # the store's value
-    "type": "record",
-    "name": "Stats",
-    "namespace": "acme",
-    "fields": [
-        {"name": "count", "type": "long"},
-        {"name": "max_value", "type": "long"},
-        {"name": "last_status", "type": "acme.Status"},
-        {"name": "source", "type": "string", "default": "v1"},
-    ],
-}
-STATS_V2 = {  # FULL compatible: a field with a default added, one with a default removed
-    "type": "record",
-    "name": "Stats",
-    "namespace": "acme",
-    "fields": [
-        {"name": "count", "type": "long"},
-        {"name": "max_value", "type": "long"},
-        {"name": "last_status", "type": "acme.Status"},
-        {"name": "mean", "type": "double", "default": 0.0},
-    ],
-}
 
 
 def fold(stats: dict[str, Any], reading: dict[str, Any]) -> dict[str, Any]:

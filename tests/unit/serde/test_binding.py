@@ -3,7 +3,6 @@ store (or topic) whose schema changed incompatibly, before anything is registere
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,7 @@ from streamflow.serde.registry.base import InMemorySchemaRegistry
 from streamflow.serde.registry.binding import bind_schemas, schema_uses
 from streamflow.serde.registry.compatibility import CompatibilityMode
 from streamflow.testing import TestDriver
-
-
-def record(name: str, *fields: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "record", "name": name, "namespace": "acme", "fields": list(fields)}
-
+from tests.avro_schemas import record, write_schemas
 
 EVENT = record("Event", {"name": "id", "type": "string"}, {"name": "amount", "type": "int"})
 TOTAL = record("Total", {"name": "sum", "type": "int"})
@@ -32,11 +27,8 @@ EVENT_LONG = record("Event", {"name": "id", "type": "string"}, {"name": "amount"
 
 
 def schema_dir(tmp_path: Path, *schemas: dict[str, Any]) -> Path:
-    directory = tmp_path / f"schemas{len(list(tmp_path.iterdir()))}"
-    directory.mkdir()
-    for schema in schemas:
-        (directory / f"{schema['name'].lower()}.avsc").write_text(json.dumps(schema))
-    return directory
+    """A new directory of ``tmp_path`` each call: one per version of the app's schemas."""
+    return write_schemas(tmp_path / f"schemas{len(list(tmp_path.iterdir()))}", schemas)
 
 
 def totals_app(directory: Path, name: str = "shop") -> App:

@@ -17,19 +17,17 @@ from streamflow.serde.registry.compatibility import (
     IncompatibilityKind,
     check_compatibility,
 )
+from tests import avro_schemas
+from tests.avro_schemas import Schema
 
 DEFAULT = IncompatibilityKind.READER_FIELD_MISSING_DEFAULT_VALUE
 TYPE = IncompatibilityKind.TYPE_MISMATCH
 SYMBOLS = IncompatibilityKind.MISSING_ENUM_SYMBOLS
 
 
-def user(*fields: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "record",
-        "name": "User",
-        "namespace": "acme",
-        "fields": [{"name": "id", "type": "int"}, *fields],
-    }
+def user(*fields: Schema) -> Schema:
+    """``acme.User`` with an int id, so that ``A_LONG`` promotes it."""
+    return avro_schemas.user(*fields, id_type="int")
 
 
 A = user()  # {id}

@@ -14,6 +14,7 @@ from avro_witness import fastavro_failures
 
 from streamflow.errors import SchemaError
 from streamflow.serde.registry.compatibility import Incompatibility, IncompatibilityKind, check
+from tests.avro_schemas import NODE
 
 TYPE = IncompatibilityKind.TYPE_MISMATCH
 NAME = IncompatibilityKind.NAME_MISMATCH
@@ -138,7 +139,6 @@ ADDRESS_PLUS_CITY = record(
     "Address", field("street", "string"), field("zip", "string"), field("city", "string")
 )
 COLOR = enum("Color", ["RED", "GREEN", "BLUE"])
-NODE = record("Node", field("value", "int"), field("next", ["null", "Node"], None))
 NODE_V2 = record(
     "Node",
     field("value", "long"),

@@ -20,19 +20,9 @@ from streamflow.serde.registry.base import (
 from streamflow.serde.registry.compatibility import CompatibilityMode
 from streamflow.serde.registry.confluent import ConfluentSchemaRegistry
 from streamflow.serde.registry.kafka import KafkaSchemaRegistry, config_key, schema_key
+from tests.avro_schemas import USER_NO_DEFAULT, USER_V1, USER_V2
 
 BACKWARD = CompatibilityMode.BACKWARD
-V1 = {
-    "type": "record",
-    "name": "User",
-    "namespace": "acme",
-    "fields": [{"name": "id", "type": "string"}],
-}
-V2 = {
-    **V1,
-    "fields": [*V1["fields"], {"name": "email", "type": ["null", "string"], "default": None}],
-}
-V3_BAD = {**V1, "fields": [*V1["fields"], {"name": "age", "type": "int"}]}
 
 
 def test_canonical_text_ignores_whitespace_and_key_order_but_not_defaults() -> None:
@@ -40,46 +30,50 @@ def test_canonical_text_ignores_whitespace_and_key_order_but_not_defaults() -> N
         '{ "fields": [{"type": "string", "name": "id"}],\n "namespace": "acme", '
         '"name": "User", "type": "record" }'
     )
-    assert canonical_schema(shuffled) == canonical_schema(V1) == canonical_schema(json.dumps(V1))
-    with_default = {**V1, "fields": [{"name": "id", "type": "string", "default": ""}]}
-    assert canonical_schema(with_default) != canonical_schema(V1)
+    assert (
+        canonical_schema(shuffled)
+        == canonical_schema(USER_V1)
+        == canonical_schema(json.dumps(USER_V1))
+    )
+    with_default = {**USER_V1, "fields": [{"name": "id", "type": "string", "default": ""}]}
+    assert canonical_schema(with_default) != canonical_schema(USER_V1)
 
 
 def test_the_same_schema_gets_the_same_id_in_every_subject() -> None:
     registry = InMemorySchemaRegistry()
-    a = registry.register("a-value", V1, default_mode=BACKWARD)
-    b = registry.register("b-value", json.dumps(V1, indent=4), default_mode=BACKWARD)
-    c = registry.register("b-value", V2, default_mode=BACKWARD)
+    a = registry.register("a-value", USER_V1, default_mode=BACKWARD)
+    b = registry.register("b-value", json.dumps(USER_V1, indent=4), default_mode=BACKWARD)
+    c = registry.register("b-value", USER_V2, default_mode=BACKWARD)
     assert (a.id, a.version) == (b.id, b.version) == (1, 1)
     assert (c.id, c.version) == (2, 2)
-    assert registry.schema(1) == canonical_schema(V1)
+    assert registry.schema(1) == canonical_schema(USER_V1)
 
 
 def test_registering_an_existing_version_is_a_no_op() -> None:
     registry = InMemorySchemaRegistry()
-    first = registry.register("s", V1, default_mode=BACKWARD)
-    registry.register("s", V2, default_mode=BACKWARD)
-    again = registry.register("s", V1, default_mode=BACKWARD)
+    first = registry.register("s", USER_V1, default_mode=BACKWARD)
+    registry.register("s", USER_V2, default_mode=BACKWARD)
+    again = registry.register("s", USER_V1, default_mode=BACKWARD)
     assert again == first
     assert [v.version for v in registry.versions("s")] == [1, 2]
 
 
 def test_an_incompatible_version_is_refused_with_its_reasons() -> None:
     registry = InMemorySchemaRegistry()
-    registry.register("s", V1, default_mode=BACKWARD)
-    assert [p.kind for p in registry.check("s", V3_BAD, default_mode=BACKWARD)] == [
+    registry.register("s", USER_V1, default_mode=BACKWARD)
+    assert [p.kind for p in registry.check("s", USER_NO_DEFAULT, default_mode=BACKWARD)] == [
         "READER_FIELD_MISSING_DEFAULT_VALUE"
     ]
     with pytest.raises(SchemaIncompatible, match=r"(?s)subject 's'.*BACKWARD.*/fields/age"):
-        registry.register("s", V3_BAD, default_mode=BACKWARD)
+        registry.register("s", USER_NO_DEFAULT, default_mode=BACKWARD)
     assert len(registry.versions("s")) == 1
 
 
 def test_the_subject_mode_set_at_creation_wins_over_a_later_default() -> None:
     registry = InMemorySchemaRegistry()
-    registry.register("s", V1, default_mode=CompatibilityMode.NONE)
+    registry.register("s", USER_V1, default_mode=CompatibilityMode.NONE)
     assert registry.mode("s") is CompatibilityMode.NONE
-    registry.register("s", V3_BAD, default_mode=BACKWARD)  # NONE: accepted
+    registry.register("s", USER_NO_DEFAULT, default_mode=BACKWARD)  # NONE: accepted
     assert len(registry.versions("s")) == 2
 
 
@@ -107,7 +101,7 @@ def test_log_keys_are_canonical_bytes(subject: str, version: int) -> None:
 
 def test_replaying_the_log_rebuilds_subjects_ids_and_modes_and_skips_what_it_cannot_read() -> None:
     registry = KafkaSchemaRegistry("unused:9092")
-    text1, text2 = canonical_schema(V1), canonical_schema(V2)
+    text1, text2 = canonical_schema(USER_V1), canonical_schema(USER_V2)
     records: list[tuple[bytes | None, bytes | None]] = [
         (config_key("s"), orjson.dumps({"compatibility": "FULL_TRANSITIVE"})),
         (
@@ -140,7 +134,7 @@ def test_replaying_the_log_rebuilds_subjects_ids_and_modes_and_skips_what_it_can
     assert log.schema(2) == text2
     # The next registration of a new text gets the next id; of a known text, its id.
     assert log.plan("u", text2, BACKWARD).id == 2
-    assert log.plan("u", canonical_schema(V3_BAD), CompatibilityMode.NONE).id == 3
+    assert log.plan("u", canonical_schema(USER_NO_DEFAULT), CompatibilityMode.NONE).id == 3
 
 
 # -- the Confluent adapter -----------------------------------------------------------------------
@@ -229,11 +223,11 @@ def test_confluent_adapter_sets_a_new_subjects_mode_then_registers() -> None:
     client = StubClient()
     registry = confluent(client)
     registered = registry.register(
-        "shop-sums-value", V1, default_mode=CompatibilityMode.FULL_TRANSITIVE
+        "shop-sums-value", USER_V1, default_mode=CompatibilityMode.FULL_TRANSITIVE
     )
     assert client.calls == ["compat shop-sums-value FULL_TRANSITIVE", "register shop-sums-value"]
     assert (registered.version, registered.id) == (1, 100)
-    assert registry.schema(100) == canonical_schema(V1)
+    assert registry.schema(100) == canonical_schema(USER_V1)
     assert registry.mode("shop-sums-value") is CompatibilityMode.FULL_TRANSITIVE
     assert registry.mode("other") is None
 
@@ -241,14 +235,16 @@ def test_confluent_adapter_sets_a_new_subjects_mode_then_registers() -> None:
 def test_confluent_adapter_checks_locally_and_names_the_field_before_calling_the_server() -> None:
     client = StubClient()
     registry = confluent(client)
-    registry.register("s", V1, default_mode=BACKWARD)
+    registry.register("s", USER_V1, default_mode=BACKWARD)
     client.calls.clear()
-    assert [p.path for p in registry.check("s", V3_BAD, default_mode=BACKWARD)] == ["/fields/age"]
+    assert [p.path for p in registry.check("s", USER_NO_DEFAULT, default_mode=BACKWARD)] == [
+        "/fields/age"
+    ]
     with pytest.raises(SchemaIncompatible, match="/fields/age"):
-        registry.register("s", V3_BAD, default_mode=BACKWARD)
+        registry.register("s", USER_NO_DEFAULT, default_mode=BACKWARD)
     assert client.calls == []  # refused before any write
-    assert registry.register("s", V1, default_mode=BACKWARD).version == 1  # no-op
-    assert registry.register("s", V2, default_mode=BACKWARD).version == 2
+    assert registry.register("s", USER_V1, default_mode=BACKWARD).version == 1  # no-op
+    assert registry.register("s", USER_V2, default_mode=BACKWARD).version == 2
     assert registry.subjects() == ["s"]
     assert [v.version for v in registry.versions("s")] == [1, 2]
 

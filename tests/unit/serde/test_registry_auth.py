@@ -32,23 +32,13 @@ from streamflow.serde.registry.binding import bind_schemas, registry_from_config
 from streamflow.serde.registry.compatibility import CompatibilityMode
 from streamflow.serde.registry.confluent import ConfluentSchemaRegistry
 from streamflow.serde.registry.settings import RegistrySettings, resolve
+from tests.avro_schemas import USER_V1, USER_V2, write_schemas
 
 PASSWORD = "s3cret-Pa55"
 READER_PASSWORD = "r3ader-Pa55"
 TOKEN = "tok-9f8e7d"
 USERS = {"alice": PASSWORD, "reader": READER_PASSWORD}
 """``reader`` may read but not write: its writes get 403."""
-
-USER = {
-    "type": "record",
-    "name": "User",
-    "namespace": "acme",
-    "fields": [{"name": "id", "type": "string"}],
-}
-USER_V2 = {
-    **USER,
-    "fields": [*USER["fields"], {"name": "email", "type": ["null", "string"], "default": None}],
-}
 
 
 # -- a Schema Registry, just enough of it ---------------------------------------------------------
@@ -259,7 +249,7 @@ def connect(environ: dict[str, str]) -> ConfluentSchemaRegistry:
 
 def test_register_and_fetch_over_tls_with_basic_auth(registry: Registry) -> None:
     writer = connect(env(registry))
-    first = writer.register("users-value", USER, default_mode=CompatibilityMode.BACKWARD)
+    first = writer.register("users-value", USER_V1, default_mode=CompatibilityMode.BACKWARD)
     second = writer.register("users-value", USER_V2, default_mode=CompatibilityMode.BACKWARD)
     assert (first.version, second.version) == (1, 2)
     assert registry.state.modes == {"users-value": "BACKWARD"}, "a new subject gets its mode"
@@ -283,7 +273,7 @@ def test_a_static_bearer_token_is_passed_through(registry: Registry) -> None:
     settings = resolve(environ=environ)
     assert TOKEN not in repr(settings)
     ConfluentSchemaRegistry.from_settings(settings).register(
-        "t-value", USER, default_mode=CompatibilityMode.BACKWARD
+        "t-value", USER_V1, default_mode=CompatibilityMode.BACKWARD
     )
     assert registry.state.subjects == {"t-value": [1]}
 
@@ -314,7 +304,7 @@ def test_no_credentials_says_which_setting_to_set(registry: Registry) -> None:
 def test_a_user_without_permission_gets_an_authorization_error(registry: Registry) -> None:
     with pytest.raises(ConfigError) as info:
         connect(env(registry, USER_INFO=f"reader:{READER_PASSWORD}")).register(
-            "users-value", USER, default_mode=CompatibilityMode.BACKWARD
+            "users-value", USER_V1, default_mode=CompatibilityMode.BACKWARD
         )
     message = str(info.value)
     assert message.startswith("authorization failed:"), message
@@ -385,7 +375,7 @@ def test_mtls_with_a_client_certificate_from_the_config_file(
         config_file=config, environ={"STREAMFLOW_SCHEMA_REGISTRY_USER_INFO": f"alice:{PASSWORD}"}
     )
     registry = ConfluentSchemaRegistry.from_settings(settings)
-    registered = registry.register("m-value", USER, default_mode=CompatibilityMode.BACKWARD)
+    registered = registry.register("m-value", USER_V1, default_mode=CompatibilityMode.BACKWARD)
     assert registry.versions("m-value")[0].id == registered.id
 
 
@@ -428,7 +418,7 @@ def test_a_key_that_is_not_the_certificates_is_refused_naming_both_files(
 
 
 def test_bind_schemas_uses_the_apps_registry_settings(registry: Registry, tmp_path: Path) -> None:
-    (tmp_path / "user.avsc").write_text(json.dumps(USER))
+    write_schemas(tmp_path, [USER_V1])
     app = App("signups")
     app.topic("signups", value=avro("acme.User", schema_dir=str(tmp_path)))
     config = replace(app.config, schema_registry=resolve(environ=env(registry)))
@@ -444,7 +434,7 @@ def test_the_schemas_cli_reads_the_config_files_registry_table(
     for name in ("STREAMFLOW_CONFIG", "STREAMFLOW_SCHEMA_REGISTRY_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STREAMFLOW_SCHEMA_REGISTRY_USER_INFO", f"alice:{PASSWORD}")
-    connect(env(registry)).register("users-value", USER, default_mode=CompatibilityMode.FULL)
+    connect(env(registry)).register("users-value", USER_V1, default_mode=CompatibilityMode.FULL)
     config = tmp_path / "streamflow.toml"
     config.write_text(
         f'[schema_registry]\nurl = "{registry.url}"\n"max.retries" = 0\n'

@@ -13,24 +13,14 @@ import pytest
 from click.testing import CliRunner
 
 from streamflow.cli.schemas import schemas
+from tests.avro_schemas import AGE, EMAIL, user, with_fields
 
 FIXTURES = Path(__file__).parent / "schemas"
 
 
-def user(*extra: dict[str, Any], id_type: str = "int") -> dict[str, Any]:
-    return {
-        "type": "record",
-        "name": "User",
-        "namespace": "acme",
-        "fields": [{"name": "id", "type": id_type}, *extra],
-    }
-
-
-V1 = user()
-V2 = user({"name": "email", "type": ["null", "string"], "default": None})
-V3_NO_DEFAULT = user(
-    {"name": "email", "type": ["null", "string"], "default": None}, {"name": "age", "type": "int"}
-)
+V1 = user(id_type="int")  # int, so that V_LONG promotes it
+V2 = with_fields(V1, EMAIL)
+V3_NO_DEFAULT = with_fields(V2, AGE)
 V_LONG = user(id_type="long")
 
 

@@ -10,7 +10,6 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -20,6 +19,7 @@ from streamflow.serde.avro.serde import avro
 from streamflow.serde.registry.base import InMemorySchemaRegistry
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.serde.registry.compatibility import CompatibilityMode
+from tests.avro_schemas import AGE, EMAIL, with_fields, write_schemas
 
 USER = {
     "type": "record",
@@ -35,18 +35,8 @@ USER = {
         {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
     ],
 }
-USER_OK = {
-    **USER,
-    "fields": [*USER["fields"], {"name": "email", "type": ["null", "string"], "default": None}],
-}
-USER_BAD = {**USER, "fields": [*USER["fields"], {"name": "age", "type": "int"}]}
-
-
-def write_dir(path: Path, *schemas: dict[str, Any]) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    for schema in schemas:
-        (path / f"{schema['name'].lower()}.avsc").write_text(json.dumps(schema))
-    return path
+USER_OK = with_fields(USER, EMAIL)
+USER_BAD = with_fields(USER, AGE)
 
 
 @pytest.fixture
@@ -65,7 +55,7 @@ def run(*args: str) -> Result:
 def test_check_passes_a_compatible_directory(
     tmp_path: Path, registry: InMemorySchemaRegistry
 ) -> None:
-    result = run("check", "--schema-dir", str(write_dir(tmp_path / "s", USER_OK)))
+    result = run("check", "--schema-dir", str(write_schemas(tmp_path / "s", [USER_OK])))
     assert result.exit_code == 0, result.output
     assert "ok users-value (acme.User, BACKWARD, 1 versions)" in result.output
     assert "ok app-profiles-value (acme.User, FULL_TRANSITIVE" in result.output
@@ -74,7 +64,7 @@ def test_check_passes_a_compatible_directory(
 def test_check_fails_an_incompatible_change_with_the_reason_per_subject(
     tmp_path: Path, registry: InMemorySchemaRegistry
 ) -> None:
-    result = run("check", "--schema-dir", str(write_dir(tmp_path / "s", USER_BAD)))
+    result = run("check", "--schema-dir", str(write_schemas(tmp_path / "s", [USER_BAD])))
     assert result.exit_code == 1
     assert "INCOMPATIBLE users-value (acme.User, BACKWARD):" in result.output
     assert "READER_FIELD_MISSING_DEFAULT_VALUE\t/fields/age" in result.output
@@ -84,7 +74,7 @@ def test_check_fails_an_incompatible_change_with_the_reason_per_subject(
 def test_check_with_an_app_checks_exactly_its_subjects(
     tmp_path: Path, registry: InMemorySchemaRegistry
 ) -> None:
-    directory = write_dir(tmp_path / "s", USER_BAD)
+    directory = write_schemas(tmp_path / "s", [USER_BAD])
     app_file = tmp_path / "profiles.py"
     app_file.write_text(
         "from streamflow.app import App\n"
@@ -106,7 +96,7 @@ def test_check_without_a_registry_address_is_bad_input(
 ) -> None:
     monkeypatch.delenv("STREAMFLOW_BOOTSTRAP", raising=False)
     monkeypatch.delenv("STREAMFLOW_SCHEMA_REGISTRY_URL", raising=False)
-    result = run("check", "--schema-dir", str(write_dir(tmp_path / "s", USER)))
+    result = run("check", "--schema-dir", str(write_schemas(tmp_path / "s", [USER])))
     assert result.exit_code == 2
     assert "--bootstrap" in result.output
 
@@ -119,7 +109,7 @@ def test_register_adds_a_version_and_refuses_an_incompatible_one(
         "users-value",
         "acme.User",
         "--schema-dir",
-        str(write_dir(tmp_path / "ok", USER_OK)),
+        str(write_schemas(tmp_path / "ok", [USER_OK])),
     )
     assert ok.exit_code == 0 and "users-value version 2: schema id 2" in ok.output
     bad = run(
@@ -127,7 +117,7 @@ def test_register_adds_a_version_and_refuses_an_incompatible_one(
         "users-value",
         "acme.User",
         "--schema-dir",
-        str(write_dir(tmp_path / "bad", USER_BAD)),
+        str(write_schemas(tmp_path / "bad", [USER_BAD])),
     )
     assert bad.exit_code == 1 and "/fields/age" in bad.output
     unknown = run("register", "users-value", "acme.Nope", "--schema-dir", str(tmp_path / "ok"))
@@ -154,7 +144,7 @@ def test_list_show_and_mode(registry: InMemorySchemaRegistry) -> None:
 def test_codegen_writes_dataclasses_the_avro_serde_accepts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    directory = write_dir(tmp_path / "s", USER_OK)
+    directory = write_schemas(tmp_path / "s", [USER_OK])
     out = tmp_path / "records_gen.py"
     result = run("codegen", "--schema-dir", str(directory), "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -182,7 +172,7 @@ def test_a_generated_class_that_no_longer_matches_its_schema_is_refused(
     out = tmp_path / "stale_gen.py"
     assert (
         run(
-            "codegen", "--schema-dir", str(write_dir(tmp_path / "old", USER)), "-o", str(out)
+            "codegen", "--schema-dir", str(write_schemas(tmp_path / "old", [USER])), "-o", str(out)
         ).exit_code
         == 0
     )
@@ -194,4 +184,4 @@ def test_a_generated_class_that_no_longer_matches_its_schema_is_refused(
     from streamflow.errors import ConfigError
 
     with pytest.raises(ConfigError, match="regenerate"):
-        avro(module.User, schema_dir=write_dir(tmp_path / "new", USER_OK))
+        avro(module.User, schema_dir=write_schemas(tmp_path / "new", [USER_OK]))

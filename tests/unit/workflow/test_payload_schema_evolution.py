@@ -22,7 +22,8 @@ from streamflow.serde.registry.base import InMemorySchemaRegistry
 from streamflow.serde.registry.compatibility import CompatibilityMode
 from streamflow.testing import TestDriver
 from streamflow.workflow.payloads import AVRO, args_digest, is_packed, pack, unpack
-from tests.workflow_schema_versions import V1, V2, V3, settle_app, write_schemas
+from tests.avro_schemas import PAYMENTS_V1, PAYMENTS_V2, PAYMENTS_V3, write_schemas
+from tests.workflow_schema_versions import settle_app
 
 HOUR_MS = 3_600_000
 PAYLOAD_SUBJECTS = (
@@ -46,7 +47,10 @@ def payments(schemas: Path, *, changed_call: bool = False) -> App:
 def test_a_sleeping_instance_started_under_v1_completes_under_v2_with_its_journal_read_as_v2(
     tmp_path: Path,
 ) -> None:
-    v1, v2 = write_schemas(tmp_path / "v1", V1), write_schemas(tmp_path / "v2", V2)
+    v1, v2 = (
+        write_schemas(tmp_path / "v1", PAYMENTS_V1),
+        write_schemas(tmp_path / "v2", PAYMENTS_V2),
+    )
     registry = InMemorySchemaRegistry()
     state = tmp_path / "state"
     old = {"account": "acc-1", "amount": 2**30, "channel": "BRANCH", "memo": "rent"}
@@ -105,7 +109,10 @@ def test_a_sleeping_instance_started_under_v1_completes_under_v2_with_its_journa
 def test_a_changed_avro_argument_is_still_non_deterministic_after_a_schema_change(
     tmp_path: Path,
 ) -> None:
-    v1, v2 = write_schemas(tmp_path / "v1", V1), write_schemas(tmp_path / "v2", V2)
+    v1, v2 = (
+        write_schemas(tmp_path / "v1", PAYMENTS_V1),
+        write_schemas(tmp_path / "v2", PAYMENTS_V2),
+    )
     registry = InMemorySchemaRegistry()
     state = tmp_path / "state"
     with TestDriver(payments(v1), state_dir=state, schema_registry=registry) as driver:
@@ -127,14 +134,18 @@ def test_an_incompatible_payload_schema_refuses_to_start_naming_workflow_and_ste
     tmp_path: Path,
 ) -> None:
     registry = InMemorySchemaRegistry()
-    with TestDriver(payments(write_schemas(tmp_path / "v1", V1)), schema_registry=registry):
+    with TestDriver(
+        payments(write_schemas(tmp_path / "v1", PAYMENTS_V1)), schema_registry=registry
+    ):
         pass
     relax(registry)
-    with TestDriver(payments(write_schemas(tmp_path / "v2", V2)), schema_registry=registry):
+    with TestDriver(
+        payments(write_schemas(tmp_path / "v2", PAYMENTS_V2)), schema_registry=registry
+    ):
         pass
     before = {s: registry.versions(s) for s in registry.subjects()}
     with pytest.raises(SchemaIncompatible) as refused:
-        TestDriver(payments(write_schemas(tmp_path / "v3", V3)), schema_registry=registry)
+        TestDriver(payments(write_schemas(tmp_path / "v3", PAYMENTS_V3)), schema_registry=registry)
     message = str(refused.value)
     assert "workflow 'settle' v1 input (acme.Transfer, subject 'wfschemas.settle-input')" in message
     assert (
@@ -148,12 +159,14 @@ def test_payload_subjects_are_full_transitive_so_int_to_long_needs_a_relaxed_mod
     tmp_path: Path,
 ) -> None:
     registry = InMemorySchemaRegistry()
-    with TestDriver(payments(write_schemas(tmp_path / "v1", V1)), schema_registry=registry):
+    with TestDriver(
+        payments(write_schemas(tmp_path / "v1", PAYMENTS_V1)), schema_registry=registry
+    ):
         pass
     for subject in PAYLOAD_SUBJECTS:
         assert registry.mode(subject) == CompatibilityMode.FULL_TRANSITIVE, subject
     with pytest.raises(SchemaIncompatible) as refused:
-        TestDriver(payments(write_schemas(tmp_path / "v2", V2)), schema_registry=registry)
+        TestDriver(payments(write_schemas(tmp_path / "v2", PAYMENTS_V2)), schema_registry=registry)
     assert "TYPE_MISMATCH /fields/amount" in str(refused.value)
 
 
@@ -162,7 +175,7 @@ def test_digest_of_avro_arguments_is_the_same_for_v1_and_v2_bytes_of_one_value(
 ) -> None:
     registry = InMemorySchemaRegistry()
     serdes = {}
-    for name, schemas in (("v1", V1), ("v2", V2)):
+    for name, schemas in (("v1", PAYMENTS_V1), ("v2", PAYMENTS_V2)):
         app = payments(write_schemas(tmp_path / name, schemas))
         TestDriver(app, schema_registry=registry).close()
         relax(registry)
@@ -203,7 +216,7 @@ def _bytes(packed: dict) -> bytes:
 def test_a_declared_avro_signal_is_journaled_packed_and_read_with_the_codes_schema(
     tmp_path: Path,
 ) -> None:
-    schemas = write_schemas(tmp_path / "v2", V2)
+    schemas = write_schemas(tmp_path / "v2", PAYMENTS_V2)
     app = App("wfsignals", partitions=1)
     transfer = avro("acme.Transfer", schema_dir=schemas)
 
