@@ -34,7 +34,7 @@ from streamflow.workflow.api import (
 )
 from streamflow.workflow.context import WorkflowContext
 from streamflow.workflow.journal import InstanceStatus
-from streamflow.workflow.step_context import StepContext
+from streamflow.workflow.step_context import EntityContext, StepContext
 
 __all__ = [
     "BYTES",
@@ -43,6 +43,7 @@ __all__ = [
     "App",
     "AppConfig",
     "ConfigError",
+    "EntityContext",
     "Exponential",
     "InstanceStatus",
     "NonDeterminism",

@@ -9,13 +9,38 @@ worker thread sets and the step only reads (``closed``, ``cancelled``).
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from streamflow.workflow.api import Cancelled, StepDef
 from streamflow.workflow.messages import StepCommand
 
 _UNSET: Any = object()
 _IMMUTABLE = (int, float, str, bool, bytes, type(None))
+
+
+S = TypeVar("S")
+
+
+class EntityContext(Protocol[S]):
+    """The ``ctx`` of an entity step, typed by its entity's state: annotate
+    ``ctx: EntityContext[Account]`` and mypy checks what the step reads from and writes to
+    ``ctx.state``. At run time it is a ``StepContext``; this only narrows ``state`` from
+    ``Any`` (``None`` until the entity has a value)."""
+
+    step: str
+    workflow_id: str
+    idempotency_key: str
+    attempt: int
+    entity: str | None
+    cancelled: bool
+
+    @property
+    def state(self) -> S | None: ...
+
+    @state.setter
+    def state(self, value: S | None) -> None: ...
+
+    def check_cancelled(self) -> None: ...
 
 
 class StepTimedOut(TimeoutError):

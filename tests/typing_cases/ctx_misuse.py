@@ -3,7 +3,7 @@ comment starts with "error", and on no other line."""
 
 from __future__ import annotations
 
-from streamflow import App, StepContext, WorkflowContext
+from streamflow import App, EntityContext, StepContext, WorkflowContext
 
 app = App("misused")
 
@@ -21,3 +21,10 @@ async def transfer(ctx: WorkflowContext, cents: int) -> str:
     balance: str = await ctx.step(debit, "acct-1", cents)  # error: the result is an int
     ctx.compensate(debit, "acct-1")  # error: a compensation's arguments are checked too
     return str(balance)
+
+
+@app.step(entity="counter")
+def bump(ctx: EntityContext[int], by: int) -> int:
+    ctx.state = "one"  # error: the entity's state is an int
+    now: int = ctx.state  # error: None until the entity has a value
+    return now + by

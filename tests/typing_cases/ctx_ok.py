@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import assert_type
 
-from streamflow import App, StepContext, WorkflowContext
+from streamflow import App, EntityContext, StepContext, WorkflowContext
 
 app = App("typed")
 
@@ -34,3 +34,23 @@ async def checkout(ctx: WorkflowContext, order: Order) -> str:
     assert_type(reserved, bool)
     ctx.compensate(charge, order, "refund")
     return f"{order.id}: {charged}"
+
+
+@dataclass
+class Stock:
+    sku: str
+    count: int
+
+
+@app.step(entity="stock")
+def take(ctx: EntityContext[Stock], count: int) -> int:
+    stock = ctx.state
+    assert_type(stock, Stock | None)
+    left = (stock.count if stock is not None else 0) - count
+    ctx.state = Stock(ctx.entity or "", left)
+    return left
+
+
+@app.workflow
+async def restock(ctx: WorkflowContext, count: int) -> int:
+    return await ctx.step(take, count)
