@@ -41,7 +41,7 @@ from streamflow.serde.registry.base import InMemorySchemaRegistry, SchemaRegistr
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.state.store import KeyValueStore
 from streamflow.topology.nodes import Headers
-from streamflow.workflow.client import InstanceView, WorkflowCommands
+from streamflow.workflow.commands import InstanceView, WorkflowCommands
 from streamflow.workflow.deliveries import check_payload_size, event_payload, event_payload_name
 from streamflow.workflow.instance_filter import InstanceFilter
 from streamflow.workflow.instance_queries import header_summary
