@@ -4,6 +4,14 @@
 ports, detached from the calling process, and records what it started in its run directory, so
 `streamflow dev kafka start` in one shell and `pytest` or `stop` in another find the same
 cluster. It reports ready only once transactions work (see `readiness`).
+
+Size: `LocalKafka` is one object over one run directory. Its lifecycle methods (start, stop,
+kill, restart) all read and save the same `RunState` (start, stop and restart under one
+cross-process lock), and whether a node lives is asked of the `Popen` handles of the brokers
+this object launched (`_children`, which also reaps them) before the pid in the run dir. What
+needs none of that is apart already: configs (`broker_config`), commands and signals
+(`broker_process`), readiness, the run dir's files, security. The status records here are the
+class's answers.
 """
 
 from __future__ import annotations

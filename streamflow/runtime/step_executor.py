@@ -29,15 +29,17 @@ attempt given up or cancelled while it runs is cancelled on the loop at its curr
 (the slot takes the cancellation back and goes on); a sync one is told through its owner's
 ``ctx`` (``ctx.cancelled``), since a thread cannot be stopped.
 
-Size: the lanes, the thread pool and the asyncio loop are one lock-free protocol (who may touch
-which deque from which thread); kept together so that protocol is read in one place.
+Size: a lane and the executor are two halves of one lock-free protocol: which deque of a lane
+(``_waiting``, ``_released``) the worker thread, a step thread and the loop may each touch, and
+when; ``claim`` decides who acts on an attempt. The executor calls the lane's private methods
+from the right thread and the lane trusts it to; apart, each half would be unsafe to read or
+change alone. The thread pool has a lock of its own and is apart (``runtime/step_threads.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -46,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
 from streamflow.operate.metrics import Metrics
+from streamflow.runtime.step_threads import StepThreads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -259,52 +262,6 @@ def _given_up(attempt: Attempt) -> bool:
     return attempt.cancelled or attempt.interrupted
 
 
-class _StepThreads:
-    """At most ``size`` daemon threads, started as work arrives, taking jobs from one queue.
-
-    Not ``ThreadPoolExecutor``: its threads are joined when the interpreter exits, so a worker
-    stopping while a 5-hour step runs would hang for those 5 hours. A stopping worker commits
-    what finished and leaves; an abandoned attempt runs again on the partition's next owner.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            if self._idle == 0 and len(self._threads) < self._size:
-                thread = threading.Thread(
-                    target=self._serve,
-                    daemon=True,
-                    name=f"streamflow-step-{len(self._threads) + 1}",
-                )
-                self._threads.append(thread)
-                thread.start()
-            elif self._idle:
-                self._idle -= 1
-        self._jobs.put(job)
-
-    def _serve(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            job()
-            with self._lock:
-                self._idle += 1
-
-    def has_waiting_jobs(self) -> bool:
-        return not self._jobs.empty()
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-
-
 class StepExecutor:
     """The per-worker executor of step attempts (see the module docstring)."""
 
@@ -315,7 +272,7 @@ class StepExecutor:
     ) -> None:
         self.threads = threads
         self.async_concurrency = async_concurrency
-        self._pool: _StepThreads | None = None
+        self._pool: StepThreads | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._done: deque[Attempt] = deque()
@@ -665,9 +622,9 @@ class StepExecutor:
 
     # -- the pools -------------------------------------------------------------------------------
 
-    def _thread_pool(self) -> _StepThreads:
+    def _thread_pool(self) -> StepThreads:
         if self._pool is None:
-            self._pool = _StepThreads(self.threads)
+            self._pool = StepThreads(self.threads)
         return self._pool
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:

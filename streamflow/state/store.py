@@ -14,6 +14,15 @@ committed state (docs/architecture.md, "Promises").
 A value larger than one changelog record is written as chunks in the store's reserved key
 range, with a manifest under its key (``chunked_values``); reads join them, scans of user keys
 end where the reserved range begins.
+
+Size: ``KeyValueStore`` is one object over one RocksDB handle, and each group of its methods
+(reads and writes, scans, committed reads, watches, the commit, restore) reads or changes the
+same private fields: the write buffer, the committed-bytes cache, the ``_chunked`` flag and the
+handle itself, which ``wipe`` reopens and ``close`` drops under the close guard. Split into
+classes, each group would reach into the others' fields, and the per-record path
+(``get_encoded``, ``put_encoded``) would pay a call through another object. What needs none of
+those fields is apart already: the buffer (``write_buffer``) and value chunking
+(``chunked_values``).
 """
 
 from __future__ import annotations

@@ -15,12 +15,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from streamflow.errors import KafkaUnavailable
-from streamflow.workflow.client import (
-    InstanceView,
-    WorkflowClient,
-    _raise_undelivered,
-    not_ended,
-)
+from streamflow.workflow.client import WorkflowClient, raise_undelivered
+from streamflow.workflow.commands import InstanceView, not_ended
 from streamflow.workflow.deliveries import DELIVERY_TIMEOUT_S
 from streamflow.workflow.lookup import run_async
 from streamflow.workflow.messages import Cancel, Event, Purge, Resume, Terminate
@@ -66,7 +62,7 @@ class AsyncWorkflowClient:
             delivered,
             f"starts of {len(ids)} instances (send them again: starts are idempotent)",
         )
-        _raise_undelivered(refused, len(ids))
+        raise_undelivered(refused, len(ids))
         return ids
 
     async def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:

@@ -4,13 +4,15 @@ Commands are records on the workflow's events topic, keyed by instance id. Queri
 worker that owns the instance (``workflow/lookup.py``); when no worker serves an endpoint they
 read the instance's journal from the ``<workflow>-instances`` changelog (the partition of the
 id), so a client needs nothing but Kafka either way.
+
+What this module adds to ``WorkflowCommands`` (``workflow/commands.py``: the checked events and
+the views every client shares) is the Kafka side: the producer and its acknowledgements, the
+lookups, and the fallback read of the changelog (``workflow/changelog_journals.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -18,8 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from streamflow.cluster.client_errors import ErrorWatch
 from streamflow.errors import ConfigError, KafkaUnavailable
@@ -31,7 +32,13 @@ from streamflow.runtime.partitioner import partition_for
 from streamflow.serde.avro.serde import AvroSerde
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.serde.registry.settings import RegistrySettings
-from streamflow.state.chunked_values import RESERVED, whole_values
+from streamflow.workflow.changelog_journals import read_journals
+from streamflow.workflow.commands import (
+    InstanceView,
+    WorkflowCommands,
+    check_instance_id,
+    not_ended,
+)
 from streamflow.workflow.deliveries import (
     DELIVERY_TIMEOUT_S,
     Deliveries,
@@ -40,173 +47,10 @@ from streamflow.workflow.deliveries import (
     event_payload_name,
 )
 from streamflow.workflow.instance_filter import InstanceFilter
-from streamflow.workflow.journal import ENTRY, HEADER, TERMINAL, InstanceStatus
+from streamflow.workflow.journal import InstanceStatus
 from streamflow.workflow.lookup import Owners, asking, run_blocking
-from streamflow.workflow.messages import (
-    Cancel,
-    Event,
-    Purge,
-    Resume,
-    Signal,
-    Start,
-    Terminate,
-    dumps,
-)
-from streamflow.workflow.payloads import (
-    check_fits,
-    is_plain_type,
-    pack,
-    parameter_types,
-    rebuild,
-    return_type,
-    unpack,
-)
-
-
-@dataclass(frozen=True)
-class InstanceView:
-    """A workflow instance as its journal tells it."""
-
-    id: str
-    header: dict[str, Any]
-    entries: list[dict[str, Any]]
-    result_serde: AvroSerde | None = None
-    """The result's Avro type, when the workflow declares one: ``result`` is read with it."""
-    result_type: Any = None
-    """The workflow function's return annotation (a dataclass, say): ``result`` is rebuilt
-    into it, so a client sees what the workflow returned, not its JSON."""
-
-    @property
-    def status(self) -> InstanceStatus:
-        status: InstanceStatus = self.header["status"]
-        return status
-
-    @property
-    def result(self) -> Any:
-        what = f"the result of {self.id!r}"
-        value = self.header.get("result")
-        if self.result_serde is not None:
-            value = unpack(self.result_serde, value, what)
-        if self.result_type is None or value is None or self.status != "completed":
-            return value
-        return rebuild(self.result_type, value, what)
-
-    @property
-    def done(self) -> bool:
-        return self.status in TERMINAL
-
-
-def _check_id(workflow: Any, instance_id: Any) -> None:
-    if not isinstance(instance_id, str) or not instance_id:
-        raise TypeError(
-            f"start({workflow!r}, id=...): the instance id must be a non-empty str, "
-            f"not {instance_id!r}"
-        )
-
-
-class WorkflowCommands:
-    """Start, signal and cancel as events on a workflow's events topic; how they travel and how
-    journals are read is the subclass's: Kafka (``WorkflowClient``) or the test driver."""
-
-    def __init__(self, app: Any) -> None:
-        self._app = app
-        self._registry = app.workflows
-
-    def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
-        raise NotImplementedError
-
-    def _bind(self, serde: AvroSerde | None) -> None:
-        """Make sure ``serde`` knows its schema id (the test driver binds at start)."""
-
-    def _pack(self, serde: AvroSerde | None, value: Any) -> Any:
-        """Avro payloads are sent in the wire format, with this code's schema id: a worker on
-        an older or newer schema version resolves them."""
-        self._bind(serde)
-        return pack(serde, value)
-
-    def start(
-        self,
-        workflow: Any,
-        *,
-        id: str,
-        input: Any = None,
-        version: int | None = None,
-    ) -> str:
-        """Start an instance; a second start with the same id leaves the first one running."""
-        self._send(workflow, id, self._start_event(workflow, id, input, version))
-        return id
-
-    def start_many(
-        self, workflow: Any, starts: Iterable[tuple[str, Any]], version: int | None = None
-    ) -> list[str]:
-        """Start many instances (``(id, input)`` pairs); returns their ids. Every input is
-        checked before any start is sent."""
-        events = [(i, self._start_event(workflow, i, value, version)) for i, value in starts]
-        for instance_id, event in events:
-            self._send(workflow, instance_id, event)
-        return [instance_id for instance_id, _ in events]
-
-    def _start_event(self, workflow: Any, id: str, input: Any, version: int | None) -> Start:
-        """The start, its input checked here against the workflow's parameter type (the same
-        ``ValueMismatch``, naming the field, that the worker would raise), so a bad input is
-        refused before anything is sent."""
-        wdef = self._version(workflow, version)
-        _check_id(workflow, id)
-        packed = self._pack(wdef.input, input)
-        types_ = parameter_types(wdef.fn)
-        if types_ and wdef.input is None:
-            check_fits(types_[0], packed, f"the input of {wdef.name} instance {id!r}")
-        return Start(id, packed, version)
-
-    def _signal_event(self, workflow: Any, id: str, name: str, payload: Any) -> Signal:
-        # The instance may be pinned to another version: the newest one's declaration is a
-        # compatible version of its schema, so the orchestrator reads it either way.
-        wdef = self._version(workflow, None)
-        packed = self._pack(wdef.signal_serde(name), payload)
-        declared = wdef.signal_type(name)
-        if declared is not None:
-            check_fits(declared, packed, f"the payload of signal {name!r} of {wdef.name} {id!r}")
-        return Signal(id, name, packed)
-
-    def signal(self, workflow: Any, id: str, name: str, payload: Any = None) -> None:
-        self._send(workflow, id, self._signal_event(workflow, id, name, payload))
-
-    def cancel(self, workflow: Any, id: str) -> None:
-        """Stop the instance: ``Cancelled`` is raised at its current await, its timers are
-        deleted, its running attempts cancelled, and its compensations run before it reports
-        ``cancelled``."""
-        self._send(workflow, id, Cancel(id))
-
-    def purge(self, workflow: Any, id: str) -> None:
-        """Delete a finished instance now instead of after its retention (one that has not
-        ended is left alone)."""
-        self._send(workflow, id, Purge(id))
-
-    def resume(self, workflow: Any, id: str) -> None:
-        """Run a ``suspended`` instance's code again (after a fix, or a passing cause)."""
-        self._send(workflow, id, Resume(id))
-
-    def fail(self, workflow: Any, id: str, reason: str = "") -> None:
-        """End an instance for good as ``failed`` (no compensation): for a suspended
-        instance nobody will fix, or one that must stop without its undo steps."""
-        self._send(workflow, id, Terminate(id, reason))
-
-    def _version(self, workflow: Any, version: int | None) -> Any:
-        versions = self._registry.node_of(workflow).versions
-        return versions.get(version or max(versions)) or versions[max(versions)]
-
-    def _viewed(self, workflow: Any, view: InstanceView) -> InstanceView:
-        wdef = self._registry.node_of(workflow).versions.get(view.header.get("version"))
-        if wdef is None:
-            return view
-        declared = return_type(wdef.fn)
-        if wdef.result is not None:
-            self._bind(wdef.result)
-        return dataclasses.replace(
-            view,
-            result_serde=wdef.result,
-            result_type=None if is_plain_type(declared) else declared,
-        )
+from streamflow.workflow.messages import Event, Start, dumps
+from streamflow.workflow.payloads import check_fits, pack, parameter_types
 
 
 class WorkflowClient(WorkflowCommands):
@@ -317,7 +161,7 @@ class WorkflowClient(WorkflowCommands):
         refused = self._acknowledged(
             delivered, f"starts of {len(ids)} instances (send them again: starts are idempotent)"
         )
-        _raise_undelivered(refused, len(ids))
+        raise_undelivered(refused, len(ids))
         return ids
 
     def _produce_starts(
@@ -335,7 +179,7 @@ class WorkflowClient(WorkflowCommands):
         ids: list[str] = []
         records: list[tuple[bytes, bytes]] = []
         for instance_id, value in starts:
-            _check_id(workflow, instance_id)
+            check_instance_id(workflow, instance_id)
             key = instance_id.encode()
             packed = pack(serde, value)
             if check is not None:
@@ -408,7 +252,7 @@ class WorkflowClient(WorkflowCommands):
     def _get_from_changelog(self, workflow: Any, id: str) -> InstanceView | None:
         changelog = self._registry.node_of(workflow).instances.changelog
         partitions = self._partitions(changelog)
-        found = self._scan(changelog, [partition_for(id.encode(), partitions)], id).get(id)
+        found = self._read(changelog, [partition_for(id.encode(), partitions)], id).get(id)
         return None if found is None else self._viewed(workflow, found)
 
     def list(
@@ -474,7 +318,7 @@ class WorkflowClient(WorkflowCommands):
     def _list_from_changelog(self, workflow: Any, wanted: InstanceFilter) -> Iterator[InstanceView]:
         """No worker serves an endpoint: every partition of the changelog, read whole."""
         changelog = self._registry.node_of(workflow).instances.changelog
-        found = self._scan(changelog, range(self._partitions(changelog)), None)
+        found = self._read(changelog, range(self._partitions(changelog)), None)
         for instance_id in sorted(found):
             view = found[instance_id]
             if wanted.matches(view.header):
@@ -501,70 +345,16 @@ class WorkflowClient(WorkflowCommands):
                 self._partition_counts[topic] = count
         return count
 
-    def _scan(self, topic: str, partitions: Any, only: str | None) -> dict[str, InstanceView]:
-        consumer = Consumer(
-            {
-                **self._quiet_conf(),
-                # Never joins (partitions are assigned); under the app's prefix for its ACLs.
-                "group.id": f"{self._app.name}-query-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            }
-        )
-        parts = list(partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        latest_raw: dict[bytes, bytes | None] = {}
-        only_prefix = None if only is None else only.encode()
-        eof: set[int] = set()
-        try:
-            while len(eof) < len(parts):
-                for msg in consumer.consume(10_000, 1.0):
-                    error = msg.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            eof.add(msg.partition() or 0)
-                        continue
-                    raw_key = msg.key()
-                    if raw_key is None:
-                        continue  # not an instance record: instances are keyed by workflow id
-                    if (
-                        only_prefix is None
-                        or raw_key.startswith(only_prefix)
-                        or raw_key.startswith(RESERVED)  # chunks of big values
-                    ):
-                        latest_raw[raw_key] = msg.value()
-        finally:
-            consumer.close()
-        latest = {
-            raw_key.decode(): None if raw is None else orjson.loads(raw)
-            for raw_key, raw in whole_values(latest_raw).items()
-        }
-        views: dict[str, InstanceView] = {}
-        for key, value in latest.items():
-            if value is not None and key.endswith(HEADER):
-                instance_id = key[:-1]
-                if only is None or instance_id == only:
-                    views[instance_id] = InstanceView(instance_id, value, [])
-        for key, value in sorted(latest.items()):
-            if value is None or ENTRY not in key:
-                continue
-            instance_id = key.split(ENTRY)[0]
-            if instance_id in views:
-                views[instance_id].entries.append(value)
-        return views
+    def _read(
+        self, changelog: str, partitions: Iterable[int], only: str | None
+    ) -> dict[str, InstanceView]:
+        """Journals from the changelog itself (``workflow/changelog_journals.py``)."""
+        return read_journals(self._quiet_conf(), self._app.name, changelog, partitions, only)
 
 
-def not_ended(instance_id: str, timeout: float, view: InstanceView | None) -> TimeoutError:
-    """What ``wait`` raises when ``timeout`` passed first (the sync and async clients')."""
-    status = view.status if view is not None else "not started"
-    return TimeoutError(
-        f"instance {instance_id!r} not finished after {timeout}s (status: {status})"
-    )
-
-
-def _raise_undelivered(refused: list[tuple[bytes, KafkaError]], total: int) -> None:
+def raise_undelivered(refused: list[tuple[bytes, KafkaError]], total: int) -> None:
+    """Raise, naming up to five, when some starts of a batch were refused (the sync and async
+    clients' ``start_many``)."""
     refused = list(dict(refused).items())  # one per start, though a big one has many chunks
     if refused:
         shown = "; ".join(f"{key.decode()}: {err.str()}" for key, err in refused[:5])

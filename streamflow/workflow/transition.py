@@ -12,7 +12,11 @@ raises leaves a journal the caller must throw away: the orchestrator evicts it a
 coroutine, so the next event reloads the last saved state.
 
 Size: one pure function, ``(journal, event, now) → Outcome``, with a case per event type; a
-reader checking determinism wants every case in one file.
+reader checking determinism wants every case in one file. The cases are not independent either:
+a fold ends in ``_advance``, which may fail, suspend, end, compensate or continue as new, and
+those call each other (a cancel stops pending work and then fails or compensates); all of them
+write one ``TransitionEffects`` and keep or evict the instance's coroutine in ``self.live``.
+What is not the decision is apart: recording it (``effects``), the journal, timers, messages.
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ with another header) and the two error builders are set there by the caller.
 
 Size: a code generator is one recursive walk over the schema with a case per Avro type for
 each direction; splitting encode from decode would separate the two halves that must agree
-byte for byte.
+byte for byte. The run-time helpers of the generated code (``_BASE_ENV``: the varint table and
+reader, the error builders) stay beside the generator that emits their names, so one is checked
+against the other in one place.
 """
 
 from __future__ import annotations

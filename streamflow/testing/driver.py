@@ -1,19 +1,15 @@
-"""Run a topology in-process, with no broker: for users' unit tests and ours.
+"""``TestDriver``: an App's topology run in-process, every task real, Kafka replaced.
 
 The driver uses the real task, processor and RocksDB store code; only Kafka is replaced, by
-per-topic in-memory logs. Every ``pipe`` is one committed cycle: the record and everything it
-causes downstream (repartition hops included) is processed, the step attempts it started are
-waited for (unless ``settle=False``: the cycle commits with them running, as a worker's does),
-then stores commit. Keys are placed on partitions with Kafka's murmur2 partitioner, exactly
-where a real producer would put them. Records are held to the size a worker's producer accepts
-(``max_record_bytes``). A task that pauses a partition (a step whose lane is full) gets no
-records of it until it resumes it, as from a paused consumer. ``pipe(..., wait=False)`` leaves
-the cycle open with its step attempts running; ``abort()`` and ``settle()`` then end it as a
-worker would.
-
-    driver = TestDriver(app, partitions=2)
-    driver.pipe("orders", "alice", {"amount": 10})
-    assert driver.read("totals") == [("alice", 10)]
+per-topic in-memory logs (``testing/topic_logs.py``). Every ``pipe`` is one committed cycle: the
+record and everything it causes downstream (repartition hops included) is processed, the step
+attempts it started are waited for (unless ``settle=False``: the cycle commits with them
+running, as a worker's does), then stores commit. Keys are placed on partitions with Kafka's
+murmur2 partitioner, exactly where a real producer would put them. Records are held to the size
+a worker's producer accepts (``max_record_bytes``). A task that pauses a partition (a step whose
+lane is full) gets no records of it until it resumes it, as from a paused consumer.
+``pipe(..., wait=False)`` leaves the cycle open with its step attempts running; ``abort()`` and
+``settle()`` then end it as a worker would.
 """
 
 from __future__ import annotations
@@ -22,14 +18,11 @@ import functools
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from streamflow.app import App
-from streamflow.cluster.record_chunks import chunked_topics, send_chunks, split_value
+from streamflow.cluster.record_chunks import chunked_topics, send_chunks
 from streamflow.errors import ConfigError
 from streamflow.kafka.record_size import check_record_size, max_record_bytes
 from streamflow.runtime.collector import DeliveryCallback
@@ -40,68 +33,9 @@ from streamflow.runtime.task import Task
 from streamflow.serde.registry.base import InMemorySchemaRegistry, SchemaRegistry
 from streamflow.serde.registry.binding import bind_schemas
 from streamflow.state.store import KeyValueStore
+from streamflow.testing.topic_logs import DriverMessage, TopicLog
+from streamflow.testing.workflow_client import DriverWorkflowClient
 from streamflow.topology.nodes import Headers
-from streamflow.workflow.client import InstanceView, WorkflowCommands
-from streamflow.workflow.deliveries import check_payload_size, event_payload, event_payload_name
-from streamflow.workflow.instance_filter import InstanceFilter
-from streamflow.workflow.instance_queries import header_summary
-from streamflow.workflow.journal import HEADER, InstanceStatus, Journal
-from streamflow.workflow.messages import Event, dumps
-
-
-@dataclass
-class DriverMessage:
-    """Quacks like confluent_kafka.Message for the task code."""
-
-    _topic: str
-    _partition: int
-    _offset: int
-    _key: bytes | None
-    _value: bytes | None
-    _timestamp: int
-    _headers: Headers = None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._timestamp)
-
-    def headers(self) -> Headers:
-        return self._headers
-
-    def error(self) -> None:
-        return None
-
-
-@dataclass
-class _Log:
-    partitions: int
-    records: list[DriverMessage] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-
-    def append(
-        self, partition: int, key: bytes | None, value: bytes | None, ts: int, headers: Headers
-    ) -> DriverMessage:
-        while len(self.offsets) < self.partitions:
-            self.offsets.append(0)
-        msg = DriverMessage("", partition, self.offsets[partition], key, value, ts, headers)
-        self.offsets[partition] += 1
-        self.records.append(msg)
-        return msg
-
 
 MAX_FIRINGS = 1_000_000
 """Firings one ``advance_time`` may do (each at its own instant) before it calls it a loop."""
@@ -126,7 +60,7 @@ class TestDriver:
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="streamflow-driver-")
         self.state_dir = Path(state_dir or self._tmp.name)  # type: ignore[union-attr]
         self.now_ms = start_time_ms
-        self._logs: dict[str, _Log] = {}
+        self._logs: dict[str, TopicLog] = {}
         self._pending: deque[DriverMessage] = deque()
         topology = app.topology
         # No broker, so no Kafka registry: Avro serdes get ids from an in-memory one (pass one
@@ -334,7 +268,7 @@ class TestDriver:
     ) -> None:
         log = self._logs.get(topic)
         if log is None:
-            log = self._logs[topic] = _Log(self.partitions)
+            log = self._logs[topic] = TopicLog(self.partitions)
         if partition is None:
             partition = partition_for(key, log.partitions)
         msg = log.append(partition, key, value, timestamp or self.now_ms, headers)
@@ -471,71 +405,3 @@ class TestDriver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class DriverWorkflowClient(WorkflowCommands):
-    """``app.client()``'s API against the driver: events are piped, journals read from stores.
-
-    ``wait=False``: each call returns with the step attempts it caused still running (the
-    cycle stays open until ``driver.settle()`` or ``driver.abort()``)."""
-
-    def __init__(self, driver: TestDriver, wait: bool = True) -> None:
-        super().__init__(driver.app)
-        self._driver = driver
-        self._wait = wait
-
-    def _send(self, workflow: Any, instance_id: str, event: Event) -> None:
-        """As the Kafka client sends: a payload over the app's limit refused, a record over
-        the producer's limit as chunks."""
-        driver = self._driver
-        topic = self._registry.events_topic(workflow)
-        key, value = instance_id.encode(), dumps(event.to_json())
-        if len(key) + len(value) <= driver.max_record_bytes:
-            driver.pipe_raw(topic, key, value, wait=self._wait)
-            return
-        check_payload_size(
-            f"{event_payload_name(event)} of {self._registry.node_of(workflow).workflow} "
-            f"instance {instance_id!r}",
-            event_payload(event),
-            self._app.config.max_payload_bytes,
-        )
-        chunks = split_value(key, value, driver.max_record_bytes)
-        for chunk in chunks[:-1]:
-            driver.pipe_raw(topic, key, chunk, wait=False)
-        driver.pipe_raw(topic, key, chunks[-1], wait=self._wait)
-
-    def list(
-        self,
-        workflow: Any,
-        *,
-        status: InstanceStatus | None = None,
-        version: int | None = None,
-        started_after: datetime | None = None,
-        started_before: datetime | None = None,
-        attributes: dict[str, Any] | None = None,
-        page_size: int = 200,
-        full: bool = False,
-    ) -> Iterator[InstanceView]:
-        """``WorkflowClient.list`` against the driver's stores, in id order."""
-        wanted = InstanceFilter.of(status, version, started_after, started_before, attributes)
-        name = self._registry.node_of(workflow).instances.name
-        found = []
-        for partition in range(self._driver.partitions):
-            for key, header in self._driver.store_of(name, partition).items():
-                if key.endswith(HEADER) and wanted.matches(header):
-                    ident = key[: -len(HEADER)]
-                    whole = self.get(workflow, ident) if full else None
-                    found.append(whole or InstanceView(ident, header_summary(header), []))
-        found.sort(key=lambda view: view.id)
-        return iter([view if full else self._viewed(workflow, view) for view in found])
-
-    def get(self, workflow: Any, id: str) -> InstanceView | None:
-        node = self._registry.node_of(workflow)
-        partition = partition_for(id.encode(), self._driver.partitions)
-        journal = Journal.load(self._driver.store_of(node.instances.name, partition), id)
-        if journal is None:
-            return None
-        view = InstanceView(
-            id, journal.header, [journal.entries[s] for s in sorted(journal.entries)]
-        )
-        return self._viewed(workflow, view)
