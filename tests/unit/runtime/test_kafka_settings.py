@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,18 @@ def test_a_setting_librdkafka_does_not_know_is_named_with_its_source() -> None:
     with pytest.raises(ConfigError, match=r"'no\.such\.thing' comes from --kafka"):
         settings.check("127.0.0.1:1")  # nothing listens there: only the configuration is judged
     resolve(cli=["client.id=w1"], environ={}).check("127.0.0.1:1")
+
+
+def test_a_member_that_misses_its_assignment_is_fenced_within_a_minute_not_five() -> None:
+    """max.poll.interval.ms is the rebalance timeout of the consumer protocol: it bounds how
+    long partitions stay with a member that never hands them over. Short, but longer than the
+    worker's loop can block (a shutdown grace plus two bounded transaction calls)."""
+    app = App("fenced-soon")
+    config = app.config
+    interval = consumer_config(config, "range")["max.poll.interval.ms"]
+    blocked_ms = config.shutdown_grace * 1000 + 2 * config.transaction_timeout_ms
+    assert blocked_ms < interval <= 60_000
+    slow = dataclasses.replace(config, transaction_timeout_ms=60_000)
+    assert consumer_config(slow, "range")["max.poll.interval.ms"] > 10_000 + 2 * 60_000
+    tuned = App("tuned", kafka={"max.poll.interval.ms": 90_000}).config
+    assert str(consumer_config(tuned, "range")["max.poll.interval.ms"]) == "90000"
