@@ -7,8 +7,11 @@ both here keeps the first exactly-once test from racing the broker's own start-u
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -17,6 +20,9 @@ from streamflow.dev.broker_config import HOST, ClusterSpec
 from streamflow.errors import DevKafkaError
 
 log = logging.getLogger(__name__)
+
+PROBE_CODE = "from streamflow.dev.readiness import _probe_main; _probe_main()"
+"""What the group-coordinator probe's child process runs (``_probe_group_coordinator``)."""
 
 
 def wait_listening(port: int, deadline: float, check_alive: Callable[[], None]) -> bool:
@@ -48,7 +54,7 @@ def wait_for_cluster(
     admin user).
     """
     # Imported here: `streamflow dev kafka status/stop` should not pay for loading librdkafka.
-    from confluent_kafka import KafkaError, KafkaException, Producer
+    from confluent_kafka import KafkaException, Producer
     from confluent_kafka.admin import AdminClient
 
     config: dict[str, str | int | float | bool] = {
@@ -103,19 +109,55 @@ def wait_for_cluster(
 
     # DescribeGroups, not OffsetFetch: librdkafka 2.x (seen with 2.16) segfaults in an
     # AdminClient's list_consumer_group_offsets() when the coordinator answers "loading", as it
-    # does right here, because it hands the error to a consumer-group handle an admin client lacks.
+    # does right here, because it hands the error to a consumer-group handle an admin client
+    # lacks. DescribeGroups has aborted the process in the same state too (once in a full test
+    # run: the whole pytest session died), so this probe runs in a child process: a crash there
+    # is one failed try, not the caller's end.
     while True:
         check_alive()
-        try:
-            futures = admin.describe_consumer_groups(
-                ["streamflow-dev-probe"], request_timeout=remaining(5.0)
-            )
-            for future in futures.values():
-                future.result()
+        answer = _probe_group_coordinator(config, remaining(5.0))
+        if answer is None:
             return
-        except KafkaException as exc:
-            if exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
-                return  # the coordinator answered: that is all we wanted to know
-            last_error = f"group coordinator: {exc}"
-            log.debug("waiting for the group coordinator: %s", last_error)
-            time.sleep(0.2)
+        last_error = f"group coordinator: {answer}"
+        log.debug("waiting for the group coordinator: %s", last_error)
+        time.sleep(0.2)
+
+
+def _probe_group_coordinator(config: Mapping[str, object], timeout: float) -> str | None:
+    """None once the group coordinator answers; else why not (a crash of the probe included)."""
+    request = json.dumps({"config": dict(config), "timeout": timeout})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE_CODE],
+            input=request,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 15,
+        )
+    except subprocess.TimeoutExpired:
+        return f"no answer within {timeout + 15:.0f} s"
+    if done.returncode == 0:
+        return None
+    if done.returncode < 0:
+        return f"the probe process died of signal {-done.returncode} (a librdkafka crash)"
+    return done.stdout.strip() or done.stderr.strip()[-300:] or f"exit {done.returncode}"
+
+
+def _probe_main() -> None:
+    """The child's side: one DescribeGroups; exit 0 when the coordinator answered."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    request = json.loads(sys.stdin.read())
+    admin = AdminClient(request["config"])
+    try:
+        futures = admin.describe_consumer_groups(
+            ["streamflow-dev-probe"], request_timeout=request["timeout"]
+        )
+        for future in futures.values():
+            future.result()
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.GROUP_ID_NOT_FOUND:
+            print(exc, flush=True)
+            sys.exit(1)
+    sys.exit(0)
