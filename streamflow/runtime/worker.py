@@ -40,6 +40,7 @@ from streamflow.runtime.assignments import Assignments
 from streamflow.runtime.commit_cycle import CommitCycle
 from streamflow.runtime.config import AppConfig
 from streamflow.runtime.stall_watch import StallWatch
+from streamflow.runtime.standby import StandbyReplicas
 from streamflow.runtime.status_publisher import StatusPublisher, advertised
 from streamflow.runtime.step_executor import StepExecutor
 from streamflow.runtime.step_pump import StepPump
@@ -382,7 +383,7 @@ class Worker:
                 steps.before_commit()
                 self._commit()
 
-    def _refresh_standbys(self, standbys: Any) -> None:
+    def _refresh_standbys(self, standbys: StandbyReplicas) -> None:
         """Keep the standbys the ring assigns this worker (``standby.standby_tasks``)."""
         assert self.clients is not None
         self._next_standby_refresh = time.monotonic() + STANDBY_REFRESH
